@@ -1,0 +1,56 @@
+# embedstack — the README's two commands are `make demo` and `make test`.
+# Both set everything up first (idempotent), so they work on a fresh machine as root.
+SHELL := /bin/bash
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+PGRX_TESTDATA := $(ROOT)/.pgrx-testdata
+CLUSTER := bash $(ROOT)/scripts/cluster.sh
+
+.PHONY: setup install cluster demo test test-core test-pg test-regress test-client \
+        bench-primitives stop clean fmt
+
+setup:
+	bash scripts/setup.sh
+
+# Build (release) and install the extension into the system PostgreSQL 15.
+install: setup
+	cargo pgrx install --release --pg-config $$(bash -c '. scripts/env.sh; echo $$PG_CONFIG')
+
+cluster: install
+	$(CLUSTER) start
+
+# The main job on the built-in sample.
+demo: cluster
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d postgres -c 'DROP DATABASE IF EXISTS embedstack_demo' -c 'CREATE DATABASE embedstack_demo'
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d embedstack_demo -f demo/sample.sql -f demo/demo.sql
+
+# Every test layer, cheapest first.
+test: setup test-core test-pg cluster test-regress test-client
+
+# Pure numerical core: unit and property tests, no Postgres.
+test-core:
+	cargo test -p embedstack-math
+
+# #[pg_test]s inside a backend (pgrx runs its own cluster as the postgres OS user).
+test-pg:
+	mkdir -p $(PGRX_TESTDATA) && chown postgres:postgres $(PGRX_TESTDATA)
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TESTDATA)
+
+# pg_regress golden files against the project cluster (needs `make cluster`).
+test-regress:
+	bash scripts/regress.sh
+
+# Client-side integration tests against the project cluster (needs `make cluster`).
+test-client:
+	. scripts/env.sh && cargo test -p embedstack-client-tests -- --test-threads=2
+
+bench-primitives: cluster
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d postgres -f bench/cosine_features.sql
+
+stop:
+	$(CLUSTER) stop
+
+fmt:
+	cargo fmt --all
+
+clean: stop
+	rm -rf .pgdata .pgrun .pgrx-testdata target

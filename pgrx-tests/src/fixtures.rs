@@ -1,0 +1,78 @@
+//! Loads `../shared/fixtures/wordsim353` into a database, as a user would: COPY the raw
+//! `real[]` vectors, then keep a pgvector `vector(n)` copy of every model column.
+
+use std::io::Write;
+
+use postgres::Client;
+use serde_json::Value;
+
+use crate::shared_dir;
+
+pub const MODELS: [&str; 7] = [
+    "minilm_l6",
+    "para_minilm_l3",
+    "wordllama_l2s256",
+    "static_m2v64",
+    "w2v_sg100",
+    "ppmi_svd300",
+    "char_ngram",
+];
+
+pub fn reference() -> Value {
+    let path = shared_dir().join("fixtures/wordsim353/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Creates `words_raw(word, <model> real[] …)`, `words(word, <model> vector(dim) …)`,
+/// `pairs_train(a, b, y)` and `pairs_test(a, b, y)`.
+pub fn load_wordsim(c: &mut Client) {
+    let reference = reference();
+    let dir = shared_dir().join("fixtures/wordsim353");
+    let cols: Vec<String> = MODELS.iter().map(|m| format!("{m} real[]")).collect();
+    c.batch_execute(&format!(
+        "CREATE TABLE words_raw (word text PRIMARY KEY, {})",
+        cols.join(", ")
+    ))
+    .unwrap();
+    let data = std::fs::read(dir.join("words.copy")).unwrap();
+    let mut w = c.copy_in("COPY words_raw FROM STDIN").unwrap();
+    w.write_all(&data).unwrap();
+    w.finish().unwrap();
+
+    let vcols: Vec<String> = MODELS
+        .iter()
+        .map(|m| {
+            format!(
+                "{m}::vector({}) AS {m}",
+                reference["dims"][m].as_u64().unwrap()
+            )
+        })
+        .collect();
+    c.batch_execute(&format!(
+        "CREATE TABLE words AS SELECT word, {} FROM words_raw; ALTER TABLE words ADD PRIMARY KEY (word)",
+        vcols.join(", ")
+    ))
+    .unwrap();
+
+    for split in ["pairs_train", "pairs_test"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {split} (a text NOT NULL, b text NOT NULL, y float8 NOT NULL)"
+        ))
+        .unwrap();
+        let csv = std::fs::read(dir.join(format!("{split}.csv"))).unwrap();
+        let mut w = c
+            .copy_in(&format!(
+                "COPY {split} FROM STDIN WITH (FORMAT csv, HEADER true)"
+            ))
+            .unwrap();
+        w.write_all(&csv).unwrap();
+        w.finish().unwrap();
+    }
+    c.batch_execute("ANALYZE").unwrap();
+}
+
+/// `ARRAY[t.m1, t.m2, …]` over all fixture models for table alias `t`.
+pub fn model_array(alias: &str) -> String {
+    let cols: Vec<String> = MODELS.iter().map(|m| format!("{alias}.{m}")).collect();
+    format!("ARRAY[{}]", cols.join(", "))
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian bookworm machine (run as root) for building, installing
+# and testing embedstack: apt packages, pgvector 0.8.0 from Debian's source package,
+# cargo-pgrx at the version pinned in Cargo.toml, and `cargo pgrx init` against the system PG15.
+# Every step checks whether it is already done, so CI and every session can call it.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$here/scripts/env.sh"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# ---------------------------------------------------------------- apt packages
+apt_pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo
+          pkg-config make gcc dpkg-dev ca-certificates)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+# ---------------------------------------------------------------- pgvector from Debian source
+PGVECTOR_VERSION=0.8.0
+PGVECTOR_DEB=0.8.0-1
+PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+ext_dir="$($PG_CONFIG --sharedir)/extension"
+lib_dir="$($PG_CONFIG --pkglibdir)"
+if [ -f "$lib_dir/vector.so" ] && grep -q "default_version = '$PGVECTOR_VERSION'" "$ext_dir/vector.control" 2>/dev/null; then
+  log "pgvector $PGVECTOR_VERSION present"
+else
+  log "building pgvector $PGVECTOR_VERSION from Debian's source package"
+  src_list=/etc/apt/sources.list.d/embedstack-trixie-src.sources
+  if [ ! -f "$src_list" ]; then
+    cat > "$src_list" <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  fi
+  apt-get update -qq
+  work="$(mktemp -d)"
+  (
+    cd "$work"
+    apt-get source --download-only "pgvector=$PGVECTOR_DEB" >/dev/null
+    echo "$PGVECTOR_SHA256  pgvector_$PGVECTOR_VERSION.orig.tar.gz" | sha256sum -c - >/dev/null
+    tar xzf "pgvector_$PGVECTOR_VERSION.orig.tar.gz"
+    cd "pgvector-$PGVECTOR_VERSION"
+    # OPTFLAGS="" avoids -march=native, so the build runs on any x86-64 machine.
+    make -s OPTFLAGS="" PG_CONFIG="$PG_CONFIG" >/dev/null
+    make -s OPTFLAGS="" PG_CONFIG="$PG_CONFIG" install >/dev/null
+  )
+  rm -rf "$work"
+  [ -f "$lib_dir/vector.so" ] || { echo "pgvector install failed" >&2; exit 1; }
+fi
+
+# ---------------------------------------------------------------- cargo-pgrx (pinned)
+if cargo pgrx --version 2>/dev/null | grep -qx "cargo-pgrx $PGRX_VERSION"; then
+  log "cargo-pgrx $PGRX_VERSION present"
+else
+  log "installing cargo-pgrx $PGRX_VERSION from crates.io (slow: 6-20 minutes on 2 cores)"
+  cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+fi
+
+# ---------------------------------------------------------------- cargo pgrx init (local pg_config only)
+pgrx_home="${PGRX_HOME:-$HOME/.pgrx}"
+if grep -q "pg15 = \"$PG_CONFIG\"" "$pgrx_home/config.toml" 2>/dev/null; then
+  log "cargo pgrx already initialised for $PG_CONFIG"
+else
+  log "cargo pgrx init --pg15 $PG_CONFIG"
+  cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+# The pgrx test runner and our clusters run as the postgres OS user; it must be able to
+# read the repository (CI clones under /work or /tmp as root).
+log "set-up complete"

@@ -1,0 +1,3 @@
+//! SQL data types embedstack reads or writes.
+pub mod float_array;
+pub mod vector;

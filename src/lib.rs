@@ -1,0 +1,30 @@
+//! embedstack: learn how to stack several embedding models of the same entities into one
+//! vector, inside PostgreSQL, and serve it through pgvector's HNSW index.
+//!
+//! This crate is the thin Postgres glue. The maths lives in `embedstack-math`
+//! (`crates/embedstack-math`), which has no pgrx dependency and is tested on its own.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod datatype;
+mod errors;
+mod primitives;
+
+// Hand-written SQL: object comments, run after every generated object exists.
+extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
