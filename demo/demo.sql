@@ -5,7 +5,7 @@
 SELECT embedstack.l2_normalize('[3,4]'::vector)           AS vector_normalised,
        embedstack.l2_normalize('{1,1,1,1}'::float8[])     AS float8_normalised,
        embedstack.cosine('[1,2,3]'::vector, '[4,5,6]'::vector) AS cosine,
-       embedstack.cosine('[0,0]'::vector, '[1,2]'::vector)     AS zero_vector_cosine_is_null;
+       embedstack.cosine('[0,0]'::vector, '[1,2]'::vector) IS NULL AS zero_vector_cosine_is_null;
 
 \echo
 \echo '== 2. One cosine per model for a few labelled pairs (cosine_features)'

@@ -39,29 +39,18 @@ fn cosine_vector(a: VectorInput<'_>, b: VectorInput<'_>) -> Option<f64> {
 
 #[pg_extern(immutable, strict, parallel_safe, name = "cosine")]
 fn cosine_real(a: Array<'_, f32>, b: Array<'_, f32>) -> Option<f64> {
-    cosine_f32(
-        non_null_slice(&a, "first array"),
-        non_null_slice(&b, "second array"),
-    )
-    .or_raise()
+    cosine_f32(non_null_slice(&a, "first array"), non_null_slice(&b, "second array")).or_raise()
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "cosine")]
 fn cosine_float8(a: Array<'_, f64>, b: Array<'_, f64>) -> Option<f64> {
-    cosine_f64(
-        non_null_slice(&a, "first array"),
-        non_null_slice(&b, "second array"),
-    )
-    .or_raise()
+    cosine_f64(non_null_slice(&a, "first array"), non_null_slice(&b, "second array")).or_raise()
 }
 
 /// One cosine per model: element i is the cosine of `a[i]` and `b[i]`. A NULL vector or a
 /// zero vector on either side gives a NULL element (a fit then skips and counts that pair).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn cosine_features(
-    a: Array<'_, VectorInput<'_>>,
-    b: Array<'_, VectorInput<'_>>,
-) -> Vec<Option<f64>> {
+fn cosine_features(a: Array<'_, VectorInput<'_>>, b: Array<'_, VectorInput<'_>>) -> Vec<Option<f64>> {
     if a.len() != b.len() {
         ereport!(
             PgLogLevel::ERROR,

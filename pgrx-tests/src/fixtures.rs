@@ -29,11 +29,7 @@ pub fn load_wordsim(c: &mut Client) {
     let reference = reference();
     let dir = shared_dir().join("fixtures/wordsim353");
     let cols: Vec<String> = MODELS.iter().map(|m| format!("{m} real[]")).collect();
-    c.batch_execute(&format!(
-        "CREATE TABLE words_raw (word text PRIMARY KEY, {})",
-        cols.join(", ")
-    ))
-    .unwrap();
+    c.batch_execute(&format!("CREATE TABLE words_raw (word text PRIMARY KEY, {})", cols.join(", "))).unwrap();
     let data = std::fs::read(dir.join("words.copy")).unwrap();
     let mut w = c.copy_in("COPY words_raw FROM STDIN").unwrap();
     w.write_all(&data).unwrap();
@@ -41,12 +37,7 @@ pub fn load_wordsim(c: &mut Client) {
 
     let vcols: Vec<String> = MODELS
         .iter()
-        .map(|m| {
-            format!(
-                "{m}::vector({}) AS {m}",
-                reference["dims"][m].as_u64().unwrap()
-            )
-        })
+        .map(|m| format!("{m}::vector({}) AS {m}", reference["dims"][m].as_u64().unwrap()))
         .collect();
     c.batch_execute(&format!(
         "CREATE TABLE words AS SELECT word, {} FROM words_raw; ALTER TABLE words ADD PRIMARY KEY (word)",
@@ -60,11 +51,7 @@ pub fn load_wordsim(c: &mut Client) {
         ))
         .unwrap();
         let csv = std::fs::read(dir.join(format!("{split}.csv"))).unwrap();
-        let mut w = c
-            .copy_in(&format!(
-                "COPY {split} FROM STDIN WITH (FORMAT csv, HEADER true)"
-            ))
-            .unwrap();
+        let mut w = c.copy_in(&format!("COPY {split} FROM STDIN WITH (FORMAT csv, HEADER true)")).unwrap();
         w.write_all(&csv).unwrap();
         w.finish().unwrap();
     }

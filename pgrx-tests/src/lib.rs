@@ -18,22 +18,19 @@ fn conn_string(db: &str) -> String {
 
 /// Connects to the maintenance database.
 pub fn admin() -> Client {
-    Client::connect(&conn_string("postgres"), NoTls).unwrap_or_else(|e| {
-        panic!("cannot reach the project cluster ({e}); run `make cluster` first")
-    })
+    Client::connect(&conn_string("postgres"), NoTls)
+        .unwrap_or_else(|e| panic!("cannot reach the project cluster ({e}); run `make cluster` first"))
 }
 
 /// A fresh database named `es_<name>` with `embedstack` (and pgvector) installed.
 pub fn fresh_db(name: &str) -> Client {
     let db = format!("es_{name}");
     let mut a = admin();
-    a.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}"
-    ))
-    .unwrap();
+    // Two statements: a multi-statement string would run as one implicit transaction.
+    a.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    a.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
     let mut c = Client::connect(&conn_string(&db), NoTls).unwrap();
-    c.batch_execute("CREATE EXTENSION embedstack CASCADE")
-        .unwrap();
+    c.batch_execute("CREATE EXTENSION embedstack CASCADE").unwrap();
     c
 }
 
@@ -43,7 +40,5 @@ pub fn shared_dir() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.join("../shared")
-        .canonicalize()
-        .expect("../shared next to the repository")
+    root.join("../shared").canonicalize().expect("../shared next to the repository")
 }

@@ -23,27 +23,16 @@ fn cosine_features_reproduce_reference_spearman_per_model() {
             &[],
         )
         .unwrap();
-    assert_eq!(
-        rows.len() as u64,
-        reference["n_test"].as_u64().unwrap(),
-        "every test pair is covered"
-    );
+    assert_eq!(rows.len() as u64, reference["n_test"].as_u64().unwrap(), "every test pair is covered");
     let y: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
     for (k, model) in MODELS.iter().enumerate() {
         let x: Vec<f64> = rows
             .iter()
-            .map(|r| {
-                r.get::<_, Vec<Option<f64>>>(1)[k].expect("every model covers every test word")
-            })
+            .map(|r| r.get::<_, Vec<Option<f64>>>(1)[k].expect("every model covers every test word"))
             .collect();
         let got = spearman(&x, &y);
-        let want = reference["test"]["single"][model]["spearman"]
-            .as_f64()
-            .unwrap();
-        assert!(
-            (got - want).abs() <= 1e-9,
-            "{model}: spearman {got} vs reference {want}"
-        );
+        let want = reference["test"]["single"][model]["spearman"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9, "{model}: spearman {got} vs reference {want}");
     }
 }
 

@@ -52,10 +52,7 @@ impl<'a> VectorInput<'a> {
             if dim < 0 || (*header).unused != 0 || size != HEADER + 4 * dim as usize {
                 corrupt(size, dim as i32);
             }
-            VectorInput {
-                ptr: NonNull::new_unchecked(header),
-                _marker: PhantomData,
-            }
+            VectorInput { ptr: NonNull::new_unchecked(header), _marker: PhantomData }
         }
     }
 
@@ -87,11 +84,7 @@ fn corrupt(size: usize, dim: i32) -> ! {
 }
 
 impl FromDatum for VectorInput<'_> {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _: pg_sys::Oid,
-    ) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         if is_null || datum.is_null() {
             None
         } else {
@@ -150,9 +143,7 @@ impl VectorOutput {
             pgrx::varlena::set_varsize_4b(p.cast(), size as i32);
             (*p).dim = dim as i16;
             (*p).unused = 0;
-            VectorOutput {
-                ptr: NonNull::new_unchecked(p),
-            }
+            VectorOutput { ptr: NonNull::new_unchecked(p) }
         }
     }
 

@@ -200,27 +200,13 @@ mod tests {
     #[test]
     fn lengths_around_the_lane_width_agree_with_naive_sums() {
         for n in [0usize, 1, 2, 15, 16, 17, 31, 32, 33, 100, 384, 768, 1023] {
-            let a: Vec<f32> = (0..n)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                .collect();
-            let b: Vec<f32> = (0..n)
-                .map(|i| ((i * 53 % 89) as f32 - 44.0) / 3.0)
-                .collect();
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 3.0).collect();
             let (d, na, nb) = dot_norms(&a, &b);
             let (d0, na0, nb0) = naive(&a, &b);
             let (d1, na1, nb1) = portable::dot_norms(&a, &b);
-            for (x, y) in [
-                (d, d0),
-                (na, na0),
-                (nb, nb0),
-                (d1, d0),
-                (na1, na0),
-                (nb1, nb0),
-            ] {
-                assert!(
-                    (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
-                    "n={n}: {x} vs {y}"
-                );
+            for (x, y) in [(d, d0), (na, na0), (nb, nb0), (d1, d0), (na1, na0), (nb1, nb0)] {
+                assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "n={n}: {x} vs {y}");
             }
             assert!((norm_sq(&a) - na0).abs() <= 1e-12 * (1.0 + na0));
             assert!((portable::norm_sq(&a) - na0).abs() <= 1e-12 * (1.0 + na0));

@@ -25,11 +25,7 @@ pub enum VectorError {
     /// The two vectors differ in length.
     DimensionMismatch { left: usize, right: usize },
     /// Element at `position` (1-based) is NaN or infinite.
-    NonFinite {
-        operand: Operand,
-        position: usize,
-        value: f64,
-    },
+    NonFinite { operand: Operand, position: usize, value: f64 },
 }
 
 impl std::fmt::Display for VectorError {
@@ -38,20 +34,13 @@ impl std::fmt::Display for VectorError {
             VectorError::DimensionMismatch { left, right } => {
                 write!(f, "different vector dimensions {left} and {right}")
             }
-            VectorError::NonFinite {
-                operand,
-                position,
-                value,
-            } => {
+            VectorError::NonFinite { operand, position, value } => {
                 let which = match operand {
                     Operand::Only => "",
                     Operand::Left => " of the first vector",
                     Operand::Right => " of the second vector",
                 };
-                write!(
-                    f,
-                    "element {position}{which} is {value}: NaN and infinity are not allowed"
-                )
+                write!(f, "element {position}{which} is {value}: NaN and infinity are not allowed")
             }
         }
     }
@@ -61,9 +50,7 @@ impl std::error::Error for VectorError {}
 
 /// First non-finite element, as `(1-based position, value)`.
 pub fn first_non_finite_f32(x: &[f32]) -> Option<(usize, f64)> {
-    x.iter()
-        .position(|v| !v.is_finite())
-        .map(|i| (i + 1, x[i] as f64))
+    x.iter().position(|v| !v.is_finite()).map(|i| (i + 1, x[i] as f64))
 }
 
 /// First non-finite element, as `(1-based position, value)`.
@@ -75,11 +62,7 @@ fn non_finite(operand: Operand, found: Option<(usize, f64)>) -> VectorError {
     // Callers only get here when a norm was not finite, which for f32 data implies a
     // non-finite element; the fallback keeps this total anyway.
     let (position, value) = found.unwrap_or((0, f64::NAN));
-    VectorError::NonFinite {
-        operand,
-        position,
-        value,
-    }
+    VectorError::NonFinite { operand, position, value }
 }
 
 #[inline]
@@ -91,10 +74,7 @@ fn clamp_cosine(c: f64) -> f64 {
 #[inline]
 pub fn cosine_f32(a: &[f32], b: &[f32]) -> Result<Option<f64>, VectorError> {
     if a.len() != b.len() {
-        return Err(VectorError::DimensionMismatch {
-            left: a.len(),
-            right: b.len(),
-        });
+        return Err(VectorError::DimensionMismatch { left: a.len(), right: b.len() });
     }
     let (dot, na, nb) = kernels::dot_norms(a, b);
     if !na.is_finite() {
@@ -121,10 +101,7 @@ fn max_abs(x: &[f64]) -> f64 {
 /// their largest magnitude first (a slow path that ordinary embeddings never take).
 pub fn cosine_f64(a: &[f64], b: &[f64]) -> Result<Option<f64>, VectorError> {
     if a.len() != b.len() {
-        return Err(VectorError::DimensionMismatch {
-            left: a.len(),
-            right: b.len(),
-        });
+        return Err(VectorError::DimensionMismatch { left: a.len(), right: b.len() });
     }
     if let Some(found) = first_non_finite_f64(a) {
         return Err(non_finite(Operand::Left, Some(found)));
@@ -149,11 +126,7 @@ pub fn cosine_f64(a: &[f64], b: &[f64]) -> Result<Option<f64>, VectorError> {
 
 /// Writes `x / ‖x‖` into `out` (same length). A zero vector is copied unchanged.
 pub fn normalize_f32(x: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
-    assert_eq!(
-        x.len(),
-        out.len(),
-        "output buffer must match the input length"
-    );
+    assert_eq!(x.len(), out.len(), "output buffer must match the input length");
     let na = kernels::norm_sq(x);
     if !na.is_finite() {
         return Err(non_finite(Operand::Only, first_non_finite_f32(x)));
@@ -171,11 +144,7 @@ pub fn normalize_f32(x: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
 
 /// Writes `x / ‖x‖` into `out` (same length). A zero vector is copied unchanged.
 pub fn normalize_f64(x: &[f64], out: &mut [f64]) -> Result<(), VectorError> {
-    assert_eq!(
-        x.len(),
-        out.len(),
-        "output buffer must match the input length"
-    );
+    assert_eq!(x.len(), out.len(), "output buffer must match the input length");
     if let Some(found) = first_non_finite_f64(x) {
         return Err(non_finite(Operand::Only, Some(found)));
     }
@@ -236,9 +205,7 @@ mod tests {
         assert_eq!(cosine_f32(&[1.0, 2.0], &[2.0, 4.0]).unwrap(), Some(1.0));
         assert_eq!(cosine_f32(&[1.0, 2.0], &[-1.0, -2.0]).unwrap(), Some(-1.0));
         assert_relative_eq!(
-            cosine_f32(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0])
-                .unwrap()
-                .unwrap(),
+            cosine_f32(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap().unwrap(),
             32.0 / (14.0f64.sqrt() * 77.0f64.sqrt()),
             max_relative = 1e-15
         );
@@ -269,39 +236,23 @@ mod tests {
             Err(VectorError::DimensionMismatch { left: 2, right: 3 })
         );
         match cosine_f32(&[1.0, 2.0, f32::NAN], &[1.0, 2.0, 3.0]) {
-            Err(VectorError::NonFinite {
-                operand: Operand::Left,
-                position: 3,
-                value,
-            }) => {
+            Err(VectorError::NonFinite { operand: Operand::Left, position: 3, value }) => {
                 assert!(value.is_nan())
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             cosine_f32(&[1.0, 2.0], &[f32::INFINITY, 1.0]),
-            Err(VectorError::NonFinite {
-                operand: Operand::Right,
-                position: 1,
-                ..
-            })
+            Err(VectorError::NonFinite { operand: Operand::Right, position: 1, .. })
         ));
         assert!(matches!(
             cosine_f64(&[1.0, f64::NEG_INFINITY], &[1.0, 1.0]),
-            Err(VectorError::NonFinite {
-                operand: Operand::Left,
-                position: 2,
-                ..
-            })
+            Err(VectorError::NonFinite { operand: Operand::Left, position: 2, .. })
         ));
         let mut out = [0.0f32; 2];
         assert!(matches!(
             normalize_f32(&[1.0, f32::NAN], &mut out),
-            Err(VectorError::NonFinite {
-                operand: Operand::Only,
-                position: 2,
-                ..
-            })
+            Err(VectorError::NonFinite { operand: Operand::Only, position: 2, .. })
         ));
         let msg = VectorError::DimensionMismatch { left: 3, right: 4 }.to_string();
         assert_eq!(msg, "different vector dimensions 3 and 4");
@@ -314,11 +265,7 @@ mod tests {
         assert_eq!(cosine_f64(&a, &b).unwrap(), Some(1.0));
         let a = [1e-200, 0.0];
         let b = [1e-200, 1e-200];
-        assert_relative_eq!(
-            cosine_f64(&a, &b).unwrap().unwrap(),
-            1.0 / 2f64.sqrt(),
-            max_relative = 1e-15
-        );
+        assert_relative_eq!(cosine_f64(&a, &b).unwrap().unwrap(), 1.0 / 2f64.sqrt(), max_relative = 1e-15);
         let mut out = [0.0; 2];
         normalize_f64(&[3e-200, 4e-200], &mut out).unwrap();
         assert_relative_eq!(out[0], 0.6, max_relative = 1e-15);

@@ -1,0 +1,243 @@
+//! `#[pg_test]`s: SQL-callable behaviour and SQLSTATEs, inside a real backend with pgvector.
+//! Expected values are computed independently (closed forms, or pgvector's own operators).
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Runs `sql` inside a PL/pgSQL exception block (a proper subtransaction) and returns
+    /// `"SQLSTATE: message"`, or `"00000"` when it succeeded.
+    fn outcome(sql: &str) -> String {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             BEGIN EXECUTE q; RETURN '00000';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $f$",
+        )
+        .unwrap();
+        Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[sql.into()]).unwrap().unwrap()
+    }
+
+    fn assert_sqlstate(sql: &str, state: &str, message_part: &str) {
+        let got = outcome(sql);
+        assert!(
+            got.starts_with(&format!("{state}: ")) && got.contains(message_part),
+            "{sql}\n  expected {state} containing {message_part:?}\n  got {got}"
+        );
+    }
+
+    fn f64_of(sql: &str) -> Option<f64> {
+        Spi::get_one::<f64>(sql).unwrap()
+    }
+
+    #[pg_test]
+    fn cosine_known_values_all_types() {
+        let want = 32.0 / (14.0f64.sqrt() * 77.0f64.sqrt());
+        for (a, b) in [
+            ("'[1,2,3]'::vector", "'[4,5,6]'::vector"),
+            ("'{1,2,3}'::real[]", "'{4,5,6}'::real[]"),
+            ("'{1,2,3}'::float8[]", "'{4,5,6}'::float8[]"),
+        ] {
+            let got = f64_of(&format!("SELECT embedstack.cosine({a}, {b})")).unwrap();
+            assert!((got - want).abs() < 1e-15, "{a}: {got} vs {want}");
+        }
+        assert_eq!(f64_of("SELECT embedstack.cosine('[1,0]'::vector, '[0,3]'::vector)"), Some(0.0));
+        assert_eq!(f64_of("SELECT embedstack.cosine('[1,2]'::vector, '[-2,-4]'::vector)"), Some(-1.0));
+    }
+
+    #[pg_test]
+    fn cosine_agrees_with_pgvector_operator() {
+        // pgvector's <=> is 1 - cosine computed in float4/float8 mixes: agree to ~1e-6.
+        let diff = f64_of(
+            "WITH v AS (SELECT ('[' || string_agg(((i * 7919 % 1000) / 100.0 - 5)::text, ',') || ']')::vector AS a,
+                               ('[' || string_agg(((i * 104729 % 997) / 97.0 - 5)::text, ',') || ']')::vector AS b
+                        FROM generate_series(1, 384) i)
+             SELECT abs(embedstack.cosine(a, b) - (1 - (a <=> b))) FROM v",
+        )
+        .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[pg_test]
+    fn l2_normalize_all_types() {
+        let s =
+            Spi::get_one::<String>("SELECT embedstack.l2_normalize('[3,4]'::vector)::text").unwrap().unwrap();
+        assert_eq!(s, "[0.6,0.8]");
+        let r =
+            Spi::get_one::<Vec<f32>>("SELECT embedstack.l2_normalize('{3,0,4}'::real[])").unwrap().unwrap();
+        assert_eq!(r, vec![0.6, 0.0, 0.8]);
+        let d = Spi::get_one::<Vec<f64>>("SELECT embedstack.l2_normalize('{1,1,1,1}'::float8[])")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d, vec![0.5; 4]);
+        // The result is a real pgvector value: its own norm function sees unit length.
+        let n = f64_of("SELECT vector_norm(embedstack.l2_normalize('[1,2,3,4,5]'::vector))").unwrap();
+        assert!((n - 1.0).abs() < 1e-6);
+    }
+
+    #[pg_test]
+    fn zero_vector_policy() {
+        let s = Spi::get_one::<String>("SELECT embedstack.l2_normalize('[0,0,0]'::vector)::text")
+            .unwrap()
+            .unwrap();
+        assert_eq!(s, "[0,0,0]");
+        let r = Spi::get_one::<Vec<f32>>("SELECT embedstack.l2_normalize('{0,0}'::real[])").unwrap().unwrap();
+        assert_eq!(r, vec![0.0, 0.0]);
+        assert_eq!(f64_of("SELECT embedstack.cosine('[0,0]'::vector, '[1,2]'::vector)"), None);
+        assert_eq!(f64_of("SELECT embedstack.cosine('{1,2}'::real[], '{0,0}'::real[])"), None);
+        assert_eq!(f64_of("SELECT embedstack.cosine('{0,0}'::float8[], '{0,0}'::float8[])"), None);
+    }
+
+    #[pg_test]
+    fn null_inputs_give_null() {
+        // STRICT: a NULL argument gives NULL without calling the function.
+        assert_eq!(f64_of("SELECT embedstack.cosine(NULL::vector, '[1,2]'::vector)"), None);
+        assert!(Spi::get_one::<Vec<f32>>("SELECT embedstack.l2_normalize(NULL::real[])").unwrap().is_none());
+    }
+
+    #[pg_test]
+    fn dimension_mismatch_is_22000_naming_both() {
+        assert_sqlstate("SELECT embedstack.cosine('[1,2]'::vector, '[1,2,3]'::vector)", "22000", "2 and 3");
+        assert_sqlstate("SELECT embedstack.cosine('{1,2,3}'::real[], '{1}'::real[])", "22000", "3 and 1");
+        assert_sqlstate("SELECT embedstack.cosine('{1}'::float8[], '{1,2}'::float8[])", "22000", "1 and 2");
+    }
+
+    #[pg_test]
+    fn non_finite_is_22023_naming_the_position() {
+        assert_sqlstate(
+            "SELECT embedstack.cosine('{1,NaN,3}'::real[], '{1,2,3}'::real[])",
+            "22023",
+            "element 2",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.cosine('{1,2}'::float8[], '{Infinity,1}'::float8[])",
+            "22023",
+            "element 1",
+        );
+        assert_sqlstate("SELECT embedstack.l2_normalize('{1,2,-Infinity}'::real[])", "22023", "element 3");
+        assert_sqlstate("SELECT embedstack.l2_normalize('{NaN}'::float8[])", "22023", "element 1");
+    }
+
+    #[pg_test]
+    fn null_element_is_22004() {
+        assert_sqlstate("SELECT embedstack.l2_normalize('{1,NULL,3}'::real[])", "22004", "position 2");
+        assert_sqlstate(
+            "SELECT embedstack.cosine('{1,2}'::float8[], '{NULL,1}'::float8[])",
+            "22004",
+            "position 1",
+        );
+    }
+
+    #[pg_test]
+    fn cosine_features_one_cosine_per_model() {
+        let got = Spi::get_one::<Vec<Option<f64>>>(
+            "SELECT embedstack.cosine_features(
+                ARRAY['[1,0]'::vector, '[1,2,3]'::vector, '[0,0]'::vector, NULL],
+                ARRAY['[0,1]'::vector, '[2,4,6]'::vector, '[1,1]'::vector, '[1]'::vector])",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, vec![Some(0.0), Some(1.0), None, None]);
+    }
+
+    #[pg_test]
+    fn cosine_features_errors() {
+        assert_sqlstate(
+            "SELECT embedstack.cosine_features(ARRAY['[1,0]'::vector], ARRAY['[1,0]'::vector, '[1]'::vector])",
+            "22000",
+            "1 and 2",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.cosine_features(ARRAY['[1,0]'::vector, '[1,2]'::vector], ARRAY['[1,0]'::vector, '[1,2,3]'::vector])",
+            "22000",
+            "model 2: different vector dimensions 2 and 3",
+        );
+    }
+
+    #[pg_test]
+    fn toasted_and_short_header_vectors_are_read() {
+        // vector(768) is stored out of line (pgvector sets STORAGE external): read from a table so
+        // that the argument arrives TOASTed; vector(3) arrives with a 1-byte short header.
+        Spi::run(
+            "CREATE TEMP TABLE tv (id int, big vector(768), small vector(3), arr real[]);
+             INSERT INTO tv SELECT g,
+                (SELECT array_agg(((i * g) % 17 - 8)::real) FROM generate_series(1, 768) i)::vector(768),
+                ARRAY[g, 1, 2]::real[]::vector(3),
+                (SELECT array_agg(((i * g) % 13 - 6)::real) FROM generate_series(1, 768) i)
+             FROM generate_series(1, 4) g",
+        )
+        .unwrap();
+        let toasted = Spi::get_one::<bool>(
+            "SELECT pg_relation_size(reltoastrelid) > 0 FROM pg_class WHERE oid = 'tv'::regclass",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(toasted, "the test table should have out-of-line values");
+        // Every read path against pgvector's own arithmetic on the same stored values.
+        let worst = f64_of(
+            "SELECT max(greatest(
+                abs(embedstack.cosine(a.big, b.big) - (1 - (a.big <=> b.big))),
+                abs(embedstack.cosine(a.small, b.small) - (1 - (a.small <=> b.small))),
+                abs(embedstack.cosine(a.arr, b.arr) - (1 - (a.arr::vector <=> b.arr::vector))),
+                abs(vector_norm(embedstack.l2_normalize(a.big)) - 1),
+                abs((embedstack.cosine_features(ARRAY[a.big, a.small], ARRAY[b.big, b.small]))[1]
+                    - (1 - (a.big <=> b.big)))))
+             FROM tv a CROSS JOIN tv b",
+        )
+        .unwrap();
+        assert!(worst < 1e-6, "{worst}");
+    }
+
+    /// Every function of the extension, with the volatility, strictness and parallel safety it
+    /// must declare. A new function without an entry here fails the test.
+    #[pg_test]
+    fn catalog_declarations_are_deliberate() {
+        let expected: &[(&str, &str, bool, &str)] = &[
+            ("cosine(double precision[],double precision[])", "i", true, "s"),
+            ("cosine(real[],real[])", "i", true, "s"),
+            ("cosine(vector,vector)", "i", true, "s"),
+            ("cosine_features(vector[],vector[])", "i", true, "s"),
+            ("l2_normalize(double precision[])", "i", true, "s"),
+            ("l2_normalize(real[])", "i", true, "s"),
+            ("l2_normalize(vector)", "i", true, "s"),
+        ];
+        let rows: Vec<(String, String, bool, String)> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.proname || '(' || oidvectortypes(p.proargtypes) || ')',
+                            p.provolatile::text, p.proisstrict, p.proparallel::text
+                     FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+                     JOIN pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
+                     WHERE e.extname = 'embedstack' AND p.pronamespace = 'embedstack'::regnamespace
+                     ORDER BY 1",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<String>(1).unwrap().unwrap().replace(", ", ","),
+                        r.get::<String>(2).unwrap().unwrap(),
+                        r.get::<bool>(3).unwrap().unwrap(),
+                        r.get::<String>(4).unwrap().unwrap(),
+                    )
+                })
+                .collect()
+        });
+        let got: Vec<(&str, &str, bool, &str)> =
+            rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), *c, d.as_str())).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[pg_test]
+    fn every_function_is_documented() {
+        let undocumented = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace
+               AND obj_description(p.oid, 'pg_proc') IS NULL",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(undocumented, 0);
+    }
+}
