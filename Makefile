@@ -2,7 +2,6 @@
 # Both set everything up first (idempotent), so they work on a fresh machine as root.
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
-PGRX_TESTDATA := $(ROOT)/.pgrx-testdata
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test test-core test-pg test-regress test-client \
@@ -32,8 +31,8 @@ test-core:
 
 # #[pg_test]s inside a backend (pgrx runs its own cluster as the postgres OS user).
 test-pg:
-	mkdir -p $(PGRX_TESTDATA) && chown postgres:postgres $(PGRX_TESTDATA)
-	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TESTDATA)
+	. scripts/env.sh && mkdir -p "$$ES_PGRX_TESTDATA" && chown postgres:postgres "$$ES_PGRX_TESTDATA" \
+	  && cargo pgrx test pg15 --runas postgres --pgdata "$$ES_PGRX_TESTDATA"
 
 # pg_regress golden files against the project cluster (needs `make cluster`).
 test-regress:
@@ -53,4 +52,4 @@ fmt:
 	cargo fmt --all
 
 clean: stop
-	rm -rf .pgdata .pgrun .pgrx-testdata target
+	. scripts/env.sh && rm -rf "$$ES_PGDATA" "$$ES_PGRUN" "$$ES_PGRX_TESTDATA" target

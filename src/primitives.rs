@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 use crate::datatype::float_array::non_null_slice;
 use crate::datatype::vector::{VectorInput, VectorOutput};
+use crate::datatype::vector_array::{Float8ArrayOut, VectorArray};
 use crate::errors::OrRaise;
 
 #[pg_extern(immutable, strict, parallel_safe, name = "l2_normalize")]
@@ -50,7 +51,7 @@ fn cosine_float8(a: Array<'_, f64>, b: Array<'_, f64>) -> Option<f64> {
 /// One cosine per model: element i is the cosine of `a[i]` and `b[i]`. A NULL vector or a
 /// zero vector on either side gives a NULL element (a fit then skips and counts that pair).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn cosine_features(a: Array<'_, VectorInput<'_>>, b: Array<'_, VectorInput<'_>>) -> Vec<Option<f64>> {
+fn cosine_features(a: VectorArray<'_>, b: VectorArray<'_>) -> Float8ArrayOut {
     if a.len() != b.len() {
         ereport!(
             PgLogLevel::ERROR,
@@ -59,7 +60,8 @@ fn cosine_features(a: Array<'_, VectorInput<'_>>, b: Array<'_, VectorInput<'_>>)
             "both arrays must hold one vector per model, in the same order"
         );
     }
-    a.iter()
+    let features: Vec<Option<f64>> = a
+        .iter()
         .zip(b.iter())
         .enumerate()
         .map(|(i, pair)| match pair {
@@ -69,7 +71,8 @@ fn cosine_features(a: Array<'_, VectorInput<'_>>, b: Array<'_, VectorInput<'_>>)
             },
             _ => None,
         })
-        .collect()
+        .collect();
+    Float8ArrayOut::build(&features)
 }
 
 #[cold]
