@@ -142,6 +142,63 @@ mod tests {
     }
 
     #[pg_test]
+    fn cosine_features_walks_null_bitmaps_past_a_byte() {
+        // 11 models, NULLs at positions 1, 8, 9 and 11: the bitmap spans two bytes and the
+        // walker must step over present elements of different sizes (dimension i+1 for model i).
+        let got = Spi::get_one::<Vec<Option<f64>>>(
+            "SELECT embedstack.cosine_features(
+                (SELECT array_agg(CASE WHEN i IN (1, 8, 9) THEN NULL
+                        ELSE array_fill(1::real, ARRAY[i])::vector END ORDER BY i) FROM generate_series(1, 11) i),
+                (SELECT array_agg(CASE WHEN i = 11 THEN NULL
+                        ELSE (array_fill(1::real, ARRAY[i - 1]) || (-1)::real)::vector END ORDER BY i)
+                 FROM generate_series(1, 11) i))",
+        )
+        .unwrap()
+        .unwrap();
+        // cos(1_i, (1,…,1,-1)) = (i - 2) / i
+        let want: Vec<Option<f64>> = (1..=11)
+            .map(|i: i32| if [1, 8, 9, 11].contains(&i) { None } else { Some((i as f64 - 2.0) / i as f64) })
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            match (g, w) {
+                (None, None) => {}
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-15, "{got:?}"),
+                _ => panic!("{got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[pg_test]
+    fn cosine_features_reads_stored_and_multidimensional_arrays() {
+        // A stored vector[] of wide vectors is TOASTed as a whole; a 2-D array is read in
+        // storage order.
+        Spi::run(
+            "CREATE TEMP TABLE va (id int, models vector[]);
+             INSERT INTO va SELECT g, ARRAY[
+                 (SELECT array_agg(((i * g) % 11 - 5)::real) FROM generate_series(1, 768) i)::vector,
+                 (SELECT array_agg(((i + g) % 7 - 3)::real) FROM generate_series(1, 384) i)::vector]
+             FROM generate_series(1, 3) g",
+        )
+        .unwrap();
+        let worst = f64_of(
+            "SELECT max(greatest(abs(f[1] - embedstack.cosine(a.models[1], b.models[1])),
+                                 abs(f[2] - embedstack.cosine(a.models[2], b.models[2]))))
+             FROM va a CROSS JOIN va b,
+                  LATERAL embedstack.cosine_features(a.models, b.models) f",
+        )
+        .unwrap();
+        assert_eq!(worst, 0.0);
+        let got = Spi::get_one::<Vec<Option<f64>>>(
+            "SELECT embedstack.cosine_features(ARRAY[['[1,0]'::vector, '[1,1]'], ['[0,1]', '[2]']],
+                                               ARRAY[['[1,0]'::vector, '[1,1]'], ['[1,0]', '[3]']])",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, vec![Some(1.0), Some(1.0), Some(0.0), Some(1.0)]);
+    }
+
+    #[pg_test]
     fn cosine_features_errors() {
         assert_sqlstate(
             "SELECT embedstack.cosine_features(ARRAY['[1,0]'::vector], ARRAY['[1,0]'::vector, '[1]'::vector])",
