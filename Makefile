@@ -27,7 +27,7 @@ test: setup test-core test-pg cluster test-regress test-client
 
 # Pure numerical core: unit and property tests, no Postgres.
 test-core:
-	cargo test -p embedstack-math
+	cargo test -p embedstack-math --tests
 
 # #[pg_test]s inside a backend (pgrx runs its own cluster as the postgres OS user).
 test-pg:
@@ -40,7 +40,7 @@ test-regress:
 
 # Client-side integration tests against the project cluster (needs `make cluster`).
 test-client:
-	. scripts/env.sh && cargo test -p embedstack-client-tests -- --test-threads=2
+	. scripts/env.sh && cargo test -p embedstack-client-tests --tests -- --test-threads=2
 
 bench-primitives: cluster
 	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d postgres -f bench/cosine_features.sql

@@ -10,9 +10,17 @@ use pgrx::prelude::*;
 
 mod datatype;
 mod errors;
+mod fit;
 mod primitives;
+mod regression_state;
 
-// Hand-written SQL: object comments, run after every generated object exists.
+// Hand-written SQL: the aggregates (after the functions they name), then object comments,
+// after every generated object exists.
+extension_sql_file!(
+    "../sql/aggregates.sql",
+    name = "aggregates",
+    requires = [fit::fit_weights_final, regression_state::merge]
+);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

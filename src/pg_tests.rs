@@ -190,8 +190,8 @@ mod tests {
         .unwrap();
         assert_eq!(worst, 0.0);
         let got = Spi::get_one::<Vec<Option<f64>>>(
-            "SELECT embedstack.cosine_features(ARRAY[['[1,0]'::vector, '[1,1]'], ['[0,1]', '[2]']],
-                                               ARRAY[['[1,0]'::vector, '[1,1]'], ['[1,0]', '[3]']])",
+            "SELECT embedstack.cosine_features(ARRAY[ARRAY['[1,0]'::vector, '[1,1]'::vector], ARRAY['[0,1]'::vector, '[2]'::vector]],
+                                               ARRAY[ARRAY['[1,0]'::vector, '[1,1]'::vector], ARRAY['[1,0]'::vector, '[3]'::vector]])",
         )
         .unwrap()
         .unwrap();
@@ -255,9 +255,23 @@ mod tests {
             ("cosine(real[],real[])", "i", true, "s"),
             ("cosine(vector,vector)", "i", true, "s"),
             ("cosine_features(vector[],vector[])", "i", true, "s"),
+            ("cross_validate(double precision[],double precision[],boolean,boolean)", "i", true, "s"),
+            ("fit_weights(double precision[],double precision)", "i", false, "s"),
+            ("fit_weights_final(double precision[])", "i", false, "s"),
             ("l2_normalize(double precision[])", "i", true, "s"),
             ("l2_normalize(real[])", "i", true, "s"),
             ("l2_normalize(vector)", "i", true, "s"),
+            ("merge(double precision[],double precision[])", "i", true, "s"),
+            ("regression_stats(double precision[],double precision)", "i", false, "s"),
+            ("regression_stats(double precision[],double precision,double precision)", "i", false, "s"),
+            ("regression_stats_accum(double precision[],double precision[],double precision)", "i", false, "s"),
+            (
+                "regression_stats_accum(double precision[],double precision[],double precision,double precision)",
+                "i",
+                false,
+                "s",
+            ),
+            ("solve(double precision[],double precision,boolean,boolean)", "i", true, "s"),
         ];
         let rows: Vec<(String, String, bool, String)> = Spi::connect(|client| {
             client
@@ -296,5 +310,82 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(undocumented, 0);
+    }
+
+    #[pg_test]
+    fn fit_weights_recovers_an_exact_relation_and_counts_skipped_rows() {
+        // y = 1 + 2 x1 - 3 x2 exactly on 50 rows; 3 rows with a NULL feature/label are skipped.
+        Spi::run(
+            "CREATE TEMP TABLE r AS
+             SELECT ARRAY[(i % 7)::float8 / 7, (i % 5)::float8 / 5 + i / 100.0] AS x,
+                    1 + 2 * ((i % 7)::float8 / 7) - 3 * ((i % 5)::float8 / 5 + i / 100.0) AS y
+             FROM generate_series(1, 50) i
+             UNION ALL VALUES (ARRAY[1, NULL]::float8[], 1.0), (NULL, 2.0), (ARRAY[1, 2]::float8[], NULL)",
+        )
+        .unwrap();
+        let (w, b0) = Spi::get_two::<Vec<f64>, f64>(
+            "SELECT (f).weights, (f).intercept FROM (SELECT embedstack.fit_weights(x, y) AS f FROM r) s",
+        )
+        .unwrap();
+        let (n, skipped) = Spi::get_two::<i64, i64>(
+            "SELECT (f).n_used, (f).n_skipped FROM (SELECT embedstack.fit_weights(x, y) AS f FROM r) s",
+        )
+        .unwrap();
+        let w = w.unwrap();
+        assert!((w[0] - 2.0).abs() < 1e-9 && (w[1] + 3.0).abs() < 1e-9, "{w:?}");
+        assert!((b0.unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!((n, skipped), (Some(50), Some(3)));
+        // The same through a stored state, solved later, and through merge of two halves.
+        let b0_merged = f64_of(
+            "SELECT (embedstack.solve(embedstack.merge(
+                 (SELECT embedstack.regression_stats(x, y) FROM (SELECT * FROM r LIMIT 20) a),
+                 (SELECT embedstack.regression_stats(x, y) FROM (SELECT * FROM r OFFSET 20) b)))).intercept",
+        )
+        .unwrap();
+        assert!((b0_merged - 1.0).abs() < 1e-9);
+    }
+
+    #[pg_test]
+    fn aggregate_bad_input_and_empty_input() {
+        assert_eq!(
+            Spi::get_one::<bool>(
+                "SELECT embedstack.fit_weights(ARRAY[1.0], 1.0) IS NULL FROM generate_series(1, 0)"
+            )
+            .unwrap(),
+            Some(true),
+            "no rows, no group: the aggregate returns NULL"
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT embedstack.fit_weights(x, y) IS NULL FROM (VALUES (NULL::float8[], 1.0::float8)) v(x, y)")
+                .unwrap(),
+            Some(true),
+            "only skipped rows: NULL fit"
+        );
+        assert_sqlstate(
+            "SELECT embedstack.regression_stats(x, 1.0) FROM (VALUES (ARRAY[1.0, 2.0]::float8[]), (ARRAY[1.0]::float8[])) v(x)",
+            "22000",
+            "2 and 1",
+        );
+        assert_sqlstate("SELECT embedstack.regression_stats(ARRAY[1.0, 'NaN'], 1.0)", "22023", "feature 2");
+        assert_sqlstate("SELECT embedstack.regression_stats(ARRAY[1.0], 'Infinity')", "22023", "label");
+        assert_sqlstate("SELECT embedstack.regression_stats(ARRAY[1.0], 1.0, -2.0)", "22023", "negative");
+        assert_sqlstate("SELECT embedstack.solve('{1,2,3}'::float8[])", "22023", "invalid regression state");
+        assert_sqlstate("SELECT embedstack.merge('{4011970,1,1,1,0,1,0,0,0,0,5}'::float8[], '{4011970,1,1,1,0,1,0,0,-1,0,0}'::float8[])", "22023", "invalid regression state");
+        assert_sqlstate(
+            "SELECT embedstack.solve(embedstack.regression_stats(ARRAY[1.0], 1.0), ridge => -1)",
+            "22023",
+            "ridge",
+        );
+    }
+
+    #[pg_test]
+    fn collinear_features_warn_and_return_minimum_norm() {
+        let w = Spi::get_one::<Vec<f64>>(
+            "SELECT (embedstack.fit_weights(ARRAY[x, x], 3 * x + 1)).weights
+             FROM (SELECT i::float8 / 10 AS x FROM generate_series(1, 30) i) s",
+        )
+        .unwrap()
+        .unwrap();
+        assert!((w[0] - 1.5).abs() < 1e-9 && (w[1] - 1.5).abs() < 1e-9, "{w:?}");
     }
 }

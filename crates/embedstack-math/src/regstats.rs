@@ -185,7 +185,8 @@ pub fn validate_header(s: &[f64]) -> Result<usize, StatsError> {
         return Err(StatsError::Corrupt(format!("unsupported state version {}", s[1])));
     }
     let kf = s[2];
-    if !(kf.is_finite() && kf >= 1.0 && kf.fract() == 0.0 && kf <= 10_000.0) {
+    // k = 0 is the state before the first usable row: it only counts skipped rows.
+    if !(kf.is_finite() && kf >= 0.0 && kf.fract() == 0.0 && kf <= 10_000.0) {
         return Err(StatsError::Corrupt(format!("invalid feature count {kf}")));
     }
     let k = kf as usize;

@@ -1,0 +1,135 @@
+//! `solve(state, …) → fit`, the `fit_weights` final function and exact k-fold
+//! cross-validation from stored per-fold states. Thin glue over `embedstack_math::solve`.
+
+use embedstack_math::regstats::RegStats;
+use embedstack_math::solve::{cross_validate as cv_core, solve as solve_core, Fit, SolveOptions};
+use pgrx::prelude::*;
+
+use crate::regression_state::{parse_state, raise_stats_error};
+
+extension_sql!(
+    r#"
+CREATE TYPE embedstack.fit AS (
+    weights          double precision[],
+    intercept        double precision,
+    r2               double precision,
+    rmse             double precision,
+    n_used           bigint,
+    n_skipped        bigint,
+    condition_number double precision,
+    std_errors       double precision[],
+    rank             integer,
+    collinear        integer[]
+);
+"#,
+    name = "fit_type",
+    bootstrap
+);
+
+fn to_composite(fit: Fit) -> pgrx::composite_type!('static, "embedstack.fit") {
+    let mut t = PgHeapTuple::new_composite_type("embedstack.fit").unwrap();
+    t.set_by_name("weights", fit.weights).unwrap();
+    t.set_by_name("intercept", fit.intercept).unwrap();
+    t.set_by_name("r2", fit.r2).unwrap();
+    t.set_by_name("rmse", fit.rmse).unwrap();
+    t.set_by_name("n_used", fit.n_used as i64).unwrap();
+    t.set_by_name("n_skipped", fit.n_skipped as i64).unwrap();
+    t.set_by_name("condition_number", fit.condition_number).unwrap();
+    t.set_by_name("std_errors", fit.std_errors).unwrap();
+    t.set_by_name("rank", fit.rank as i32).unwrap();
+    let collinear: Vec<i32> = fit.collinear.iter().map(|&i| i as i32 + 1).collect();
+    t.set_by_name("collinear", collinear).unwrap();
+    t
+}
+
+fn solve_state(
+    st: &RegStats,
+    opts: SolveOptions,
+) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
+    let fit = match solve_core(st, opts) {
+        Ok(f) => f?,
+        Err(e) => {
+            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+            unreachable!()
+        }
+    };
+    if !fit.collinear.is_empty() {
+        let names: Vec<String> = fit.collinear.iter().map(|i| (i + 1).to_string()).collect();
+        ereport!(
+            PgLogLevel::WARNING,
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "features {} are collinear (rank {} of {}); returning the minimum-norm solution",
+                names.join(", "),
+                fit.rank,
+                st.k
+            ),
+            "drop one of the collinear features, or use ridge => alpha"
+        );
+    }
+    Some(to_composite(fit))
+}
+
+/// Solves a stored or aggregated regression state. NULL when the state has no usable rows.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn solve(
+    state: Array<'_, f64>,
+    ridge: default!(f64, 0.0),
+    nonnegative: default!(bool, false),
+    fit_intercept: default!(bool, true),
+) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
+    solve_state(&parse_state(&state), SolveOptions { ridge, nonnegative, fit_intercept })
+}
+
+/// Final function of `fit_weights`: OLS with intercept (scikit-learn `LinearRegression`).
+#[pg_extern(immutable, parallel_safe)]
+fn fit_weights_final(
+    state: Option<Array<'_, f64>>,
+) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
+    solve_state(&parse_state(&state?), SolveOptions::default())
+}
+
+/// Exact k-fold cross-validation: `fold_states` holds one regression state per fold (e.g.
+/// `array_agg(state)` over `GROUP BY fold`); each fold is scored by the model fitted on all
+/// the others, from the statistics alone. One row per candidate ridge penalty.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn cross_validate(
+    fold_states: Array<'_, f64>,
+    ridges: Array<'_, f64>,
+    nonnegative: default!(bool, false),
+    fit_intercept: default!(bool, true),
+) -> TableIterator<
+    'static,
+    (name!(ridge, f64), name!(mse, Option<f64>), name!(r2, Option<f64>), name!(folds, i32)),
+> {
+    let flat = crate::datatype::float_array::non_null_slice(&fold_states, "fold_states");
+    let ridges = crate::datatype::float_array::non_null_slice(&ridges, "ridges").to_vec();
+    // A 2-D array of equally long states, one per row; lengths come from the first header.
+    let mut folds = Vec::new();
+    let mut rest = flat;
+    while !rest.is_empty() {
+        let k = rest.get(2).copied().unwrap_or(-1.0);
+        if !(k >= 0.0 && k.fract() == 0.0 && k <= 10_000.0) {
+            raise_stats_error(embedstack_math::regstats::StatsError::Corrupt(format!(
+                "invalid feature count {k}"
+            )));
+        }
+        let len = embedstack_math::regstats::serialized_len(k as usize).min(rest.len());
+        let st = RegStats::from_slice(&rest[..len]).unwrap_or_else(|e| raise_stats_error(e));
+        folds.push(st);
+        rest = &rest[len..];
+    }
+    if folds.len() < 2 {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("cross-validation needs at least 2 fold states, got {}", folds.len())
+        );
+    }
+    let opts = SolveOptions { ridge: 0.0, nonnegative, fit_intercept };
+    let rows = cv_core(&folds, &ridges, opts).unwrap_or_else(|e| {
+        ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+        unreachable!()
+    });
+    TableIterator::new(rows.into_iter().map(|r| (r.ridge, r.mse, r.r2, r.folds as i32)))
+}
