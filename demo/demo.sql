@@ -33,4 +33,27 @@ SELECT round(corr(f[1], p.similarity)::numeric, 4) AS text,
 FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b,
      LATERAL embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf],
                                         ARRAY[y.m_text, y.m_glove, y.m_cf]) f;
-\echo 'Next (later releases): fit the stacking weights, materialise the combined column, query it through HNSW.'
+
+\echo
+\echo '== 5. Fit the stacking weights in the database (fit_weights = scikit-learn LinearRegression)'
+SELECT (SELECT array_agg(round(w::numeric, 3)) FROM unnest((f).weights) w) AS "weights (text, glove, cf)",
+       round((f).intercept::numeric, 3) AS intercept, round((f).r2::numeric, 4) AS r2,
+       round((f).rmse::numeric, 4) AS rmse, (f).n_used, (f).n_skipped
+FROM (SELECT embedstack.fit_weights(
+               embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf], ARRAY[y.m_text, y.m_glove, y.m_cf]),
+               p.similarity) AS f
+      FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b) s;
+
+\echo
+\echo '== 6. Exact 5-fold cross-validation of ridge penalties from per-fold statistics (one scan)'
+WITH folds AS (
+  SELECT abs(hashtext(p.a || ':' || p.b)) % 5 AS fold,
+         embedstack.regression_stats(
+           embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf], ARRAY[y.m_text, y.m_glove, y.m_cf]),
+           p.similarity) AS state
+  FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b
+  GROUP BY 1)
+SELECT ridge, round(mse::numeric, 5) AS heldout_mse, round(r2::numeric, 4) AS heldout_r2, folds
+FROM embedstack.cross_validate((SELECT array_agg(state ORDER BY fold) FROM folds), '{0,0.1,1,10,100}')
+ORDER BY mse;
+\echo 'Next (later releases): model sets, materialise the combined column, query it through HNSW.'
