@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test test-core test-pg test-regress test-client \
-        bench-primitives stop clean fmt
+        bench-primitives bench-fit stop clean fmt
 
 setup:
 	bash scripts/setup.sh
@@ -43,7 +43,12 @@ test-client:
 	. scripts/env.sh && cargo test -p embedstack-client-tests --tests -- --test-threads=2
 
 bench-primitives: cluster
-	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d postgres -f bench/cosine_features.sql
+	$(CLUSTER) psql -q -d postgres -c 'DROP DATABASE IF EXISTS es_bench' -c 'CREATE DATABASE es_bench'
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d es_bench -f bench/cosine_features.sql
+
+bench-fit: cluster
+	$(CLUSTER) psql -q -d postgres -c 'DROP DATABASE IF EXISTS es_bench' -c 'CREATE DATABASE es_bench'
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d es_bench -f bench/fit_aggregate.sql
 
 stop:
 	$(CLUSTER) stop
