@@ -11,7 +11,7 @@
 //! row with features fixes `k`.
 
 use embedstack_math::regstats::{
-    accumulate_raw, serialized_len, validate_header, RegStats, StatsError, HEADER_LEN,
+    accumulate_raw, check_row, serialized_len, validate_header, RegStats, StatsError, HEADER_LEN,
 };
 use pgrx::prelude::*;
 use pgrx::{fcinfo, pg_sys};
@@ -185,21 +185,12 @@ pub unsafe extern "C-unwind" fn embedstack_regstats_accum(fcinfo: pg_sys::Functi
                     }
                 }
                 let k = x.len();
-                if x.is_empty() {
+                if k == 0 {
                     raise_stats_error(StatsError::FeatureCount { expected: 1, got: 0 });
                 }
                 // Validate before touching the state, so a rejected row changes nothing.
-                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                    raise_stats_error(StatsError::NonFinite { position: i + 1, value: x[i] });
-                }
-                if !y.is_finite() {
-                    raise_stats_error(StatsError::NonFinite { position: 0, value: y });
-                }
-                if !w.is_finite() {
-                    raise_stats_error(StatsError::NonFinite { position: usize::MAX, value: w });
-                }
-                if w < 0.0 {
-                    raise_stats_error(StatsError::NegativeWeight(w));
+                if let Err(e) = check_row(k, x, y, w) {
+                    raise_stats_error(e);
                 }
                 if w == 0.0 {
                     s[4] += 1.0;

@@ -208,8 +208,10 @@ pub fn validate_header(s: &[f64]) -> Result<usize, StatsError> {
     Ok(k)
 }
 
+/// Validates one row against a state of `k` features: feature count, finite values, weight ≥ 0.
+/// Shared by [`RegStats::accumulate`] and the in-place SQL transition function.
 #[inline]
-fn check_row(k: usize, x: &[f64], y: f64, w: f64) -> Result<(), StatsError> {
+pub fn check_row(k: usize, x: &[f64], y: f64, w: f64) -> Result<(), StatsError> {
     if x.len() != k {
         return Err(StatsError::FeatureCount { expected: k, got: x.len() });
     }
