@@ -6,6 +6,12 @@
 //!   non-finite elements, dimension mismatches).
 //! * [`regstats`]: mergeable sufficient statistics of a weighted linear regression.
 //! * [`solve`]: OLS / ridge / NNLS solvers, diagnostics and exact k-fold cross-validation.
+//! * [`combine`]: fitted weights → per-block multipliers and combined vectors.
+//! * [`entity_cache`]: bounded per-entity cache for pair features from stored columns.
+//! * [`eval`]: Pearson and Spearman correlation for held-out evaluation.
+pub mod combine;
+pub mod entity_cache;
+pub mod eval;
 pub mod kernels;
 pub mod regstats;
 pub mod solve;
