@@ -11,8 +11,15 @@ use pgrx::prelude::*;
 mod datatype;
 mod errors;
 mod fit;
+mod model_set;
 mod primitives;
 mod regression_state;
+mod settings;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+}
 
 // Hand-written SQL: the aggregates (after the functions they name), then object comments,
 // after every generated object exists.
@@ -21,6 +28,9 @@ extension_sql_file!(
     name = "aggregates",
     requires = [fit::fit_weights_final, regression_state::merge]
 );
+extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["fit_type"]);
+extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog"]);
+extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["model_sets"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

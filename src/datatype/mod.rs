@@ -1,4 +1,6 @@
-//! SQL data types embedstack reads or writes.
 pub mod float_array;
+pub mod halfvec;
+pub mod model_value;
+pub mod regclass;
 pub mod vector;
 pub mod vector_array;

@@ -211,27 +211,37 @@ pub fn combine_into(
     multipliers: &[f64],
     out: &mut [f32],
 ) -> Result<(), CombineError> {
+    combine_over_layout(blocks, dims, multipliers, multipliers, out)
+}
+
+/// Like [`combine_into`], but the layout (which blocks exist) comes from `layout` and the
+/// scale of each block from `scale`: the query side of query-weighted mode, where a model
+/// with weight 0 still occupies its (zero) block of the stored layout.
+pub fn combine_over_layout(
+    blocks: &[Option<Block<'_>>],
+    dims: &[usize],
+    layout: &[f64],
+    scale: &[f64],
+    out: &mut [f32],
+) -> Result<(), CombineError> {
     debug_assert_eq!(blocks.len(), dims.len());
     let mut at = 0;
     for (k, block) in blocks.iter().enumerate() {
-        let m = multipliers[k];
-        if m == 0.0 {
-            // Left out of the layout (symmetric mode), but a wrong-sized vector is still an
-            // error: the model set's columns must hold what it says.
-            if let Some(b) = block {
-                check_dim(k, dims[k], b)?;
-            }
+        if let Some(b) = block {
+            // Even a left-out block must have the model's size: the model set's columns
+            // must hold what it says.
+            check_dim(k, dims[k], b)?;
+        }
+        if layout[k] == 0.0 {
             continue;
         }
         let slot = &mut out[at..at + dims[k]];
         at += dims[k];
         match block {
-            None => slot.fill(0.0),
-            Some(b) => {
-                check_dim(k, dims[k], b)?;
-                b.write_unit_scaled(m, slot)
-                    .map_err(|source| CombineError::NonFinite { model: k + 1, source })?;
-            }
+            Some(b) if scale[k] != 0.0 => b
+                .write_unit_scaled(scale[k], slot)
+                .map_err(|source| CombineError::NonFinite { model: k + 1, source })?,
+            _ => slot.fill(0.0),
         }
     }
     debug_assert_eq!(at, out.len());
@@ -349,22 +359,10 @@ mod tests {
             let bb: Vec<Option<Block>> = b.iter().map(|v| v.as_deref().map(Block::F32)).collect();
             let width = layout_width(&dims, &s.stored);
             let (mut q, mut d) = (vec![0f32; width], vec![0f32; width]);
-            // Query side uses the query multipliers over the stored layout.
-            let qm: Vec<f64> = s.query.iter().zip(&s.stored).map(|(&q, &st)| if st == 0.0 { 0.0 } else { q }).collect();
             let mut qfull = vec![0f32; width];
             combine_into(&ba, &dims, &s.stored, &mut q).unwrap();
             combine_into(&bb, &dims, &s.stored, &mut d).unwrap();
-            // Build the query with zero-scaled blocks still occupying their slot.
-            let mut at = 0;
-            for k in 0..3 {
-                if s.stored[k] == 0.0 { continue; }
-                if let Some(v) = &a[k] {
-                    if qm[k] != 0.0 {
-                        Block::F32(v).write_unit_scaled(qm[k], &mut qfull[at..at + 4]).unwrap();
-                    }
-                }
-                at += 4;
-            }
+            combine_over_layout(&ba, &dims, &s.stored, &s.query, &mut qfull).unwrap();
             let expected: f64 = (0..3)
                 .map(|k| match (&a[k], &b[k]) {
                     (Some(x), Some(y)) => s.score[k] * cos(x, y).unwrap_or(0.0),

@@ -1,0 +1,46 @@
+-- The model-set catalog. Written only by the extension's functions; readable by everyone.
+-- Both tables are extension configuration tables: pg_dump dumps their rows.
+-- There is deliberately no foreign key from model_sets to fits (only fits -> model_sets):
+-- pg_dump restores configuration tables in foreign-key order, which a cycle would break.
+
+CREATE TABLE embedstack.model_sets (
+    name                text PRIMARY KEY CHECK (name <> '' AND octet_length(name) <= 63),
+    source              regclass NOT NULL,
+    key_column          name NOT NULL,
+    model_columns       name[] NOT NULL CHECK (cardinality(model_columns) >= 1),
+    model_dims          integer[] NOT NULL CHECK (cardinality(model_dims) = cardinality(model_columns)),
+    model_types         regtype[] NOT NULL CHECK (cardinality(model_types) = cardinality(model_columns)),
+    mode                text NOT NULL CHECK (mode IN ('symmetric', 'query_weighted')),
+    threshold           double precision NOT NULL CHECK (threshold >= 0 AND threshold < 1),
+    combined_column     name NOT NULL,
+    storage             text NOT NULL CHECK (storage IN ('auto', 'vector', 'halfvec')),
+    active_fit          bigint,
+    served_multipliers  double precision[],
+    served_storage      text CHECK (served_storage IN ('vector', 'halfvec')),
+    served_index        name,
+    staging_column      name,
+    staging_fit         bigint,
+    staging_multipliers double precision[],
+    staging_storage     text CHECK (staging_storage IN ('vector', 'halfvec')),
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE embedstack.fits (
+    id              bigserial PRIMARY KEY,
+    model_set       text NOT NULL REFERENCES embedstack.model_sets (name) ON DELETE CASCADE,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    options         jsonb NOT NULL,
+    weights         double precision[] NOT NULL,
+    intercept       double precision NOT NULL,
+    diagnostics     jsonb NOT NULL,
+    state           double precision[] NOT NULL,
+    training_source jsonb NOT NULL
+);
+CREATE INDEX fits_model_set_idx ON embedstack.fits (model_set, id);
+
+SELECT pg_catalog.pg_extension_config_dump('embedstack.model_sets', '');
+SELECT pg_catalog.pg_extension_config_dump('embedstack.fits', '');
+SELECT pg_catalog.pg_extension_config_dump('embedstack.fits_id_seq', '');
+
+REVOKE ALL ON embedstack.model_sets, embedstack.fits FROM PUBLIC;
+GRANT SELECT ON embedstack.model_sets, embedstack.fits TO PUBLIC;

@@ -1,0 +1,230 @@
+-- Model sets: create, drop, fit. The materialise procedure is in materialize.sql.
+-- These functions pin search_path and qualify every reference; user identifiers only ever
+-- reach SQL as regclass values or through format('%I').
+
+-- Attribute number, type and typmod of a user column, or ERROR 42703.
+CREATE FUNCTION embedstack._column(rel regclass, col name, OUT attnum smallint, OUT typid oid, OUT typmod integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT a.attnum, a.atttypid, a.atttypmod INTO attnum, typid, typmod
+      FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel USING ERRCODE = '42703';
+    END IF;
+END $$;
+
+-- Schema of pgvector, to qualify its types and operator classes in generated DDL.
+CREATE FUNCTION embedstack._vector_schema() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'vector'
+$$;
+
+CREATE FUNCTION embedstack._model_set(model_set text) RETURNS embedstack.model_sets
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets;
+BEGIN
+    SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model set "%" does not exist', model_set USING ERRCODE = '42704',
+            HINT = 'SELECT name FROM embedstack.model_sets lists them; embedstack.create_model_set creates one';
+    END IF;
+    RETURN ms;
+END $$;
+
+CREATE FUNCTION embedstack.create_model_set(
+    name text,
+    source regclass,
+    key_column name,
+    model_columns name[],
+    mode text DEFAULT 'symmetric',
+    threshold double precision DEFAULT 0.05,
+    combined_column name DEFAULT NULL,
+    storage text DEFAULT 'auto',
+    model_dims integer[] DEFAULT NULL)
+RETURNS embedstack.model_sets
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    v_relkind "char";
+    v_col record;
+    v_key record;
+    v_dims integer[] := '{}';
+    v_types regtype[] := '{}';
+    v_dim integer;
+    v_typname pg_catalog.name;
+    v_combined pg_catalog.name;
+    v_vnsp pg_catalog.name := embedstack._vector_schema();
+    v_row embedstack.model_sets;
+BEGIN
+    IF name IS NULL OR source IS NULL OR key_column IS NULL OR model_columns IS NULL
+       OR mode IS NULL OR threshold IS NULL OR storage IS NULL THEN
+        RAISE EXCEPTION 'name, source, key_column, model_columns, mode, threshold and storage must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    IF name = '' OR octet_length(name) > 63 THEN
+        RAISE EXCEPTION 'model set name must have 1 to 63 bytes, got %', octet_length(name) USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT 1 FROM embedstack.model_sets m WHERE m.name = create_model_set.name) THEN
+        RAISE EXCEPTION 'model set "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    IF mode NOT IN ('symmetric', 'query_weighted') THEN
+        RAISE EXCEPTION 'unknown mode "%"', mode USING ERRCODE = '22023',
+            HINT = 'mode is ''symmetric'' (weighted stored vectors) or ''query_weighted'' (weights on the query side only)';
+    END IF;
+    IF NOT (threshold >= 0 AND threshold < 1) THEN
+        RAISE EXCEPTION 'threshold must be in [0, 1), got %', threshold USING ERRCODE = '22023';
+    END IF;
+    IF storage NOT IN ('auto', 'vector', 'halfvec') THEN
+        RAISE EXCEPTION 'unknown storage "%"', storage USING ERRCODE = '22023',
+            HINT = 'storage is ''auto'' (vector up to 2000 dimensions, halfvec up to 4000), ''vector'' or ''halfvec''';
+    END IF;
+    SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = source;
+    IF v_relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', source USING ERRCODE = '42809';
+    END IF;
+    IF cardinality(model_columns) < 1 OR array_position(model_columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'model_columns must name at least one column and contain no NULL' USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT count(DISTINCT c) FROM unnest(model_columns) c) <> cardinality(model_columns)
+       OR key_column = ANY (model_columns) THEN
+        RAISE EXCEPTION 'a column appears twice among the key and model columns' USING ERRCODE = '42701';
+    END IF;
+    IF model_dims IS NOT NULL AND cardinality(model_dims) <> cardinality(model_columns) THEN
+        RAISE EXCEPTION 'model_dims has % entries for % model columns', cardinality(model_dims), cardinality(model_columns)
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The key: a NOT NULL column with a single-column unique index (the batches and the
+    -- item-to-item query look rows up by it).
+    SELECT * INTO v_key FROM embedstack._column(source, key_column);
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = v_key.attnum
+         WHERE i.indrelid = source AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
+           AND i.indkey[0] = v_key.attnum AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attnotnull) THEN
+        RAISE EXCEPTION 'key column "%" of % is not a NOT NULL column with a unique index', key_column, source
+            USING ERRCODE = '42P10', HINT = 'use the primary key, or add a unique index and NOT NULL on the column';
+    END IF;
+
+    FOR i IN 1 .. cardinality(model_columns) LOOP
+        SELECT * INTO v_col FROM embedstack._column(source, model_columns[i]);
+        SELECT t.typname INTO v_typname FROM pg_type t WHERE t.oid = v_col.typid;
+        IF v_typname NOT IN ('vector', '_float4', '_float8')
+           OR (v_typname = 'vector' AND (SELECT t.typnamespace FROM pg_type t WHERE t.oid = v_col.typid)
+                                         <> (SELECT oid FROM pg_namespace WHERE nspname = v_vnsp)) THEN
+            RAISE EXCEPTION 'column "%" of % has type %', model_columns[i], source, format_type(v_col.typid, v_col.typmod)
+                USING ERRCODE = '42804', HINT = 'model columns must be vector(n), real[] or double precision[]';
+        END IF;
+        v_dim := NULL;
+        IF v_typname = 'vector' AND v_col.typmod > 0 THEN
+            v_dim := v_col.typmod;
+            IF model_dims[i] IS NOT NULL AND model_dims[i] <> v_dim THEN
+                RAISE EXCEPTION 'model_dims[%] is % but column "%" is %', i, model_dims[i], model_columns[i],
+                    format_type(v_col.typid, v_col.typmod) USING ERRCODE = '22023';
+            END IF;
+        ELSIF model_dims[i] IS NOT NULL THEN
+            v_dim := model_dims[i];
+        ELSE
+            -- Discovered from the first row that has a value; rows that disagree are
+            -- reported (22000, naming their key) when they are read.
+            EXECUTE format(CASE WHEN v_typname = 'vector' THEN 'SELECT %3$I.vector_dims(%1$I) FROM %2$s WHERE %1$I IS NOT NULL LIMIT 1'
+                                ELSE 'SELECT cardinality(%1$I) FROM %2$s WHERE %1$I IS NOT NULL LIMIT 1' END,
+                           model_columns[i], source, v_vnsp) INTO v_dim;
+            IF v_dim IS NULL THEN
+                RAISE EXCEPTION 'cannot discover the dimension of column "%": it has no values yet', model_columns[i]
+                    USING ERRCODE = '22023', HINT = 'declare it as vector(n) or pass model_dims';
+            END IF;
+        END IF;
+        IF v_dim < 1 OR v_dim > 16000 THEN
+            RAISE EXCEPTION 'column "%" has % dimensions; a model has 1 to 16000', model_columns[i], v_dim
+                USING ERRCODE = '22023';
+        END IF;
+        v_dims := v_dims || v_dim;
+        v_types := v_types || v_col.typid::regtype;
+    END LOOP;
+
+    v_combined := coalesce(combined_column, left(name, 54) || '_combined');
+    IF v_combined = key_column OR v_combined = ANY (model_columns) THEN
+        RAISE EXCEPTION 'combined column "%" is the key or a model column', v_combined USING ERRCODE = '42701';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = source AND a.attname = v_combined AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'column "%" already exists in %', v_combined, source USING ERRCODE = '42701',
+            HINT = 'materialize creates the combined column; choose another name with combined_column';
+    END IF;
+    IF EXISTS (SELECT 1 FROM embedstack.model_sets m WHERE m.source = create_model_set.source
+                AND m.combined_column = v_combined) THEN
+        RAISE EXCEPTION 'model set "%" already serves column "%" of %',
+            (SELECT m.name FROM embedstack.model_sets m WHERE m.source = create_model_set.source
+                AND m.combined_column = v_combined), v_combined, source USING ERRCODE = '42701';
+    END IF;
+
+    INSERT INTO embedstack.model_sets (name, source, key_column, model_columns, model_dims, model_types, mode,
+                                       threshold, combined_column, storage)
+    VALUES (name, source, key_column, model_columns, v_dims, v_types, mode, threshold, v_combined, storage)
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(name);
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', embedstack._trigger_name(ms.name), ms.source);
+    IF drop_columns THEN
+        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
+        IF ms.staging_column IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.staging_column);
+        END IF;
+    END IF;
+    DELETE FROM embedstack.model_sets m WHERE m.name = ms.name;
+END $$;
+
+CREATE FUNCTION embedstack._trigger_name(model_set text) RETURNS name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT ('embedstack_' || left(model_set, 52))::name $$;
+
+CREATE FUNCTION embedstack.fit(
+    model_set text,
+    pairs regclass,
+    left_column name,
+    right_column name,
+    target_column name,
+    ridge double precision DEFAULT 0,
+    nonnegative boolean DEFAULT false,
+    sample_weight_column name DEFAULT NULL)
+RETURNS embedstack.fits
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+    st double precision[];
+    f embedstack.fit;
+    r embedstack.fits;
+BEGIN
+    IF ridge IS NULL OR nonnegative IS NULL OR ridge < 0 THEN
+        RAISE EXCEPTION 'ridge must be a number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
+    END IF;
+    st := embedstack.pair_statistics(model_set, pairs, left_column, right_column, target_column, sample_weight_column);
+    IF st[4] = 0 THEN
+        RAISE EXCEPTION 'no usable pairs in % (% skipped)', pairs, st[5]::bigint USING ERRCODE = '22023',
+            HINT = 'a pair is used when both keys exist in the source table, every model vector of both is '
+                   'present and non-zero, and the target (and weight) are not NULL';
+    END IF;
+    f := embedstack.solve(st, ridge, nonnegative, true);
+    INSERT INTO embedstack.fits (model_set, options, weights, intercept, diagnostics, state, training_source)
+    VALUES (ms.name,
+            jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
+            f.weights, f.intercept,
+            jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
+                               'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
+                               'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
+                               'collinear', to_jsonb(f.collinear)),
+            st,
+            jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
+                               'target', target_column, 'sample_weight', sample_weight_column))
+    RETURNING * INTO r;
+    RETURN r;
+END $$;

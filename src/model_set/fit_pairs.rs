@@ -1,0 +1,167 @@
+//! `pair_statistics` (the regression state of a model set's pair features, computed from the
+//! stored columns) and `evaluate` (held-out correlations per model and for the stack).
+
+use embedstack_math::combine::scales;
+use embedstack_math::eval::{pearson, spearman};
+use embedstack_math::regstats::RegStats;
+use pgrx::prelude::*;
+
+use super::catalog::{self, ModelSetDef};
+use super::pairs::{for_each_pair, PairSource};
+use crate::datatype::regclass::RegClass;
+use crate::regression_state::raise_stats_error;
+
+fn require<T>(v: Option<T>, what: &str) -> T {
+    v.unwrap_or_else(|| {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL")
+        );
+        unreachable!()
+    })
+}
+
+/// The regression statistics state (as `regression_stats` returns) of the pairs' features,
+/// computed from the model set's stored columns: one cosine per model. A pair is skipped and
+/// counted when a key is not in the source, a vector is NULL or zero, or the target or weight
+/// is NULL.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pair_statistics(
+    model_set: Option<&str>,
+    pairs: Option<RegClass>,
+    left_column: Option<&str>,
+    right_column: Option<&str>,
+    target_column: Option<&str>,
+    sample_weight_column: default!(Option<&str>, "NULL"),
+) -> Vec<f64> {
+    let name = require(model_set, "model_set");
+    let pairs = require(pairs, "pairs").0;
+    let (l, r, t) = (
+        require(left_column, "left_column"),
+        require(right_column, "right_column"),
+        require(target_column, "target_column"),
+    );
+    Spi::connect_mut(|client| {
+        let def = catalog::load(client, name);
+        let src = PairSource::new(client, pairs, l, r, t, sample_weight_column);
+        let k = def.dims.len();
+        let mut st = RegStats::new(k);
+        let mut x = vec![0.0; k];
+        for_each_pair(client, &def, &src, |p| {
+            let (Some(y), Some(w)) = (p.y, p.w) else {
+                st.skip();
+                return;
+            };
+            for (xi, f) in x.iter_mut().zip(p.features) {
+                match f {
+                    Some(v) => *xi = *v,
+                    None => {
+                        st.skip();
+                        return;
+                    }
+                }
+            }
+            // Rejects NaN/Inf targets and negative weights; a zero weight is counted as skipped.
+            st.accumulate(&x, y, w).unwrap_or_else(|e| raise_stats_error(e));
+        });
+        st.to_vec()
+    })
+}
+
+/// Held-out evaluation: one row per model (its cosine alone), one for `(stack)` — the score
+/// the served vectors rank by, `Σ s_k x_k` over the mode's score weights, a missing or zero
+/// block counting 0 — and one for `(fit)` — the regression's prediction
+/// `intercept + Σ w_k x_k` on pairs with every feature. `n` counts the pairs each row used.
+#[pg_extern(volatile, parallel_unsafe)]
+fn evaluate(
+    model_set: Option<&str>,
+    pairs: Option<RegClass>,
+    left_column: Option<&str>,
+    right_column: Option<&str>,
+    target_column: Option<&str>,
+    fit_id: default!(Option<i64>, "NULL"),
+) -> TableIterator<
+    'static,
+    (name!(model, String), name!(n, i64), name!(pearson, Option<f64>), name!(spearman, Option<f64>)),
+> {
+    let name = require(model_set, "model_set");
+    let pairs = require(pairs, "pairs").0;
+    let (l, r, t) = (
+        require(left_column, "left_column"),
+        require(right_column, "right_column"),
+        require(target_column, "target_column"),
+    );
+    let rows = Spi::connect_mut(|client| {
+        let def: ModelSetDef = catalog::load(client, name);
+        let fit = fit_id.or(def.active_fit).or_else(|| latest_fit(client, name));
+        let Some(fit) = fit else {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("model set \"{name}\" has no fit"),
+                "run embedstack.fit first"
+            );
+            unreachable!()
+        };
+        let weights = catalog::fit_weights(client, name, fit);
+        let intercept: f64 = client
+            .select("SELECT intercept FROM embedstack.fits WHERE id = $1", Some(1), &[fit.into()])
+            .and_then(|t| t.first().get_one::<f64>())
+            .unwrap_or_else(|e| error!("{e}"))
+            .unwrap_or(0.0);
+        let threshold: f64 = client
+            .select("SELECT threshold FROM embedstack.model_sets WHERE name = $1", Some(1), &[name.into()])
+            .and_then(|t| t.first().get_one::<f64>())
+            .unwrap_or_else(|e| error!("{e}"))
+            .unwrap_or(0.05);
+        let score = match scales(&weights, def.mode, threshold) {
+            Ok(s) => Some(s.score),
+            Err(_) => None, // e.g. symmetric mode with no positive weight: no served score
+        };
+        let src = PairSource::new(client, pairs, l, r, t, None);
+        let k = def.dims.len();
+        let mut per_model: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); k];
+        let (mut stack, mut pred) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+        for_each_pair(client, &def, &src, |p| {
+            let Some(y) = p.y else { return };
+            if !p.found {
+                return;
+            }
+            for (m, f) in p.features.iter().enumerate() {
+                if let Some(v) = f {
+                    per_model[m].0.push(*v);
+                    per_model[m].1.push(y);
+                }
+            }
+            if let Some(s) = &score {
+                stack.0.push(p.features.iter().zip(s).map(|(f, s)| f.unwrap_or(0.0) * s).sum::<f64>());
+                stack.1.push(y);
+            }
+            if p.features.iter().all(Option::is_some) {
+                pred.0.push(
+                    intercept + p.features.iter().zip(&weights).map(|(f, w)| f.unwrap() * w).sum::<f64>(),
+                );
+                pred.1.push(y);
+            }
+        });
+        let row = |label: String, (x, y): &(Vec<f64>, Vec<f64>)| {
+            (label, x.len() as i64, pearson(x, y), spearman(x, y))
+        };
+        let mut out: Vec<_> =
+            def.model_columns.iter().zip(&per_model).map(|(c, d)| row(c.clone(), d)).collect();
+        if score.is_some() {
+            out.push(row("(stack)".into(), &stack));
+        }
+        out.push(row("(fit)".into(), &pred));
+        out
+    });
+    TableIterator::new(rows)
+}
+
+fn latest_fit(client: &pgrx::spi::SpiClient<'_>, name: &str) -> Option<i64> {
+    client
+        .select("SELECT max(id) FROM embedstack.fits WHERE model_set = $1", Some(1), &[name.into()])
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| error!("{e}"))
+}

@@ -1,0 +1,45 @@
+//! Model sets: a catalog of which columns form a stack (sql/catalog.sql, sql/model_sets.sql),
+//! features and evaluation from stored columns, the materialise row kernel, the serving query
+//! vector and the freshness trigger.
+
+pub mod catalog;
+mod combine_fn;
+mod fit_pairs;
+mod output;
+mod pairs;
+mod query_vector;
+mod trigger;
+
+use embedstack_math::combine::{scales, Mode, ScaleError};
+use pgrx::prelude::*;
+
+/// Multipliers of the stored blocks for `weights` in `mode` with `threshold`: symmetric mode
+/// `sqrt(w_k / w_max)` for kept models and 0 for left-out ones; query-weighted mode 1 for all.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn block_multipliers(weights: Vec<f64>, mode: &str, threshold: f64) -> Vec<f64> {
+    let Some(mode) = Mode::parse(mode) else {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown mode \"{mode}\""),
+            "mode is 'symmetric' or 'query_weighted'"
+        );
+        unreachable!()
+    };
+    match scales(&weights, mode, threshold) {
+        Ok(s) => s.stored,
+        Err(e @ ScaleError::NoPositiveWeight { .. }) => {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                e.to_string(),
+                "use mode 'query_weighted' (negative weights work there), or refit with nonnegative => true"
+            );
+            unreachable!()
+        }
+        Err(e) => {
+            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+            unreachable!()
+        }
+    }
+}

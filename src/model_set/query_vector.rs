@@ -1,0 +1,144 @@
+//! `query_vector(model_set, vector[])` and `query_vector(model_set, key)`: the query side of
+//! the active fit, to rank a model set's combined column with `<#>`.
+
+use embedstack_math::combine::{scales, Block, Mode};
+use pgrx::datum::{AnyElement, DatumWithOid};
+use pgrx::prelude::*;
+
+use super::catalog::{self, ident, ModelSetDef};
+use super::output::read_model;
+use crate::datatype::model_value::ModelValue;
+use crate::datatype::vector::VectorOutput;
+use crate::datatype::vector_array::VectorArray;
+
+/// The served layout and the query multipliers over it.
+fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
+    let (Some(served), Some(fit)) = (&def.served, def.active_fit) else {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("model set \"{}\" has not been materialised", def.name),
+            "CALL embedstack.materialize(model_set) first"
+        );
+        unreachable!()
+    };
+    match def.mode {
+        // The query is built like the stored vectors.
+        Mode::Symmetric => served.multipliers.clone(),
+        Mode::QueryWeighted => {
+            let w = catalog::fit_weights(client, &def.name, fit);
+            let s = scales(&w, Mode::QueryWeighted, 0.0).unwrap_or_else(|e| {
+                ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+                unreachable!()
+            });
+            s.query
+        }
+    }
+}
+
+/// Builds the query `vector` over the stored layout with the query multipliers.
+fn build(
+    def: &ModelSetDef,
+    stored: &[f64],
+    query: &[f64],
+    blocks: &[Option<Block<'_>>],
+    key: &dyn Fn() -> String,
+) -> VectorOutput {
+    use embedstack_math::combine::{combine_over_layout, layout_width, CombineError};
+    let mut out = VectorOutput::zeroed(layout_width(&def.dims, stored));
+    if let Err(e) = combine_over_layout(blocks, &def.dims, stored, query, out.as_mut_slice()) {
+        let code = match e {
+            CombineError::Dimension { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            CombineError::NonFinite { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        };
+        ereport!(PgLogLevel::ERROR, code, format!("{}{e}", key()));
+    }
+    out
+}
+
+/// The query-side vector of the active fit for one vector per model (NULL = missing model).
+#[pg_extern(stable, strict, parallel_safe, name = "query_vector")]
+fn query_vector_from_vectors(model_set: &str, models: VectorArray<'_>) -> VectorOutput {
+    let (def, query) = Spi::connect(|client| {
+        let def = catalog::load(client, model_set);
+        let q = query_layout(client, &def);
+        (def, q)
+    });
+    if models.len() != def.dims.len() {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("model set \"{}\" has {} models, got {} vectors", def.name, def.dims.len(), models.len()),
+            "pass one vector per model column, in the model set's order (NULL for a missing one)"
+        );
+    }
+    let stored = def.served.as_ref().expect("checked").multipliers.clone();
+    let inputs: Vec<_> = models.iter().collect();
+    let blocks: Vec<Option<Block<'_>>> =
+        inputs.iter().map(|v| v.as_ref().map(|v| Block::F32(v.as_slice()))).collect();
+    build(&def, &stored, &query, &blocks, &|| String::new())
+}
+
+/// The query-side vector of the active fit for the stored row with this key (item-to-item).
+#[pg_extern(stable, strict, parallel_safe, name = "query_vector")]
+fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
+    // Read the row inside SPI, but build the vector outside it: SPI's memory is freed at
+    // disconnect, and the result must outlive it.
+    let (def, query, raw) = Spi::connect(|client| {
+        let def = catalog::load(client, model_set);
+        let q = query_layout(client, &def);
+        let cols: Vec<String> = def.model_columns.iter().map(|c| ident(c)).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1",
+            cols.join(", "),
+            def.source_sql,
+            ident(&def.key_column)
+        );
+        let arg = unsafe { DatumWithOid::new(key.datum(), key.oid()) };
+        let table = client.select(sql.as_str(), Some(2), &[arg]).unwrap_or_else(|e| error!("{e}"));
+        let rows = table.len();
+        if rows == 0 {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                format!("model set \"{}\": no row of {} has this key", def.name, def.source_sql)
+            );
+        }
+        // Copy the values out of SPI memory as plain f32/f64 vectors.
+        let row = table.first();
+        let mut raw: Vec<Option<RawBlock>> = Vec::with_capacity(def.dims.len());
+        for (m, kind) in def.kinds.iter().enumerate() {
+            let d = row.get_datum_by_ordinal(m + 1).unwrap_or_else(|e| error!("{e}"));
+            let v: Option<ModelValue> = unsafe {
+                read_model(
+                    d.unwrap_or(pg_sys::Datum::from(0usize)),
+                    d.is_none(),
+                    *kind,
+                    &|| "given".into(),
+                    &|| def.model_columns[m].clone(),
+                )
+            };
+            raw.push(v.map(|v| match v.block() {
+                Block::F32(x) => RawBlock::F32(x.to_vec()),
+                Block::F64(x) => RawBlock::F64(x.to_vec()),
+            }));
+        }
+        (def, q, raw)
+    });
+    let stored = def.served.as_ref().expect("checked").multipliers.clone();
+    let blocks: Vec<Option<Block<'_>>> = raw
+        .iter()
+        .map(|b| {
+            b.as_ref().map(|b| match b {
+                RawBlock::F32(x) => Block::F32(x),
+                RawBlock::F64(x) => Block::F64(x),
+            })
+        })
+        .collect();
+    build(&def, &stored, &query, &blocks, &|| "row with the given key: ".into())
+}
+
+enum RawBlock {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}

@@ -1,0 +1,117 @@
+//! `embedstack._refresh_combined()`: the freshness trigger `materialize` installs on a model
+//! set's source table (`BEFORE INSERT OR UPDATE OF <model columns> … FOR EACH ROW`, argument:
+//! the model set's name). It computes the row's combined vector for the served column and,
+//! while a materialisation is in progress, for the staging column too, so that rows written
+//! during a materialisation are right in both.
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgBox};
+
+use super::catalog::{self, ModelSetDef};
+use super::output::{combined_datum, read_model};
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_embedstack_refresh_combined() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+fn fail(msg: &str) -> ! {
+    ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, msg.to_string());
+    unreachable!()
+}
+
+#[no_mangle]
+#[doc(hidden)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        let ctx = (*fcinfo).context;
+        if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+            fail("embedstack._refresh_combined() must be called as a trigger");
+        }
+        let td = PgBox::from_pg(ctx.cast::<pg_sys::TriggerData>());
+        let event = td.tg_event;
+        let before = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE;
+        let row = event & pg_sys::TRIGGER_EVENT_ROW != 0;
+        let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+        let is_update = op == pg_sys::TRIGGER_EVENT_UPDATE;
+        if !before || !row || !(op == pg_sys::TRIGGER_EVENT_INSERT || is_update) {
+            fail("embedstack._refresh_combined() must run BEFORE INSERT OR UPDATE FOR EACH ROW");
+        }
+        let trigger = td.tg_trigger;
+        if (*trigger).tgnargs != 1 {
+            fail("embedstack._refresh_combined() takes the model set's name as its only argument");
+        }
+        let name = std::ffi::CStr::from_ptr(*(*trigger).tgargs).to_string_lossy().into_owned();
+        let tuple = if is_update { td.tg_newtuple } else { td.tg_trigtuple };
+        let desc = (*td.tg_relation).rd_att;
+
+        let def: ModelSetDef = Spi::connect(|client| catalog::load(client, &name));
+        let targets: Vec<_> = [def.served.as_ref(), def.staging.as_ref()].into_iter().flatten().collect();
+        if targets.is_empty() {
+            return pg_sys::Datum::from(tuple);
+        }
+        let attnum = |col: &str| -> i32 {
+            let c = std::ffi::CString::new(col).expect("identifier without NUL");
+            let n = pg_sys::SPI_fnumber(desc, c.as_ptr());
+            if n <= 0 {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    format!("model set \"{name}\": column \"{col}\" does not exist in {}", def.source_sql)
+                );
+            }
+            n
+        };
+        let key_att = attnum(&def.key_column);
+        let key = || super::pairs::key_text(tuple, desc, key_att);
+        let values: Vec<_> = def
+            .model_columns
+            .iter()
+            .zip(&def.kinds)
+            .map(|(col, kind)| {
+                let mut null = false;
+                let d = pg_sys::heap_getattr(tuple, attnum(col), desc, &mut null);
+                read_model(d, null, *kind, &key, &|| col.clone())
+            })
+            .collect();
+        let mut cols = Vec::new();
+        let mut datums = Vec::new();
+        let mut nulls = Vec::new();
+        for layout in targets {
+            // A column being dropped or not yet added (between catalog and DDL) is skipped.
+            let c = std::ffi::CString::new(layout.column.as_str()).expect("identifier without NUL");
+            let n = pg_sys::SPI_fnumber(desc, c.as_ptr());
+            if n <= 0 {
+                continue;
+            }
+            datums.push(combined_datum(
+                &values,
+                &def.dims,
+                &layout.multipliers,
+                layout.storage,
+                &key,
+                &|m| def.model_columns[m].clone(),
+            ));
+            cols.push(n);
+            nulls.push(false);
+        }
+        drop(values);
+        if cols.is_empty() {
+            return pg_sys::Datum::from(tuple);
+        }
+        let newtuple = pg_sys::heap_modify_tuple_by_cols(
+            tuple,
+            desc,
+            cols.len() as i32,
+            cols.as_mut_ptr(),
+            datums.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
+        pg_sys::Datum::from(newtuple)
+    }
+}
