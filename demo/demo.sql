@@ -56,4 +56,47 @@ WITH folds AS (
 SELECT ridge, round(mse::numeric, 5) AS heldout_mse, round(r2::numeric, 4) AS heldout_r2, folds
 FROM embedstack.cross_validate((SELECT array_agg(state ORDER BY fold) FROM folds), '{0,0.1,1,10,100}')
 ORDER BY mse;
-\echo 'Next (later releases): model sets, materialise the combined column, query it through HNSW.'
+
+\echo
+\echo '== 7. A model set: the table, its key, its model columns (dimensions read from vector(n))'
+CREATE VIEW demo.pairs_train AS SELECT * FROM demo.pairs WHERE abs(hashtext(a || ':' || b)) % 5 <> 0;
+CREATE VIEW demo.pairs_test  AS SELECT * FROM demo.pairs WHERE abs(hashtext(a || ':' || b)) % 5 = 0;
+SELECT name, source, key_column, model_columns, model_dims, mode, threshold, combined_column
+FROM embedstack.create_model_set('demo', 'demo.items', 'id', ARRAY['m_text', 'm_glove', 'm_cf']);
+
+\echo
+\echo '== 8. Fit it on the training pairs, from the stored columns (each item read once)'
+SELECT id AS fit_id, (SELECT array_agg(round(w::numeric, 3)) FROM unnest(weights) w) AS "weights (text, glove, cf)",
+       round(intercept::numeric, 3) AS intercept, round((diagnostics->>'r2')::numeric, 4) AS r2,
+       diagnostics->>'n_used' AS n_used
+FROM embedstack.fit('demo', 'demo.pairs_train', 'a', 'b', 'similarity');
+
+\echo
+\echo '== 9. What stacking buys on held-out pairs: each model alone, the served stack, the regression'
+SELECT model, n, round(pearson::numeric, 4) AS pearson, round(spearman::numeric, 4) AS spearman
+FROM embedstack.evaluate('demo', 'demo.pairs_test', 'a', 'b', 'similarity');
+
+\echo
+\echo '== 10. Materialise the combined column (batches that commit, HNSW index, atomic cut-over)'
+CALL embedstack.materialize('demo', batch_size => 100);
+SELECT combined_column, active_fit, served_storage, served_index,
+       (SELECT array_agg(round(m::numeric, 4)) FROM unnest(served_multipliers) m) AS block_multipliers
+FROM embedstack.model_sets WHERE name = 'demo';
+
+\echo
+\echo '== 11. Query: the 5 items most similar to item 1 under the learned weights, through the index'
+SET enable_seqscan = off;
+SELECT i.id, i.label, round((-(i.demo_combined <#> embedstack.query_vector('demo', 1)))::numeric, 4) AS score
+FROM demo.items i
+ORDER BY i.demo_combined <#> embedstack.query_vector('demo', 1)
+LIMIT 5;
+EXPLAIN (COSTS off) SELECT id FROM demo.items ORDER BY demo_combined <#> embedstack.query_vector('demo', 1) LIMIT 5;
+RESET enable_seqscan;
+
+\echo
+\echo '== 12. Freshness: a new item gets its combined vector from the trigger'
+INSERT INTO demo.items (id, label, m_text, m_glove, m_cf)
+SELECT 1001, 'copy of item 1', m_text, m_glove, m_cf FROM demo.items WHERE id = 1;
+SELECT id, label, vector_dims(demo_combined) AS dims,
+       round((-(demo_combined <#> embedstack.query_vector('demo', 1)))::numeric, 4) AS score_vs_item_1
+FROM demo.items WHERE id IN (1, 1001) ORDER BY id;

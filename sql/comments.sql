@@ -60,3 +60,88 @@ COMMENT ON FUNCTION embedstack.cross_validate(double precision[], double precisi
   'for each ridge penalty, each fold is scored by the model fitted on the other folds, from the '
   'statistics alone (no second scan). mse = sum of held-out SSE / held-out weight; r2 = 1 - SSE/SST '
   'with SST centred on each fold''s own mean. Pick the best with ORDER BY mse LIMIT 1.';
+
+-- Model sets (sql/catalog.sql, sql/model_sets.sql, sql/materialize.sql, src/model_set/).
+COMMENT ON TABLE embedstack.model_sets IS
+  'Model sets: which columns of which table form a stack, how they are combined, and what is served. '
+  'Written only by the embedstack functions; readable by everyone; dumped by pg_dump.';
+COMMENT ON COLUMN embedstack.model_sets.name IS 'Model set name (1-63 bytes).';
+COMMENT ON COLUMN embedstack.model_sets.source IS 'The table holding the entities and their model vectors.';
+COMMENT ON COLUMN embedstack.model_sets.key_column IS 'NOT NULL column with a single-column unique index identifying a row.';
+COMMENT ON COLUMN embedstack.model_sets.model_columns IS 'Model columns in order (vector, real[] or double precision[]).';
+COMMENT ON COLUMN embedstack.model_sets.model_dims IS 'Dimension of each model (from vector(n), given, or discovered from the first row).';
+COMMENT ON COLUMN embedstack.model_sets.model_types IS 'Type of each model column at creation.';
+COMMENT ON COLUMN embedstack.model_sets.mode IS
+  'symmetric: stored blocks sqrt(w_k/w_max)*u_k over kept models; query_weighted: stored blocks u_k, '
+  'weights applied to the query only (a refit rewrites no row).';
+COMMENT ON COLUMN embedstack.model_sets.threshold IS 'Symmetric mode keeps models with w_k > threshold * w_max.';
+COMMENT ON COLUMN embedstack.model_sets.combined_column IS 'Column of the source table that serves the combined vector.';
+COMMENT ON COLUMN embedstack.model_sets.storage IS 'auto (vector up to 2000 dims, else halfvec up to 4000), vector or halfvec.';
+COMMENT ON COLUMN embedstack.model_sets.active_fit IS 'The fit whose weights are served (NULL until the first materialize).';
+COMMENT ON COLUMN embedstack.model_sets.served_multipliers IS 'Per-model multiplier of the stored blocks of the served column (0 = left out).';
+COMMENT ON COLUMN embedstack.model_sets.served_storage IS 'Type of the served column: vector or halfvec.';
+COMMENT ON COLUMN embedstack.model_sets.served_index IS 'Name of the HNSW (inner product) index on the served column.';
+COMMENT ON COLUMN embedstack.model_sets.staging_column IS 'Column being written by a materialize in progress (NULL when none).';
+COMMENT ON COLUMN embedstack.model_sets.staging_fit IS 'Fit being materialised into the staging column.';
+COMMENT ON COLUMN embedstack.model_sets.staging_multipliers IS 'Per-model multipliers of the staging column.';
+COMMENT ON COLUMN embedstack.model_sets.staging_storage IS 'Type of the staging column.';
+COMMENT ON COLUMN embedstack.model_sets.created_at IS 'When the model set was created.';
+COMMENT ON TABLE embedstack.fits IS
+  'Fit history: one row per embedstack.fit call. Written only by embedstack.fit; dumped by pg_dump.';
+COMMENT ON COLUMN embedstack.fits.id IS 'Fit id (materialize(model_set, fit_id) serves it).';
+COMMENT ON COLUMN embedstack.fits.model_set IS 'The model set fitted.';
+COMMENT ON COLUMN embedstack.fits.created_at IS 'When the fit was made.';
+COMMENT ON COLUMN embedstack.fits.options IS 'Solver options: ridge, nonnegative, fit_intercept.';
+COMMENT ON COLUMN embedstack.fits.weights IS 'One weight per model, in the model set''s order.';
+COMMENT ON COLUMN embedstack.fits.intercept IS 'Intercept of the regression.';
+COMMENT ON COLUMN embedstack.fits.diagnostics IS 'r2, rmse, n_used, n_skipped, condition_number, std_errors, rank, collinear.';
+COMMENT ON COLUMN embedstack.fits.state IS 'The regression statistics state (as regression_stats returns): merge or re-solve it later.';
+COMMENT ON COLUMN embedstack.fits.training_source IS 'Pairs table and columns the fit was trained on.';
+
+COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[]) IS
+  'Registers a model set: source table, key column (NOT NULL, single-column unique index), model columns '
+  '(vector(n), real[] or double precision[]; dims from the typmod, model_dims, or the first row), mode '
+  'symmetric | query_weighted, threshold, combined column name (default <name>_combined), storage. '
+  'Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, 42710 duplicate name, 42701 name clash.';
+COMMENT ON FUNCTION embedstack.drop_model_set(text, boolean) IS
+  'Removes a model set, its fit history and its freshness trigger; with drop_columns => true also the '
+  'combined (and any staging) column with its index. Unknown model set: 42704.';
+COMMENT ON FUNCTION embedstack.fit(text, regclass, name, name, name, double precision, boolean, name) IS
+  'Fits the stacking weights on labelled pairs (keys of the source table and a target): one cosine per model '
+  'from the stored columns, each referenced entity read once (embedstack.entity_cache_size), OLS with intercept '
+  '(or ridge / nonnegative). Returns the new embedstack.fits row; nothing served changes. Pairs with a missing '
+  'key, a NULL or zero vector, or a NULL target/weight are skipped and counted. No usable pair: 22023.';
+COMMENT ON FUNCTION embedstack.pair_statistics(text, regclass, text, text, text, text) IS
+  'The regression statistics state (as regression_stats returns) of the pairs'' per-model cosines computed from '
+  'the model set''s stored columns; feed it to solve() or merge(). VOLATILE (uses a temporary table).';
+COMMENT ON FUNCTION embedstack.evaluate(text, regclass, text, text, text, bigint) IS
+  'Held-out evaluation on labelled pairs: one row per model (its cosine alone), (stack) = the served score '
+  'sum_k s_k x_k (missing blocks count 0), and (fit) = intercept + sum_k w_k x_k on pairs with every feature; '
+  'n, Pearson, Spearman (average ranks). fit_id defaults to the active fit, else the latest.';
+COMMENT ON FUNCTION embedstack.block_multipliers(double precision[], text, double precision) IS
+  'Per-model multipliers of the stored blocks for weights in a mode: symmetric sqrt(w_k/w_max) for '
+  'w_k > threshold*w_max else 0 (no positive weight: 22023 with a hint); query_weighted 1 for every model. '
+  'IMMUTABLE STRICT PARALLEL SAFE.';
+COMMENT ON FUNCTION embedstack.query_vector(text, vector[]) IS
+  'Query-side vector of the active fit for one vector per model (NULL = missing model): rank the combined '
+  'column with ORDER BY combined <#> query_vector(...). Symmetric mode: built like the stored vectors; '
+  'query_weighted: blocks (w_k / max|w|) u_k. For halfvec model sets cast it ::halfvec. STABLE.';
+COMMENT ON FUNCTION embedstack.query_vector(text, anyelement) IS
+  'Query-side vector of the active fit for the stored row with this key (item-to-item search). '
+  'No such row: P0002. STABLE.';
+COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer) IS
+  'Writes the combined column for a fit (default: the latest): a staging column filled in batches that each '
+  'COMMIT (NOTICE progress), an HNSW index (vector_ip_ops / halfvec_ip_ops), then an atomic cut-over; the '
+  'served column, index and active fit are unchanged until then. Query-weighted mode with vectors in place only '
+  'switches the active fit. Too wide: 54000. Call outside a transaction block; re-running resumes.';
+COMMENT ON FUNCTION embedstack._combine_vector(double precision[], integer[], text[], VARIADIC "any") IS
+  'Internal (materialize''s row kernel): combined vector of one row from its key and model values.';
+COMMENT ON FUNCTION embedstack._combine_halfvec(double precision[], integer[], text[], VARIADIC "any") IS
+  'Internal (materialize''s row kernel): combined halfvec of one row from its key and model values.';
+COMMENT ON FUNCTION embedstack._refresh_combined() IS
+  'Internal: the freshness trigger materialize installs; recomputes a written row''s combined (and staging) vector.';
+COMMENT ON FUNCTION embedstack._column(regclass, name) IS 'Internal: attnum, type and typmod of a column, or 42703.';
+COMMENT ON FUNCTION embedstack._vector_schema() IS 'Internal: schema of the vector extension.';
+COMMENT ON FUNCTION embedstack._model_set(text) IS 'Internal: a model set''s catalog row, or 42704.';
+COMMENT ON FUNCTION embedstack._trigger_name(text) IS 'Internal: name of a model set''s freshness trigger.';
+COMMENT ON FUNCTION embedstack._stored_multipliers(text, bigint) IS 'Internal: stored-block multipliers of a fit of a model set.';

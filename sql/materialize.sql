@@ -6,12 +6,12 @@ CREATE FUNCTION embedstack._combine_halfvec(multipliers double precision[], dims
 RETURNS halfvec LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'embedstack_combine_halfvec';
 CREATE FUNCTION embedstack._refresh_combined() RETURNS trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'embedstack_refresh_combined';
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'embedstack_refresh_combined';
 
 -- Per-model multipliers of the stored blocks for a fit (0 = block left out), or an error
 -- (22023 with a hint when symmetric mode has no positive weight).
 CREATE FUNCTION embedstack._stored_multipliers(model_set text, fit_id bigint) RETURNS double precision[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
     w double precision[];

@@ -4,7 +4,7 @@
 
 -- Attribute number, type and typmod of a user column, or ERROR 42703.
 CREATE FUNCTION embedstack._column(rel regclass, col name, OUT attnum smallint, OUT typid oid, OUT typmod integer)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     SELECT a.attnum, a.atttypid, a.atttypmod INTO attnum, typid, typmod
       FROM pg_attribute a
@@ -16,13 +16,13 @@ END $$;
 
 -- Schema of pgvector, to qualify its types and operator classes in generated DDL.
 CREATE FUNCTION embedstack._vector_schema() RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = 'vector'
 $$;
 
 CREATE FUNCTION embedstack._model_set(model_set text) RETURNS embedstack.model_sets
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets;
 BEGIN
@@ -45,7 +45,7 @@ CREATE FUNCTION embedstack.create_model_set(
     storage text DEFAULT 'auto',
     model_dims integer[] DEFAULT NULL)
 RETURNS embedstack.model_sets
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     v_relkind "char";
@@ -169,7 +169,7 @@ END $$;
 
 CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(name);
 BEGIN
@@ -184,7 +184,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION embedstack._trigger_name(model_set text) RETURNS name
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT ('embedstack_' || left(model_set, 52))::name $$;
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT ('embedstack_' || left(model_set, 52))::name $$;
 
 CREATE FUNCTION embedstack.fit(
     model_set text,
@@ -196,7 +196,7 @@ CREATE FUNCTION embedstack.fit(
     nonnegative boolean DEFAULT false,
     sample_weight_column name DEFAULT NULL)
 RETURNS embedstack.fits
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);

@@ -251,26 +251,38 @@ mod tests {
     #[pg_test]
     fn catalog_declarations_are_deliberate() {
         let expected: &[(&str, &str, bool, &str)] = &[
+            ("_column(regclass,name)", "s", false, "s"),
+            ("_combine_halfvec(double precision[],integer[],text[],\"any\")", "i", false, "s"),
+            ("_combine_vector(double precision[],integer[],text[],\"any\")", "i", false, "s"),
+            ("_model_set(text)", "s", false, "s"),
+            ("_refresh_combined()", "v", false, "u"),
+            ("_stored_multipliers(text,bigint)", "s", false, "s"),
+            ("_trigger_name(text)", "i", true, "s"),
+            ("_vector_schema()", "s", false, "s"),
+            ("block_multipliers(double precision[],text,double precision)", "i", true, "s"),
             ("cosine(double precision[],double precision[])", "i", true, "s"),
             ("cosine(real[],real[])", "i", true, "s"),
             ("cosine(vector,vector)", "i", true, "s"),
             ("cosine_features(vector[],vector[])", "i", true, "s"),
+            ("create_model_set(text,regclass,name,name[],text,double precision,name,text,integer[])", "v", false, "u"),
             ("cross_validate(double precision[],double precision[],boolean,boolean)", "i", true, "s"),
+            ("drop_model_set(text,boolean)", "v", false, "u"),
+            ("evaluate(text,regclass,text,text,text,bigint)", "v", false, "u"),
+            ("fit(text,regclass,name,name,name,double precision,boolean,name)", "v", false, "u"),
             ("fit_weights(double precision[],double precision)", "i", false, "s"),
             ("fit_weights_final(double precision[])", "i", false, "s"),
             ("l2_normalize(double precision[])", "i", true, "s"),
             ("l2_normalize(real[])", "i", true, "s"),
             ("l2_normalize(vector)", "i", true, "s"),
+            ("materialize(text,bigint,integer)", "v", false, "u"),
             ("merge(double precision[],double precision[])", "i", true, "s"),
+            ("pair_statistics(text,regclass,text,text,text,text)", "v", false, "u"),
+            ("query_vector(text,anyelement)", "s", true, "s"),
+            ("query_vector(text,vector[])", "s", true, "s"),
             ("regression_stats(double precision[],double precision)", "i", false, "s"),
             ("regression_stats(double precision[],double precision,double precision)", "i", false, "s"),
             ("regression_stats_accum(double precision[],double precision[],double precision)", "i", false, "s"),
-            (
-                "regression_stats_accum(double precision[],double precision[],double precision,double precision)",
-                "i",
-                false,
-                "s",
-            ),
+            ("regression_stats_accum(double precision[],double precision[],double precision,double precision)", "i", false, "s"),
             ("solve(double precision[],double precision,boolean,boolean)", "i", true, "s"),
         ];
         let rows: Vec<(String, String, bool, String)> = Spi::connect(|client| {
@@ -281,7 +293,7 @@ mod tests {
                      FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
                      JOIN pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
                      WHERE e.extname = 'embedstack' AND p.pronamespace = 'embedstack'::regnamespace
-                     ORDER BY 1",
+                     ORDER BY (p.proname || '(' || oidvectortypes(p.proargtypes) || ')') COLLATE \"C\"",
                     None,
                     &[],
                 )
@@ -387,5 +399,142 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!((w[0] - 1.5).abs() < 1e-9 && (w[1] - 1.5).abs() < 1e-9, "{w:?}");
+    }
+
+    fn model_set_table() {
+        Spi::run(
+            "CREATE TABLE t (id int PRIMARY KEY, nokey int, m1 vector(3), m2 real[], m3 float8[], txt text);
+             INSERT INTO t VALUES (1, 1, '[1,0,0]', '{1,2}', '{1,2,3,4}', 'a'), (2, 2, '[0,1,0]', '{2,1}', NULL, 'b')",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn create_model_set_validates_and_discovers_dimensions() {
+        model_set_table();
+        let dims = Spi::get_one::<Vec<i32>>(
+            "SELECT model_dims FROM embedstack.create_model_set('s', 't', 'id', ARRAY['m1','m2','m3'])",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(dims, vec![3, 2, 4]);
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('s', 't', 'id', ARRAY['m1'])",
+            "42710",
+            "already exists",
+        );
+        assert_sqlstate("SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['nope'])", "42703", "nope");
+        assert_sqlstate("SELECT embedstack.create_model_set('u', 't', 'nope', ARRAY['m1'])", "42703", "nope");
+        assert_sqlstate("SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['txt'])", "42804", "text");
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'nokey', ARRAY['m1'])",
+            "42P10",
+            "unique",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1','m1'])",
+            "42701",
+            "twice",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], mode => 'x')",
+            "22023",
+            "mode",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], threshold => 1)",
+            "22023",
+            "threshold",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], model_dims => '{4}')",
+            "22023",
+            "model_dims",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], combined_column => 'txt')",
+            "42701",
+            "txt",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 'no_such_table', 'id', ARRAY['m1'])",
+            "42P01",
+            "no_such_table",
+        );
+        assert_sqlstate("SELECT embedstack.drop_model_set('nope')", "42704", "nope");
+        assert_sqlstate("SELECT embedstack.fit('nope', 't', 'id', 'id', 'id')", "42704", "nope");
+        assert_sqlstate("SELECT embedstack.query_vector('nope', ARRAY['[1,0,0]'::vector])", "42704", "nope");
+        // Not materialised yet.
+        assert_sqlstate(
+            "SELECT embedstack.query_vector('s', ARRAY['[1,0,0]'::vector])",
+            "55000",
+            "materialise",
+        );
+        Spi::run("SELECT embedstack.drop_model_set('s')").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM embedstack.model_sets").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn block_multipliers_follow_the_modes() {
+        // Closed forms: w = (4, 1, 0.1): symmetric keeps w > 0.05*4 = 0.2 -> sqrt(1), sqrt(1/4), 0.
+        let m =
+            Spi::get_one::<Vec<f64>>("SELECT embedstack.block_multipliers('{4,1,0.1}', 'symmetric', 0.05)")
+                .unwrap()
+                .unwrap();
+        assert_eq!(m, vec![1.0, 0.5, 0.0]);
+        let m = Spi::get_one::<Vec<f64>>(
+            "SELECT embedstack.block_multipliers('{-4,1,0}', 'query_weighted', 0.05)",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m, vec![1.0, 1.0, 1.0]);
+        assert_sqlstate(
+            "SELECT embedstack.block_multipliers('{-1,0}', 'symmetric', 0.05)",
+            "22023",
+            "positive",
+        );
+        assert_sqlstate("SELECT embedstack.block_multipliers('{1}', 'other', 0.05)", "22023", "mode");
+    }
+
+    #[pg_test]
+    fn fit_and_evaluate_from_stored_columns() {
+        // Features are exact closed forms: m1 unit axes, so cos(e1, e2) = 0 and cos(e1, e1) = 1.
+        Spi::run(
+            "CREATE TABLE e (k text PRIMARY KEY, m vector(2), n real[]);
+             INSERT INTO e VALUES ('a', '[1,0]', '{1,0}'), ('b', '[0,1]', '{1,1}'), ('c', '[1,1]', '{0,1}'),
+                                  ('z', '[0,0]', '{1,0}');
+             CREATE TABLE p (l text, r text, y float8);
+             -- y = 1 + 2 cos_m + 3 cos_n exactly
+             INSERT INTO p SELECT l, r, 1 + 2 * embedstack.cosine(el.m, er.m) + 3 * embedstack.cosine(el.n, er.n)
+               FROM (VALUES ('a','b'), ('a','c'), ('b','c'), ('a','a'), ('c','b')) v(l, r)
+               JOIN e el ON el.k = v.l JOIN e er ON er.k = v.r;
+             INSERT INTO p VALUES ('a', 'missing', 1), ('a', 'z', 2), ('a', 'b', NULL);
+             SELECT embedstack.create_model_set('s', 'e', 'k', ARRAY['m', 'n']);",
+        )
+        .unwrap();
+        let (w, b0) = Spi::get_two::<Vec<f64>, f64>(
+            "SELECT weights, intercept FROM embedstack.fit('s', 'p', 'l', 'r', 'y')",
+        )
+        .unwrap();
+        let (w, b0) = (w.unwrap(), b0.unwrap());
+        assert!(
+            (w[0] - 2.0).abs() < 1e-9 && (w[1] - 3.0).abs() < 1e-9 && (b0 - 1.0).abs() < 1e-9,
+            "{w:?} {b0}"
+        );
+        let (n, skipped) = Spi::get_two::<i64, i64>(
+            "SELECT (diagnostics->>'n_used')::int8, (diagnostics->>'n_skipped')::int8 FROM embedstack.fits",
+        )
+        .unwrap();
+        // Missing key, zero vector, NULL target: 3 skipped.
+        assert_eq!((n, skipped), (Some(5), Some(3)));
+        let fit_pearson = Spi::get_one::<f64>(
+            "SELECT pearson FROM embedstack.evaluate('s', 'p', 'l', 'r', 'y') WHERE model = '(fit)'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!((fit_pearson - 1.0).abs() < 1e-12);
+        assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'nope')", "42703", "nope");
+        Spi::run("DELETE FROM p WHERE r <> 'missing'").unwrap();
+        assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'y')", "22023", "no usable pairs");
     }
 }

@@ -32,11 +32,7 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     let ols = &reference["fits"]["ols"];
     let models: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();
 
-    c.execute(
-        "SELECT embedstack.create_model_set('ws', 'words', 'word', $1::name[])",
-        &[&models],
-    )
-    .unwrap();
+    c.execute("SELECT embedstack.create_model_set('ws', 'words', 'word', $1::name[])", &[&models]).unwrap();
 
     // fit() from the stored columns reproduces scikit-learn's LinearRegression.
     let row = c
@@ -64,7 +60,10 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     c.batch_execute("CALL embedstack.materialize('ws', batch_size => 100)").unwrap();
     let (active, mult): (Option<i64>, Vec<f64>) = {
         let r = c
-            .query_one("SELECT active_fit, served_multipliers FROM embedstack.model_sets WHERE name = 'ws'", &[])
+            .query_one(
+                "SELECT active_fit, served_multipliers FROM embedstack.model_sets WHERE name = 'ws'",
+                &[],
+            )
             .unwrap();
         (r.get(0), r.get(1))
     };
@@ -72,7 +71,11 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     // Kept models and their scales are the reference's (threshold 0.05).
     for (k, m) in MODELS.iter().enumerate() {
         let want = ols["scale"].get(*m).and_then(|v| v.as_f64()).unwrap_or(0.0);
-        assert!(close(mult[k] * mult[k], want, 1e-12), "{m}: multiplier² {} vs scale {want}", mult[k] * mult[k]);
+        assert!(
+            close(mult[k] * mult[k], want, 1e-12),
+            "{m}: multiplier² {} vs scale {want}",
+            mult[k] * mult[k]
+        );
     }
     let dim: i32 = c.query_one("SELECT vector_dims(ws_combined) FROM words LIMIT 1", &[]).unwrap().get(0);
     assert_eq!(dim, 384 + 384 + 256 + 64 + 100);
@@ -95,11 +98,14 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     assert_eq!(pairs.len() as i64, reference["n_test"].as_i64().unwrap());
     let (mut ys, mut combined_cos) = (Vec::new(), Vec::new());
     for r in &pairs {
-        let (a, b, y, ip, cc): (String, String, f64, f64, f64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (a, b, y, ip, cc): (String, String, f64, f64, f64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
         let want: f64 = MODELS
             .iter()
             .enumerate()
-            .map(|(k, m)| ols["scale"].get(*m).and_then(|v| v.as_f64()).unwrap_or(0.0) * cos(&raw[&a][k], &raw[&b][k]))
+            .map(|(k, m)| {
+                ols["scale"].get(*m).and_then(|v| v.as_f64()).unwrap_or(0.0) * cos(&raw[&a][k], &raw[&b][k])
+            })
             .sum();
         assert!((ip - want).abs() <= 1e-5, "{a}/{b}: inner product {ip} vs weighted sum {want}");
         ys.push(y);
@@ -111,7 +117,12 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     assert!((got - want).abs() <= 1e-3, "held-out Spearman of combined cosines {got} vs {want}");
 
     // evaluate() agrees with the reference, per model and for the stack.
-    let rows = c.query("SELECT model, n, pearson, spearman FROM embedstack.evaluate('ws', 'pairs_test', 'a', 'b', 'y')", &[]).unwrap();
+    let rows = c
+        .query(
+            "SELECT model, n, pearson, spearman FROM embedstack.evaluate('ws', 'pairs_test', 'a', 'b', 'y')",
+            &[],
+        )
+        .unwrap();
     let by: HashMap<String, (i64, f64, f64)> =
         rows.iter().map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2), r.get(3)))).collect();
     for m in MODELS {
@@ -122,7 +133,10 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     }
     let (_, p, s) = by["(stack)"];
     assert!((s - want).abs() <= 1e-3, "(stack) spearman {s} vs {want}");
-    assert!((p - test["ols_combined_cosine"]["pearson"].as_f64().unwrap()).abs() <= 1e-3, "(stack) pearson {p}");
+    assert!(
+        (p - test["ols_combined_cosine"]["pearson"].as_f64().unwrap()).abs() <= 1e-3,
+        "(stack) pearson {p}"
+    );
     let (_, p, s) = by["(fit)"];
     assert!(close(s, test["ols_weighted_sum"]["spearman"].as_f64().unwrap(), 1e-9), "(fit) spearman {s}");
     assert!(close(p, test["ols_weighted_sum"]["pearson"].as_f64().unwrap(), 1e-9), "(fit) pearson {p}");

@@ -1,0 +1,1303 @@
+//! Model sets served end to end against a real server: query-weighted refits that rewrite no
+//! row, HNSW recall against exact inner-product search, the freshness trigger, and bad input
+//! (error codes, injection attempts, awkward identifiers, nothing served changing on failure).
+//!
+//! Every expected value is computed independently in this file, in f64, from the raw data the
+//! test generated (or read back as `real[]`): cosines, normalised blocks, the documented
+//! multipliers (symmetric: `sqrt(w_k / w_max)` for `w_k > threshold · w_max`; query-weighted:
+//! unit stored blocks and query blocks scaled by `w_k / max_j |w_j|`), OLS, Pearson, Spearman.
+//! The fitted weights are read from `embedstack.fits` and (where the data allow) checked
+//! against an OLS solved here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::time::Instant;
+
+use embedstack_client_tests::fresh_db;
+use postgres::Client;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: a small deterministic generator, so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn unif(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [-1, 1).
+    fn sym(&mut self) -> f64 {
+        2.0 * self.unif() - 1.0
+    }
+    /// Uniform integer in [lo, hi].
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
+    }
+    fn vec(&mut self, d: usize) -> Vec<f32> {
+        (0..d).map(|_| self.sym() as f32).collect()
+    }
+}
+
+/// One row's model vectors (`None` = SQL NULL).
+type Models = Vec<Option<Vec<f32>>>;
+
+/// pgvector text of a vector. Rust prints the shortest f32 representation that round-trips,
+/// and pgvector parses it with strtof: the server stores exactly these f32 values.
+fn lit(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// SQL expression of one model value as `vector`.
+fn vec_sql(v: &Option<Vec<f32>>) -> String {
+    match v {
+        Some(v) => format!("'{}'::vector", lit(v)),
+        None => "NULL::vector".into(),
+    }
+}
+
+/// `ARRAY[...]::vector[]` of a row's model vectors.
+fn models_sql(m: &Models) -> String {
+    let parts: Vec<String> = m.iter().map(vec_sql).collect();
+    format!("ARRAY[{}]::vector[]", parts.join(", "))
+}
+
+/// COPY text field of a model value.
+fn copy_field(v: &Option<Vec<f32>>) -> String {
+    match v {
+        Some(v) => lit(v),
+        None => "\\N".into(),
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// Cosine in f64, `None` when either side is missing or a zero vector (no direction).
+fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
+    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    let (na, nb) = (norm(a), norm(b));
+    if na == 0.0 || nb == 0.0 {
+        return None;
+    }
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    Some(dot / (na * nb))
+}
+
+/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
+fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
+    match v {
+        Some(v) if norm(v) > 0.0 => {
+            let n = norm(v);
+            v.iter().map(|&x| scale * x as f64 / n).collect()
+        }
+        _ => vec![0.0; d],
+    }
+}
+
+/// Symmetric-mode multipliers per model: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`,
+/// else 0 (block left out).
+fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
+    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert!(max > 0.0, "test precondition: a positive weight");
+    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
+}
+
+/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
+fn combined(m: &Models, dims: &[usize], mult: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for k in 0..dims.len() {
+        if mult[k] != 0.0 {
+            out.extend(unit_block(&m[k], dims[k], mult[k]));
+        }
+    }
+    out
+}
+
+/// `Σ s_k cos_k(a, b)`, a missing or zero vector counting 0.
+fn score(a: &Models, b: &Models, s: &[f64]) -> f64 {
+    (0..s.len()).map(|k| s[k] * cos(&a[k], &b[k]).unwrap_or(0.0)).sum()
+}
+
+/// OLS with intercept (centred normal equations, Gaussian elimination with partial
+/// pivoting): the coefficients, without the intercept.
+fn ols(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
+    let n = x.len() as f64;
+    let k = x[0].len();
+    let mx: Vec<f64> = (0..k).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+    let my = y.iter().sum::<f64>() / n;
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (r, &yy) in x.iter().zip(y) {
+        for i in 0..k {
+            for j in 0..k {
+                a[i][j] += (r[i] - mx[i]) * (r[j] - mx[j]);
+            }
+            a[i][k] += (r[i] - mx[i]) * (yy - my);
+        }
+    }
+    for c in 0..k {
+        let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        a.swap(c, p);
+        for r in 0..k {
+            if r != c {
+                let f = a[r][c] / a[c][c];
+                for j in c..=k {
+                    a[r][j] -= f * a[c][j];
+                }
+            }
+        }
+    }
+    (0..k).map(|i| a[i][k] / a[i][i]).collect()
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx.sqrt() * syy.sqrt())
+}
+
+/// Average (1-based) ranks, ties sharing their mean rank.
+fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        for t in i..=j {
+            r[idx[t]] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+/// The SQLSTATE of an error (panics when it is not a server error).
+fn sqlstate(e: &postgres::Error) -> String {
+    e.code().unwrap_or_else(|| panic!("not a database error: {e}")).code().to_string()
+}
+
+/// Runs `sql` (simple protocol, autocommit) expecting an error; returns it.
+fn expect_err(c: &mut Client, sql: &str) -> postgres::Error {
+    match c.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts `sql` fails with SQLSTATE `code`; returns the error.
+fn expect_code(c: &mut Client, sql: &str, code: &str) -> postgres::Error {
+    let e = expect_err(c, sql);
+    assert_eq!(sqlstate(&e), code, "{sql}\n  -> {}", e.as_db_error().map(|d| d.message()).unwrap_or(""));
+    e
+}
+
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
+}
+
+/// Creates `table (id int PRIMARY KEY, m1 vector(d1), …)` and COPYs the rows in.
+fn load_vectors(c: &mut Client, table: &str, dims: &[usize], rows: &BTreeMap<i32, Models>) {
+    let cols: Vec<String> = dims.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
+    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
+    let names: Vec<String> = (1..=dims.len()).map(|k| format!("m{k}")).collect();
+    let mut w = c.copy_in(&format!("COPY {table} (id, {}) FROM STDIN", names.join(", "))).unwrap();
+    for (id, m) in rows {
+        let fields: Vec<String> = m.iter().map(copy_field).collect();
+        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Creates `table (a int, b int, y float8)` and COPYs the pairs in (f64 printed exactly).
+fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
+    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
+    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
+    for (a, b, y) in pairs {
+        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Random pairs of distinct ids in `lo..=hi`, target `f(cosines)` (missing cosine = 0).
+fn make_pairs(
+    rng: &mut Rng,
+    rows: &BTreeMap<i32, Models>,
+    (lo, hi): (i32, i32),
+    n: usize,
+    f: &dyn Fn(&[f64], &mut Rng) -> f64,
+) -> Vec<(i32, i32, f64)> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let (a, b) = (rng.range(lo, hi), rng.range(lo, hi));
+        if a == b {
+            continue;
+        }
+        let x: Vec<f64> = (0..rows[&a].len()).map(|k| cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).collect();
+        let y = f(&x, rng);
+        out.push((a, b, y));
+    }
+    out
+}
+
+/// The pairs' features as the fit uses them: pairs where every cosine exists.
+fn usable(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)]) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (a, b, t) in pairs {
+        let f: Option<Vec<f64>> = (0..rows[a].len()).map(|k| cos(&rows[a][k], &rows[b][k])).collect();
+        if let Some(f) = f {
+            x.push(f);
+            y.push(*t);
+        }
+    }
+    (x, y)
+}
+
+/// `(id, weights)` of a new fit.
+fn fit(c: &mut Client, set: &str, pairs: &str) -> (i64, Vec<f64>) {
+    let r = c
+        .query_one(
+            "SELECT id, weights FROM embedstack.fit($1, $2::text::regclass, 'a', 'b', 'y')",
+            &[&set, &pairs],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+fn active_fit(c: &mut Client, set: &str) -> Option<i64> {
+    c.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = $1", &[&set]).unwrap().get(0)
+}
+
+/// Live column names of a table.
+fn columns(c: &mut Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0
+           AND NOT attisdropped ORDER BY attnum",
+        &[&table],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// `id -> combined::real[]` (NULL -> None).
+fn combined_by_id(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Option<Vec<f32>>> {
+    c.query(&format!("SELECT id, {column}::real[] FROM {table} ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn assert_close_vec(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: dimension");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Query-weighted mode
+// ---------------------------------------------------------------------------------------
+
+/// Query-weighted mode serves the fitted score exactly, negative weights included, and a
+/// refit is a catalog switch:
+/// * fit 1 (target `3·cos1 − 2·cos2 + 0.5·cos3` + noise) gives the OLS weights solved here,
+///   one of them clearly negative; the stored vectors are the unweighted unit blocks;
+/// * materialising fit 2 (target `cos1 − cos2 + 4·cos3`) rewrites no row (every row's
+///   `(ctid, xmin)` is unchanged) and only moves `active_fit`;
+/// * for several query rows (incl. a NULL model and a zero vector), `−(row <#> query)` equals
+///   `Σ s_k cos_k` with `s_k = w_k / max|w|` of fit 2 for every row, the key form of
+///   `query_vector` equals the array form, and the exact top-10 matches the top-10 by the
+///   score computed here;
+/// * `evaluate` reports the per-model and stacked correlations computed here.
+#[test]
+fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_query_weighted");
+    const DIMS: [usize; 3] = [8, 6, 4];
+    let mut rng = Rng(0x5EED_0001);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=2000 {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    // Missing models and a zero vector.
+    rows.get_mut(&7).unwrap()[0] = None;
+    rows.get_mut(&19).unwrap()[1] = None;
+    rows.get_mut(&23).unwrap()[2] = None;
+    rows.get_mut(&31).unwrap()[0] = None;
+    rows.get_mut(&31).unwrap()[2] = None;
+    rows.get_mut(&42).unwrap()[2] = Some(vec![0.0; 4]);
+    load_vectors(&mut c, "items", &DIMS, &rows);
+
+    let pairs1 = make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| {
+        3.0 * x[0] - 2.0 * x[1] + 0.5 * x[2] + 0.01 * r.sym()
+    });
+    let pairs2 = make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| {
+        x[0] - x[1] + 4.0 * x[2] + 0.01 * r.sym()
+    });
+    // Pairs touching the NULL / zero rows, so that the fit has something to skip.
+    let mut pairs1 = pairs1;
+    pairs1.extend([(7, 1, 0.3), (1, 42, 0.1), (31, 23, 0.2)]);
+    load_pairs(&mut c, "pairs1", &pairs1);
+    load_pairs(&mut c, "pairs2", &pairs2);
+    c.batch_execute("ANALYZE").unwrap();
+
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('qw', 'items', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted')",
+    )
+    .unwrap();
+
+    // Fit 1: the OLS solved here from the raw data; one weight clearly negative.
+    let (f1, w1) = fit(&mut c, "qw", "pairs1");
+    let (x1, y1) = usable(&rows, &pairs1);
+    let want1 = ols(&x1, &y1);
+    for k in 0..3 {
+        assert!((w1[k] - want1[k]).abs() <= 1e-7, "fit 1 weight {k}: got {}, want {}", w1[k], want1[k]);
+    }
+    assert!(w1[1] < -1.5, "fit 1 must have a clearly negative weight: {w1:?}");
+    let n_used: i64 = c
+        .query_one("SELECT (diagnostics->>'n_used')::bigint FROM embedstack.fits WHERE id = $1", &[&f1])
+        .unwrap()
+        .get(0);
+    assert_eq!(n_used as usize, x1.len());
+
+    c.batch_execute("CALL embedstack.materialize('qw')").unwrap();
+    assert_eq!(active_fit(&mut c, "qw"), Some(f1));
+    // Stored: the unweighted unit blocks of every model.
+    let stored = combined_by_id(&mut c, "items", "qw_combined");
+    for (id, m) in &rows {
+        let got = stored[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
+        assert_close_vec(got, &combined(m, &DIMS, &[1.0; 3]), 1e-6, &format!("stored row {id}"));
+    }
+
+    let snapshot = |c: &mut Client| -> Vec<(i32, String, String)> {
+        c.query("SELECT id, ctid::text, xmin::text FROM items ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let before = snapshot(&mut c);
+    assert_eq!(before.len(), 2000);
+
+    // Fit 2 and the switch: no row rewritten, only the active fit moves.
+    let (f2, w2) = fit(&mut c, "qw", "pairs2");
+    let (x2, y2) = usable(&rows, &pairs2);
+    let want2 = ols(&x2, &y2);
+    for k in 0..3 {
+        assert!((w2[k] - want2[k]).abs() <= 1e-7, "fit 2 weight {k}: got {}, want {}", w2[k], want2[k]);
+    }
+    assert_eq!(active_fit(&mut c, "qw"), Some(f1), "fit alone must not change what is served");
+    c.batch_execute(&format!("CALL embedstack.materialize('qw', {f2})")).unwrap();
+    assert_eq!(active_fit(&mut c, "qw"), Some(f2));
+    let after = snapshot(&mut c);
+    assert_eq!(before, after, "a query-weighted refit must not rewrite any row");
+    assert!(columns(&mut c, "items").iter().all(|col| col != "qw_combined_next"));
+
+    // Score weights of fit 2.
+    let maxabs = w2.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    let s: Vec<f64> = w2.iter().map(|w| w / maxabs).collect();
+
+    for q in [1, 7, 23, 31, 42, 1000, 1999] {
+        let qm = &rows[&q];
+        let qv = format!("embedstack.query_vector('qw', {})", models_sql(qm));
+        // The query vector: concat of s_k · normalise(q_k); key form = array form.
+        let by_array: Vec<f32> = c.query_one(&format!("SELECT ({qv})::real[]"), &[]).unwrap().get(0);
+        assert_close_vec(&by_array, &combined(qm, &DIMS, &s), 1e-6, &format!("query vector of {q}"));
+        let by_key: Vec<f32> =
+            c.query_one(&format!("SELECT embedstack.query_vector('qw', {q}::int)::real[]"), &[]).unwrap().get(0);
+        assert_close_vec(&by_key, &by_array.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-7, "key form");
+
+        // Every row's served score.
+        let got: Vec<(i32, f64)> = c
+            .query(
+                &format!(
+                    "WITH q AS MATERIALIZED (SELECT {qv} AS v)
+                     SELECT i.id, (i.qw_combined <#> q.v)::float8 FROM items i, q ORDER BY i.id"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(got.len(), rows.len());
+        for (id, ip) in &got {
+            let want = score(qm, &rows[id], &s);
+            assert!((-ip - want).abs() <= 1e-5, "query {q}, row {id}: -(<#>) = {}, want {want}", -ip);
+        }
+
+        // Exact top-10 (sequential scan) against the top-10 by the score computed here.
+        c.batch_execute("SET enable_indexscan = off").unwrap();
+        let top: Vec<i32> = c
+            .query(&format!("SELECT id FROM items ORDER BY qw_combined <#> {qv} LIMIT 10"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        c.batch_execute("RESET enable_indexscan").unwrap();
+        let mut want: Vec<(i32, f64)> = rows.iter().map(|(id, m)| (*id, score(qm, m, &s))).collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top.len(), 10);
+        for (i, id) in top.iter().enumerate() {
+            let sc = score(qm, &rows[id], &s);
+            assert!(
+                (sc - want[i].1).abs() <= 1e-5,
+                "query {q}: rank {i} is row {id} (score {sc}), want score {} (row {})",
+                want[i].1,
+                want[i].0
+            );
+        }
+        // Without near-ties at the boundary, the sets are equal.
+        if want[9].1 - want[10].1 > 1e-5 {
+            let a: HashSet<i32> = top.iter().copied().collect();
+            let b: HashSet<i32> = want[..10].iter().map(|p| p.0).collect();
+            assert_eq!(a, b, "query {q}: top-10 ids");
+        }
+    }
+
+    // evaluate (fit 2 on pairs2): per-model and stacked correlations computed here.
+    let ev: BTreeMap<String, (i64, Option<f64>, Option<f64>)> = c
+        .query("SELECT model, n, pearson, spearman FROM embedstack.evaluate('qw', 'pairs2', 'a', 'b', 'y')", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    for k in 0..3 {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (a, b, t) in &pairs2 {
+            if let Some(v) = cos(&rows[a][k], &rows[b][k]) {
+                x.push(v);
+                y.push(*t);
+            }
+        }
+        let (n, p, sp) = ev[&format!("m{}", k + 1)];
+        assert_eq!(n as usize, x.len(), "evaluate m{} n", k + 1);
+        assert!((p.unwrap() - pearson(&x, &y)).abs() <= 1e-9, "evaluate m{} pearson", k + 1);
+        assert!((sp.unwrap() - spearman(&x, &y)).abs() <= 1e-6, "evaluate m{} spearman", k + 1);
+    }
+    let stack: Vec<f64> = pairs2.iter().map(|(a, b, _)| score(&rows[a], &rows[b], &s)).collect();
+    let ys: Vec<f64> = pairs2.iter().map(|p| p.2).collect();
+    let (n, p, sp) = ev["(stack)"];
+    assert_eq!(n as usize, pairs2.len());
+    assert!((p.unwrap() - pearson(&stack, &ys)).abs() <= 1e-9, "evaluate (stack) pearson");
+    assert!((sp.unwrap() - spearman(&stack, &ys)).abs() <= 1e-6, "evaluate (stack) spearman");
+    eprintln!("query_weighted: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. HNSW recall
+// ---------------------------------------------------------------------------------------
+
+/// The served HNSW index finds the exact inner-product neighbours: on 50,000 clustered rows
+/// (three models of 16/12/8 dimensions, 200 centres + uniform noise, generated server-side
+/// with `setseed`), symmetric mode, the index's top-10 for 60 query rows has mean recall@10
+/// ≥ 0.95 against the exact top-10 of a sequential scan, and that exact top-10 is the top-10
+/// by the weighted cosine sum computed here from the raw vectors. The served query's plan is
+/// an `Index Scan using hs_combined_hnsw` with default planner settings.
+///
+/// For the index side the test sets `enable_seqscan = off` (to be sure the index answers) and
+/// `hnsw.ef_search = 100` (pgvector's default is 40; the recall target is stated for 100).
+#[test]
+fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_hnsw_recall");
+    const DIMS: [usize; 3] = [16, 12, 8];
+    c.batch_execute(
+        "SELECT setseed(0.42);
+         CREATE TABLE centres AS
+           SELECT md.m, ce AS c, array_agg((random() * 2 - 1)::real ORDER BY g) AS v
+             FROM (VALUES (1, 16), (2, 12), (3, 8)) md(m, d), generate_series(0, 199) ce,
+                  generate_series(1, md.d) g
+            GROUP BY md.m, ce;
+         CREATE TABLE noisy AS
+           SELECT i, a.m, array_agg((ce.v[g] + 0.3 * (random() * 2 - 1))::real ORDER BY g) AS v
+             FROM generate_series(1, 50000) i,
+                  LATERAL (VALUES (1, i % 200), (2, i % 200), (3, (i / 250) % 200)) a(m, c)
+                  JOIN centres ce ON ce.m = a.m AND ce.c = a.c,
+                  generate_series(1, cardinality(ce.v)) g
+            GROUP BY i, a.m;
+         CREATE TABLE big (id int PRIMARY KEY, m1 vector(16), m2 vector(12), m3 vector(8));
+         INSERT INTO big
+           SELECT n1.i, n1.v::vector(16), n2.v::vector(12), n3.v::vector(8)
+             FROM noisy n1 JOIN noisy n2 ON n2.i = n1.i AND n2.m = 2 JOIN noisy n3 ON n3.i = n1.i AND n3.m = 3
+            WHERE n1.m = 1;
+         DROP TABLE noisy;
+         -- Half the pairs within a cluster of models 1-2, half random.
+         CREATE TABLE bpairs AS
+           SELECT a, CASE WHEN j % 2 = 0 THEN 1 + ((a - 1 + 200 * (1 + (random() * 100)::int)) % 50000)
+                          ELSE 1 + (random() * 49999)::int END AS b
+             FROM (SELECT j, 1 + (random() * 49999)::int AS a FROM generate_series(1, 4000) j) s;
+         ALTER TABLE bpairs ADD COLUMN y float8;
+         UPDATE bpairs p SET y = 1.0 * embedstack.cosine(x.m1, z.m1) + 0.6 * embedstack.cosine(x.m2, z.m2)
+                               + 0.3 * embedstack.cosine(x.m3, z.m3) + 0.02 * (random() * 2 - 1)
+           FROM big x, big z WHERE x.id = p.a AND z.id = p.b;
+         ANALYZE;",
+    )
+    .unwrap();
+    eprintln!("hnsw: data generated in {:.1}s", t0.elapsed().as_secs_f64());
+
+    c.batch_execute("SELECT embedstack.create_model_set('hs', 'big', 'id', ARRAY['m1', 'm2', 'm3'])").unwrap();
+    let (_, w) = fit(&mut c, "hs", "bpairs");
+    let mult = symmetric_multipliers(&w, 0.05);
+    assert!(mult.iter().all(|&m| m > 0.0), "test precondition: every model kept, weights {w:?}");
+    let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
+    let t1 = Instant::now();
+    c.batch_execute("CALL embedstack.materialize('hs')").unwrap();
+    eprintln!("hnsw: materialize (50k rows + index) {:.1}s", t1.elapsed().as_secs_f64());
+    c.batch_execute("ANALYZE big").unwrap();
+
+    let width: usize = DIMS.iter().sum();
+    let ty: String = c
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = 'big'::regclass AND attname = 'hs_combined' AND NOT attisdropped",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ty, format!("vector({width})"));
+    let idx: String =
+        c.query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'hs_combined_hnsw'", &[]).unwrap().get(0);
+    assert!(idx.contains("USING hnsw") && idx.contains("vector_ip_ops"), "{idx}");
+
+    // The raw vectors, for the independent ranking.
+    let rows: BTreeMap<i32, Models> = c
+        .query("SELECT id, m1::real[], m2::real[], m3::real[] FROM big", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), vec![r.get(1), r.get(2), r.get(3)]))
+        .collect();
+    assert_eq!(rows.len(), 50000);
+
+    // The served query plans as an HNSW index scan with default settings.
+    let q1 = &rows[&1];
+    let plan: Vec<String> = c
+        .query(
+            &format!(
+                "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', {}) LIMIT 10",
+                models_sql(q1)
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Index Scan using hs_combined_hnsw")), "{plan:#?}");
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
+            &[&1i32],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Index Scan using hs_combined_hnsw")), "{plan:#?}");
+
+    let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).collect();
+    let mut recall_sum = 0.0;
+    let mut worst = (1.0f64, 0);
+    for &q in &queries {
+        c.batch_execute("SET enable_indexscan = off; RESET enable_seqscan").unwrap();
+        let exact: Vec<i32> = c
+            .query(
+                "SELECT id FROM big ORDER BY hs_combined <#> (SELECT embedstack.query_vector('hs', $1::int)) LIMIT 10",
+                &[&q],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        c.batch_execute("RESET enable_indexscan; SET enable_seqscan = off; SET hnsw.ef_search = 100").unwrap();
+        let approx: Vec<i32> = c
+            .query("SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10", &[&q])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        c.batch_execute("RESET enable_seqscan; RESET hnsw.ef_search").unwrap();
+
+        // The exact answer is the top-10 by the weighted cosine sum (scores compared, so
+        // ties cannot make this flaky).
+        let qm = &rows[&q];
+        let mut want: Vec<f64> = rows.values().map(|m| score(qm, m, &s)).collect();
+        want.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(exact.len(), 10);
+        for (i, id) in exact.iter().enumerate() {
+            let sc = score(qm, &rows[id], &s);
+            assert!((sc - want[i]).abs() <= 1e-5, "query {q}: exact rank {i} row {id} score {sc}, want {}", want[i]);
+        }
+
+        let e: HashSet<i32> = exact.iter().copied().collect();
+        let hit = approx.iter().filter(|id| e.contains(id)).count();
+        let r = hit as f64 / 10.0;
+        recall_sum += r;
+        if r < worst.0 {
+            worst = (r, q);
+        }
+    }
+    let recall = recall_sum / queries.len() as f64;
+    eprintln!(
+        "hnsw: mean recall@10 = {recall:.4} over {} queries (worst {} at row {}); {:.1}s",
+        queries.len(),
+        worst.0,
+        worst.1,
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(recall >= 0.95, "mean recall@10 {recall} < 0.95");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The freshness trigger
+// ---------------------------------------------------------------------------------------
+
+/// After materialize, rows written by INSERT and UPDATE (one model, several models, a model
+/// set to NULL, to a zero vector, every model NULL, a non-model column, a user-supplied
+/// garbage combined value) have exactly the combined vector a fresh materialisation gives:
+/// compared per id with (a) the closed form computed here from the final raw data and the
+/// fit's weights (symmetric mode, one model below the threshold so it is left out) and
+/// (b) a second model set materialised from scratch over a copy of the final table.
+#[test]
+fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_trigger");
+    const DIMS: [usize; 3] = [8, 6, 4];
+    let mut rng = Rng(0x5EED_0003);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=300 {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    rows.get_mut(&3).unwrap()[1] = None;
+    load_vectors(&mut c, "t", &DIMS, &rows);
+    c.batch_execute("ALTER TABLE t ADD COLUMN label text").unwrap();
+    // Pairs only among ids 1..200, which the test never modifies: a fit over the final data
+    // sees the same features, hence the same weights.
+    let pairs = make_pairs(&mut rng, &rows, (1, 200), 1500, &|x, r| {
+        2.0 * x[0] + 1.0 * x[1] + 0.02 * x[2] + 0.002 * r.sym()
+    });
+    load_pairs(&mut c, "p", &pairs);
+    c.batch_execute("SELECT embedstack.create_model_set('trig', 't', 'id', ARRAY['m1', 'm2', 'm3'])").unwrap();
+    let (_, w) = fit(&mut c, "trig", "p");
+    let mult = symmetric_multipliers(&w, 0.05);
+    assert!(mult[0] > 0.0 && mult[1] > 0.0 && mult[2] == 0.0, "test precondition: model 3 left out, weights {w:?}");
+    let width: usize = (0..3).filter(|&k| mult[k] > 0.0).map(|k| DIMS[k]).sum();
+    c.batch_execute("CALL embedstack.materialize('trig')").unwrap();
+
+    // Writes after materialize, mirrored in `rows`.
+    let set = |c: &mut Client, rows: &mut BTreeMap<i32, Models>, id: i32, k: usize, v: Option<Vec<f32>>| {
+        c.batch_execute(&format!("UPDATE t SET m{} = {} WHERE id = {id}", k + 1, vec_sql(&v))).unwrap();
+        rows.get_mut(&id).unwrap()[k] = v;
+    };
+    let v = rng.vec(8);
+    set(&mut c, &mut rows, 201, 0, Some(v));
+    set(&mut c, &mut rows, 202, 1, None);
+    set(&mut c, &mut rows, 203, 0, Some(vec![0.0; 8]));
+    set(&mut c, &mut rows, 204, 2, None); // left-out model: combined unchanged but recomputed
+    for k in 0..3 {
+        set(&mut c, &mut rows, 250, k, None);
+    }
+    set(&mut c, &mut rows, 3, 1, None); // already NULL: a no-op update
+    // Several models of several rows in one statement.
+    let mut values = Vec::new();
+    for id in 210..=230 {
+        let (a, b) = (rng.vec(8), rng.vec(6));
+        values.push(format!("({id}, '{}'::vector, '{}'::vector)", lit(&a), lit(&b)));
+        let r = rows.get_mut(&id).unwrap();
+        r[0] = Some(a);
+        r[1] = Some(b);
+    }
+    c.batch_execute(&format!(
+        "UPDATE t SET m1 = v.m1, m2 = v.m2 FROM (VALUES {}) v(id, m1, m2) WHERE t.id = v.id",
+        values.join(", ")
+    ))
+    .unwrap();
+    // A non-model column.
+    c.batch_execute("UPDATE t SET label = 'relabelled' WHERE id BETWEEN 240 AND 245").unwrap();
+    // New rows: complete, a NULL model, a zero vector, every model NULL, and one with a
+    // garbage combined value supplied by the user (the trigger replaces it).
+    let mut inserts = Vec::new();
+    for id in 301..=320 {
+        let mut m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
+        match id {
+            305 => m[0] = None,
+            306 => m[1] = Some(vec![0.0; 6]),
+            307 => m = vec![None, None, None],
+            _ => {}
+        }
+        let vals: Vec<String> = m.iter().map(vec_sql).collect();
+        inserts.push(format!("({id}, {})", vals.join(", ")));
+        rows.insert(id, m);
+    }
+    c.batch_execute(&format!("INSERT INTO t (id, m1, m2, m3) VALUES {}", inserts.join(", "))).unwrap();
+    let m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
+    c.batch_execute(&format!(
+        "INSERT INTO t (id, m1, m2, m3, trig_combined) VALUES (321, {}, {}, {}, '{}')",
+        vec_sql(&m[0]),
+        vec_sql(&m[1]),
+        vec_sql(&m[2]),
+        lit(&vec![9.0f32; width])
+    ))
+    .unwrap();
+    rows.insert(321, m);
+
+    // An inserted row: not NULL, the served dimension.
+    for id in [305, 307, 321] {
+        let dim: Option<i32> =
+            c.query_one(&format!("SELECT vector_dims(trig_combined) FROM t WHERE id = {id}"), &[]).unwrap().get(0);
+        assert_eq!(dim.map(|d| d as usize), Some(width), "inserted row {id}: combined NULL or of the wrong dimension");
+    }
+
+    // (a) The closed form.
+    let got = combined_by_id(&mut c, "t", "trig_combined");
+    assert_eq!(got.len(), rows.len());
+    for (id, m) in &rows {
+        let g = got[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
+        assert_close_vec(g, &combined(m, &DIMS, &mult), 1e-6, &format!("row {id} vs closed form"));
+    }
+
+    // (b) A fresh materialisation over a copy of the final data.
+    c.batch_execute(
+        "CREATE TABLE t2 AS SELECT id, label, m1, m2, m3 FROM t; ALTER TABLE t2 ADD PRIMARY KEY (id);
+         SELECT embedstack.create_model_set('trig2', 't2', 'id', ARRAY['m1', 'm2', 'm3'])",
+    )
+    .unwrap();
+    let (_, w2) = fit(&mut c, "trig2", "p");
+    for k in 0..3 {
+        assert!((w2[k] - w[k]).abs() <= 1e-9, "same pairs, same features: weights {w:?} vs {w2:?}");
+    }
+    c.batch_execute("CALL embedstack.materialize('trig2')").unwrap();
+    let fresh = combined_by_id(&mut c, "t2", "trig2_combined");
+    assert_eq!(fresh.len(), got.len());
+    for (id, g) in &got {
+        let f = fresh[id].as_ref().unwrap_or_else(|| panic!("t2 row {id}: combined is NULL"));
+        let f64s: Vec<f64> = f.iter().map(|&v| v as f64).collect();
+        assert_close_vec(g.as_ref().unwrap(), &f64s, 1e-6, &format!("row {id} vs fresh materialisation"));
+    }
+    eprintln!("trigger: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Bad input
+// ---------------------------------------------------------------------------------------
+
+/// A small table `u(id, m1 vector(4), m2 vector(3), txt text, nokey int)` and pairs `up`.
+fn small_setup(c: &mut Client, seed: u64) -> BTreeMap<i32, Models> {
+    let mut rng = Rng(seed);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=60 {
+        rows.insert(id, vec![Some(rng.vec(4)), Some(rng.vec(3))]);
+    }
+    load_vectors(c, "u", &[4, 3], &rows);
+    c.batch_execute("ALTER TABLE u ADD COLUMN txt text DEFAULT 'x', ADD COLUMN nokey int").unwrap();
+    let pairs = make_pairs(&mut rng, &rows, (1, 60), 300, &|x, r| x[0] + 0.5 * x[1] + 0.01 * r.sym());
+    load_pairs(c, "up", &pairs);
+    rows
+}
+
+/// Unknown names and catalog rules: an unknown model set in fit / materialize /
+/// query_vector (both forms) / evaluate / drop_model_set is 42704; an unknown key or model
+/// column 42703; a text model column 42804; a key without a unique index 42P10; a duplicate
+/// model set 42710.
+#[test]
+fn bad_input_unknown_names_and_catalog_rules() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_bad_names");
+    small_setup(&mut c, 0x5EED_0004);
+    expect_code(&mut c, "SELECT embedstack.fit('nope', 'up', 'a', 'b', 'y')", "42704");
+    expect_code(&mut c, "CALL embedstack.materialize('nope')", "42704");
+    expect_code(&mut c, "SELECT embedstack.query_vector('nope', ARRAY['[1,0,0,0]'::vector, NULL])", "42704");
+    expect_code(&mut c, "SELECT embedstack.query_vector('nope', 1::int)", "42704");
+    expect_code(&mut c, "SELECT * FROM embedstack.evaluate('nope', 'up', 'a', 'b', 'y')", "42704");
+    expect_code(&mut c, "SELECT embedstack.drop_model_set('nope')", "42704");
+    expect_code(&mut c, "SELECT embedstack.drop_model_set('nope', true)", "42704");
+
+    expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'zz'])", "42703");
+    expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'zz', ARRAY['m1', 'm2'])", "42703");
+    let e = expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'txt'])", "42804");
+    assert!(message(&e).contains("txt"), "{}", message(&e));
+    expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'nokey', ARRAY['m1', 'm2'])", "42P10");
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get::<_, i64>(0),
+        0,
+        "failed creations leave no catalog row"
+    );
+    c.batch_execute("SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'm2'])").unwrap();
+    expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1'], combined_column => 'other')", "42710");
+    // A known set with an unknown fit id.
+    expect_code(&mut c, "CALL embedstack.materialize('s', 999999)", "42704");
+    // A known set, not materialised yet: query_vector has nothing to serve.
+    expect_code(&mut c, "SELECT embedstack.query_vector('s', 1::int)", "55000");
+    c.batch_execute("SELECT embedstack.drop_model_set('s')").unwrap();
+    expect_code(&mut c, "SELECT embedstack.drop_model_set('s')", "42704");
+    eprintln!("bad names: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A stored `real[]` vector with the wrong dimension (model set over `real[]` columns with
+/// `model_dims`): a fit whose pairs reach it and a materialize both raise 22000 naming the
+/// row's key (4242); the failed materialize serves nothing (no active fit, no combined
+/// column).
+#[test]
+fn bad_input_wrong_dimension_row_names_its_key() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_bad_dim");
+    let mut rng = Rng(0x5EED_0005);
+    c.batch_execute("CREATE TABLE r (id int PRIMARY KEY, a real[], b real[])").unwrap();
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in (1..=40).chain([4242]) {
+        let a = if id == 4242 { rng.vec(3) } else { rng.vec(4) };
+        rows.insert(id, vec![Some(a), Some(rng.vec(3))]);
+    }
+    let mut w = c.copy_in("COPY r (id, a, b) FROM STDIN").unwrap();
+    for (id, m) in &rows {
+        let arr = |v: &Option<Vec<f32>>| {
+            let p: Vec<String> = v.as_ref().unwrap().iter().map(|x| format!("{x}")).collect();
+            format!("{{{}}}", p.join(","))
+        };
+        writeln!(w, "{id}\t{}\t{}", arr(&m[0]), arr(&m[1])).unwrap();
+    }
+    w.finish().unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..200 {
+        let (a, b) = (rng.range(1, 40), rng.range(1, 40));
+        if a != b {
+            let x0 = cos(&rows[&a][0], &rows[&b][0]).unwrap();
+            let x1 = cos(&rows[&a][1], &rows[&b][1]).unwrap();
+            pairs.push((a, b, x0 + 0.5 * x1 + 0.01 * rng.sym()));
+        }
+    }
+    load_pairs(&mut c, "p_ok", &pairs);
+    pairs.push((4242, 1, 0.5));
+    load_pairs(&mut c, "p_bad", &pairs);
+    c.batch_execute("SELECT embedstack.create_model_set('rd', 'r', 'id', ARRAY['a', 'b'], model_dims => ARRAY[4, 3])")
+        .unwrap();
+
+    let e = expect_code(&mut c, "SELECT embedstack.fit('rd', 'p_bad', 'a', 'b', 'y')", "22000");
+    assert!(message(&e).contains("4242"), "fit error must name the key: {}", message(&e));
+    assert_eq!(c.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get::<_, i64>(0), 0);
+    fit(&mut c, "rd", "p_ok");
+    let e = expect_code(&mut c, "CALL embedstack.materialize('rd')", "22000");
+    assert!(message(&e).contains("4242"), "materialize error must name the key: {}", message(&e));
+    assert_eq!(active_fit(&mut c, "rd"), None);
+    assert!(!columns(&mut c, "r").contains(&"rd_combined".to_string()), "{:?}", columns(&mut c, "r"));
+    eprintln!("bad dim: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// Too wide: three 1500-dimension models in query-weighted mode (4500 > 4000) and two in
+/// `storage => 'vector'` (3000 > 2000) make materialize raise 54000 and serve nothing (no
+/// active fit, no combined or staging column); the same two models with `storage => 'auto'`
+/// are served as `halfvec(3000)` holding the unit blocks (checked against the raw data).
+#[test]
+fn bad_input_too_wide_combined_vector() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_too_wide");
+    c.batch_execute(
+        "SELECT setseed(0.7);
+         CREATE TABLE w (id int PRIMARY KEY, m1 vector(1500), m2 vector(1500), m3 vector(1500));
+         INSERT INTO w
+           SELECT i, (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500),
+                     (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500),
+                     (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500)
+             FROM generate_series(1, 30) i;
+         CREATE TABLE wp AS SELECT 1 + (j % 30) AS a, 1 + ((j * 7 + 3) % 30) AS b, random() AS y
+           FROM generate_series(1, 200) j WHERE (j % 30) <> ((j * 7 + 3) % 30);",
+    )
+    .unwrap();
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('wide', 'w', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted')",
+    )
+    .unwrap();
+    fit(&mut c, "wide", "wp");
+    let e = expect_code(&mut c, "CALL embedstack.materialize('wide')", "54000");
+    eprintln!("54000 message: {}", message(&e));
+    assert_eq!(active_fit(&mut c, "wide"), None);
+    let cols = columns(&mut c, "w");
+    assert!(!cols.iter().any(|x| x.starts_with("wide_combined")), "{cols:?}");
+
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('wv', 'w', 'id', ARRAY['m1', 'm2'], mode => 'query_weighted', storage => 'vector')",
+    )
+    .unwrap();
+    fit(&mut c, "wv", "wp");
+    expect_code(&mut c, "CALL embedstack.materialize('wv')", "54000");
+    assert_eq!(active_fit(&mut c, "wv"), None);
+    let cols = columns(&mut c, "w");
+    assert!(!cols.iter().any(|x| x.starts_with("wv_combined")), "{cols:?}");
+
+    // Within halfvec's limit: served as halfvec(3000).
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('wh', 'w', 'id', ARRAY['m1', 'm2'], mode => 'query_weighted')",
+    )
+    .unwrap();
+    let (fh, _) = fit(&mut c, "wh", "wp");
+    c.batch_execute("CALL embedstack.materialize('wh')").unwrap();
+    assert_eq!(active_fit(&mut c, "wh"), Some(fh));
+    let r = c
+        .query_one(
+            "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                      WHERE attrelid = 'w'::regclass AND attname = 'wh_combined' AND NOT attisdropped),
+                    (SELECT served_storage FROM embedstack.model_sets WHERE name = 'wh')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("halfvec(3000)"));
+    assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("halfvec"));
+    for row in c.query("SELECT id, m1::real[], m2::real[], wh_combined::real[] FROM w ORDER BY id", &[]).unwrap() {
+        let id: i32 = row.get(0);
+        let m: Models = vec![row.get(1), row.get(2)];
+        let want = combined(&m, &[1500, 1500], &[1.0, 1.0]);
+        let got: Vec<f32> = row.get(3);
+        assert_eq!(got.len(), 3000);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // halfvec: 11 significant bits.
+            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-7, "row {id} element {i}: {g} vs {w}");
+        }
+    }
+    eprintln!("too wide: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// Symmetric mode with every fitted weight ≤ 0 (target `−(cos1 + cos2)/2`): materialize
+/// raises 22023 with a hint, with the fit id given and with the latest fit, and what is
+/// served does not change: the active fit, the multipliers, every stored combined vector,
+/// and no staging column is left behind.
+#[test]
+fn bad_input_symmetric_without_positive_weight_changes_nothing() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_no_positive");
+    let mut rng = Rng(0x5EED_0006);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=150 {
+        rows.insert(id, vec![Some(rng.vec(6)), Some(rng.vec(5))]);
+    }
+    load_vectors(&mut c, "s", &[6, 5], &rows);
+    let pos = make_pairs(&mut rng, &rows, (1, 150), 600, &|x, r| x[0] + 0.7 * x[1] + 0.01 * r.sym());
+    let neg = make_pairs(&mut rng, &rows, (1, 150), 600, &|x, r| -(x[0] + x[1]) / 2.0 + 0.01 * r.sym());
+    load_pairs(&mut c, "pos", &pos);
+    load_pairs(&mut c, "neg", &neg);
+    c.batch_execute("SELECT embedstack.create_model_set('sym', 's', 'id', ARRAY['m1', 'm2'])").unwrap();
+    let (f1, w1) = fit(&mut c, "sym", "pos");
+    c.batch_execute("CALL embedstack.materialize('sym')").unwrap();
+    let mult = symmetric_multipliers(&w1, 0.05);
+    let served = combined_by_id(&mut c, "s", "sym_combined");
+    for (id, m) in &rows {
+        assert_close_vec(served[id].as_ref().unwrap(), &combined(m, &[6, 5], &mult), 1e-6, &format!("row {id}"));
+    }
+    let catalog = |c: &mut Client| -> (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>) {
+        let r = c
+            .query_one(
+                "SELECT active_fit, served_multipliers, served_storage, staging_column::text
+                   FROM embedstack.model_sets WHERE name = 'sym'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    let before = catalog(&mut c);
+    assert_eq!(before.0, Some(f1));
+
+    let (f2, w2) = fit(&mut c, "sym", "neg");
+    assert!(w2.iter().all(|&x| x <= 0.0), "test precondition: no positive weight, {w2:?}");
+    for sql in [format!("CALL embedstack.materialize('sym', {f2})"), "CALL embedstack.materialize('sym')".into()] {
+        let e = expect_code(&mut c, &sql, "22023");
+        let hint = e.as_db_error().unwrap().hint();
+        assert!(hint.is_some_and(|h| !h.is_empty()), "{sql}: 22023 must carry a hint");
+    }
+    assert_eq!(catalog(&mut c), before, "the served state must not change");
+    assert_eq!(combined_by_id(&mut c, "s", "sym_combined"), served, "stored vectors must not change");
+    let cols = columns(&mut c, "s");
+    assert_eq!(cols, ["id", "m1", "m2", "sym_combined"], "no staging column");
+    eprintln!("no positive weight: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// Injection attempts fail cleanly or are handled as plain names: column arguments such as
+/// `m1; DROP TABLE t` or `"m1"` are unknown columns (42703 in create_model_set, a class-42
+/// error in fit / evaluate), a pairs name with SQL in it is not a relation; a model set named
+/// `x'); DROP TABLE t; --` and a combined column named `c"; DROP TABLE t; --` work end to end
+/// (create, fit, materialize, query, drop with its columns). Afterwards `t` and the pairs
+/// table still exist with all their rows.
+#[test]
+fn bad_input_injection_attempts_are_inert() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_injection");
+    let rows = small_setup(&mut c, 0x5EED_0007);
+    let exists = |c: &mut Client| -> (i64, i64) {
+        let r = c.query_one("SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM up)", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    let start = exists(&mut c);
+    assert_eq!(start.0, 60);
+
+    let create = |c: &mut Client, key: &str, models: &[&str]| -> postgres::Error {
+        let models: Vec<String> = models.iter().map(|s| s.to_string()).collect();
+        c.query_one("SELECT embedstack.create_model_set('inj', 'u', $1::text::name, $2::text[]::name[])", &[&key, &models])
+            .expect_err("create_model_set must fail")
+    };
+    for (key, models) in [
+        ("id", vec!["m1; DROP TABLE u", "m2"]),
+        ("id", vec!["\"m1\"", "m2"]),
+        ("id", vec!["m1", "m2\"); DROP TABLE u; --"]),
+        ("id", vec!["m1", "m2) FROM u; DROP TABLE u; --"]),
+        ("id; DROP TABLE u", vec!["m1", "m2"]),
+        ("\"id\"", vec!["m1", "m2"]),
+    ] {
+        let e = create(&mut c, key, &models);
+        assert_eq!(sqlstate(&e), "42703", "key {key:?}, models {models:?}: {}", message(&e));
+        assert_eq!(exists(&mut c), start);
+    }
+
+    c.batch_execute("SELECT embedstack.create_model_set('ok', 'u', 'id', ARRAY['m1', 'm2'])").unwrap();
+    let bad_fit = |c: &mut Client, pairs: &str, l: &str, r: &str, y: &str, sw: Option<&str>| -> postgres::Error {
+        c.query_one(
+            "SELECT id FROM embedstack.fit('ok', $1::text::regclass, $2::text::name, $3::text::name, $4::text::name,
+                                           sample_weight_column => $5::text::name)",
+            &[&pairs, &l, &r, &y, &sw],
+        )
+        .expect_err("fit must fail")
+    };
+    for (pairs, l, r, y, sw) in [
+        ("up", "a; DROP TABLE u", "b", "y", None),
+        ("up", "a", "\"b\"", "y", None),
+        ("up", "a", "b", "y) FROM up; DROP TABLE u; --", None),
+        ("up", "a", "b", "y", Some("y); DROP TABLE u; --")),
+        ("up; DROP TABLE u", "a", "b", "y", None),
+    ] {
+        let e = bad_fit(&mut c, pairs, l, r, y, sw);
+        let code = sqlstate(&e);
+        assert!(code.starts_with("42"), "fit({pairs:?}, {l:?}, {r:?}, {y:?}, {sw:?}): {code} {}", message(&e));
+        assert_eq!(exists(&mut c), start);
+    }
+    assert_eq!(c.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get::<_, i64>(0), 0);
+    let e = c
+        .query("SELECT * FROM embedstack.evaluate('ok', 'up', 'a', 'b', $1::text::name)", &[&"y; DROP TABLE u"])
+        .expect_err("evaluate must fail");
+    assert!(sqlstate(&e).starts_with("42"), "{}", message(&e));
+    // A key of another type (text against an int key) is an error, not text spliced in.
+    c.batch_execute("SELECT embedstack.fit('ok', 'up', 'a', 'b', 'y'); CALL embedstack.materialize('ok')").unwrap();
+    let e = c
+        .query_one("SELECT embedstack.query_vector('ok', $1::text)", &[&"1; DROP TABLE u"])
+        .expect_err("a text key against an int key must fail");
+    assert!(sqlstate(&e).starts_with("42") || sqlstate(&e).starts_with("22"), "{}", message(&e));
+    assert_eq!(exists(&mut c), start);
+
+    // Hostile but legal names work end to end.
+    for (name, combined_col) in [("x'); DROP TABLE u; --", None), ("plain", Some("c\"; DROP TABLE u; --"))] {
+        c.query_one(
+            "SELECT embedstack.create_model_set($1, 'u', 'id', ARRAY['m1', 'm2'], combined_column => $2::text::name)",
+            &[&name, &combined_col],
+        )
+        .unwrap_or_else(|e| panic!("create_model_set({name:?}, {combined_col:?}): {e}"));
+        let col = combined_col.map(str::to_string).unwrap_or_else(|| format!("{name}_combined"));
+        let (_, w) = fit(&mut c, name, "up");
+        // CALL with the name as a literal (quotes doubled), as a DBA would type it.
+        c.batch_execute(&format!("CALL embedstack.materialize('{}')", name.replace('\'', "''")))
+            .unwrap_or_else(|e| panic!("materialize({name:?}): {e}"));
+        assert!(columns(&mut c, "u").contains(&col), "{:?}", columns(&mut c, "u"));
+        let quoted = format!("\"{}\"", col.replace('"', "\"\""));
+        let mult = symmetric_multipliers(&w, 0.05);
+        let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
+        let q = &rows[&5];
+        let got: Vec<(i32, f64)> = c
+            .query(
+                &format!(
+                    "SELECT id, ({quoted} <#> (SELECT embedstack.query_vector($1, 5::int)))::float8 FROM u ORDER BY id"
+                ),
+                &[&name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(got.len(), 60);
+        for (id, ip) in got {
+            let want = score(q, &rows[&id], &s);
+            assert!((-ip - want).abs() <= 1e-5, "{name:?} row {id}: {} vs {want}", -ip);
+        }
+        c.query_one("SELECT embedstack.drop_model_set($1, drop_columns => true)", &[&name]).unwrap();
+        assert!(!columns(&mut c, "u").contains(&col));
+        assert_eq!(exists(&mut c), start);
+    }
+    // Triggers of the dropped sets are gone: an insert works and adds no combined column.
+    c.batch_execute("INSERT INTO u (id, m1, m2) VALUES (1000, '[1,2,3,4]', '[1,2,3]')").unwrap();
+    let trig: i64 = c
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'u'::regclass AND tgname LIKE 'embedstack_%' AND tgname <> 'embedstack_ok'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(trig, 0);
+    eprintln!("injection: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A table literally named `we ird"t` with columns `k ey`, `m 1` (vector), `M2` (real[],
+/// dimension discovered), `m"3` (float8[]) and pairs `pa irs("le ft", "ri ght", "ta rget")`
+/// work end to end: create_model_set with `'"we ird""t"'::regclass`, fit (the OLS solved
+/// here), materialize, the served query (index scan, every row's score equal to the weighted
+/// cosine sum), query_vector by key, evaluate, and the trigger on insert.
+#[test]
+fn awkward_identifiers_work_end_to_end() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_weird_names");
+    const DIMS: [usize; 3] = [4, 3, 5];
+    let mut rng = Rng(0x5EED_0008);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=120 {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    rows.get_mut(&9).unwrap()[2] = None;
+    c.batch_execute(r#"CREATE TABLE "we ird""t" ("k ey" int PRIMARY KEY, "m 1" vector(4), "M2" real[], "m""3" float8[])"#)
+        .unwrap();
+    let arr = |v: &Option<Vec<f32>>| match v {
+        Some(v) => {
+            let p: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+            format!("{{{}}}", p.join(","))
+        }
+        None => "\\N".into(),
+    };
+    let mut w = c.copy_in(r#"COPY "we ird""t" ("k ey", "m 1", "M2", "m""3") FROM STDIN"#).unwrap();
+    for (id, m) in &rows {
+        writeln!(w, "{id}\t{}\t{}\t{}", copy_field(&m[0]), arr(&m[1]), arr(&m[2])).unwrap();
+    }
+    w.finish().unwrap();
+    let pairs = make_pairs(&mut rng, &rows, (1, 120), 800, &|x, _| x[0] + 0.5 * x[1] + 0.8 * x[2]);
+    c.batch_execute(r#"CREATE TABLE "pa irs" ("le ft" int, "ri ght" int, "ta rget" float8)"#).unwrap();
+    let mut w = c.copy_in(r#"COPY "pa irs" FROM STDIN"#).unwrap();
+    for (a, b, y) in &pairs {
+        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
+    }
+    w.finish().unwrap();
+
+    let ms: (String, Vec<i32>) = {
+        let r = c
+            .query_one(
+                r#"SELECT source::text, model_dims FROM embedstack.create_model_set('we ird set', '"we ird""t"'::regclass,
+                       'k ey', ARRAY['m 1', 'M2', 'm"3'])"#,
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(ms.0, r#""we ird""t""#);
+    assert_eq!(ms.1, vec![4, 3, 5]);
+    let r = c
+        .query_one(
+            r#"SELECT id, weights FROM embedstack.fit('we ird set', '"pa irs"', 'le ft', 'ri ght', 'ta rget')"#,
+            &[],
+        )
+        .unwrap();
+    let w: Vec<f64> = r.get(1);
+    let (x, y) = {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (a, b, t) in &pairs {
+            let f: Option<Vec<f64>> = (0..3).map(|k| cos(&rows[a][k], &rows[b][k])).collect();
+            if let Some(f) = f {
+                x.push(f);
+                y.push(*t);
+            }
+        }
+        (x, y)
+    };
+    let want = ols(&x, &y);
+    for k in 0..3 {
+        assert!((w[k] - want[k]).abs() <= 1e-7, "weight {k}: {} vs {}", w[k], want[k]);
+    }
+    c.batch_execute("CALL embedstack.materialize('we ird set')").unwrap();
+    c.batch_execute(r#"ANALYZE "we ird""t""#).unwrap();
+    let mult = symmetric_multipliers(&w, 0.05);
+    let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
+
+    // Every row's served score for one query row, and the plan of the served query.
+    let q = &rows[&9];
+    let qv = format!("embedstack.query_vector('we ird set', {})", models_sql(q));
+    let got: Vec<(i32, f64)> = c
+        .query(
+            &format!(r#"SELECT "k ey", ("we ird set_combined" <#> (SELECT {qv}))::float8 FROM "we ird""t" ORDER BY 1"#),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got.len(), 120);
+    for (id, ip) in got {
+        let want = score(q, &rows[&id], &s);
+        assert!((-ip - want).abs() <= 1e-5, "row {id}: {} vs {want}", -ip);
+    }
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    let plan: Vec<String> = c
+        .query(&format!(r#"EXPLAIN SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains(r#"Index Scan using "we ird set_combined_hnsw""#)), "{plan:#?}");
+    let top: Vec<i32> = c
+        .query(&format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.batch_execute("RESET enable_seqscan").unwrap();
+    assert_eq!(top.len(), 5);
+    // Key form = array form.
+    let a: Vec<f32> = c.query_one(&format!("SELECT ({qv})::real[]"), &[]).unwrap().get(0);
+    let b: Vec<f32> =
+        c.query_one("SELECT embedstack.query_vector('we ird set', 9::int)::real[]", &[]).unwrap().get(0);
+    assert_eq!(a, b);
+
+    // evaluate: the target is exactly linear in the features, so the fit's Pearson is 1.
+    let ev: BTreeMap<String, (i64, Option<f64>)> = c
+        .query(
+            r#"SELECT model, n, pearson FROM embedstack.evaluate('we ird set', '"pa irs"', 'le ft', 'ri ght', 'ta rget')"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let models: HashSet<&str> = ev.keys().map(|k| k.as_str()).collect();
+    assert_eq!(models, HashSet::from(["m 1", "M2", "m\"3", "(stack)", "(fit)"]));
+    let (n, p) = ev["(fit)"];
+    assert_eq!(n as usize, x.len());
+    assert!((p.unwrap() - 1.0).abs() <= 1e-9, "(fit) pearson {p:?}");
+
+    // The trigger on insert.
+    let m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
+    c.batch_execute(&format!(
+        r#"INSERT INTO "we ird""t" ("k ey", "m 1", "M2", "m""3") VALUES (500, '{}', '{}', '{}')"#,
+        lit(m[0].as_ref().unwrap()),
+        arr(&m[1]),
+        arr(&m[2])
+    ))
+    .unwrap();
+    let g: Vec<f32> = c
+        .query_one(r#"SELECT "we ird set_combined"::real[] FROM "we ird""t" WHERE "k ey" = 500"#, &[])
+        .unwrap()
+        .get(0);
+    assert_close_vec(&g, &combined(&m, &DIMS, &mult), 1e-6, "inserted row");
+    eprintln!("weird names: {:.1}s", t0.elapsed().as_secs_f64());
+}
