@@ -50,6 +50,7 @@ DECLARE
     t0 timestamptz := clock_timestamp();
     idx_final name;
     idx_stg name;
+    index_xid xid8;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
@@ -145,7 +146,24 @@ BEGIN
     END IF;
     RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, nsp, idx_stg;
     EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', idx_stg, src, stg, vnsp, stor || '_ip_ops');
+    index_xid := pg_current_xact_id();
     COMMIT;
+
+    -- The batches were HOT updates (the staging column had no index), so the build marks the
+    -- index indcheckxmin: snapshots that could still see the pre-batch row versions must not
+    -- use it, and the planner skips it while any transaction older than the index runs.
+    -- Cutting over now would serve the new column without its index; wait instead (the old
+    -- column keeps serving meanwhile), as CREATE INDEX CONCURRENTLY waits for old snapshots.
+    IF (SELECT i.indcheckxmin FROM pg_index i WHERE i.indexrelid = format('%I.%I', nsp, idx_stg)::regclass) THEN
+        IF pg_snapshot_xmin(pg_current_snapshot()) <= index_xid THEN
+            RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new index to finish (pids %)',
+                ms.name, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
+                           WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid());
+        END IF;
+        WHILE pg_snapshot_xmin(pg_current_snapshot()) <= index_xid LOOP
+            PERFORM pg_sleep(0.1);
+        END LOOP;
+    END IF;
 
     -- Cut-over: one short transaction.
     EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', src);

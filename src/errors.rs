@@ -28,3 +28,20 @@ impl<T> OrRaise<T> for Result<T, VectorError> {
         }
     }
 }
+
+/// `ereport!` with a HINT: pgrx's `ereport!` puts its fourth argument in DETAIL, but "what to
+/// do about it" belongs in HINT, where psql and drivers show it as such.
+#[macro_export]
+macro_rules! ereport_hint {
+    (ERROR, $code:expr, $msg:expr, $hint:expr $(,)?) => {{
+        ::pgrx::pg_sys::panic::ErrorReport::new($code, $msg, ::pgrx::pg_sys::function_name!())
+            .set_hint($hint)
+            .report(::pgrx::PgLogLevel::ERROR);
+        unreachable!()
+    }};
+    ($level:ident, $code:expr, $msg:expr, $hint:expr $(,)?) => {
+        ::pgrx::pg_sys::panic::ErrorReport::new($code, $msg, ::pgrx::pg_sys::function_name!())
+            .set_hint($hint)
+            .report(::pgrx::PgLogLevel::$level)
+    };
+}

@@ -55,8 +55,8 @@ fn solve_state(
     };
     if !fit.collinear.is_empty() {
         let names: Vec<String> = fit.collinear.iter().map(|i| (i + 1).to_string()).collect();
-        ereport!(
-            PgLogLevel::WARNING,
+        crate::ereport_hint!(
+            WARNING,
             PgSqlErrorCode::ERRCODE_WARNING,
             format!(
                 "features {} are collinear (rank {} of {}); returning the minimum-norm solution",

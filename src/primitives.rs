@@ -53,8 +53,8 @@ fn cosine_float8(a: Array<'_, f64>, b: Array<'_, f64>) -> Option<f64> {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn cosine_features(a: VectorArray<'_>, b: VectorArray<'_>) -> Float8ArrayOut {
     if a.len() != b.len() {
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
             format!("different numbers of models {} and {}", a.len(), b.len()),
             "both arrays must hold one vector per model, in the same order"

@@ -149,11 +149,12 @@ fn ols(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
     for c in 0..k {
         let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
         a.swap(c, p);
-        for r in 0..k {
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != c {
-                let f = a[r][c] / a[c][c];
-                for j in c..=k {
-                    a[r][j] -= f * a[c][j];
+                let f = row[c] / pivot[c];
+                for (x, p) in row[c..].iter_mut().zip(&pivot[c..]) {
+                    *x -= f * p;
                 }
             }
         }
@@ -257,7 +258,8 @@ fn make_pairs(
         if a == b {
             continue;
         }
-        let x: Vec<f64> = (0..rows[&a].len()).map(|k| cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).collect();
+        let x: Vec<f64> =
+            (0..rows[&a].len()).map(|k| cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).collect();
         let y = f(&x, rng);
         out.push((a, b, y));
     }
@@ -358,9 +360,8 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
     let pairs1 = make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| {
         3.0 * x[0] - 2.0 * x[1] + 0.5 * x[2] + 0.01 * r.sym()
     });
-    let pairs2 = make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| {
-        x[0] - x[1] + 4.0 * x[2] + 0.01 * r.sym()
-    });
+    let pairs2 =
+        make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| x[0] - x[1] + 4.0 * x[2] + 0.01 * r.sym());
     // Pairs touching the NULL / zero rows, so that the fit has something to skip.
     let mut pairs1 = pairs1;
     pairs1.extend([(7, 1, 0.3), (1, 42, 0.1), (31, 23, 0.2)]);
@@ -430,8 +431,10 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
         // The query vector: concat of s_k · normalise(q_k); key form = array form.
         let by_array: Vec<f32> = c.query_one(&format!("SELECT ({qv})::real[]"), &[]).unwrap().get(0);
         assert_close_vec(&by_array, &combined(qm, &DIMS, &s), 1e-6, &format!("query vector of {q}"));
-        let by_key: Vec<f32> =
-            c.query_one(&format!("SELECT embedstack.query_vector('qw', {q}::int)::real[]"), &[]).unwrap().get(0);
+        let by_key: Vec<f32> = c
+            .query_one(&format!("SELECT embedstack.query_vector('qw', {q}::int)::real[]"), &[])
+            .unwrap()
+            .get(0);
         assert_close_vec(&by_key, &by_array.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-7, "key form");
 
         // Every row's served score.
@@ -484,7 +487,10 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
 
     // evaluate (fit 2 on pairs2): per-model and stacked correlations computed here.
     let ev: BTreeMap<String, (i64, Option<f64>, Option<f64>)> = c
-        .query("SELECT model, n, pearson, spearman FROM embedstack.evaluate('qw', 'pairs2', 'a', 'b', 'y')", &[])
+        .query(
+            "SELECT model, n, pearson, spearman FROM embedstack.evaluate('qw', 'pairs2', 'a', 'b', 'y')",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
@@ -517,7 +523,8 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
 
 /// The served HNSW index finds the exact inner-product neighbours: on 50,000 clustered rows
 /// (three models of 16/12/8 dimensions, 200 centres + uniform noise, generated server-side
-/// with `setseed`), symmetric mode, the index's top-10 for 60 query rows has mean recall@10
+/// with `setseed`; 2% of the rows miss model 3), symmetric mode, the index's top-10 for 62
+/// query rows has mean recall@10
 /// ≥ 0.95 against the exact top-10 of a sequential scan, and that exact top-10 is the top-10
 /// by the weighted cosine sum computed here from the raw vectors. The served query's plan is
 /// an `Index Scan using hs_combined_hnsw` with default planner settings.
@@ -537,7 +544,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
                   generate_series(1, md.d) g
             GROUP BY md.m, ce;
          CREATE TABLE noisy AS
-           SELECT i, a.m, array_agg((ce.v[g] + 0.3 * (random() * 2 - 1))::real ORDER BY g) AS v
+           SELECT i, a.m, array_agg((ce.v[g] + 0.5 * (random() * 2 - 1))::real ORDER BY g) AS v
              FROM generate_series(1, 50000) i,
                   LATERAL (VALUES (1, i % 200), (2, i % 200), (3, (i / 250) % 200)) a(m, c)
                   JOIN centres ce ON ce.m = a.m AND ce.c = a.c,
@@ -549,6 +556,9 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
              FROM noisy n1 JOIN noisy n2 ON n2.i = n1.i AND n2.m = 2 JOIN noisy n3 ON n3.i = n1.i AND n3.m = 3
             WHERE n1.m = 1;
          DROP TABLE noisy;
+         -- 2% of the rows miss model 3: their combined vectors are shorter, so inner-product
+         -- order differs from cosine order.
+         UPDATE big SET m3 = NULL WHERE id % 50 = 0;
          -- Half the pairs within a cluster of models 1-2, half random.
          CREATE TABLE bpairs AS
            SELECT a, CASE WHEN j % 2 = 0 THEN 1 + ((a - 1 + 200 * (1 + (random() * 100)::int)) % 50000)
@@ -563,7 +573,8 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
     .unwrap();
     eprintln!("hnsw: data generated in {:.1}s", t0.elapsed().as_secs_f64());
 
-    c.batch_execute("SELECT embedstack.create_model_set('hs', 'big', 'id', ARRAY['m1', 'm2', 'm3'])").unwrap();
+    c.batch_execute("SELECT embedstack.create_model_set('hs', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
     let (_, w) = fit(&mut c, "hs", "bpairs");
     let mult = symmetric_multipliers(&w, 0.05);
     assert!(mult.iter().all(|&m| m > 0.0), "test precondition: every model kept, weights {w:?}");
@@ -583,8 +594,10 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .unwrap()
         .get(0);
     assert_eq!(ty, format!("vector({width})"));
-    let idx: String =
-        c.query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'hs_combined_hnsw'", &[]).unwrap().get(0);
+    let idx: String = c
+        .query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'hs_combined_hnsw'", &[])
+        .unwrap()
+        .get(0);
     assert!(idx.contains("USING hnsw") && idx.contains("vector_ip_ops"), "{idx}");
 
     // The raw vectors, for the independent ranking.
@@ -622,7 +635,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .collect();
     assert!(plan.iter().any(|l| l.contains("Index Scan using hs_combined_hnsw")), "{plan:#?}");
 
-    let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).collect();
+    let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).chain([50, 25000]).collect();
     let mut recall_sum = 0.0;
     let mut worst = (1.0f64, 0);
     for &q in &queries {
@@ -636,9 +649,13 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        c.batch_execute("RESET enable_indexscan; SET enable_seqscan = off; SET hnsw.ef_search = 100").unwrap();
+        c.batch_execute("RESET enable_indexscan; SET enable_seqscan = off; SET hnsw.ef_search = 100")
+            .unwrap();
         let approx: Vec<i32> = c
-            .query("SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10", &[&q])
+            .query(
+                "SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
+                &[&q],
+            )
             .unwrap()
             .iter()
             .map(|r| r.get(0))
@@ -653,7 +670,11 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         assert_eq!(exact.len(), 10);
         for (i, id) in exact.iter().enumerate() {
             let sc = score(qm, &rows[id], &s);
-            assert!((sc - want[i]).abs() <= 1e-5, "query {q}: exact rank {i} row {id} score {sc}, want {}", want[i]);
+            assert!(
+                (sc - want[i]).abs() <= 1e-5,
+                "query {q}: exact rank {i} row {id} score {sc}, want {}",
+                want[i]
+            );
         }
 
         let e: HashSet<i32> = exact.iter().copied().collect();
@@ -704,10 +725,14 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         2.0 * x[0] + 1.0 * x[1] + 0.02 * x[2] + 0.002 * r.sym()
     });
     load_pairs(&mut c, "p", &pairs);
-    c.batch_execute("SELECT embedstack.create_model_set('trig', 't', 'id', ARRAY['m1', 'm2', 'm3'])").unwrap();
+    c.batch_execute("SELECT embedstack.create_model_set('trig', 't', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
     let (_, w) = fit(&mut c, "trig", "p");
     let mult = symmetric_multipliers(&w, 0.05);
-    assert!(mult[0] > 0.0 && mult[1] > 0.0 && mult[2] == 0.0, "test precondition: model 3 left out, weights {w:?}");
+    assert!(
+        mult[0] > 0.0 && mult[1] > 0.0 && mult[2] == 0.0,
+        "test precondition: model 3 left out, weights {w:?}"
+    );
     let width: usize = (0..3).filter(|&k| mult[k] > 0.0).map(|k| DIMS[k]).sum();
     c.batch_execute("CALL embedstack.materialize('trig')").unwrap();
 
@@ -725,7 +750,7 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         set(&mut c, &mut rows, 250, k, None);
     }
     set(&mut c, &mut rows, 3, 1, None); // already NULL: a no-op update
-    // Several models of several rows in one statement.
+                                        // Several models of several rows in one statement.
     let mut values = Vec::new();
     for id in 210..=230 {
         let (a, b) = (rng.vec(8), rng.vec(6));
@@ -770,9 +795,15 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
 
     // An inserted row: not NULL, the served dimension.
     for id in [305, 307, 321] {
-        let dim: Option<i32> =
-            c.query_one(&format!("SELECT vector_dims(trig_combined) FROM t WHERE id = {id}"), &[]).unwrap().get(0);
-        assert_eq!(dim.map(|d| d as usize), Some(width), "inserted row {id}: combined NULL or of the wrong dimension");
+        let dim: Option<i32> = c
+            .query_one(&format!("SELECT vector_dims(trig_combined) FROM t WHERE id = {id}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            dim.map(|d| d as usize),
+            Some(width),
+            "inserted row {id}: combined NULL or of the wrong dimension"
+        );
     }
 
     // (a) The closed form.
@@ -841,7 +872,11 @@ fn bad_input_unknown_names_and_catalog_rules() {
 
     expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'zz'])", "42703");
     expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'zz', ARRAY['m1', 'm2'])", "42703");
-    let e = expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'txt'])", "42804");
+    let e = expect_code(
+        &mut c,
+        "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'txt'])",
+        "42804",
+    );
     assert!(message(&e).contains("txt"), "{}", message(&e));
     expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'nokey', ARRAY['m1', 'm2'])", "42P10");
     assert_eq!(
@@ -850,7 +885,11 @@ fn bad_input_unknown_names_and_catalog_rules() {
         "failed creations leave no catalog row"
     );
     c.batch_execute("SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1', 'm2'])").unwrap();
-    expect_code(&mut c, "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1'], combined_column => 'other')", "42710");
+    expect_code(
+        &mut c,
+        "SELECT embedstack.create_model_set('s', 'u', 'id', ARRAY['m1'], combined_column => 'other')",
+        "42710",
+    );
     // A known set with an unknown fit id.
     expect_code(&mut c, "CALL embedstack.materialize('s', 999999)", "42704");
     // A known set, not materialised yet: query_vector has nothing to serve.
@@ -896,8 +935,10 @@ fn bad_input_wrong_dimension_row_names_its_key() {
     load_pairs(&mut c, "p_ok", &pairs);
     pairs.push((4242, 1, 0.5));
     load_pairs(&mut c, "p_bad", &pairs);
-    c.batch_execute("SELECT embedstack.create_model_set('rd', 'r', 'id', ARRAY['a', 'b'], model_dims => ARRAY[4, 3])")
-        .unwrap();
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('rd', 'r', 'id', ARRAY['a', 'b'], model_dims => ARRAY[4, 3])",
+    )
+    .unwrap();
 
     let e = expect_code(&mut c, "SELECT embedstack.fit('rd', 'p_bad', 'a', 'b', 'y')", "22000");
     assert!(message(&e).contains("4242"), "fit error must name the key: {}", message(&e));
@@ -922,9 +963,9 @@ fn bad_input_too_wide_combined_vector() {
         "SELECT setseed(0.7);
          CREATE TABLE w (id int PRIMARY KEY, m1 vector(1500), m2 vector(1500), m3 vector(1500));
          INSERT INTO w
-           SELECT i, (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500),
-                     (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500),
-                     (SELECT array_agg(random() - 0.5 + 0 * i) FROM generate_series(1, 1500))::vector(1500)
+           SELECT i, (SELECT array_agg(random() - 0.5) FROM generate_series(1, 1500) WHERE i > 0)::vector(1500),
+                     (SELECT array_agg(random() - 0.5) FROM generate_series(1, 1500) WHERE i > 0)::vector(1500),
+                     (SELECT array_agg(random() - 0.5) FROM generate_series(1, 1500) WHERE i > 0)::vector(1500)
              FROM generate_series(1, 30) i;
          CREATE TABLE wp AS SELECT 1 + (j % 30) AS a, 1 + ((j * 7 + 3) % 30) AS b, random() AS y
            FROM generate_series(1, 200) j WHERE (j % 30) <> ((j * 7 + 3) % 30);",
@@ -969,7 +1010,9 @@ fn bad_input_too_wide_combined_vector() {
         .unwrap();
     assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("halfvec(3000)"));
     assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("halfvec"));
-    for row in c.query("SELECT id, m1::real[], m2::real[], wh_combined::real[] FROM w ORDER BY id", &[]).unwrap() {
+    for row in
+        c.query("SELECT id, m1::real[], m2::real[], wh_combined::real[] FROM w ORDER BY id", &[]).unwrap()
+    {
         let id: i32 = row.get(0);
         let m: Models = vec![row.get(1), row.get(2)];
         let want = combined(&m, &[1500, 1500], &[1.0, 1.0]);
@@ -1007,7 +1050,12 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
     let mult = symmetric_multipliers(&w1, 0.05);
     let served = combined_by_id(&mut c, "s", "sym_combined");
     for (id, m) in &rows {
-        assert_close_vec(served[id].as_ref().unwrap(), &combined(m, &[6, 5], &mult), 1e-6, &format!("row {id}"));
+        assert_close_vec(
+            served[id].as_ref().unwrap(),
+            &combined(m, &[6, 5], &mult),
+            1e-6,
+            &format!("row {id}"),
+        );
     }
     let catalog = |c: &mut Client| -> (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>) {
         let r = c
@@ -1024,15 +1072,22 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
 
     let (f2, w2) = fit(&mut c, "sym", "neg");
     assert!(w2.iter().all(|&x| x <= 0.0), "test precondition: no positive weight, {w2:?}");
-    for sql in [format!("CALL embedstack.materialize('sym', {f2})"), "CALL embedstack.materialize('sym')".into()] {
+    // The hint is checked last, so that the served-state checks below run either way.
+    let mut no_hint = Vec::new();
+    for sql in
+        [format!("CALL embedstack.materialize('sym', {f2})"), "CALL embedstack.materialize('sym')".into()]
+    {
         let e = expect_code(&mut c, &sql, "22023");
-        let hint = e.as_db_error().unwrap().hint();
-        assert!(hint.is_some_and(|h| !h.is_empty()), "{sql}: 22023 must carry a hint");
+        let db = e.as_db_error().unwrap();
+        if db.hint().is_none_or(|h| h.is_empty()) {
+            no_hint.push(format!("{sql}: hint {:?}, detail {:?}", db.hint(), db.detail()));
+        }
     }
     assert_eq!(catalog(&mut c), before, "the served state must not change");
     assert_eq!(combined_by_id(&mut c, "s", "sym_combined"), served, "stored vectors must not change");
     let cols = columns(&mut c, "s");
     assert_eq!(cols, ["id", "m1", "m2", "sym_combined"], "no staging column");
+    assert!(no_hint.is_empty(), "22023 must carry a hint:\n{}", no_hint.join("\n"));
     eprintln!("no positive weight: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
@@ -1056,8 +1111,11 @@ fn bad_input_injection_attempts_are_inert() {
 
     let create = |c: &mut Client, key: &str, models: &[&str]| -> postgres::Error {
         let models: Vec<String> = models.iter().map(|s| s.to_string()).collect();
-        c.query_one("SELECT embedstack.create_model_set('inj', 'u', $1::text::name, $2::text[]::name[])", &[&key, &models])
-            .expect_err("create_model_set must fail")
+        c.query_one(
+            "SELECT embedstack.create_model_set('inj', 'u', $1::text::name, $2::text[]::name[])",
+            &[&key, &models],
+        )
+        .expect_err("create_model_set must fail")
     };
     for (key, models) in [
         ("id", vec!["m1; DROP TABLE u", "m2"]),
@@ -1073,7 +1131,13 @@ fn bad_input_injection_attempts_are_inert() {
     }
 
     c.batch_execute("SELECT embedstack.create_model_set('ok', 'u', 'id', ARRAY['m1', 'm2'])").unwrap();
-    let bad_fit = |c: &mut Client, pairs: &str, l: &str, r: &str, y: &str, sw: Option<&str>| -> postgres::Error {
+    let bad_fit = |c: &mut Client,
+                   pairs: &str,
+                   l: &str,
+                   r: &str,
+                   y: &str,
+                   sw: Option<&str>|
+     -> postgres::Error {
         c.query_one(
             "SELECT id FROM embedstack.fit('ok', $1::text::regclass, $2::text::name, $3::text::name, $4::text::name,
                                            sample_weight_column => $5::text::name)",
@@ -1090,16 +1154,33 @@ fn bad_input_injection_attempts_are_inert() {
     ] {
         let e = bad_fit(&mut c, pairs, l, r, y, sw);
         let code = sqlstate(&e);
-        assert!(code.starts_with("42"), "fit({pairs:?}, {l:?}, {r:?}, {y:?}, {sw:?}): {code} {}", message(&e));
+        eprintln!("injection: fit({pairs:?}, {l:?}, {r:?}, {y:?}, {sw:?}) -> {code} {}", message(&e));
+        assert!(
+            code.starts_with("42"),
+            "fit({pairs:?}, {l:?}, {r:?}, {y:?}, {sw:?}): {code} {}",
+            message(&e)
+        );
         assert_eq!(exists(&mut c), start);
     }
     assert_eq!(c.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get::<_, i64>(0), 0);
-    let e = c
-        .query("SELECT * FROM embedstack.evaluate('ok', 'up', 'a', 'b', $1::text::name)", &[&"y; DROP TABLE u"])
-        .expect_err("evaluate must fail");
-    assert!(sqlstate(&e).starts_with("42"), "{}", message(&e));
+    // evaluate needs a fit (55000 otherwise); then its column arguments are checked.
+    fit(&mut c, "ok", "up");
+    for (l, r, y) in
+        [("a; DROP TABLE u", "b", "y"), ("a", "b\"; DROP TABLE u; --", "y"), ("a", "b", "y; DROP TABLE u")]
+    {
+        let e = c
+            .query("SELECT * FROM embedstack.evaluate('ok', 'up', $1::text::name, $2::text::name, $3::text::name)", &[&l, &r, &y])
+            .expect_err("evaluate must fail");
+        assert!(
+            sqlstate(&e).starts_with("42"),
+            "evaluate({l:?}, {r:?}, {y:?}): {} {}",
+            sqlstate(&e),
+            message(&e)
+        );
+        assert_eq!(exists(&mut c), start);
+    }
     // A key of another type (text against an int key) is an error, not text spliced in.
-    c.batch_execute("SELECT embedstack.fit('ok', 'up', 'a', 'b', 'y'); CALL embedstack.materialize('ok')").unwrap();
+    c.batch_execute("CALL embedstack.materialize('ok')").unwrap();
     let e = c
         .query_one("SELECT embedstack.query_vector('ok', $1::text)", &[&"1; DROP TABLE u"])
         .expect_err("a text key against an int key must fail");
@@ -1169,8 +1250,10 @@ fn awkward_identifiers_work_end_to_end() {
         rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
     }
     rows.get_mut(&9).unwrap()[2] = None;
-    c.batch_execute(r#"CREATE TABLE "we ird""t" ("k ey" int PRIMARY KEY, "m 1" vector(4), "M2" real[], "m""3" float8[])"#)
-        .unwrap();
+    c.batch_execute(
+        r#"CREATE TABLE "we ird""t" ("k ey" int PRIMARY KEY, "m 1" vector(4), "M2" real[], "m""3" float8[])"#,
+    )
+    .unwrap();
     let arr = |v: &Option<Vec<f32>>| match v {
         Some(v) => {
             let p: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
@@ -1249,14 +1332,22 @@ fn awkward_identifiers_work_end_to_end() {
     }
     c.batch_execute("SET enable_seqscan = off").unwrap();
     let plan: Vec<String> = c
-        .query(&format!(r#"EXPLAIN SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#), &[])
+        .query(
+            &format!(
+                r#"EXPLAIN SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#
+            ),
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert!(plan.iter().any(|l| l.contains(r#"Index Scan using "we ird set_combined_hnsw""#)), "{plan:#?}");
     let top: Vec<i32> = c
-        .query(&format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#), &[])
+        .query(
+            &format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#),
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))

@@ -14,8 +14,8 @@ where
 {
     if arr.contains_nulls() {
         let position = arr.iter().position(|e| e.is_none()).map_or(0, |i| i + 1);
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("{what} contains a NULL element at position {position}"),
             "vectors must not contain NULL elements; use a NULL array for a missing vector"

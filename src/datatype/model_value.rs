@@ -148,11 +148,10 @@ impl Drop for ModelValue {
 /// Raises 22004 for a NULL element inside a stored model vector.
 #[cold]
 pub fn raise_null_element(key: &str, column: &str, position: usize) -> ! {
-    ereport!(
-        PgLogLevel::ERROR,
+    crate::ereport_hint!(
+        ERROR,
         PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
         format!("row with key {key}: column {column} contains a NULL element at position {position}"),
         "use a NULL array for a missing vector; a NULL element is not a value"
     );
-    unreachable!()
 }

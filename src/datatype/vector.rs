@@ -74,13 +74,12 @@ impl<'a> VectorInput<'a> {
 
 #[cold]
 fn corrupt(size: usize, dim: i32) -> ! {
-    ereport!(
-        PgLogLevel::ERROR,
+    crate::ereport_hint!(
+        ERROR,
         PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
         format!("corrupt pgvector value: {size} bytes, dimension {dim}"),
         "a vector has an 8-byte header followed by 4 bytes per dimension"
     );
-    unreachable!()
 }
 
 impl FromDatum for VectorInput<'_> {

@@ -58,13 +58,12 @@ SELECT m.source::oid, m.source::text, m.key_column::text, m.model_columns::text[
 pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
     let table = client.select(QUERY, Some(1), &[name.into()]).unwrap_or_else(|e| error!("{e}"));
     let Some(row) = table.into_iter().next() else {
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("model set \"{name}\" does not exist"),
             "SELECT name FROM embedstack.model_sets lists them; embedstack.create_model_set creates one"
         );
-        unreachable!()
     };
     let get = |i: usize| -> Option<String> { row.get::<String>(i).unwrap_or_else(|e| error!("{e}")) };
     let floats = |i: usize| -> Option<Vec<f64>> {
@@ -124,4 +123,29 @@ pub fn fit_weights(client: &SpiClient<'_>, name: &str, id: i64) -> Vec<f64> {
 /// `identifier` quoted for SQL.
 pub fn ident(s: &str) -> String {
     pgrx::spi::quote_identifier(s)
+}
+
+/// Raises 42703 for the first of `columns` that `relation` (SQL text of a regclass) lacks, so
+/// that queries built from them fail with a clear message instead of deep inside SPI.
+pub fn require_columns(client: &SpiClient<'_>, relation: &str, columns: &[&str]) {
+    let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let missing: Option<String> = client
+        .select(
+            "SELECT c FROM unnest($2::text[]) WITH ORDINALITY u(c, o)
+              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = $1::pg_catalog.regclass AND a.attname = u.c
+                                   AND a.attnum > 0 AND NOT a.attisdropped)
+              ORDER BY o LIMIT 1",
+            Some(1),
+            &[relation.into(), cols.into()],
+        )
+        .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<String>() })
+        .unwrap_or_else(|e| error!("{e}"));
+    if let Some(c) = missing {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("column \"{c}\" of relation {relation} does not exist")
+        );
+    }
 }

@@ -82,13 +82,12 @@ unsafe fn combine(fcinfo: pg_sys::FunctionCallInfo, storage: Storage) -> pg_sys:
                 let i = 4 + m;
                 let typ = pg_sys::get_fn_expr_argtype(flinfo, i as i32);
                 let kind = ModelKind::from_type_oid(typ).unwrap_or_else(|| {
-                    ereport!(
-                        PgLogLevel::ERROR,
+                    crate::ereport_hint!(
+                        ERROR,
                         PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
                         format!("model value {} has an unsupported type", m + 1),
                         "model values must be vector, real[] or double precision[]"
                     );
-                    unreachable!()
                 });
                 read_model(
                     fcinfo::pg_getarg_datum_raw(fcinfo, i),

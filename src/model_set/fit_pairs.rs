@@ -96,13 +96,12 @@ fn evaluate(
         let def: ModelSetDef = catalog::load(client, name);
         let fit = fit_id.or(def.active_fit).or_else(|| latest_fit(client, name));
         let Some(fit) = fit else {
-            ereport!(
-                PgLogLevel::ERROR,
+            crate::ereport_hint!(
+                ERROR,
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("model set \"{name}\" has no fit"),
                 "run embedstack.fit first"
             );
-            unreachable!()
         };
         let weights = catalog::fit_weights(client, name, fit);
         let intercept: f64 = client

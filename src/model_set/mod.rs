@@ -18,24 +18,22 @@ use pgrx::prelude::*;
 #[pg_extern(immutable, strict, parallel_safe)]
 fn block_multipliers(weights: Vec<f64>, mode: &str, threshold: f64) -> Vec<f64> {
     let Some(mode) = Mode::parse(mode) else {
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("unknown mode \"{mode}\""),
             "mode is 'symmetric' or 'query_weighted'"
         );
-        unreachable!()
     };
     match scales(&weights, mode, threshold) {
         Ok(s) => s.stored,
         Err(e @ ScaleError::NoPositiveWeight { .. }) => {
-            ereport!(
-                PgLogLevel::ERROR,
+            crate::ereport_hint!(
+                ERROR,
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 e.to_string(),
                 "use mode 'query_weighted' (negative weights work there), or refit with nonnegative => true"
             );
-            unreachable!()
         }
         Err(e) => {
             ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());

@@ -66,8 +66,8 @@ fn combine_or_raise(
     match combine_into(blocks, dims, multipliers, out) {
         Ok(()) => {}
         Err(CombineError::Dimension { model, expected, found }) => {
-            ereport!(
-                PgLogLevel::ERROR,
+            crate::ereport_hint!(
+                ERROR,
                 PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
                 format!(
                     "row with key {}: column {} has {found} dimensions, the model set expects {expected}",

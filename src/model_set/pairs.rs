@@ -42,6 +42,9 @@ impl PairSource {
             .and_then(|t| t.first().get_one::<String>())
             .unwrap_or_else(|e| error!("{e}"))
             .unwrap_or_else(|| error!("relation with OID {pairs:?} does not exist"));
+        let mut cols = vec![left, right, target];
+        cols.extend(weight);
+        super::catalog::require_columns(client, &table_sql, &cols);
         PairSource {
             table_sql,
             left: left.to_string(),
@@ -122,8 +125,8 @@ fn visit(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource, mut 
     let n_chunks = n_entities.div_ceil(len).max(1);
     if n_chunks > 1 {
         run(client, "CREATE INDEX ON pg_temp.embedstack_pair_keys (idx)");
-        ereport!(
-            PgLogLevel::NOTICE,
+        crate::ereport_hint!(
+            NOTICE,
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
             format!(
                 "{n_entities} entities need {} MB, more than embedstack.entity_cache_size: processing {n_chunks} chunks",

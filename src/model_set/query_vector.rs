@@ -14,13 +14,12 @@ use crate::datatype::vector_array::VectorArray;
 /// The served layout and the query multipliers over it.
 fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
     let (Some(served), Some(fit)) = (&def.served, def.active_fit) else {
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("model set \"{}\" has not been materialised", def.name),
             "CALL embedstack.materialize(model_set) first"
         );
-        unreachable!()
     };
     match def.mode {
         // The query is built like the stored vectors.
@@ -65,8 +64,8 @@ fn query_vector_from_vectors(model_set: &str, models: VectorArray<'_>) -> Vector
         (def, q)
     });
     if models.len() != def.dims.len() {
-        ereport!(
-            PgLogLevel::ERROR,
+        crate::ereport_hint!(
+            ERROR,
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
             format!("model set \"{}\" has {} models, got {} vectors", def.name, def.dims.len(), models.len()),
             "pass one vector per model column, in the model set's order (NULL for a missing one)"

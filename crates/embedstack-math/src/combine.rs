@@ -43,7 +43,7 @@ impl std::fmt::Display for ScaleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScaleError::NoPositiveWeight { max } => {
-                write!(f, "no model has a positive weight (largest weight {max}): symmetric mode cannot combine them")
+                write!(f, "no model has a positive weight (largest weight {max:.3e}): symmetric mode cannot combine them")
             }
             ScaleError::AllZero => write!(f, "every weight is zero: there is nothing to rank by"),
             ScaleError::NonFinite { model } => write!(f, "weight of model {model} is not finite"),
@@ -76,6 +76,9 @@ impl Scales {
     }
 }
 
+/// Weights within this fraction of the largest magnitude are zero up to rounding.
+pub const ZERO_WEIGHT: f64 = 1e-12;
+
 /// Scales for `weights` (one per model) in `mode` with `threshold`.
 pub fn scales(weights: &[f64], mode: Mode, threshold: f64) -> Result<Scales, ScaleError> {
     if !(0.0..1.0).contains(&threshold) {
@@ -87,7 +90,11 @@ pub fn scales(weights: &[f64], mode: Mode, threshold: f64) -> Result<Scales, Sca
     match mode {
         Mode::Symmetric => {
             let max = weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            if max.is_nan() || max <= 0.0 {
+            // A weight that is zero up to rounding (|w| ≤ 1e-12 · max|w|, e.g. 2e-16 left by
+            // the solver for a model with no effect) is not a positive weight: it must not
+            // become w_max and be served alone.
+            let largest = weights.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+            if max.is_nan() || max <= ZERO_WEIGHT * largest || max <= 0.0 {
                 return Err(ScaleError::NoPositiveWeight { max });
             }
             let score: Vec<f64> =

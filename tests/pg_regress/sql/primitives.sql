@@ -32,4 +32,4 @@ SELECT embedstack.l2_normalize('{1,NULL}'::float8[]);
 -- Declared volatility / strictness / parallel safety, and documentation, of every function.
 SELECT p.oid::regprocedure AS function, p.provolatile, p.proisstrict, p.proparallel,
        obj_description(p.oid, 'pg_proc') IS NOT NULL AS documented
-FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace ORDER BY 1::text;
+FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace ORDER BY p.oid::regprocedure::text COLLATE "C";
