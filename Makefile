@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test test-core test-pg test-regress test-client \
-        bench-primitives bench-fit stop clean fmt
+        bench-primitives bench-fit bench-model-sets stop clean fmt
 
 setup:
 	bash scripts/setup.sh
@@ -49,6 +49,13 @@ bench-primitives: cluster
 bench-fit: cluster
 	$(CLUSTER) psql -q -d postgres -c 'DROP DATABASE IF EXISTS es_bench' -c 'CREATE DATABASE es_bench'
 	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d es_bench -f bench/fit_aggregate.sql
+
+# fit from stored columns vs plain SQL, materialise vs CREATE TABLE AS (scale: ENTITIES, PAIRS).
+ENTITIES ?= 200000
+PAIRS ?= 1000000
+bench-model-sets: cluster
+	$(CLUSTER) psql -q -d postgres -c 'DROP DATABASE IF EXISTS es_bench_ms' -c 'CREATE DATABASE es_bench_ms'
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -v entities=$(ENTITIES) -v pairs=$(PAIRS) -d es_bench_ms -f bench/model_sets.sql
 
 stop:
 	$(CLUSTER) stop
