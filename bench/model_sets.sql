@@ -31,8 +31,8 @@ DROP EVENT TRIGGER IF EXISTS bench_ms_ddl_start;
 DROP EVENT TRIGGER IF EXISTS bench_ms_ddl_end;
 DO $$ BEGIN PERFORM embedstack.drop_model_set(name, true) FROM embedstack.model_sets WHERE name = 'bench_ms'; END $$;
 DROP TABLE IF EXISTS items, pairs, centers1, centers2, centers3, bench_ms_baseline, bench_ms_ddl_log;
-SELECT version() AS pg_version, (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector \gset
-\echo 'model sets benchmark:' :entities 'entities,' :pairs 'pairs,' :reps 'repetitions of the fit variants'
+SELECT current_setting('server_version') AS pg_version, (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector \gset
+\echo 'model sets benchmark:' :entities 'entities,' :pairs 'pairs,' :reps 'repetitions of the fit variants; PostgreSQL' :pg_version ', pgvector' :pgvector
 
 -- ---------------------------------------------------------------------------------------
 -- Data. Model k puts entity i in cluster (i - 1) % n_k (n_k differs per model, so the
@@ -122,7 +122,7 @@ DECLARE
   times float8[] := array_fill(NULL::float8, ARRAY[6, n_reps]);
   med float8[] := '{}';
   w float8[]; w0 float8[]; b float8; b0 float8; d jsonb; fid bigint; t0 timestamptz; line text;
-  maxdiff float8 := 0; v float8; i int;
+  maxdiff float8 := 0; v float8;
 BEGIN
   -- Plans of the SQL baselines as run (EXPLAIN, no ANALYZE).
   FOR i IN 0..1 LOOP
@@ -188,7 +188,7 @@ SELECT :width = 1408 AS all_models_kept \gset
 -- Timestamps of materialize's DDL (ALTER TABLE ADD COLUMN, CREATE INDEX, cut-over), to
 -- split its duration into the write phase, the index build and the cut-over.
 CREATE TABLE bench_ms_ddl_log (seq bigserial, event text, tag text, at timestamptz);
-CREATE FUNCTION public.bench_ms_ddl_log_fn() RETURNS event_trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION public.bench_ms_ddl_log_fn() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.bench_ms_ddl_log (event, tag, at) VALUES (tg_event, tg_tag, clock_timestamp()); END $$;
 
 -- 2a. Baseline: CREATE TABLE AS with pgvector, then the same HNSW index.
