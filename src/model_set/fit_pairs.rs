@@ -3,13 +3,11 @@
 
 use embedstack_math::combine::scales;
 use embedstack_math::eval::{pearson, spearman};
-use embedstack_math::regstats::RegStats;
 use pgrx::prelude::*;
 
 use super::catalog::{self, ModelSetDef};
 use super::pairs::{for_each_pair, PairSource};
 use crate::datatype::regclass::RegClass;
-use crate::regression_state::raise_stats_error;
 
 fn require<T>(v: Option<T>, what: &str) -> T {
     v.unwrap_or_else(|| {
@@ -45,27 +43,7 @@ fn pair_statistics(
     Spi::connect_mut(|client| {
         let def = catalog::load(client, name);
         let src = PairSource::new(client, pairs, l, r, t, sample_weight_column);
-        let k = def.dims.len();
-        let mut st = RegStats::new(k);
-        let mut x = vec![0.0; k];
-        for_each_pair(client, &def, &src, |p| {
-            let (Some(y), Some(w)) = (p.y, p.w) else {
-                st.skip();
-                return;
-            };
-            for (xi, f) in x.iter_mut().zip(p.features) {
-                match f {
-                    Some(v) => *xi = *v,
-                    None => {
-                        st.skip();
-                        return;
-                    }
-                }
-            }
-            // Rejects NaN/Inf targets and negative weights; a zero weight is counted as skipped.
-            st.accumulate(&x, y, w).unwrap_or_else(|e| raise_stats_error(e));
-        });
-        st.to_vec()
+        super::pairs::pair_statistics(client, &def, &src).to_vec()
     })
 }
 

@@ -7,13 +7,16 @@
 //! are read as `(idx_left, idx_right, target, weight)` and the entities by `idx` ranges.
 
 use embedstack_math::entity_cache::{
-    bytes_per_entity, chunk_len, chunk_pair, pair_features, schedule, EntityChunk,
+    accumulate_pairs, bytes_per_entity, chunk_len, chunk_pair, pair_features, schedule, EntityChunk,
+    LabelledPair,
 };
+use embedstack_math::regstats::RegStats;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::catalog::{ident, ModelSetDef};
 use crate::datatype::model_value::{raise_null_element, ModelValue, ValueError};
+use crate::regression_state::raise_stats_error;
 use crate::settings::entity_cache_bytes;
 
 const FETCH: i64 = 10_000;
@@ -71,23 +74,13 @@ pub struct PairView<'a> {
     /// One cosine per model, `None` for a missing or zero vector on either side.
     pub features: &'a [Option<f64>],
     pub y: Option<f64>,
-    pub w: Option<f64>,
 }
 
-/// Calls `f` once per pair of `pairs` (in no particular order).
-pub fn for_each_pair(
-    client: &mut SpiClient<'_>,
-    def: &ModelSetDef,
-    pairs: &PairSource,
-    f: impl FnMut(PairView<'_>),
-) {
-    number_entities(client, def, pairs);
-    visit(client, def, pairs, f);
-    run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
-}
-
-/// Numbers the source rows the pairs reference, in a temporary table.
-fn number_entities(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
+/// Checks the columns and numbers the source rows the pairs reference, in a temporary table.
+fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
+    let mut cols: Vec<&str> = vec![&def.key_column];
+    cols.extend(def.model_columns.iter().map(String::as_str));
+    super::catalog::require_columns(client, &def.source_sql, &cols);
     let key = ident(&def.key_column);
     let (l, r) = (ident(&pairs.left), ident(&pairs.right));
     let exists = client
@@ -111,7 +104,16 @@ fn number_entities(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSo
     run(client, "ANALYZE pg_temp.embedstack_pair_keys");
 }
 
-fn visit(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource, mut f: impl FnMut(PairView<'_>)) {
+/// Reads the pairs, calls `missing` for those with a key not in the source, and
+/// `bucket(chunk_i, chunk_j, pairs)` once per scheduled chunk pair with its pairs (sorted by
+/// left then right entity, so consecutive pairs share cached vectors).
+fn visit_buckets(
+    client: &mut SpiClient<'_>,
+    def: &ModelSetDef,
+    pairs: &PairSource,
+    mut missing: impl FnMut(&PairRow),
+    mut bucket: impl FnMut(&EntityChunk, &EntityChunk, &[LabelledPair]),
+) {
     let n_entities: i64 = client
         .select("SELECT count(*) FROM pg_temp.embedstack_pair_keys", None, &[])
         .and_then(|t| t.first().get_one::<i64>())
@@ -137,61 +139,27 @@ fn visit(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource, mut 
     }
 
     let rows = read_pairs(client, pairs);
-    let mut features = vec![None; def.dims.len()];
-    let mut emit = |row: &PairRow,
-                    ca: Option<&EntityChunk>,
-                    cb: Option<&EntityChunk>,
-                    f: &mut dyn FnMut(PairView<'_>)| {
-        match (row.a, row.b, ca, cb) {
-            (Some(a), Some(b), Some(ca), Some(cb)) => {
-                pair_features(ca, a as usize, cb, b as usize, &mut features);
-                f(PairView { found: true, features: &features, y: row.y, w: row.w });
-            }
-            _ => {
-                let none = vec![None; features.len()];
-                f(PairView { found: false, features: &none, y: row.y, w: row.w });
-            }
-        }
-    };
-
-    if n_chunks == 1 {
-        let chunk = load_chunk(client, def, 0, n_entities, &layout);
-        for row in &rows {
-            emit(row, Some(&chunk), Some(&chunk), &mut f);
-        }
-        return;
-    }
-
-    // Bucket the pairs by chunk pair (counting sort over the schedule).
-    let sched = schedule(n_chunks);
-    let slot = |i: usize, j: usize| i * n_chunks - i * (i + 1) / 2 + j; // position of (i, j) in `sched`
-    let mut counts = vec![0usize; sched.len() + 1];
+    let mut known: Vec<LabelledPair> = Vec::with_capacity(rows.len());
     for row in &rows {
-        if let (Some(a), Some(b)) = (row.a, row.b) {
-            let (i, j) = chunk_pair(a as usize, b as usize, len);
-            counts[slot(i, j) + 1] += 1;
-        } else {
-            emit(row, None, None, &mut f);
+        match (row.a, row.b) {
+            (Some(a), Some(b)) => known.push(LabelledPair { a, b, y: row.y, w: row.w }),
+            _ => missing(row),
         }
     }
-    for s in 1..counts.len() {
-        counts[s] += counts[s - 1];
-    }
-    let mut order = vec![0u32; counts[sched.len()]];
-    let mut fill = counts.clone();
-    for (n, row) in rows.iter().enumerate() {
-        if let (Some(a), Some(b)) = (row.a, row.b) {
-            let (i, j) = chunk_pair(a as usize, b as usize, len);
-            let s = slot(i, j);
-            order[fill[s]] = n as u32;
-            fill[s] += 1;
-        }
-    }
+    drop(rows);
+    // Position of chunk pair (i, j), i ≤ j, in `schedule`.
+    let slot = |p: &LabelledPair| {
+        let (i, j) = chunk_pair(p.a as usize, p.b as usize, len);
+        i * n_chunks - i * (i + 1) / 2 + j
+    };
+    known.sort_unstable_by_key(|p| (slot(p), p.a, p.b));
 
     let chunk_range = |c: usize| (c * len, ((c + 1) * len).min(n_entities));
     let mut held: Option<(usize, EntityChunk)> = None;
-    for (s, &(i, j)) in sched.iter().enumerate() {
-        if counts[s] == counts[s + 1] {
+    let mut start = 0;
+    for (s, &(i, j)) in schedule(n_chunks).iter().enumerate() {
+        let end = start + known[start..].iter().take_while(|p| slot(p) == s).count();
+        if start == end {
             continue;
         }
         if held.as_ref().map(|h| h.0) != Some(i) {
@@ -200,19 +168,107 @@ fn visit(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource, mut 
             held = Some((i, load_chunk(client, def, lo, hi, &layout)));
         }
         let ci = &held.as_ref().unwrap().1;
-        let other = if j == i {
-            None
-        } else {
+        let other = (j != i).then(|| {
             let (lo, hi) = chunk_range(j);
-            Some(load_chunk(client, def, lo, hi, &layout))
-        };
-        let cj = other.as_ref().unwrap_or(ci);
-        for &n in &order[counts[s]..counts[s + 1]] {
-            let row = &rows[n as usize];
-            let (a, b) = (row.a.unwrap() as usize, row.b.unwrap() as usize);
+            load_chunk(client, def, lo, hi, &layout)
+        });
+        bucket(ci, other.as_ref().unwrap_or(ci), &known[start..end]);
+        start = end;
+    }
+}
+
+/// Calls `f` once per pair of `pairs` (in no particular order).
+pub fn for_each_pair(
+    client: &mut SpiClient<'_>,
+    def: &ModelSetDef,
+    pairs: &PairSource,
+    mut f: impl FnMut(PairView<'_>),
+) {
+    prepare(client, def, pairs);
+    let none = vec![None; def.dims.len()];
+    let f = std::cell::RefCell::new(&mut f);
+    let mut features = vec![None; def.dims.len()];
+    visit_buckets(
+        client,
+        def,
+        pairs,
+        |row| (f.borrow_mut())(PairView { found: false, features: &none, y: row.y }),
+        |ci, cj, known| {
             let chunk_of = |e: usize| if ci.range().contains(&e) { ci } else { cj };
-            emit(row, Some(chunk_of(a)), Some(chunk_of(b)), &mut f);
-        }
+            for p in known {
+                let (a, b) = (p.a as usize, p.b as usize);
+                pair_features(chunk_of(a), a, chunk_of(b), b, &mut features);
+                (f.borrow_mut())(PairView { found: true, features: &features, y: p.y });
+            }
+        },
+    );
+    run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
+}
+
+/// Pairs per kernel call between interrupt checks.
+const SEGMENT: usize = 1 << 17;
+
+/// The regression statistics of the pairs' features, the per-pair kernel running on
+/// `embedstack.fit_threads` threads. The threads only read the Rust-owned cache and write
+/// their own statistics; they never call into Postgres, are spawned with every signal
+/// blocked (Postgres' handlers must run on the backend's thread), and are joined before
+/// this returns or raises.
+pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) -> RegStats {
+    prepare(client, def, pairs);
+    let threads = crate::settings::fit_threads();
+    let total = std::cell::RefCell::new(RegStats::new(def.dims.len()));
+    visit_buckets(
+        client,
+        def,
+        pairs,
+        |_| total.borrow_mut().skip(),
+        |ci, cj, known| {
+            for segment in known.chunks(SEGMENT) {
+                pgrx::check_for_interrupts!();
+                let parts = run_threads(threads, segment, |slice| accumulate_pairs(ci, cj, slice));
+                for part in parts {
+                    let st = part.unwrap_or_else(|e| raise_stats_error(e));
+                    total.borrow_mut().merge(&st).unwrap_or_else(|e| raise_stats_error(e));
+                }
+            }
+        },
+    );
+    run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
+    total.into_inner()
+}
+
+/// Runs `f` on up to `threads` contiguous slices of `items` (the first on this thread) and
+/// returns the results in slice order.
+fn run_threads<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let per = items.len().div_ceil(threads.max(1)).max(1);
+    let slices: Vec<&[T]> = items.chunks(per).collect();
+    if slices.len() <= 1 {
+        return slices.into_iter().map(&f).collect();
+    }
+    std::thread::scope(|scope| {
+        // Spawned threads inherit the signal mask: block everything while spawning.
+        let old = block_signals();
+        let handles: Vec<_> = slices[1..].iter().map(|s| scope.spawn(|| f(s))).collect();
+        restore_signals(&old);
+        let mut out = vec![f(slices[0])];
+        out.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| error!("a fit thread panicked"))));
+        out
+    })
+}
+
+fn block_signals() -> libc::sigset_t {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+fn restore_signals(old: &libc::sigset_t) {
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
     }
 }
 

@@ -43,7 +43,7 @@ impl std::fmt::Display for ScaleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScaleError::NoPositiveWeight { max } => {
-                write!(f, "no model has a positive weight (largest weight {max:.3e}): symmetric mode cannot combine them")
+                write!(f, "no model has a positive weight (largest weight {max}): symmetric mode cannot combine them")
             }
             ScaleError::AllZero => write!(f, "every weight is zero: there is nothing to rank by"),
             ScaleError::NonFinite { model } => write!(f, "weight of model {model} is not finite"),
@@ -95,7 +95,8 @@ pub fn scales(weights: &[f64], mode: Mode, threshold: f64) -> Result<Scales, Sca
             // become w_max and be served alone.
             let largest = weights.iter().fold(0.0f64, |m, w| m.max(w.abs()));
             if max.is_nan() || max <= ZERO_WEIGHT * largest || max <= 0.0 {
-                return Err(ScaleError::NoPositiveWeight { max });
+                // Report rounding noise as the 0 it stands for.
+                return Err(ScaleError::NoPositiveWeight { max: if max > 0.0 { 0.0 } else { max } });
             }
             let score: Vec<f64> =
                 weights.iter().map(|&w| if w > threshold * max { w / max } else { 0.0 }).collect();

@@ -67,6 +67,25 @@ fn dot_norms_impl<const FMA: bool>(a: &[f32], b: &[f32]) -> (f64, f64, f64) {
 }
 
 #[inline(always)]
+fn dot_impl<const FMA: bool>(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] = madd::<FMA>(acc[i], x[i] as f64, y[i] as f64);
+        }
+    }
+    for (i, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] = madd::<FMA>(acc[i], x as f64, y as f64);
+    }
+    fold(acc)
+}
+
+#[inline(always)]
 fn norm_sq_impl<const FMA: bool>(a: &[f32]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let ca = a.chunks_exact(LANES);
@@ -166,6 +185,18 @@ pub fn dot_norms(a: &[f32], b: &[f32]) -> (f64, f64, f64) {
     dot_norms_impl::<false>(a, b)
 }
 
+/// `⟨a,b⟩` of two equally long `f32` slices accumulated in f64 (for callers that already
+/// know the norms, e.g. the per-entity cache: a third of `dot_norms`' arithmetic).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA.
+        return unsafe { avx2::dot(a, b) };
+    }
+    dot_impl::<false>(a, b)
+}
+
 /// `‖a‖²` of an `f32` slice accumulated in f64.
 #[inline]
 pub fn norm_sq(a: &[f32]) -> f64 {
@@ -224,6 +255,44 @@ mod avx2 {
             i += 1;
         }
         (dot, na, nb)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f64 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut d0, mut d1, mut d2, mut d3) =
+            (_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut i = 0;
+        while i + 16 <= n {
+            d0 = _mm256_fmadd_pd(
+                _mm256_cvtps_pd(_mm_loadu_ps(pa.add(i))),
+                _mm256_cvtps_pd(_mm_loadu_ps(pb.add(i))),
+                d0,
+            );
+            d1 = _mm256_fmadd_pd(
+                _mm256_cvtps_pd(_mm_loadu_ps(pa.add(i + 4))),
+                _mm256_cvtps_pd(_mm_loadu_ps(pb.add(i + 4))),
+                d1,
+            );
+            d2 = _mm256_fmadd_pd(
+                _mm256_cvtps_pd(_mm_loadu_ps(pa.add(i + 8))),
+                _mm256_cvtps_pd(_mm_loadu_ps(pb.add(i + 8))),
+                d2,
+            );
+            d3 = _mm256_fmadd_pd(
+                _mm256_cvtps_pd(_mm_loadu_ps(pa.add(i + 12))),
+                _mm256_cvtps_pd(_mm_loadu_ps(pb.add(i + 12))),
+                d3,
+            );
+            i += 16;
+        }
+        let mut dot = hsum(_mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3)));
+        while i < n {
+            dot = (*pa.add(i) as f64).mul_add(*pb.add(i) as f64, dot);
+            i += 1;
+        }
+        dot
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -294,6 +363,11 @@ mod tests {
                 assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "n={n}: {x} vs {y}");
             }
             assert!((norm_sq(&a) - na0).abs() <= 1e-12 * (1.0 + na0));
+            assert!((dot(&a, &b) - d0).abs() <= 1e-12 * (1.0 + d0.abs()), "n={n}: dot");
+            assert!(
+                (dot_impl::<false>(&a, &b) - d0).abs() <= 1e-12 * (1.0 + d0.abs()),
+                "n={n}: portable dot"
+            );
             assert!((portable::norm_sq(&a) - na0).abs() <= 1e-12 * (1.0 + na0));
         }
     }

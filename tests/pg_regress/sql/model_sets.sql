@@ -112,7 +112,8 @@ SELECT embedstack.create_model_set('bad', 'demo.items', 'id', ARRAY['label']);
 SELECT (SELECT array_agg(round(w::numeric, 9) + 0) FROM unnest(weights) w) AS weights
 FROM embedstack.fit('demo', 'demo.pairs_train', 'a', 'b', 'dissimilarity');
 CALL embedstack.materialize('demo');
-SELECT active_fit, served_multipliers FROM embedstack.model_sets WHERE name = 'demo';   -- unchanged
+SELECT active_fit, (SELECT array_agg(round(m::numeric, 6) + 0) FROM unnest(served_multipliers) m) AS multipliers
+FROM embedstack.model_sets WHERE name = 'demo';   -- unchanged
 
 -- Freshness: an inserted row and an updated row get their combined vectors from the trigger.
 -- Item 7: text [3,0] -> sqrt(2/3)·[1,0], glove [0,5] -> [0,1]; item 3 with text NULL: a zero block.
