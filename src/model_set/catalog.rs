@@ -41,6 +41,7 @@ pub struct ModelSetDef {
     pub dims: Vec<usize>,
     pub kinds: Vec<ModelKind>,
     pub mode: Mode,
+    pub threshold: f64,
     pub active_fit: Option<i64>,
     pub served: Option<Layout>,
     pub staging: Option<Layout>,
@@ -51,7 +52,7 @@ SELECT m.source::oid, m.source::text, m.key_column::text, m.model_columns::text[
        ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
                JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o),
        m.mode, m.active_fit, m.combined_column::text, m.served_multipliers, m.served_storage,
-       m.staging_column::text, m.staging_multipliers, m.staging_storage
+       m.staging_column::text, m.staging_multipliers, m.staging_storage, m.threshold
   FROM embedstack.model_sets m WHERE m.name = $1";
 
 /// Loads model set `name`, or raises 42704.
@@ -92,6 +93,7 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
             .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| error!("corrupt catalog: model type {k}")))
             .collect(),
         mode: Mode::parse(&mode).unwrap_or_else(|| error!("corrupt catalog: mode {mode:?}")),
+        threshold: row.get::<f64>(15).unwrap_or_else(|e| error!("{e}")).unwrap_or(0.05),
         active_fit: row.get::<i64>(8).unwrap_or_else(|e| error!("{e}")),
         served: layout(get(9), floats(10), get(11)),
         staging: layout(get(12), floats(13), get(14)),

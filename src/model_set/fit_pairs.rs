@@ -87,12 +87,7 @@ fn evaluate(
             .and_then(|t| t.first().get_one::<f64>())
             .unwrap_or_else(|e| error!("{e}"))
             .unwrap_or(0.0);
-        let threshold: f64 = client
-            .select("SELECT threshold FROM embedstack.model_sets WHERE name = $1", Some(1), &[name.into()])
-            .and_then(|t| t.first().get_one::<f64>())
-            .unwrap_or_else(|e| error!("{e}"))
-            .unwrap_or(0.05);
-        let score = match scales(&weights, def.mode, threshold) {
+        let score = match scales(&weights, def.mode, def.threshold) {
             Ok(s) => Some(s.score),
             Err(_) => None, // e.g. symmetric mode with no positive weight: no served score
         };
