@@ -100,19 +100,23 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
     }
 }
 
-/// Weights of fit `id` of model set `name`, or raises 42704.
-pub fn fit_weights(client: &SpiClient<'_>, name: &str, id: i64) -> Vec<f64> {
-    let w: Option<Vec<f64>> = client
+/// Weights and intercept of fit `id` of model set `name`, or raises 42704.
+pub fn fit_weights(client: &SpiClient<'_>, name: &str, id: i64) -> (Vec<f64>, f64) {
+    let row = client
         .select(
-            "SELECT weights FROM embedstack.fits WHERE id = $1 AND model_set = $2",
+            "SELECT weights, intercept FROM embedstack.fits WHERE id = $1 AND model_set = $2",
             Some(1),
             &[id.into(), name.into()],
         )
         .unwrap_or_else(|e| error!("{e}"))
         .into_iter()
         .next()
-        .and_then(|r| r.get::<Vec<f64>>(1).unwrap_or_else(|e| error!("{e}")));
-    w.unwrap_or_else(|| {
+        .map(|r| {
+            let w = r.get::<Vec<f64>>(1).unwrap_or_else(|e| error!("{e}")).expect("weights NOT NULL");
+            let b = r.get::<f64>(2).unwrap_or_else(|e| error!("{e}")).expect("intercept NOT NULL");
+            (w, b)
+        });
+    row.unwrap_or_else(|| {
         ereport!(
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,

@@ -81,12 +81,7 @@ fn evaluate(
                 "run embedstack.fit first"
             );
         };
-        let weights = catalog::fit_weights(client, name, fit);
-        let intercept: f64 = client
-            .select("SELECT intercept FROM embedstack.fits WHERE id = $1", Some(1), &[fit.into()])
-            .and_then(|t| t.first().get_one::<f64>())
-            .unwrap_or_else(|e| error!("{e}"))
-            .unwrap_or(0.0);
+        let (weights, intercept) = catalog::fit_weights(client, name, fit);
         let score = match scales(&weights, def.mode, def.threshold) {
             Ok(s) => Some(s.score),
             Err(_) => None, // e.g. symmetric mode with no positive weight: no served score

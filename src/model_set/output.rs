@@ -2,6 +2,7 @@
 //! with a layout's multipliers, and producing a `vector` or `halfvec` datum.
 
 use embedstack_math::combine::{combine_into, layout_width, Block, CombineError};
+use pgrx::datum::IntoDatum;
 use pgrx::prelude::*;
 
 use super::catalog::Storage;
@@ -86,5 +87,3 @@ fn combine_or_raise(
         }
     }
 }
-
-use pgrx::datum::IntoDatum;

@@ -25,7 +25,7 @@ fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64
         // The query is built like the stored vectors.
         Mode::Symmetric => served.multipliers.clone(),
         Mode::QueryWeighted => {
-            let w = catalog::fit_weights(client, &def.name, fit);
+            let (w, _) = catalog::fit_weights(client, &def.name, fit);
             let s = scales(&w, Mode::QueryWeighted, 0.0).unwrap_or_else(|e| {
                 ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
                 unreachable!()

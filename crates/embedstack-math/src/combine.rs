@@ -72,7 +72,7 @@ impl Scales {
 
     /// Width of the combined vector for models of dimensions `dims`.
     pub fn width(&self, dims: &[usize]) -> usize {
-        dims.iter().enumerate().filter(|&(k, _)| self.keeps(k)).map(|(_, d)| d).sum()
+        layout_width(dims, &self.stored)
     }
 }
 
