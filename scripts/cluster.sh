@@ -32,6 +32,21 @@ max_worker_processes = 16
 shared_buffers = 256MB
 CONF
   fi
+  # pg_cron (scheduled refits). Added to clusters created before it was part of the set-up too;
+  # it is loaded at server start, so a running server without it is restarted.
+  if ! grep -q '^# embedstack: pg_cron' "$ES_PGDATA/postgresql.conf"; then
+    cat >> "$ES_PGDATA/postgresql.conf" <<CONF
+# embedstack: pg_cron
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 24
+CONF
+    if as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" status >/dev/null 2>&1; then
+      as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" -l "$ES_PGRUN/server.log" -w -t 60 -m fast restart >/dev/null
+      echo "[cluster] restarted to load pg_cron"
+    fi
+  fi
   if as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" status >/dev/null 2>&1; then
     echo "[cluster] running on port $ES_PGPORT ($ES_PGDATA)"
   else

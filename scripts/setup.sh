@@ -10,8 +10,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[setup] %s\n' "$*"; }
 
 # ---------------------------------------------------------------- apt packages
-apt_pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo
-          pkg-config make gcc dpkg-dev ca-certificates)
+# postgresql-15-cron: pg_cron, the scheduler the README's refit recipe and its test use.
+apt_pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron libclang-dev clang
+          sudo pkg-config make gcc dpkg-dev ca-certificates)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

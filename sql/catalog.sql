@@ -38,9 +38,35 @@ CREATE TABLE embedstack.fits (
 );
 CREATE INDEX fits_model_set_idx ON embedstack.fits (model_set, id);
 
+-- One row per materialise / refit call: progress committed with every batch, the outcome, and
+-- the error of a failed call. Not dumped (runtime history; a restored database has no jobs).
+CREATE TABLE embedstack.jobs (
+    id           bigserial PRIMARY KEY,
+    model_set    text NOT NULL REFERENCES embedstack.model_sets (name) ON DELETE CASCADE,
+    kind         text NOT NULL CHECK (kind IN ('materialize', 'refit')),
+    params       jsonb NOT NULL,
+    fit_id       bigint,
+    phase        text NOT NULL CHECK (phase IN ('fit', 'prepare', 'write', 'index', 'wait', 'cutover', 'done')),
+    rows_done    bigint NOT NULL DEFAULT 0,
+    rows_total   bigint,
+    cursor_key   text,
+    index_name   name,
+    state        text NOT NULL CHECK (state IN ('running', 'succeeded', 'kept', 'failed', 'interrupted')),
+    outcome      text,
+    details      jsonb NOT NULL DEFAULT '{}',
+    error        jsonb,
+    pid          integer NOT NULL,
+    resumed_from bigint,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at  timestamptz
+);
+CREATE INDEX jobs_model_set_idx ON embedstack.jobs (model_set, id);
+
 SELECT pg_catalog.pg_extension_config_dump('embedstack.model_sets', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits_id_seq', '');
 
-REVOKE ALL ON embedstack.model_sets, embedstack.fits FROM PUBLIC;
-GRANT SELECT ON embedstack.model_sets, embedstack.fits TO PUBLIC;
+-- Read by everyone, written only through the extension's functions (sql/catalog_writers.sql).
+REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs FROM PUBLIC;
+GRANT SELECT ON embedstack.model_sets, embedstack.fits, embedstack.jobs TO PUBLIC;

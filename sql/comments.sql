@@ -87,7 +87,8 @@ COMMENT ON COLUMN embedstack.model_sets.staging_multipliers IS 'Per-model multip
 COMMENT ON COLUMN embedstack.model_sets.staging_storage IS 'Type of the staging column.';
 COMMENT ON COLUMN embedstack.model_sets.created_at IS 'When the model set was created.';
 COMMENT ON TABLE embedstack.fits IS
-  'Fit history: one row per embedstack.fit call. Written only by embedstack.fit; dumped by pg_dump.';
+  'Fit history: one row per embedstack.fit or refit. Written only by the embedstack functions; trimmed to '
+  'embedstack.keep_history fits per model set (never the active one); dumped by pg_dump.';
 COMMENT ON COLUMN embedstack.fits.id IS 'Fit id (materialize(model_set, fit_id) serves it).';
 COMMENT ON COLUMN embedstack.fits.model_set IS 'The model set fitted.';
 COMMENT ON COLUMN embedstack.fits.created_at IS 'When the fit was made.';
@@ -129,11 +130,85 @@ COMMENT ON FUNCTION embedstack.query_vector(text, vector[]) IS
 COMMENT ON FUNCTION embedstack.query_vector(text, anyelement) IS
   'Query-side vector of the active fit for the stored row with this key (item-to-item search). '
   'No such row: P0002. STABLE.';
-COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer) IS
+COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
   'Writes the combined column for a fit (default: the latest): a staging column filled in batches that each '
-  'COMMIT (NOTICE progress), an HNSW index (vector_ip_ops / halfvec_ip_ops), then an atomic cut-over; the '
-  'served column, index and active fit are unchanged until then. Query-weighted mode with vectors in place only '
-  'switches the active fit. Too wide: 54000. Call outside a transaction block; re-running resumes.';
+  'COMMIT (NOTICE progress, embedstack.status), an HNSW index (vector_ip_ops / halfvec_ip_ops), then an atomic '
+  'cut-over; the served column, index and active fit are unchanged until then. Vectors already stored in the '
+  'fit''s layout (query-weighted mode): only the active fit switches. Too wide: 54000. Not owner / no UPDATE: '
+  '42501. Another materialize or refit of the set running: 55P03, or queue with wait => true. Call outside a '
+  'transaction block; re-running after an interruption continues from the last committed batch.';
+COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double precision, boolean, name, double precision, text, double precision, boolean, integer) IS
+  'fit + decide + (materialize) + cut over, as one job, safe to schedule (pg_cron: a lone CALL). Pairs are split '
+  'by a hash of their keys; holdout_fraction of them score the new and the active fit (prediction MSE). cutover: '
+  'if_not_worse (default: serve the new fit when its held-out MSE <= active * (1 + tolerance), else keep the '
+  'active one and record why), always, never (record only). Decision and progress: embedstack.jobs / status. '
+  'Busy: 55P03 or wait => true. Re-running after an interruption finishes the interrupted refit.';
+COMMENT ON VIEW embedstack.status IS
+  'Per model set: active fit, served index, the latest job (kind, state: running | interrupted | succeeded | '
+  'kept | failed, phase, rows done / total, started_at, rows per second, pid, outcome) and the latest error.';
+COMMENT ON TABLE embedstack.jobs IS
+  'One row per materialize / refit call: progress committed with each batch, outcome, error. '
+  'Trimmed to embedstack.keep_history rows per model set; not dumped.';
+COMMENT ON COLUMN embedstack.jobs.id IS 'Job id.';
+COMMENT ON COLUMN embedstack.jobs.model_set IS 'The model set.';
+COMMENT ON COLUMN embedstack.jobs.kind IS 'materialize or refit.';
+COMMENT ON COLUMN embedstack.jobs.params IS 'Arguments of the call.';
+COMMENT ON COLUMN embedstack.jobs.fit_id IS 'The fit being materialised (for a refit: the new fit, once made).';
+COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new index), cutover, done.';
+COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows of the staging column written (committed).';
+COMMENT ON COLUMN embedstack.jobs.rows_total IS 'Rows of the source table when the job started writing.';
+COMMENT ON COLUMN embedstack.jobs.cursor_key IS 'Key of the last row of the last committed batch (text).';
+COMMENT ON COLUMN embedstack.jobs.index_name IS 'The HNSW index built on the staging column.';
+COMMENT ON COLUMN embedstack.jobs.state IS 'running, succeeded, kept (refit decided not to cut over), failed, interrupted (its session ended).';
+COMMENT ON COLUMN embedstack.jobs.outcome IS 'What the job did or decided, in words.';
+COMMENT ON COLUMN embedstack.jobs.details IS 'Refit decision: holdout_pairs, new_mse, active_fit, active_mse, decision.';
+COMMENT ON COLUMN embedstack.jobs.error IS 'A failed job''s error: sqlstate, message, detail, hint, context.';
+COMMENT ON COLUMN embedstack.jobs.pid IS 'Backend that ran the job.';
+COMMENT ON COLUMN embedstack.jobs.resumed_from IS 'The interrupted job this one continued.';
+COMMENT ON COLUMN embedstack.jobs.started_at IS 'When the job started.';
+COMMENT ON COLUMN embedstack.jobs.updated_at IS 'Last committed progress.';
+COMMENT ON COLUMN embedstack.jobs.finished_at IS 'When it ended.';
+COMMENT ON FUNCTION embedstack.prediction_mse(double precision[], double precision[], double precision) IS
+  'Weighted mean squared error of intercept + weights . x over the rows a regression state summarises, exact '
+  'from the state (no scan); NULL for an empty state. IMMUTABLE STRICT PARALLEL SAFE.';
+COMMENT ON FUNCTION embedstack._check_owner(regclass) IS
+  'Internal: 42501 unless the role calling into the extension (outer user) is a member of the table''s owner.';
+COMMENT ON FUNCTION embedstack._job_lock(integer, boolean) IS 'Internal: takes a model set''s job lock (session advisory lock released on abort).';
+COMMENT ON FUNCTION embedstack._job_unlock(integer) IS 'Internal: releases a model set''s job lock.';
+COMMENT ON FUNCTION embedstack._keep_history() IS 'Internal: the value of embedstack.keep_history.';
+COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text) IS
+  'Internal catalog writer (SECURITY DEFINER, owner of the source only): inserts a model set.';
+COMMENT ON FUNCTION embedstack._owned_source(text) IS 'Internal: a model set''s source table after checking the caller owns it.';
+COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (SECURITY DEFINER, owner only): deletes a model set.';
+COMMENT ON FUNCTION embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): records a fit and trims the history.';
+COMMENT ON FUNCTION embedstack._w_set_staging(text, name, bigint, double precision[], text) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): the staging column of a materialisation.';
+COMMENT ON FUNCTION embedstack._w_serve(text, bigint, double precision[], text, name) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): the served fit and layout.';
+COMMENT ON FUNCTION embedstack._w_job_start(text, text, jsonb, text, bigint) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): starts a job.';
+COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): a job''s progress.';
+COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
+  'Internal catalog writer (SECURITY DEFINER, owner only): a job''s end.';
+COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double precision, boolean, jsonb, jsonb) IS
+  'Internal: solves a state and records it as a fit.';
+COMMENT ON FUNCTION embedstack._layout(text, bigint) IS 'Internal: stored multipliers, storage and width of a fit, or 54000.';
+COMMENT ON FUNCTION embedstack._staging_index_name(text) IS 'Internal: name of the index built on the staging column.';
+COMMENT ON FUNCTION embedstack._index_ready(regclass) IS 'Internal: can every running transaction use this index (indcheckxmin)?';
+COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS 'Internal materialise step: layout, staging column, trigger.';
+COMMENT ON FUNCTION embedstack._mat_write(bigint) IS 'Internal materialise step: one batch.';
+COMMENT ON FUNCTION embedstack._mat_index(bigint) IS 'Internal materialise step: the HNSW index on the staging column.';
+COMMENT ON FUNCTION embedstack._mat_wait(bigint) IS 'Internal materialise step: wait until the new index is usable by all.';
+COMMENT ON FUNCTION embedstack._mat_cutover(bigint) IS 'Internal materialise step: the atomic cut-over.';
+COMMENT ON FUNCTION embedstack._lock_model_set(text, boolean) IS 'Internal: a model set''s job lock, or 55P03 naming the holder.';
+COMMENT ON FUNCTION embedstack._reraise(text, text, text, text) IS 'Internal: raises a recorded error again.';
+COMMENT ON FUNCTION embedstack._in_holdout(text, text, double precision) IS 'Internal: is a pair held out of a refit''s training (hash of its keys)?';
+COMMENT ON FUNCTION embedstack._refit_fit(bigint) IS 'Internal refit step: fit on the training pairs, compare on the held-out ones, decide.';
+COMMENT ON FUNCTION embedstack._job_step(bigint, text) IS 'Internal: runs one step of a job.';
+COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
+COMMENT ON FUNCTION embedstack._check_writer(text, integer, boolean) IS 'Internal: checks shared by materialize and refit.';
 COMMENT ON FUNCTION embedstack._combine_vector(double precision[], integer[], text[], VARIADIC "any") IS
   'Internal (materialize''s row kernel): combined vector of one row from its key and model values.';
 COMMENT ON FUNCTION embedstack._combine_halfvec(double precision[], integer[], text[], VARIADIC "any") IS

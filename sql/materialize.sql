@@ -23,52 +23,27 @@ BEGIN
     RETURN embedstack.block_multipliers(w, ms.mode, ms.threshold);
 END $$;
 
--- Writes the model set's combined column for a fit: into a staging column, in batches of
--- batch_size rows each committed, then builds the HNSW index (inner product) and cuts over
--- in one short transaction. The served column, its index and the active fit stay as they
--- were until that last transaction. Must be called outside an explicit transaction block
--- (it COMMITs); re-running it after an interruption continues with the rows not done yet.
-CREATE PROCEDURE embedstack.materialize(model_set text, fit_id bigint DEFAULT NULL, batch_size integer DEFAULT 10000)
-LANGUAGE plpgsql AS $$
+-- Materialising is a job (sql/operations.sql runs it): a sequence of steps, each one short
+-- transaction, committed by the driver. All state lives in the table and the catalog (the
+-- staging column, the staging index, the job row), so a run killed at any point is continued
+-- by the next call, and the served column, its index and the active fit change only in the
+-- cut-over step.
+--   prepare -> write (one batch per step) -> index -> wait -> cutover -> done
+
+-- The stored layout of a fit: per-model multipliers, storage type and width, or 54000.
+CREATE FUNCTION embedstack._layout(model_set text, fit_id bigint,
+    OUT multipliers double precision[], OUT storage text, OUT width integer)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
-    fid bigint := fit_id;
-    mult double precision[];
-    width integer;
-    stor text;
-    vnsp name := embedstack._vector_schema();
-    stg name;
-    src text;
-    nsp name;
-    keytype text;
-    cols text;
-    collist text;
-    total bigint;
-    done bigint := 0;
-    n bigint;
-    last_key text;
-    t0 timestamptz := clock_timestamp();
-    idx_final name;
-    idx_stg name;
-    index_xid xid8;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
-    END IF;
-    IF fid IS NULL THEN
-        SELECT max(f.id) INTO fid FROM embedstack.fits f WHERE f.model_set = ms.name;
-        IF fid IS NULL THEN
-            RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
-                HINT = 'run embedstack.fit first';
-        END IF;
-    END IF;
-    mult := embedstack._stored_multipliers(ms.name, fid);
-    SELECT coalesce(sum(d), 0) INTO width FROM unnest(ms.model_dims, mult) u(d, m) WHERE m <> 0;
-    stor := CASE
+    multipliers := embedstack._stored_multipliers(ms.name, fit_id);
+    SELECT coalesce(sum(d), 0) INTO width FROM unnest(ms.model_dims, multipliers) u(d, m) WHERE m <> 0;
+    storage := CASE
         WHEN ms.storage IN ('auto', 'vector') AND width <= 2000 THEN 'vector'
         WHEN ms.storage IN ('auto', 'halfvec') AND width <= 4000 THEN 'halfvec'
     END;
-    IF stor IS NULL THEN
+    IF storage IS NULL THEN
         RAISE EXCEPTION 'the combined vector of model set "%" would have % dimensions, more than pgvector can index as % (at most %)',
             ms.name, width, CASE ms.storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
             CASE ms.storage WHEN 'vector' THEN 2000 ELSE 4000 END
@@ -76,111 +51,213 @@ BEGIN
             HINT = 'vector indexes up to 2000 dimensions, halfvec up to 4000: raise the threshold to leave out '
                    'low-weight models (symmetric mode), drop models from the set, or use lower-dimensional models';
     END IF;
-    src := ms.source::text;
-    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO keytype FROM pg_attribute a
-     WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped;
+END $$;
 
-    -- Query-weighted mode: the stored vectors do not depend on the weights. If they are in
-    -- place with this layout, switching the fit is all there is to do.
-    IF ms.served_multipliers = mult AND ms.served_storage = stor
-       AND (ms.mode = 'query_weighted' OR ms.active_fit = fid) THEN
-        UPDATE embedstack.model_sets m SET active_fit = fid WHERE m.name = ms.name;
-        RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, fid;
-        RETURN;
+CREATE FUNCTION embedstack._staging_index_name(model_set text) RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (left(m.combined_column, 53) || '_hnsw_next')::name FROM embedstack.model_sets m WHERE m.name = model_set
+$$;
+
+-- Everyone can use the index: the pg_index row was written by a transaction older than the
+-- oldest one still running. The batches are HOT updates (the staging column has no index), so
+-- CREATE INDEX marks the index indcheckxmin, and the planner skips it in transactions that could
+-- still see pre-batch row versions. Cutting over before that would serve the new column without
+-- its index; the cut-over waits instead, as CREATE INDEX CONCURRENTLY waits for old snapshots.
+CREATE FUNCTION embedstack._index_ready(index regclass) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    created bigint;
+    oldest bigint := (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint;
+BEGIN
+    SELECT CASE WHEN i.indcheckxmin THEN i.xmin::text::bigint END INTO created FROM pg_index i WHERE i.indexrelid = index;
+    -- 32-bit xids, compared modulo 2^32 (both are recent); 0-2 are special (frozen etc.).
+    RETURN created IS NULL OR created < 3 OR ((oldest - created + 4294967296) % 4294967296) BETWEEN 1 AND 2147483647;
+END $$;
+
+-- prepare: the layout; when the vectors are already stored in it, switching the active fit is
+-- all there is to do. Otherwise the staging column (resumed when it belongs
+-- to this fit and layout, replaced otherwise) and the freshness trigger, which also keeps the
+-- staging column right for rows written while the job runs.
+CREATE FUNCTION embedstack._mat_prepare(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    lay record;
+    vnsp name := embedstack._vector_schema();
+    stg name;
+    collist text;
+    total bigint;
+    done bigint;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    lay := embedstack._layout(ms.name, j.fit_id);
+    -- Same multipliers and storage: the stored vectors are already exactly what this fit would
+    -- write (always so in query-weighted mode, where they do not depend on the weights).
+    IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage THEN
+        PERFORM embedstack._w_serve(ms.name, j.fit_id, lay.multipliers, lay.storage, ms.served_index);
+        PERFORM embedstack._w_job_update(job_id, 'done');
+        PERFORM embedstack._w_job_finish(job_id, 'succeeded',
+            format('stored vectors unchanged; fit %s is active', j.fit_id));
+        RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
+        RETURN 'done';
     END IF;
 
-    -- The staging column: resumed when it belongs to this fit and layout, otherwise replaced.
     stg := ms.staging_column;
-    IF stg IS NOT NULL AND (ms.staging_fit IS DISTINCT FROM fid OR ms.staging_multipliers IS DISTINCT FROM mult
-                            OR ms.staging_storage IS DISTINCT FROM stor) THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', src, stg);
+    IF stg IS NOT NULL AND (ms.staging_fit IS DISTINCT FROM j.fit_id OR ms.staging_multipliers IS DISTINCT FROM lay.multipliers
+                            OR ms.staging_storage IS DISTINCT FROM lay.storage) THEN
+        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, stg);
         stg := NULL;
     END IF;
     IF stg IS NULL THEN
         stg := left(ms.combined_column, 58) || '_next';
         IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = stg AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION 'column "%" of % is in the way of the staging column', stg, src USING ERRCODE = '42701',
+            RAISE EXCEPTION 'column "%" of % is in the way of the staging column', stg, ms.source USING ERRCODE = '42701',
                 HINT = 'rename or drop it, or create the model set with another combined_column';
         END IF;
-        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %I.%s(%s)', src, stg, vnsp, stor, width);
-        UPDATE embedstack.model_sets m
-           SET staging_column = stg, staging_fit = fid, staging_multipliers = mult, staging_storage = stor
-         WHERE m.name = ms.name;
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %I.%s(%s)', ms.source, stg, vnsp, lay.storage, lay.width);
+        PERFORM embedstack._w_set_staging(ms.name, stg, j.fit_id, lay.multipliers, lay.storage);
     END IF;
-    -- The freshness trigger (also keeps the staging column right for rows written meanwhile).
     SELECT string_agg(format('%I', c), ', ' ORDER BY o) INTO collist FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
     EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW '
                    'EXECUTE FUNCTION embedstack._refresh_combined(%L)',
-                   embedstack._trigger_name(ms.name), collist, src, ms.name);
-    COMMIT;
-
-    SELECT string_agg(format('t.%I', c), ', ' ORDER BY o) INTO cols FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
-    EXECUTE format('SELECT count(*) FROM %s', src) INTO total;
-    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NOT NULL', src, stg) INTO done;
+                   embedstack._trigger_name(ms.name), collist, ms.source, ms.name);
+    EXECUTE format('SELECT count(*), count(%I) FROM %s', stg, ms.source) INTO total, done;
+    PERFORM embedstack._w_job_update(job_id, 'write', done, total);
     RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into %.% (% already done)',
-        ms.name, total - done, stor, width, src, stg, done;
-    LOOP
-        EXECUTE format(
-            'WITH b AS (SELECT %1$I AS k FROM %2$s WHERE ($1::text IS NULL OR %1$I > $1::text::%3$s) AND %4$I IS NULL '
-            '           ORDER BY %1$I LIMIT $2), '
-            '     u AS (UPDATE %2$s t SET %4$I = embedstack.%5$I($3, $4, $5, t.%1$I, %6$s) FROM b WHERE t.%1$I = b.k RETURNING t.%1$I AS k) '
-            'SELECT count(*), (SELECT k::text FROM b ORDER BY k DESC LIMIT 1) FROM u',
-            ms.key_column, src, keytype, stg, '_combine_' || stor, cols)
-        INTO n, last_key
-        USING last_key, batch_size, mult, ms.model_dims, ms.model_columns::text[];
-        EXIT WHEN last_key IS NULL;
-        done := done + n;
-        COMMIT;
-        RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, total,
-            CASE WHEN total > 0 THEN round(100.0 * done / total, 1) ELSE 100 END,
-            round(done / greatest(extract(epoch FROM clock_timestamp() - t0), 0.001));
-    END LOOP;
+        ms.name, total - done, lay.storage, lay.width, ms.source, stg, done;
+    RETURN 'write';
+END $$;
 
-    -- The index on the staging column (inner product: exact weighted-sum ranking even with
-    -- missing blocks). Built before the cut-over, so queries keep using the old one meanwhile.
+-- write: one batch of batch_size rows whose staging value is missing, in key order after the
+-- last batch (keyset pagination; rows written meanwhile are kept right by the trigger).
+CREATE FUNCTION embedstack._mat_write(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    keytype text;
+    cols text;
+    n bigint;
+    last_key text;
+    done bigint;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT format_type(a.atttypid, a.atttypmod) INTO keytype FROM pg_attribute a
+     WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped;
+    SELECT string_agg(format('t.%I', c), ', ' ORDER BY o) INTO cols FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
+    EXECUTE format(
+        'WITH b AS (SELECT %1$I AS k FROM %2$s WHERE ($1::text IS NULL OR %1$I > $1::text::%3$s) AND %4$I IS NULL '
+        '           ORDER BY %1$I LIMIT $2), '
+        '     u AS (UPDATE %2$s t SET %4$I = embedstack.%5$I($3, $4, $5, t.%1$I, %6$s) FROM b WHERE t.%1$I = b.k RETURNING t.%1$I AS k) '
+        'SELECT count(*), (SELECT k::text FROM b ORDER BY k DESC LIMIT 1) FROM u',
+        ms.key_column, ms.source, keytype, ms.staging_column, '_combine_' || ms.staging_storage, cols)
+    INTO n, last_key
+    USING j.cursor_key, (j.params->>'batch_size')::integer, ms.staging_multipliers, ms.model_dims, ms.model_columns::text[];
+    IF last_key IS NULL THEN
+        PERFORM embedstack._w_job_update(job_id, 'index');
+        RETURN 'index';
+    END IF;
+    done := j.rows_done + n;
+    PERFORM embedstack._w_job_update(job_id, 'write', done, NULL, last_key);
+    RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
+        CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
+        round(done / greatest(extract(epoch FROM clock_timestamp() - j.started_at), 0.001));
+    RETURN 'write';
+END $$;
+
+-- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
+-- on the staging column, built before the cut-over so queries keep using the old one. An
+-- index left by an interrupted run on the same staging column is kept (the trigger and the
+-- batches maintained it like any index).
+CREATE FUNCTION embedstack._mat_index(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    nsp name;
+    idx name;
+    idx_oid regclass;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
+    idx := embedstack._staging_index_name(ms.name);
+    idx_oid := to_regclass(format('%I.%I', nsp, idx));
+    IF idx_oid IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indexrelid = idx_oid AND i.indrelid = ms.source AND i.indisvalid AND a.attname = ms.staging_column) THEN
+        EXECUTE format('DROP INDEX %I.%I', nsp, idx);
+        idx_oid := NULL;
+    END IF;
+    IF idx_oid IS NULL THEN
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, nsp, idx;
+        EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', idx, ms.source, ms.staging_column,
+                       embedstack._vector_schema(), ms.staging_storage || '_ip_ops');
+    ELSE
+        RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it', ms.name, nsp, idx;
+    END IF;
+    PERFORM embedstack._w_job_update(job_id, 'wait', index_name => idx);
+    RETURN 'wait';
+END $$;
+
+-- wait: until the new index is usable by every transaction (see _index_ready); the old column
+-- serves meanwhile. Sleeps 0.1 s per step; the driver commits between steps.
+CREATE FUNCTION embedstack._mat_wait(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    nsp name;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    SELECT n.nspname INTO nsp FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source
+      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE m.name = j.model_set;
+    IF embedstack._index_ready(format('%I.%I', nsp, j.index_name)::regclass) THEN
+        PERFORM embedstack._w_job_update(job_id, 'cutover');
+        RETURN 'cutover';
+    END IF;
+    IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
+        RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new index to finish (pids %)',
+            j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
+                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid());
+        PERFORM embedstack._w_job_update(job_id, 'wait', details => '{"waiting": true}');
+    END IF;
+    PERFORM pg_sleep(0.1);
+    RETURN 'wait';
+END $$;
+
+-- cutover: one short transaction under ACCESS EXCLUSIVE on the source: the old column and index
+-- go, the staging ones take their names, the catalog says what is served.
+CREATE FUNCTION embedstack._mat_cutover(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    nsp name;
+    idx_final name;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
     idx_final := left(ms.combined_column, 58) || '_hnsw';
-    idx_stg := left(ms.combined_column, 53) || '_hnsw_next';
-    IF to_regclass(format('%I.%I', nsp, idx_stg)) IS NOT NULL THEN
-        EXECUTE format('DROP INDEX %I.%I', nsp, idx_stg);
-    END IF;
-    RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, nsp, idx_stg;
-    EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', idx_stg, src, stg, vnsp, stor || '_ip_ops');
-    index_xid := pg_current_xact_id();
-    COMMIT;
-
-    -- The batches were HOT updates (the staging column had no index), so the build marks the
-    -- index indcheckxmin: snapshots that could still see the pre-batch row versions must not
-    -- use it, and the planner skips it while any transaction older than the index runs.
-    -- Cutting over now would serve the new column without its index; wait instead (the old
-    -- column keeps serving meanwhile), as CREATE INDEX CONCURRENTLY waits for old snapshots.
-    IF (SELECT i.indcheckxmin FROM pg_index i WHERE i.indexrelid = format('%I.%I', nsp, idx_stg)::regclass) THEN
-        IF pg_snapshot_xmin(pg_current_snapshot()) <= index_xid THEN
-            RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new index to finish (pids %)',
-                ms.name, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
-                           WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid());
-        END IF;
-        WHILE pg_snapshot_xmin(pg_current_snapshot()) <= index_xid LOOP
-            PERFORM pg_sleep(0.1);
-        END LOOP;
-    END IF;
-
-    -- Cut-over: one short transaction.
-    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', src);
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', ms.source);
     IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = ms.combined_column
                   AND NOT a.attisdropped) THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN %I', src, ms.combined_column);
+        EXECUTE format('ALTER TABLE %s DROP COLUMN %I', ms.source, ms.combined_column);
     END IF;
     IF to_regclass(format('%I.%I', nsp, idx_final)) IS NOT NULL THEN
         EXECUTE format('DROP INDEX %I.%I', nsp, idx_final);
     END IF;
-    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', src, stg, ms.combined_column);
-    EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, idx_stg, idx_final);
-    UPDATE embedstack.model_sets m
-       SET active_fit = fid, served_multipliers = mult, served_storage = stor, served_index = idx_final,
-           staging_column = NULL, staging_fit = NULL, staging_multipliers = NULL, staging_storage = NULL
-     WHERE m.name = ms.name;
-    COMMIT;
-    RAISE NOTICE 'embedstack: model set "%": serving fit % from %.% (%(%)), index %.%', ms.name, fid, src,
-        ms.combined_column, stor, width, nsp, idx_final;
+    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', ms.source, ms.staging_column, ms.combined_column);
+    EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, j.index_name, idx_final);
+    PERFORM embedstack._w_serve(ms.name, j.fit_id, ms.staging_multipliers, ms.staging_storage, idx_final);
+    PERFORM embedstack._w_job_update(job_id, 'done');
+    PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
+        || format('serving fit %s from %s.%I (%s), index %I.%I', j.fit_id, ms.source, ms.combined_column,
+                  ms.staging_storage, nsp, idx_final));
+    RAISE NOTICE 'embedstack: model set "%": serving fit % from %.% (%), index %.%', ms.name, j.fit_id, ms.source,
+        ms.combined_column, ms.staging_storage, nsp, idx_final;
+    RETURN 'done';
 END $$;

@@ -57,7 +57,6 @@ DECLARE
     v_typname pg_catalog.name;
     v_combined pg_catalog.name;
     v_vnsp pg_catalog.name := embedstack._vector_schema();
-    v_row embedstack.model_sets;
 BEGIN
     IF name IS NULL OR source IS NULL OR key_column IS NULL OR model_columns IS NULL
        OR mode IS NULL OR threshold IS NULL OR storage IS NULL THEN
@@ -81,6 +80,7 @@ BEGIN
         RAISE EXCEPTION 'unknown storage "%"', storage USING ERRCODE = '22023',
             HINT = 'storage is ''auto'' (vector up to 2000 dimensions, halfvec up to 4000), ''vector'' or ''halfvec''';
     END IF;
+    PERFORM embedstack._check_owner(source);
     SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = source;
     IF v_relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', source USING ERRCODE = '42809';
@@ -160,11 +160,8 @@ BEGIN
                 AND m.combined_column = v_combined), v_combined, source USING ERRCODE = '42701';
     END IF;
 
-    INSERT INTO embedstack.model_sets (name, source, key_column, model_columns, model_dims, model_types, mode,
-                                       threshold, combined_column, storage)
-    VALUES (name, source, key_column, model_columns, v_dims, v_types, mode, threshold, v_combined, storage)
-    RETURNING * INTO v_row;
-    RETURN v_row;
+    RETURN embedstack._w_insert_model_set(name, source, key_column, model_columns, v_dims, v_types, mode,
+                                          threshold, v_combined, storage);
 END $$;
 
 CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
@@ -173,6 +170,10 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(name);
 BEGIN
+    PERFORM embedstack._check_owner(ms.source);
+    -- Not while a materialize or refit of it runs (the lock is released at the end of this
+    -- transaction by the abort callback, or explicitly below).
+    PERFORM embedstack._lock_model_set(ms.name, false);
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', embedstack._trigger_name(ms.name), ms.source);
     IF drop_columns THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
@@ -180,11 +181,37 @@ BEGIN
             EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.staging_column);
         END IF;
     END IF;
-    DELETE FROM embedstack.model_sets m WHERE m.name = ms.name;
+    PERFORM embedstack._w_delete_model_set(ms.name);
+    PERFORM embedstack._job_unlock(hashtext(ms.name));
 END $$;
 
 CREATE FUNCTION embedstack._trigger_name(model_set text) RETURNS name
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT ('embedstack_' || left(model_set, 52))::name $$;
+
+-- Solves a regression state and records it as a fit of the model set (22023 with a hint when
+-- no pair was usable).
+CREATE FUNCTION embedstack._record_fit(model_set text, st double precision[], ridge double precision,
+    nonnegative boolean, training_source jsonb, extra_diagnostics jsonb DEFAULT '{}')
+RETURNS embedstack.fits
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f embedstack.fit;
+BEGIN
+    IF st[4] = 0 THEN
+        RAISE EXCEPTION 'no usable pairs in % (% skipped)', training_source->>'pairs', st[5]::bigint USING ERRCODE = '22023',
+            HINT = 'a pair is used when both keys exist in the source table, every model vector of both is '
+                   'present and non-zero, and the target (and weight) are not NULL';
+    END IF;
+    f := embedstack.solve(st, ridge, nonnegative, true);
+    RETURN embedstack._w_insert_fit(model_set,
+        jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
+        f.weights, f.intercept,
+        jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
+                           'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
+                           'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
+                           'collinear', to_jsonb(f.collinear)) || extra_diagnostics,
+        st, training_source);
+END $$;
 
 CREATE FUNCTION embedstack.fit(
     model_set text,
@@ -200,31 +227,14 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 #variable_conflict use_variable
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
-    st double precision[];
-    f embedstack.fit;
-    r embedstack.fits;
 BEGIN
     IF ridge IS NULL OR nonnegative IS NULL OR ridge < 0 THEN
         RAISE EXCEPTION 'ridge must be a number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
     END IF;
-    st := embedstack.pair_statistics(model_set, pairs, left_column, right_column, target_column, sample_weight_column);
-    IF st[4] = 0 THEN
-        RAISE EXCEPTION 'no usable pairs in % (% skipped)', pairs, st[5]::bigint USING ERRCODE = '22023',
-            HINT = 'a pair is used when both keys exist in the source table, every model vector of both is '
-                   'present and non-zero, and the target (and weight) are not NULL';
-    END IF;
-    f := embedstack.solve(st, ridge, nonnegative, true);
-    INSERT INTO embedstack.fits (model_set, options, weights, intercept, diagnostics, state, training_source)
-    VALUES (ms.name,
-            jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
-            f.weights, f.intercept,
-            jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
-                               'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
-                               'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
-                               'collinear', to_jsonb(f.collinear)),
-            st,
-            jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
-                               'target', target_column, 'sample_weight', sample_weight_column))
-    RETURNING * INTO r;
-    RETURN r;
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN embedstack._record_fit(ms.name,
+        embedstack.pair_statistics(model_set, pairs, left_column, right_column, target_column, sample_weight_column),
+        ridge, nonnegative,
+        jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
+                           'target', target_column, 'sample_weight', sample_weight_column));
 END $$;

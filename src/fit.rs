@@ -2,7 +2,9 @@
 //! cross-validation from stored per-fold states. Thin glue over `embedstack_math::solve`.
 
 use embedstack_math::regstats::RegStats;
-use embedstack_math::solve::{cross_validate as cv_core, solve as solve_core, Fit, SolveOptions};
+use embedstack_math::solve::{
+    cross_validate as cv_core, heldout_sse, solve as solve_core, Fit, SolveOptions,
+};
 use pgrx::prelude::*;
 
 use crate::regression_state::{parse_state, raise_stats_error};
@@ -132,4 +134,38 @@ fn cross_validate(
         unreachable!()
     });
     TableIterator::new(rows.into_iter().map(|r| (r.ridge, r.mse, r.r2, r.folds as i32)))
+}
+
+/// Weighted mean squared error of the prediction `intercept + weights·x` over the rows a state
+/// summarises, exactly and without a scan (`solve::heldout_sse` / weight sum). NULL for a state
+/// without rows. This is how `refit` compares a new fit with the active one on held-out pairs.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn prediction_mse(state: Array<'_, f64>, weights: Vec<Option<f64>>, intercept: f64) -> Option<f64> {
+    let st = parse_state(&state);
+    if weights.len() != st.k {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("{} weights for a state of {} features", weights.len(), st.k)
+        );
+    }
+    let Some(w) = weights.into_iter().collect::<Option<Vec<f64>>>() else {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "weights must not contain NULL"
+        );
+        unreachable!()
+    };
+    if !intercept.is_finite() || w.iter().any(|x| !x.is_finite()) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "weights and intercept must be finite"
+        );
+    }
+    if st.wsum <= 0.0 {
+        return None;
+    }
+    Some(heldout_sse(&st, &w, intercept) / st.wsum)
 }

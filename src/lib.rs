@@ -12,6 +12,7 @@ mod datatype;
 mod errors;
 mod fit;
 mod model_set;
+mod operations;
 mod primitives;
 mod regression_state;
 mod settings;
@@ -19,6 +20,7 @@ mod settings;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    operations::register_abort_release();
 }
 
 // Hand-written SQL: the aggregates (after the functions they name), then object comments,
@@ -29,8 +31,10 @@ extension_sql_file!(
     requires = [fit::fit_weights_final, regression_state::merge]
 );
 extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["fit_type"]);
-extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog"]);
+extension_sql_file!("../sql/catalog_writers.sql", name = "catalog_writers", requires = ["catalog"]);
+extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_writers"]);
 extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["model_sets"]);
+extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["materialize"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

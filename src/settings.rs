@@ -9,7 +9,21 @@ pub static ENTITY_CACHE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 *
 /// `embedstack.fit_threads`: threads of the per-pair kernel of fit / pair_statistics.
 pub static FIT_THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
+/// `embedstack.keep_history`: fits and jobs kept per model set (0 = all).
+pub static KEEP_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(100);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"embedstack.keep_history",
+        c"Fits and jobs kept per model set; older ones are deleted after each fit (0 keeps all).",
+        c"The active fit, a fit being materialised and the fit of an unfinished job are always kept. \
+          Set it for scheduled refits with ALTER DATABASE or ALTER ROLE ... SET.",
+        &KEEP_HISTORY,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"embedstack.fit_threads",
         c"Threads computing pair features in fit and pair_statistics.",
@@ -42,4 +56,11 @@ pub fn entity_cache_bytes() -> usize {
 
 pub fn fit_threads() -> usize {
     FIT_THREADS.get().max(1) as usize
+}
+
+/// The history retention, for the PL/pgSQL procedures (calling it also makes sure the library,
+/// and with it the setting, is loaded in the session).
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _keep_history() -> i32 {
+    KEEP_HISTORY.get()
 }
