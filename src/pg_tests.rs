@@ -248,17 +248,82 @@ mod tests {
 
     /// Every function of the extension, with the volatility, strictness and parallel safety it
     /// must declare. A new function without an entry here fails the test.
+    /// The only SECURITY DEFINER functions are the catalog writers, and each pins search_path.
+    #[pg_test]
+    fn security_definer_only_for_catalog_writers_with_pinned_search_path() {
+        let rows: Vec<(String, Option<String>)> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.proname::text, array_to_string(p.proconfig, ';')
+                     FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+                     JOIN pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
+                     WHERE e.extname = 'embedstack' AND p.prosecdef ORDER BY 1",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap()))
+                .collect()
+        });
+        let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "_w_delete_model_set",
+                "_w_insert_fit",
+                "_w_insert_model_set",
+                "_w_job_finish",
+                "_w_job_start",
+                "_w_job_update",
+                "_w_serve",
+                "_w_set_staging"
+            ]
+        );
+        for (name, config) in &rows {
+            assert_eq!(config.as_deref(), Some("search_path=pg_catalog, pg_temp"), "{name}");
+        }
+    }
+
     #[pg_test]
     fn catalog_declarations_are_deliberate() {
         let expected: &[(&str, &str, bool, &str)] = &[
+            ("_check_owner(regclass)", "s", true, "s"),
+            ("_check_writer(text,integer,boolean)", "s", false, "s"),
             ("_column(regclass,name)", "s", false, "s"),
             ("_combine_halfvec(double precision[],integer[],text[],\"any\")", "i", false, "s"),
             ("_combine_vector(double precision[],integer[],text[],\"any\")", "i", false, "s"),
+            ("_in_holdout(text,text,double precision)", "i", true, "s"),
+            ("_index_ready(regclass)", "v", false, "s"),
+            ("_job_lock(integer,boolean)", "v", true, "u"),
+            ("_job_step(bigint,text)", "v", false, "u"),
+            ("_job_unlock(integer)", "v", true, "u"),
+            ("_keep_history()", "s", true, "s"),
+            ("_layout(text,bigint)", "s", false, "s"),
+            ("_lock_model_set(text,boolean)", "v", false, "u"),
+            ("_mat_cutover(bigint)", "v", false, "u"),
+            ("_mat_index(bigint)", "v", false, "u"),
+            ("_mat_prepare(bigint)", "v", false, "u"),
+            ("_mat_wait(bigint)", "v", false, "u"),
+            ("_mat_write(bigint)", "v", false, "u"),
             ("_model_set(text)", "s", false, "s"),
+            ("_owned_source(text)", "s", false, "s"),
+            ("_record_fit(text,double precision[],double precision,boolean,jsonb,jsonb)", "v", false, "u"),
+            ("_refit_fit(bigint)", "v", false, "u"),
             ("_refresh_combined()", "v", false, "u"),
+            ("_reraise(text,text,text,text)", "v", false, "s"),
+            ("_run_job(bigint)", "v", false, "u"),
+            ("_staging_index_name(text)", "s", false, "s"),
             ("_stored_multipliers(text,bigint)", "s", false, "s"),
             ("_trigger_name(text)", "i", true, "s"),
             ("_vector_schema()", "s", false, "s"),
+            ("_w_delete_model_set(text)", "v", false, "u"),
+            ("_w_insert_fit(text,jsonb,double precision[],double precision,jsonb,double precision[],jsonb)", "v", false, "u"),
+            ("_w_insert_model_set(text,regclass,name,name[],integer[],regtype[],text,double precision,name,text)", "v", false, "u"),
+            ("_w_job_finish(bigint,text,text,jsonb)", "v", false, "u"),
+            ("_w_job_start(text,text,jsonb,text,bigint)", "v", false, "u"),
+            ("_w_job_update(bigint,text,bigint,bigint,text,bigint,name,jsonb)", "v", false, "u"),
+            ("_w_serve(text,bigint,double precision[],text,name)", "v", false, "u"),
+            ("_w_set_staging(text,name,bigint,double precision[],text)", "v", false, "u"),
             ("block_multipliers(double precision[],text,double precision)", "i", true, "s"),
             ("cosine(double precision[],double precision[])", "i", true, "s"),
             ("cosine(real[],real[])", "i", true, "s"),
@@ -274,11 +339,13 @@ mod tests {
             ("l2_normalize(double precision[])", "i", true, "s"),
             ("l2_normalize(real[])", "i", true, "s"),
             ("l2_normalize(vector)", "i", true, "s"),
-            ("materialize(text,bigint,integer)", "v", false, "u"),
+            ("materialize(text,bigint,integer,boolean)", "v", false, "u"),
             ("merge(double precision[],double precision[])", "i", true, "s"),
             ("pair_statistics(text,regclass,text,text,text,text)", "v", false, "u"),
+            ("prediction_mse(double precision[],double precision[],double precision)", "i", true, "s"),
             ("query_vector(text,anyelement)", "s", true, "s"),
             ("query_vector(text,vector[])", "s", true, "s"),
+            ("refit(text,regclass,name,name,name,double precision,boolean,name,double precision,text,double precision,boolean,integer)", "v", false, "u"),
             ("regression_stats(double precision[],double precision)", "i", false, "s"),
             ("regression_stats(double precision[],double precision,double precision)", "i", false, "s"),
             ("regression_stats_accum(double precision[],double precision[],double precision)", "i", false, "s"),
