@@ -67,6 +67,10 @@ SELECT pg_catalog.pg_extension_config_dump('embedstack.model_sets', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits_id_seq', '');
 
+-- Everyone may use the extension's functions (each checks what it needs: SELECT on the vectors it
+-- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
+GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
+
 -- Read by everyone, written only through the extension's functions (sql/catalog_writers.sql).
 REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs FROM PUBLIC;
 GRANT SELECT ON embedstack.model_sets, embedstack.fits, embedstack.jobs TO PUBLIC;

@@ -40,6 +40,10 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'prediction_mse_wrapper';
 
+-- Everyone may use the extension's functions (each checks what it needs: SELECT on the vectors it
+-- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
+GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
+
 -- The jobs table (not dumped: runtime history).
 -- One row per materialise / refit call: progress committed with every batch, the outcome, and
 -- the error of a failed call. Not dumped (runtime history; a restored database has no jobs).
