@@ -100,3 +100,13 @@ SELECT 1001, 'copy of item 1', m_text, m_glove, m_cf FROM demo.items WHERE id = 
 SELECT id, label, vector_dims(demo_combined) AS dims,
        round((-(demo_combined <#> embedstack.query_vector('demo', 1)))::numeric, 4) AS score_vs_item_1
 FROM demo.items WHERE id IN (1, 1001) ORDER BY id;
+
+\echo
+\echo '== 13. A scheduled refit: fit on the pairs, compare with the active fit on held-out pairs, cut over if not worse'
+\echo '   (fit 1 was trained on demo.pairs_train, which overlaps the held-out pairs, so it may well look better and stay)'
+CALL embedstack.refit('demo', 'demo.pairs', 'a', 'b', 'similarity', batch_size => 100);
+SELECT model_set, active_fit, job_kind, job_state, phase, rows_done, rows_total, outcome
+FROM embedstack.status;
+SELECT id AS job, kind, fit_id, state, details->>'holdout_pairs' AS holdout_pairs,
+       round((details->>'new_mse')::numeric, 5) AS new_mse, round((details->>'active_mse')::numeric, 5) AS active_mse
+FROM embedstack.jobs ORDER BY id;
