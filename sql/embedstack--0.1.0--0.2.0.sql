@@ -40,10 +40,6 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'prediction_mse_wrapper';
 
--- Everyone may use the extension's functions (each checks what it needs: SELECT on the vectors it
--- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
-GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
-
 -- The jobs table (not dumped: runtime history).
 -- One row per materialise / refit call: progress committed with every batch, the outcome, and
 -- the error of a failed call. Not dumped (runtime history; a restored database has no jobs).
@@ -69,6 +65,10 @@ CREATE TABLE embedstack.jobs (
     finished_at  timestamptz
 );
 CREATE INDEX jobs_model_set_idx ON embedstack.jobs (model_set, id);
+
+-- Everyone may use the extension's functions (each checks what it needs: SELECT on the vectors it
+-- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
+GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
 
 REVOKE ALL ON embedstack.jobs FROM PUBLIC;
 GRANT SELECT ON embedstack.jobs TO PUBLIC;
@@ -457,20 +457,35 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (left(m.combined_column, 53) || '_hnsw_next')::name FROM embedstack.model_sets m WHERE m.name = model_set
 $$;
 
--- Everyone can use the index: the pg_index row was written by a transaction older than the
--- oldest one still running. The batches are HOT updates (the staging column has no index), so
--- CREATE INDEX marks the index indcheckxmin, and the planner skips it in transactions that could
--- still see pre-batch row versions. Cutting over before that would serve the new column without
--- its index; the cut-over waits instead, as CREATE INDEX CONCURRENTLY waits for old snapshots.
+-- Everyone can use the index: no running transaction is older than the one that wrote its
+-- pg_index row. The batches are HOT updates (the staging column has no index), so CREATE INDEX
+-- marks the index indcheckxmin, and the planner skips it in transactions whose xmin precedes
+-- that row. Cutting over before that would serve the new column without its index in those
+-- transactions; the cut-over waits instead, as CREATE INDEX CONCURRENTLY waits for old snapshots.
+-- Two views of "running": the snapshot's xmin (transactions with an xid, visible to every role)
+-- and pg_stat_activity's backend_xid / backend_xmin of this database's sessions (also read-only
+-- transactions holding an old snapshot; visible to superusers and pg_read_all_stats).
 CREATE FUNCTION embedstack._index_ready(index regclass) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     created bigint;
+    created_age integer;
     oldest bigint := (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint;
 BEGIN
-    SELECT CASE WHEN i.indcheckxmin THEN i.xmin::text::bigint END INTO created FROM pg_index i WHERE i.indexrelid = index;
-    -- 32-bit xids, compared modulo 2^32 (both are recent); 0-2 are special (frozen etc.).
-    RETURN created IS NULL OR created < 3 OR ((oldest - created + 4294967296) % 4294967296) BETWEEN 1 AND 2147483647;
+    SELECT CASE WHEN i.indcheckxmin THEN i.xmin::text::bigint END, CASE WHEN i.indcheckxmin THEN age(i.xmin) END
+      INTO created, created_age FROM pg_index i WHERE i.indexrelid = index;
+    IF created IS NULL OR created < 3 THEN    -- not marked, or frozen (0-2 are special xids)
+        RETURN true;
+    END IF;
+    -- 32-bit xids compared modulo 2^32 (both are recent).
+    IF NOT ((oldest - created + 4294967296) % 4294967296) BETWEEN 1 AND 2147483647 THEN
+        RETURN false;
+    END IF;
+    RETURN NOT EXISTS (
+        SELECT 1 FROM pg_stat_activity a
+         WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
+           AND a.backend_type IN ('client backend', 'background worker')   -- not autovacuum: it plans no query
+           AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= created_age);
 END $$;
 
 -- prepare: the layout; when the vectors are already stored in it, switching the active fit is
@@ -636,12 +651,24 @@ DECLARE
     ms embedstack.model_sets;
     nsp name;
     idx_final name;
+    prev_timeout text;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
     idx_final := left(ms.combined_column, 58) || '_hnsw';
-    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', ms.source);
+    -- ACCESS EXCLUSIVE waits for running queries, and queries queue behind a waiting lock:
+    -- wait at most 2 s, then let them through and try again in the next step.
+    prev_timeout := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', '2s', true);
+    BEGIN
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', ms.source);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'embedstack: model set "%": the cut-over waits for queries on % (retrying)', ms.name, ms.source;
+        PERFORM pg_sleep(0.5);
+        RETURN 'cutover';
+    END;
+    PERFORM set_config('lock_timeout', prev_timeout, true);
     IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = ms.combined_column
                   AND NOT a.attisdropped) THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN %I', ms.source, ms.combined_column);
