@@ -1,0 +1,1639 @@
+//! Operations (0.2.0) against the real running cluster: the refit policy, the per-model-set job
+//! lock, the status view, history retention, privileges (owner checks of the catalog writers,
+//! reading only what one may SELECT) and injection attempts through refit's arguments.
+//!
+//! Every expected value is computed independently here: the held-out split by the documented
+//! hash predicate, cosines, OLS fits and held-out prediction MSEs in f64 from the vectors read
+//! back from the server, the documented symmetric multipliers `sqrt(w_k / w_max)` and the
+//! combined vectors. Nothing asserts a duration.
+//!
+//! Concurrency is made deterministic without sleeps: the source tables carry a user trigger
+//! (`BEFORE UPDATE ... FOR EACH ROW`) that takes a shared advisory lock for a few chosen keys; a
+//! "gate" session holding that lock exclusively stops a materialisation inside exactly one batch
+//! (the batches are keyset-ordered, so the committed progress at that moment is known exactly),
+//! and releasing it lets the run go on. Sessions are observed through `pg_stat_activity` /
+//! `pg_locks`; waiting loops have generous deadlines that only guard against hangs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use embedstack_client_tests::fresh_db;
+use postgres::{Client, NoTls};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------
+// Helpers (copied from model_sets_serving.rs where they exist there)
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: a small deterministic generator, so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn unif(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [-1, 1).
+    fn sym(&mut self) -> f64 {
+        2.0 * self.unif() - 1.0
+    }
+    /// Uniform integer in [lo, hi].
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
+    }
+    fn vec(&mut self, d: usize) -> Vec<f32> {
+        (0..d).map(|_| self.sym() as f32).collect()
+    }
+}
+
+/// One row's model vectors (`None` = SQL NULL).
+type Models = Vec<Option<Vec<f32>>>;
+
+/// The models of every test table here: vector(16), vector(24), vector(8).
+const DIMS: [usize; 3] = [16, 24, 8];
+
+/// pgvector text of a vector (shortest round-trip f32 text: the server stores exactly these).
+fn lit(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn copy_field(v: &Option<Vec<f32>>) -> String {
+    match v {
+        Some(v) => lit(v),
+        None => "\\N".into(),
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// Cosine in f64, `None` when either side is missing or a zero vector.
+fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
+    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    let (na, nb) = (norm(a), norm(b));
+    if na == 0.0 || nb == 0.0 {
+        return None;
+    }
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    Some(dot / (na * nb))
+}
+
+/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
+fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
+    match v {
+        Some(v) if norm(v) > 0.0 => {
+            let n = norm(v);
+            v.iter().map(|&x| scale * x as f64 / n).collect()
+        }
+        _ => vec![0.0; d],
+    }
+}
+
+/// Symmetric-mode multipliers: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`, else 0.
+fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
+    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert!(max > 0.0, "test precondition: a positive weight, {w:?}");
+    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
+}
+
+/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
+fn combined(m: &Models, mult: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for k in 0..DIMS.len() {
+        if mult[k] != 0.0 {
+            out.extend(unit_block(&m[k], DIMS[k], mult[k]));
+        }
+    }
+    out
+}
+
+/// OLS with intercept (centred normal equations, Gaussian elimination with partial pivoting):
+/// the coefficients and the intercept.
+fn ols(x: &[Vec<f64>], y: &[f64]) -> (Vec<f64>, f64) {
+    let n = x.len() as f64;
+    let k = x[0].len();
+    let mx: Vec<f64> = (0..k).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+    let my = y.iter().sum::<f64>() / n;
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (r, &yy) in x.iter().zip(y) {
+        for i in 0..k {
+            for j in 0..k {
+                a[i][j] += (r[i] - mx[i]) * (r[j] - mx[j]);
+            }
+            a[i][k] += (r[i] - mx[i]) * (yy - my);
+        }
+    }
+    for c in 0..k {
+        let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        a.swap(c, p);
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot[c];
+                for (x, p) in row[c..].iter_mut().zip(&pivot[c..]) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    let w: Vec<f64> = (0..k).map(|i| a[i][k] / a[i][i]).collect();
+    let b = my - (0..k).map(|j| w[j] * mx[j]).sum::<f64>();
+    (w, b)
+}
+
+/// The SQLSTATE of an error (panics when it is not a server error).
+fn sqlstate(e: &postgres::Error) -> String {
+    e.code().unwrap_or_else(|| panic!("not a database error: {e}")).code().to_string()
+}
+
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
+}
+
+/// Runs `sql` (simple protocol, autocommit) expecting an error; returns it.
+fn expect_err(c: &mut Client, sql: &str) -> postgres::Error {
+    match c.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts `sql` fails with SQLSTATE `code`; returns the error.
+fn expect_code(c: &mut Client, sql: &str, code: &str) -> postgres::Error {
+    let e = expect_err(c, sql);
+    assert_eq!(sqlstate(&e), code, "{sql}\n  -> {}", message(&e));
+    e
+}
+
+/// A SQL string literal.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL quoted identifier.
+fn qi(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Another session on database `es_<name>` as `user`.
+fn connect(name: &str, user: &str) -> Client {
+    let port = std::env::var("ES_PGPORT").unwrap_or_else(|_| "54815".into());
+    Client::connect(&format!("host=127.0.0.1 port={port} user={user} dbname=es_{name}"), NoTls)
+        .unwrap_or_else(|e| panic!("connect to es_{name} as {user}: {e}"))
+}
+
+fn backend_pid(c: &mut Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
+}
+
+/// Polls `f` until it holds; the deadline only guards against a hang.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The advisory lock a backend waits for: `(classid, objid, objsubid)`, or None.
+fn awaited_advisory(c: &mut Client, pid: i32) -> Option<(i64, i64, i32)> {
+    c.query_opt(
+        "SELECT classid::bigint, objid::bigint, objsubid::int FROM pg_locks
+          WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
+        &[&pid],
+    )
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+/// The job-lock key space of the extension ('embs', objsubid 2).
+const JOB_LOCK_CLASS: i64 = 1_701_667_443;
+
+/// Job locks (of this database) held by `pid`.
+fn job_locks_held(c: &mut Client, pid: i32) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.classid = 1701667443::oid
+            AND l.objsubid = 2 AND l.granted AND l.pid = $1",
+        &[&pid],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Creates `table (id int PRIMARY KEY, m1 vector(16), m2 vector(24), m3 vector(8))` with COPY.
+fn load_vectors(c: &mut Client, table: &str, rows: &BTreeMap<i32, Models>) {
+    let cols: Vec<String> = DIMS.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
+    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
+    let mut w = c.copy_in(&format!("COPY {table} (id, m1, m2, m3) FROM STDIN")).unwrap();
+    for (id, m) in rows {
+        let fields: Vec<String> = m.iter().map(copy_field).collect();
+        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Creates `table (a int, b int, y float8)` with COPY (f64 printed exactly).
+fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
+    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
+    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
+    for (a, b, y) in pairs {
+        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `n` rows of three models and `n_pairs` pairs of distinct ids with target
+/// `1.0·cos1 + 0.5·cos2 + 0.25·cos3 + 0.05·U(-1, 1)`, loaded as `table` and `pairs`.
+fn setup_data(c: &mut Client, seed: u64, table: &str, n: i32, n_pairs: usize) -> BTreeMap<i32, Models> {
+    let mut rng = Rng(seed);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=n {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    load_vectors(c, table, &rows);
+    let mut pairs = Vec::with_capacity(n_pairs);
+    while pairs.len() < n_pairs {
+        let (a, b) = (rng.range(1, n), rng.range(1, n));
+        if a == b {
+            continue;
+        }
+        let x: Vec<f64> = (0..3).map(|k| cos(&rows[&a][k], &rows[&b][k]).unwrap()).collect();
+        pairs.push((a, b, 1.0 * x[0] + 0.5 * x[1] + 0.25 * x[2] + 0.05 * rng.sym()));
+    }
+    load_pairs(c, "pairs", &pairs);
+    c.batch_execute("ANALYZE").unwrap();
+    rows
+}
+
+/// The vectors as the server stores them (read back as `real[]`).
+fn read_rows(c: &mut Client, table: &str) -> BTreeMap<i32, Models> {
+    c.query(&format!("SELECT id, m1::real[], m2::real[], m3::real[] FROM {table}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), vec![r.get(1), r.get(2), r.get(3)]))
+        .collect()
+}
+
+/// The documented held-out split of refit, as SQL over a pairs table with key columns `l`, `r`.
+fn holdout_sql(l: &str, r: &str, frac: f64) -> String {
+    format!("(hashtextextended({l}::text || chr(31) || {r}::text, 0) & 1048575) < {frac:?}::float8 * 1048576")
+}
+
+/// `(a, b, y, held_out)` of every pair of table `pairs(a, b, y)` (the split computed by SQL).
+fn split_pairs(c: &mut Client, frac: f64) -> Vec<(i32, i32, f64, bool)> {
+    c.query(&format!("SELECT p.a, p.b, p.y, {} FROM pairs p", holdout_sql("p.a", "p.b", frac)), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn features(rows: &BTreeMap<i32, Models>, a: i32, b: i32) -> Vec<f64> {
+    (0..3).map(|k| cos(&rows[&a][k], &rows[&b][k]).expect("no missing vector in these tests")).collect()
+}
+
+/// Prediction MSE of `intercept + w·x` over the given pairs, computed here.
+fn mse(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)], w: &[f64], intercept: f64) -> f64 {
+    let sse: f64 = pairs
+        .iter()
+        .map(|(a, b, y)| {
+            let x = features(rows, *a, *b);
+            let pred = intercept + (0..3).map(|k| w[k] * x[k]).sum::<f64>();
+            (y - pred) * (y - pred)
+        })
+        .sum();
+    sse / pairs.len() as f64
+}
+
+fn rel_close(got: f64, want: f64, rel: f64) -> bool {
+    (got - want).abs() <= rel * want.abs().max(1e-300)
+}
+
+/// `(weights, intercept)` of a fit.
+fn fit_row(c: &mut Client, id: i64) -> (Vec<f64>, f64) {
+    let r = c.query_one("SELECT weights, intercept FROM embedstack.fits WHERE id = $1", &[&id]).unwrap();
+    (r.get(0), r.get(1))
+}
+
+fn fit_ids(c: &mut Client, set: &str) -> Vec<i64> {
+    c.query("SELECT id FROM embedstack.fits WHERE model_set = $1 ORDER BY id", &[&set])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn job_ids(c: &mut Client, set: &str) -> Vec<i64> {
+    c.query("SELECT id FROM embedstack.jobs WHERE model_set = $1 ORDER BY id", &[&set])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A row of embedstack.jobs.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+struct Job {
+    id: i64,
+    kind: String,
+    state: String,
+    phase: String,
+    fit_id: Option<i64>,
+    rows_done: i64,
+    rows_total: Option<i64>,
+    pid: i32,
+    resumed_from: Option<i64>,
+    details: Value,
+    error: Option<Value>,
+    outcome: Option<String>,
+}
+
+const JOB_COLS: &str =
+    "id, kind, state, phase, fit_id, rows_done, rows_total, pid, resumed_from, details::text, \
+                        error::text, outcome";
+
+fn job_from(r: &postgres::Row) -> Job {
+    Job {
+        id: r.get(0),
+        kind: r.get(1),
+        state: r.get(2),
+        phase: r.get(3),
+        fit_id: r.get(4),
+        rows_done: r.get(5),
+        rows_total: r.get(6),
+        pid: r.get(7),
+        resumed_from: r.get(8),
+        details: serde_json::from_str(&r.get::<_, String>(9)).unwrap(),
+        error: r.get::<_, Option<String>>(10).map(|s| serde_json::from_str(&s).unwrap()),
+        outcome: r.get(11),
+    }
+}
+
+fn job(c: &mut Client, id: i64) -> Job {
+    job_from(&c.query_one(&format!("SELECT {JOB_COLS} FROM embedstack.jobs WHERE id = $1"), &[&id]).unwrap())
+}
+
+fn latest_job(c: &mut Client, set: &str) -> Job {
+    job_from(
+        &c.query_one(
+            &format!("SELECT {JOB_COLS} FROM embedstack.jobs WHERE model_set = $1 ORDER BY id DESC LIMIT 1"),
+            &[&set],
+        )
+        .unwrap(),
+    )
+}
+
+/// A row of embedstack.status.
+#[derive(Debug, Clone, PartialEq)]
+struct Status {
+    active_fit: Option<i64>,
+    job_id: Option<i64>,
+    job_kind: Option<String>,
+    job_state: Option<String>,
+    phase: Option<String>,
+    job_fit: Option<i64>,
+    rows_done: Option<i64>,
+    rows_total: Option<i64>,
+    pid: Option<i32>,
+    last_error: Option<String>,
+    last_error_sqlstate: Option<String>,
+}
+
+fn status(c: &mut Client, set: &str) -> Status {
+    let r = c
+        .query_one(
+            "SELECT active_fit, job_id, job_kind, job_state, phase, job_fit, rows_done, rows_total, pid,
+                    last_error, last_error_sqlstate
+               FROM embedstack.status WHERE model_set = $1",
+            &[&set],
+        )
+        .unwrap();
+    Status {
+        active_fit: r.get(0),
+        job_id: r.get(1),
+        job_kind: r.get(2),
+        job_state: r.get(3),
+        phase: r.get(4),
+        job_fit: r.get(5),
+        rows_done: r.get(6),
+        rows_total: r.get(7),
+        pid: r.get(8),
+        last_error: r.get(9),
+        last_error_sqlstate: r.get(10),
+    }
+}
+
+/// Everything that is served for a model set over `table`: the catalog's served state, the
+/// table's live columns, and every row's `(id, ctid, xmin)` (a rewritten row changes both).
+/// `(active_fit, served_multipliers, served_storage, served_index, staging_column)`.
+type ServedCatalog = (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, Option<String>);
+
+#[derive(Debug, PartialEq)]
+struct Served {
+    catalog: ServedCatalog,
+    columns: Vec<String>,
+    rows: Vec<(i32, String, String)>,
+}
+
+fn served(c: &mut Client, set: &str, table: &str) -> Served {
+    let r = c
+        .query_one(
+            "SELECT active_fit, served_multipliers, served_storage, served_index::text, staging_column::text
+               FROM embedstack.model_sets WHERE name = $1",
+            &[&set],
+        )
+        .unwrap();
+    let catalog = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let columns = c
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0
+               AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Served { catalog, columns, rows: row_versions(c, table) }
+}
+
+fn row_versions(c: &mut Client, table: &str) -> Vec<(i32, String, String)> {
+    c.query(&format!("SELECT id, ctid::text, xmin::text FROM {table} ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Checks every stored combined vector against the closed form for the fit's weights
+/// (symmetric mode, threshold 0.05), and the catalog's served multipliers.
+fn check_served_vectors(c: &mut Client, set: &str, table: &str, rows: &BTreeMap<i32, Models>, fit: i64) {
+    let (w, _) = fit_row(c, fit);
+    let mult = symmetric_multipliers(&w, 0.05);
+    let cat: Vec<f64> = c
+        .query_one("SELECT served_multipliers FROM embedstack.model_sets WHERE name = $1", &[&set])
+        .unwrap()
+        .get(0);
+    for k in 0..3 {
+        assert!((cat[k] - mult[k]).abs() <= 1e-12, "served multipliers {cat:?}, want {mult:?}");
+    }
+    let col: String = c
+        .query_one("SELECT combined_column::text FROM embedstack.model_sets WHERE name = $1", &[&set])
+        .unwrap()
+        .get(0);
+    let got: Vec<(i32, Option<Vec<f32>>)> = c
+        .query(&format!("SELECT id, {}::real[] FROM {table} ORDER BY id", qi(&col)), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got.len(), rows.len());
+    for (id, g) in got {
+        let g = g.unwrap_or_else(|| panic!("row {id}: combined is NULL"));
+        let want = combined(&rows[&id], &mult);
+        assert_eq!(g.len(), want.len(), "row {id}: dimension");
+        for (i, (x, y)) in g.iter().zip(&want).enumerate() {
+            assert!((*x as f64 - y).abs() <= 1e-6, "row {id} element {i}: got {x}, want {y}");
+        }
+    }
+}
+
+/// `CALL embedstack.refit(set, pairs, 'a', 'b', 'y' <extra>)`.
+fn refit_sql(set: &str, extra: &str) -> String {
+    format!("CALL embedstack.refit({}, 'pairs', 'a', 'b', 'y'{extra})", q(set))
+}
+
+/// A user trigger on `table` that, for ids ≡ 1 (mod 1500), takes the shared advisory lock
+/// `GATE + id` while the row is updated: a session holding that key exclusively stops the
+/// batch containing the row (ids 1501, 3001, 4501, …).
+const GATE: i64 = 910_000_000;
+
+fn install_gate(c: &mut Client, table: &str) {
+    c.batch_execute(&format!(
+        "CREATE FUNCTION gate_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.id % 1500 = 1 THEN
+                 PERFORM pg_advisory_xact_lock_shared({GATE} + NEW.id);
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER gate BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION gate_{table}();"
+    ))
+    .unwrap();
+}
+
+/// Closes the gate at `id` (a session-level lock: no transaction stays open).
+fn close_gate(gate: &mut Client, id: i64) {
+    gate.query_one("SELECT pg_advisory_lock($1)", &[&(GATE + id)]).unwrap();
+}
+
+fn open_gate(gate: &mut Client, id: i64) {
+    let ok: bool = gate.query_one("SELECT pg_advisory_unlock($1)", &[&(GATE + id)]).unwrap().get(0);
+    assert!(ok, "gate {id} was not closed");
+}
+
+/// Waits until `pid` is stopped at the gate of `id`.
+fn wait_at_gate(c: &mut Client, pid: i32, id: i64) {
+    let key = GATE + id;
+    wait_until(&format!("backend {pid} to stop at the gate of row {id}"), || {
+        awaited_advisory(c, pid) == Some((key >> 32, key & 0xffff_ffff, 1))
+    });
+}
+
+/// Runs `sql` in `client` on another thread; the client comes back with the result so that the
+/// caller decides when the session ends.
+fn spawn_call(mut client: Client, sql: String) -> thread::JoinHandle<(Client, Result<(), postgres::Error>)> {
+    thread::spawn(move || {
+        let r = client.batch_execute(&sql);
+        (client, r)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The refit policy
+// ---------------------------------------------------------------------------------------
+
+/// The refit policy on 3000 rows (models of 16/24/8 dimensions) and 4000 pairs with target
+/// `cos1 + 0.5·cos2 + 0.25·cos3 + noise`:
+/// * (a) the first refit (no active fit) cuts over: its weights are the OLS solved here on the
+///   pairs outside the documented hash split, the job 'succeeded', status shows the new fit
+///   active, every combined vector is the closed form for its weights;
+/// * (c) a refit with ridge 1e6 is worse on the held-out pairs: job 'kept', the active fit
+///   and everything served (catalog, columns, every row's ctid/xmin) unchanged; the job's
+///   `new_mse`, `active_mse` and `holdout_pairs` equal the held-out MSEs computed here from
+///   the vectors read back and each fit's weights and intercept (1e-9 relative);
+/// * (d) `cutover => 'never'` records a fit (an OLS fit again) and changes nothing served;
+/// * (e) `cutover => 'always'` with ridge 1e6 cuts over, though worse: the served multipliers
+///   and every stored vector are those of the ridge fit;
+/// * (f) `holdout_fraction => 0` with an active fit and the default policy: ERROR 22023,
+///   nothing served changes, the job 'failed' and the status view reports 22023.
+#[test]
+fn refit_policy_cutover_kept_never_always_and_no_holdout() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ops_refit_policy");
+    let generated = setup_data(&mut c, 0x0995_0001, "items", 3000, 4000);
+    let rows = read_rows(&mut c, "items");
+    assert_eq!(rows, generated, "the server stores exactly the generated vectors");
+    c.batch_execute("SELECT embedstack.create_model_set('rs', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+
+    let split = split_pairs(&mut c, 0.2);
+    let train: Vec<(i32, i32, f64)> = split.iter().filter(|p| !p.3).map(|p| (p.0, p.1, p.2)).collect();
+    let held: Vec<(i32, i32, f64)> = split.iter().filter(|p| p.3).map(|p| (p.0, p.1, p.2)).collect();
+    assert!(held.len() > 600 && held.len() < 1000, "test precondition: ~20% held out, got {}", held.len());
+    let x_train: Vec<Vec<f64>> = train.iter().map(|(a, b, _)| features(&rows, *a, *b)).collect();
+    let y_train: Vec<f64> = train.iter().map(|p| p.2).collect();
+    let (w_ols, b_ols) = ols(&x_train, &y_train);
+
+    // (a) First refit: no active fit -> cut over.
+    c.batch_execute(&refit_sql("rs", "")).unwrap();
+    let j1 = latest_job(&mut c, "rs");
+    assert_eq!((j1.kind.as_str(), j1.state.as_str(), j1.phase.as_str()), ("refit", "succeeded", "done"));
+    let f1 = j1.fit_id.expect("the refit job names its fit");
+    let (w1, b1) = fit_row(&mut c, f1);
+    for k in 0..3 {
+        assert!((w1[k] - w_ols[k]).abs() <= 1e-7, "fit 1 weight {k}: {} vs OLS {}", w1[k], w_ols[k]);
+    }
+    assert!((b1 - b_ols).abs() <= 1e-7, "fit 1 intercept {b1} vs OLS {b_ols}");
+    let st = status(&mut c, "rs");
+    assert_eq!(st.active_fit, Some(f1));
+    assert_eq!(st.job_id, Some(j1.id));
+    assert_eq!(st.job_state.as_deref(), Some("succeeded"));
+    assert_eq!((st.rows_done, st.rows_total), (Some(3000), Some(3000)));
+    assert_eq!(st.last_error_sqlstate, None);
+    assert_eq!(j1.details["holdout_pairs"].as_i64(), Some(held.len() as i64));
+    assert!(j1.details["active_fit"].is_null() && j1.details["active_mse"].is_null(), "{:?}", j1.details);
+    let want = mse(&rows, &held, &w1, b1);
+    let got = j1.details["new_mse"].as_f64().unwrap();
+    assert!(rel_close(got, want, 1e-9), "fit 1 held-out MSE: job says {got}, computed {want}");
+    let ts: Value = serde_json::from_str(
+        &c.query_one("SELECT training_source::text FROM embedstack.fits WHERE id = $1", &[&f1])
+            .unwrap()
+            .get::<_, String>(0),
+    )
+    .unwrap();
+    assert_eq!(ts["split"], "train");
+    assert_eq!(ts["holdout_fraction"].as_f64(), Some(0.2));
+    check_served_vectors(&mut c, "rs", "items", &rows, f1);
+
+    // (c) A much worse fit (ridge 1e6) is kept out; the MSEs are checked here.
+    let before = served(&mut c, "rs", "items");
+    c.batch_execute(&refit_sql("rs", ", ridge => 1e6")).unwrap();
+    let j = latest_job(&mut c, "rs");
+    assert_eq!((j.state.as_str(), j.phase.as_str()), ("kept", "done"), "{j:?}");
+    let f_ridge = j.fit_id.unwrap();
+    assert!(f_ridge > f1);
+    assert_eq!(served(&mut c, "rs", "items"), before, "a kept refit must not change anything served");
+    let (wr, br) = fit_row(&mut c, f_ridge);
+    let new_want = mse(&rows, &held, &wr, br);
+    let act_want = mse(&rows, &held, &w1, b1);
+    let new_got = j.details["new_mse"].as_f64().unwrap();
+    let act_got = j.details["active_mse"].as_f64().unwrap();
+    assert!(rel_close(new_got, new_want, 1e-9), "new_mse: job {new_got}, computed {new_want}");
+    assert!(rel_close(act_got, act_want, 1e-9), "active_mse: job {act_got}, computed {act_want}");
+    assert!(new_want > 10.0 * act_want, "test precondition: the ridge fit is clearly worse");
+    assert_eq!(j.details["active_fit"].as_i64(), Some(f1));
+    assert_eq!(j.details["holdout_pairs"].as_i64(), Some(held.len() as i64));
+    let st = status(&mut c, "rs");
+    assert_eq!((st.active_fit, st.job_state.as_deref()), (Some(f1), Some("kept")));
+    assert!(j.outcome.as_deref().unwrap_or("").contains("the active fit stays"), "{:?}", j.outcome);
+
+    // (d) cutover => 'never': a fit is recorded (OLS again), nothing served changes.
+    let n_fits = fit_ids(&mut c, "rs").len();
+    c.batch_execute(&refit_sql("rs", ", cutover => 'never'")).unwrap();
+    let j = latest_job(&mut c, "rs");
+    assert_eq!(j.state, "kept", "{j:?}");
+    let f_never = j.fit_id.unwrap();
+    assert_eq!(fit_ids(&mut c, "rs").len(), n_fits + 1);
+    assert_eq!(*fit_ids(&mut c, "rs").last().unwrap(), f_never);
+    let (wn, _) = fit_row(&mut c, f_never);
+    for k in 0..3 {
+        assert!((wn[k] - w_ols[k]).abs() <= 1e-7, "never-fit weight {k}: {} vs OLS {}", wn[k], w_ols[k]);
+    }
+    assert_eq!(served(&mut c, "rs", "items"), before, "cutover => 'never' must not change anything served");
+    assert_eq!(status(&mut c, "rs").active_fit, Some(f1));
+
+    // (e) cutover => 'always' serves the worse ridge fit.
+    c.batch_execute(&refit_sql("rs", ", ridge => 1e6, cutover => 'always'")).unwrap();
+    let j = latest_job(&mut c, "rs");
+    assert_eq!(j.state, "succeeded", "{j:?}");
+    let f_always = j.fit_id.unwrap();
+    assert_eq!(status(&mut c, "rs").active_fit, Some(f_always));
+    let (wa, ba) = fit_row(&mut c, f_always);
+    let new_got = j.details["new_mse"].as_f64().unwrap();
+    let act_got = j.details["active_mse"].as_f64().unwrap();
+    assert!(rel_close(new_got, mse(&rows, &held, &wa, ba), 1e-9));
+    assert!(rel_close(act_got, mse(&rows, &held, &w1, b1), 1e-9));
+    assert!(new_got > act_got, "test precondition: worse, and still served");
+    assert!(
+        symmetric_multipliers(&wa, 0.05)
+            .iter()
+            .zip(symmetric_multipliers(&w1, 0.05))
+            .any(|(a, b)| (a - b).abs() > 0.01),
+        "test precondition: the ridge fit has other multipliers"
+    );
+    check_served_vectors(&mut c, "rs", "items", &rows, f_always);
+
+    // (f) holdout_fraction => 0 cannot compare with the active fit: 22023, nothing changes.
+    let before = served(&mut c, "rs", "items");
+    let e = expect_code(&mut c, &refit_sql("rs", ", holdout_fraction => 0"), "22023");
+    eprintln!("refit holdout 0: {}", message(&e));
+    assert_eq!(served(&mut c, "rs", "items"), before, "a failed refit must not change anything served");
+    let j = latest_job(&mut c, "rs");
+    assert_eq!(j.state, "failed", "{j:?}");
+    assert_eq!(j.error.as_ref().unwrap()["sqlstate"], "22023");
+    let st = status(&mut c, "rs");
+    assert_eq!(st.job_id, Some(j.id));
+    assert_eq!(st.job_state.as_deref(), Some("failed"));
+    assert_eq!(st.last_error_sqlstate.as_deref(), Some("22023"));
+    assert_eq!(st.last_error.as_deref(), Some(message(&e).as_str()));
+    assert_eq!(st.active_fit, Some(f_always));
+    // The lock went with the failed call: the same session and another one can refit at once.
+    let me = backend_pid(&mut c);
+    assert_eq!(job_locks_held(&mut c, me), 0);
+    let mut other = connect("ops_refit_policy", "postgres");
+    other.batch_execute(&refit_sql("rs", ", cutover => 'never', wait => false")).unwrap();
+    eprintln!("refit policy: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// (b) A second refit identical to the first one (same pairs, same arguments, same data) must
+/// produce the same fit: identical weights, hence equal held-out MSEs, hence "not worse" -> cut
+/// over; and as the stored multipliers are then identical, no row is rewritten (every row keeps
+/// its ctid and xmin) while `active_fit` moves to the new fit. Checked twice: right after the
+/// first refit, and after an UPDATE of a column outside the model set (which moves half the
+/// rows physically but changes nothing the model set reads).
+#[test]
+#[ignore = "BUG: pair_statistics' summation order follows the source's physical row order (row_number() OVER () entity numbering), so an identical refit can give ulp-different weights: it then rewrites every row or is 'kept'"]
+fn refit_identical_rerun_rewrites_no_row() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ops_refit_identical");
+    setup_data(&mut c, 0x0995_0002, "items", 3000, 4000);
+    c.batch_execute("ALTER TABLE items ADD COLUMN note text").unwrap();
+    c.batch_execute("SELECT embedstack.create_model_set('ri', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    c.batch_execute(&refit_sql("ri", "")).unwrap();
+    let j1 = latest_job(&mut c, "ri");
+    assert_eq!(j1.state, "succeeded");
+    let f1 = j1.fit_id.unwrap();
+    let (w1, b1) = fit_row(&mut c, f1);
+
+    for (step, touch) in [
+        ("right after the first refit", None),
+        ("after an UPDATE of a non-model column", Some("UPDATE items SET note = 'touched' WHERE id % 2 = 0")),
+    ] {
+        if let Some(sql) = touch {
+            c.batch_execute(sql).unwrap();
+        }
+        let before = row_versions(&mut c, "items");
+        let mult_before = served(&mut c, "ri", "items").catalog.1;
+        c.batch_execute(&refit_sql("ri", "")).unwrap();
+        let j = latest_job(&mut c, "ri");
+        let f = j.fit_id.unwrap();
+        let (w, b) = fit_row(&mut c, f);
+        let rewritten = row_versions(&mut c, "items").iter().zip(&before).filter(|(x, y)| x != y).count();
+        assert_eq!(
+            (&w, b),
+            (&w1, b1),
+            "{step}: an identical refit must give identical weights (job {} state {}, {rewritten} rows rewritten, {})",
+            j.id,
+            j.state,
+            j.details["decision"]
+        );
+        assert_eq!(j.details["new_mse"], j.details["active_mse"], "{step}: {:?}", j.details);
+        assert_eq!(j.state, "succeeded", "{step}: not worse -> cut over: {j:?}");
+        assert_eq!(status(&mut c, "ri").active_fit, Some(f), "{step}");
+        assert_eq!(rewritten, 0, "{step}: identical multipliers: no row may be rewritten");
+        assert_eq!(served(&mut c, "ri", "items").catalog.1, mult_before, "{step}: served multipliers");
+    }
+    eprintln!("identical refit: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// The 22023 of `holdout_fraction => 0` (case f) says in its message which fit it could not
+/// compare and in its hint that "the new fit is recorded in embedstack.fits": that fit must
+/// then exist (trained on all pairs), so that it can be materialised by hand.
+#[test]
+#[ignore = "BUG: refit with holdout_fraction => 0 and an active fit names a fit and hints it is recorded, but the fit step's subtransaction rolls it back"]
+fn refit_without_holdout_records_the_fit_its_error_names() {
+    let mut c = fresh_db("ops_refit_nohold_fit");
+    setup_data(&mut c, 0x0995_0003, "items", 400, 800);
+    c.batch_execute("SELECT embedstack.create_model_set('rh', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    c.batch_execute(&refit_sql("rh", "")).unwrap();
+    let e = expect_code(&mut c, &refit_sql("rh", ", holdout_fraction => 0"), "22023");
+    let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or("").to_string();
+    let msg = message(&e);
+    // "no usable held-out pairs to compare fit N with the active fit M"
+    let named: i64 = msg
+        .split("compare fit ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("message names no fit: {msg}"));
+    assert!(hint.contains("recorded"), "{hint}");
+    let recorded = fit_ids(&mut c, "rh");
+    assert!(
+        recorded.contains(&named),
+        "the error names fit {named} but embedstack.fits has {recorded:?} (hint: {hint})"
+    );
+    assert_eq!(latest_job(&mut c, "rh").fit_id, Some(named), "the failed job names its fit");
+}
+
+/// Bad arguments of refit fail before anything runs, with the documented SQLSTATEs: an
+/// unknown cutover policy 22023, holdout_fraction 1 (and NaN, −0.1) 22023, negative ridge
+/// 22023, batch_size 0 22023, an unknown pairs column 42703, an unknown pairs table 42P01, an
+/// unknown model set 42704, NULL pairs / column / policy 22004. No job row, no fit, nothing
+/// served changes.
+#[test]
+fn refit_bad_arguments() {
+    let mut c = fresh_db("ops_refit_bad_args");
+    setup_data(&mut c, 0x0995_0004, "items", 300, 600);
+    c.batch_execute("SELECT embedstack.create_model_set('rb', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    c.batch_execute(&refit_sql("rb", "")).unwrap();
+    let before = served(&mut c, "rb", "items");
+    let (fits, jobs) = (fit_ids(&mut c, "rb"), job_ids(&mut c, "rb"));
+    for (sql, code) in [
+        (refit_sql("rb", ", cutover => 'sometimes'"), "22023"),
+        (refit_sql("rb", ", cutover => 'ALWAYS'"), "22023"),
+        (refit_sql("rb", ", holdout_fraction => 1"), "22023"),
+        (refit_sql("rb", ", holdout_fraction => -0.1"), "22023"),
+        (refit_sql("rb", ", holdout_fraction => 'NaN'"), "22023"),
+        (refit_sql("rb", ", ridge => -1"), "22023"),
+        (refit_sql("rb", ", tolerance => -0.5"), "22023"),
+        (refit_sql("rb", ", tolerance => 'Infinity'"), "22023"),
+        (refit_sql("rb", ", batch_size => 0"), "22023"),
+        ("CALL embedstack.refit('rb', 'pairs', 'a', 'zz', 'y')".into(), "42703"),
+        ("CALL embedstack.refit('rb', 'pairs', 'a', 'b', 'y', sample_weight_column => 'w')".into(), "42703"),
+        ("CALL embedstack.refit('rb', 'no_such_pairs', 'a', 'b', 'y')".into(), "42P01"),
+        ("CALL embedstack.refit('nope', 'pairs', 'a', 'b', 'y')".into(), "42704"),
+        ("CALL embedstack.refit('rb', NULL, 'a', 'b', 'y')".into(), "22004"),
+        ("CALL embedstack.refit('rb', 'pairs', NULL, 'b', 'y')".into(), "22004"),
+        (refit_sql("rb", ", cutover => NULL"), "22004"),
+        (refit_sql("rb", ", wait => NULL"), "22004"),
+    ] {
+        expect_code(&mut c, &sql, code);
+    }
+    assert_eq!(served(&mut c, "rb", "items"), before);
+    assert_eq!(fit_ids(&mut c, "rb"), fits, "no fit recorded by a rejected call");
+    assert_eq!(job_ids(&mut c, "rb"), jobs, "no job recorded by a rejected call");
+}
+
+/// tolerance must be "a finite number >= 0" (the refit's own message): NaN is not one, and
+/// would make `new_mse <= active_mse * (1 + NaN)` true in PostgreSQL's ordering (NaN sorts
+/// above every number), i.e. silently turn 'if_not_worse' into 'always'.
+#[test]
+#[ignore = "BUG: refit accepts tolerance => 'NaN' (NaN >= 0 is true in PostgreSQL) and then cuts over a worse fit"]
+fn refit_rejects_nan_tolerance() {
+    let mut c = fresh_db("ops_refit_nan_tol");
+    setup_data(&mut c, 0x0995_0005, "items", 300, 600);
+    c.batch_execute("SELECT embedstack.create_model_set('rn', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    c.batch_execute(&refit_sql("rn", "")).unwrap();
+    let before = served(&mut c, "rn", "items");
+    let r = c.batch_execute(&refit_sql("rn", ", ridge => 1e6, tolerance => 'NaN'"));
+    let after = served(&mut c, "rn", "items");
+    let j = latest_job(&mut c, "rn");
+    assert_eq!(after.catalog, before.catalog, "a NaN tolerance served the worse ridge fit: {j:?}");
+    assert!(after == before, "a NaN tolerance rewrote the served rows: {j:?}");
+    let e = r.expect_err("tolerance => NaN must be rejected");
+    assert_eq!(sqlstate(&e), "22023", "{}", message(&e));
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The job lock
+// ---------------------------------------------------------------------------------------
+
+/// One materialize / refit per model set at a time, on 6000 rows materialised in batches of
+/// 500. Session A's materialize is stopped inside a batch by a gate (see the file comment);
+/// meanwhile:
+/// * refit / materialize with `wait => false` get 55P03 whose message names A's pid, and
+///   drop_model_set (with or without columns) gets 55P03; nothing changes;
+/// * a refit with `wait => true` in session B blocks on the job lock (pg_locks shows it
+///   waiting for the extension's lock key, no job row of B exists yet) until A finishes,
+///   then runs to completion: its job started after A's finished;
+/// * A's result is the closed form for its fit (every row), though other sessions interfered;
+/// * after calls that FAIL after taking the lock — refit with holdout_fraction 0 (in the fit
+///   step) and a materialize whose prepare step finds a column in the way (42701) — the
+///   failing session, still connected, holds no job lock, and another session's refit with
+///   `wait => false` runs at once.
+#[test]
+fn job_lock_serialises_and_is_released_by_failed_calls() {
+    let t0 = Instant::now();
+    let db = "ops_job_lock";
+    let mut c = fresh_db(db);
+    let rows = setup_data(&mut c, 0x0995_0010, "big", 6000, 2000);
+    install_gate(&mut c, "big");
+    c.batch_execute("SELECT embedstack.create_model_set('cc', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    let f1: i64 =
+        c.query_one("SELECT (embedstack.fit('cc', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+
+    let mut gate = connect(db, "postgres");
+    close_gate(&mut gate, 3001);
+    let mut a = connect(db, "postgres");
+    let a_pid = backend_pid(&mut a);
+    let run_a = spawn_call(a, format!("CALL embedstack.materialize('cc', {f1}, batch_size => 500)"));
+    wait_at_gate(&mut c, a_pid, 3001);
+    let st = status(&mut c, "cc");
+    assert_eq!(
+        (st.job_state.as_deref(), st.phase.as_deref(), st.rows_done, st.pid),
+        (Some("running"), Some("write"), Some(3000), Some(a_pid)),
+        "{st:?}"
+    );
+    let jobs_before = job_ids(&mut c, "cc");
+    let fits_before = fit_ids(&mut c, "cc");
+
+    for sql in [
+        refit_sql("cc", ", wait => false"),
+        refit_sql("cc", ""),
+        "CALL embedstack.materialize('cc', wait => false)".to_string(),
+        format!("CALL embedstack.materialize('cc', {f1}, batch_size => 500)"),
+    ] {
+        let e = expect_code(&mut c, &sql, "55P03");
+        assert!(
+            message(&e).contains(&format!("pid {a_pid}")),
+            "{sql}: the message must name pid {a_pid}: {}",
+            message(&e)
+        );
+    }
+    expect_code(&mut c, "SELECT embedstack.drop_model_set('cc')", "55P03");
+    expect_code(&mut c, "SELECT embedstack.drop_model_set('cc', drop_columns => true)", "55P03");
+    assert_eq!(job_ids(&mut c, "cc"), jobs_before, "a refused call records no job");
+    assert_eq!(fit_ids(&mut c, "cc"), fits_before, "a refused refit records no fit");
+    assert_eq!(c.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get::<_, i64>(0), 1);
+    let me = backend_pid(&mut c);
+    assert_eq!(job_locks_held(&mut c, me), 0, "refused calls hold no lock");
+
+    // B queues behind A.
+    let mut b = connect(db, "postgres");
+    let b_pid = backend_pid(&mut b);
+    let run_b = spawn_call(b, refit_sql("cc", ", wait => true, cutover => 'never', batch_size => 500"));
+    wait_until("B to wait for the job lock", || {
+        matches!(awaited_advisory(&mut c, b_pid), Some((JOB_LOCK_CLASS, _, 2)))
+    });
+    let b_jobs: i64 =
+        c.query_one("SELECT count(*) FROM embedstack.jobs WHERE pid = $1", &[&b_pid]).unwrap().get(0);
+    assert_eq!(b_jobs, 0, "B must not start a job while A holds the lock");
+    assert_eq!(status(&mut c, "cc").job_state.as_deref(), Some("running"));
+
+    open_gate(&mut gate, 3001);
+    let (a, ra) = run_a.join().unwrap();
+    ra.unwrap_or_else(|e| panic!("A's materialize: {e}"));
+    drop(a);
+    let (b, rb) = run_b.join().unwrap();
+    rb.unwrap_or_else(|e| panic!("B's refit: {e}"));
+    drop(b);
+
+    let ja = job(&mut c, *jobs_before.last().unwrap());
+    let jb = latest_job(&mut c, "cc");
+    assert_eq!((ja.kind.as_str(), ja.state.as_str(), ja.pid), ("materialize", "succeeded", a_pid), "{ja:?}");
+    assert_eq!((jb.kind.as_str(), jb.state.as_str(), jb.pid), ("refit", "kept", b_pid), "{jb:?}");
+    assert!(jb.id > ja.id);
+    assert_eq!(jb.resumed_from, None, "A had finished: nothing to resume");
+    let after: bool = c
+        .query_one(
+            "SELECT b.started_at >= a.finished_at FROM embedstack.jobs a, embedstack.jobs b WHERE a.id = $1 AND b.id = $2",
+            &[&ja.id, &jb.id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(after, "B's job must start after A's finished");
+    assert_eq!(status(&mut c, "cc").active_fit, Some(f1));
+    check_served_vectors(&mut c, "cc", "big", &rows, f1);
+
+    // A failing refit (22023 in the fit step) in session X: X, still connected, holds no
+    // lock, and another session refits at once with wait => false.
+    let mut x = connect(db, "postgres");
+    let x_pid = backend_pid(&mut x);
+    expect_code(&mut x, &refit_sql("cc", ", holdout_fraction => 0, batch_size => 500"), "22023");
+    assert_eq!(job_locks_held(&mut c, x_pid), 0, "the failed refit left its lock held");
+    c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
+    assert_eq!(latest_job(&mut c, "cc").state, "kept");
+
+    // A failing materialize (42701 in its prepare step: a column in the way of the staging one).
+    let f_ridge: i64 = c
+        .query_one("SELECT (embedstack.fit('cc', 'pairs', 'a', 'b', 'y', ridge => 1e6)).id", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("ALTER TABLE big ADD COLUMN cc_combined_next int").unwrap();
+    let before = served(&mut c, "cc", "big");
+    let e = expect_code(
+        &mut x,
+        &format!("CALL embedstack.materialize('cc', {f_ridge}, batch_size => 500)"),
+        "42701",
+    );
+    assert!(message(&e).contains("cc_combined_next"), "{}", message(&e));
+    assert_eq!(job_locks_held(&mut c, x_pid), 0, "the failed materialize left its lock held");
+    assert_eq!(served(&mut c, "cc", "big"), before);
+    let st = status(&mut c, "cc");
+    assert_eq!((st.job_state.as_deref(), st.last_error_sqlstate.as_deref()), (Some("failed"), Some("42701")));
+    c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
+    assert_eq!(latest_job(&mut c, "cc").state, "kept");
+    c.batch_execute("ALTER TABLE big DROP COLUMN cc_combined_next").unwrap();
+    drop(x);
+    eprintln!("job lock: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A call that fails after taking the job lock, inside a subtransaction the client rolls back
+/// (a savepoint, as drivers with automatic savepoints or psql's ON_ERROR_ROLLBACK do, or a
+/// PL/pgSQL exception block), must not leave the lock behind: afterwards, with that session
+/// still connected and idle, another session's refit with `wait => false` must run.
+/// Two shapes: `CALL refit` in a transaction block (fails with 2D000 at its first COMMIT,
+/// after the lock) and `drop_model_set(..., drop_columns => true)` failing with 2BP01 on a
+/// view that depends on the combined column.
+#[test]
+#[ignore = "BUG: the job lock is released only on top-level abort; an error caught by a savepoint / exception block leaves it held by the session (55P03 for everyone until it disconnects)"]
+fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {
+    let db = "ops_job_lock_savepoint";
+    let mut c = fresh_db(db);
+    setup_data(&mut c, 0x0995_0011, "items", 300, 600);
+    c.batch_execute("SELECT embedstack.create_model_set('sp', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    c.batch_execute(&refit_sql("sp", "")).unwrap();
+
+    let mut x = connect(db, "postgres");
+    let x_pid = backend_pid(&mut x);
+    x.batch_execute("BEGIN; SAVEPOINT s").unwrap();
+    let e = expect_err(&mut x, &refit_sql("sp", ", cutover => 'never'"));
+    assert_eq!(sqlstate(&e), "2D000", "{}", message(&e));
+    x.batch_execute("ROLLBACK TO SAVEPOINT s; COMMIT").unwrap();
+    let held_1 = job_locks_held(&mut c, x_pid);
+    let r1 = c.batch_execute(&refit_sql("sp", ", cutover => 'never', wait => false"));
+    // Disconnecting ends any lock X kept, so that the second shape starts clean.
+    drop(x);
+    wait_until("X's backend to exit", || {
+        c.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&x_pid])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    });
+
+    c.batch_execute("CREATE VIEW dep AS SELECT id, sp_combined FROM items").unwrap();
+    let mut y = connect(db, "postgres");
+    let y_pid = backend_pid(&mut y);
+    y.batch_execute("BEGIN; SAVEPOINT s").unwrap();
+    let e = expect_err(&mut y, "SELECT embedstack.drop_model_set('sp', drop_columns => true)");
+    assert_eq!(sqlstate(&e), "2BP01", "{}", message(&e));
+    y.batch_execute("ROLLBACK TO SAVEPOINT s; COMMIT").unwrap();
+    let held_2 = job_locks_held(&mut c, y_pid);
+    let r2 = c.batch_execute(&refit_sql("sp", ", cutover => 'never', wait => false"));
+
+    eprintln!(
+        "savepoint: job locks left: after CALL refit {held_1} (then {}), after drop_model_set {held_2} (then {})",
+        r1.as_ref().map(|_| "ok".to_string()).unwrap_or_else(sqlstate),
+        r2.as_ref().map(|_| "ok".to_string()).unwrap_or_else(sqlstate)
+    );
+    assert_eq!(held_1, 0, "CALL refit rolled back to a savepoint left the job lock held by pid {x_pid}");
+    r1.unwrap_or_else(|e| panic!("refit after the rolled-back CALL: {} {}", sqlstate(&e), message(&e)));
+    assert_eq!(held_2, 0, "drop_model_set rolled back to a savepoint left the job lock held by pid {y_pid}");
+    r2.unwrap_or_else(|e| {
+        panic!("refit after the rolled-back drop_model_set: {} {}", sqlstate(&e), message(&e))
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Status, cancel, terminate and resume
+// ---------------------------------------------------------------------------------------
+
+/// The status view during and after runs of a refit over 6000 rows in batches of 500:
+/// * while it runs (observed from another session, the run stopped at gates at rows 1501 and
+///   then 3001): job_state 'running', kind 'refit', phase 'write', pid = the runner's,
+///   rows_total 6000, rows_done exactly 1500 then 3000, and every value seen in between a
+///   multiple of 500, non-decreasing, ≤ rows_total;
+/// * pg_cancel_backend on the runner: the call fails with 57014; status shows that job
+///   'failed' with last_error_sqlstate 57014; nothing is served; the runner's session, still
+///   connected, holds no job lock;
+/// * a second run, terminated with pg_terminate_backend at row 1501: status shows job_state
+///   'interrupted' (its row still says running; no session holds the lock), rows_done 1500;
+/// * the same call again resumes it: the new job's resumed_from is the interrupted job, its fit
+///   is the interrupted job's (no new fit), it succeeds with rows_done = rows_total = 6000; the
+///   1500 rows written before the termination were not rewritten (same ctid/xmin), every
+///   other row was; every served vector is the closed form of that fit.
+#[test]
+fn status_progress_cancel_terminate_and_resume() {
+    let t0 = Instant::now();
+    let db = "ops_status";
+    let mut c = fresh_db(db);
+    let rows = setup_data(&mut c, 0x0995_0020, "big", 6000, 2000);
+    install_gate(&mut c, "big");
+    c.batch_execute("SELECT embedstack.create_model_set('st', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    let call = refit_sql("st", ", batch_size => 500");
+    let mut gate = connect(db, "postgres");
+
+    // Run 1: progress, then cancel.
+    close_gate(&mut gate, 1501);
+    close_gate(&mut gate, 3001);
+    let mut a = connect(db, "postgres");
+    let a_pid = backend_pid(&mut a);
+    let run = spawn_call(a, call.clone());
+    wait_at_gate(&mut c, a_pid, 1501);
+    let st = status(&mut c, "st");
+    assert_eq!(
+        (st.job_kind.as_deref(), st.job_state.as_deref(), st.phase.as_deref()),
+        (Some("refit"), Some("running"), Some("write")),
+        "{st:?}"
+    );
+    assert_eq!((st.rows_done, st.rows_total, st.pid), (Some(1500), Some(6000), Some(a_pid)));
+    assert_eq!(st.active_fit, None);
+    let job1 = st.job_id.unwrap();
+    let fit1 = st.job_fit.expect("the fit step has committed the fit");
+    open_gate(&mut gate, 1501);
+    let mut seen = vec![1500i64];
+    wait_until("the run to stop at row 3001", || {
+        let s = status(&mut c, "st");
+        assert_eq!(s.job_id, Some(job1));
+        if s.phase.as_deref() == Some("write") {
+            seen.push(s.rows_done.unwrap());
+        }
+        awaited_advisory(&mut c, a_pid) == Some((0, GATE + 3001, 1)) && s.rows_done == Some(3000)
+    });
+    let st = status(&mut c, "st");
+    assert_eq!(
+        (st.job_state.as_deref(), st.phase.as_deref(), st.rows_done),
+        (Some("running"), Some("write"), Some(3000))
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "rows_done went back: {seen:?}");
+    assert!(seen.iter().all(|&n| n % 500 == 0 && n <= 6000), "{seen:?}");
+    assert_eq!(seen.last(), Some(&3000));
+
+    let cancelled: bool = c.query_one("SELECT pg_cancel_backend($1)", &[&a_pid]).unwrap().get(0);
+    assert!(cancelled);
+    let (mut a, r) = run.join().unwrap();
+    let e = r.expect_err("a cancelled refit must fail");
+    assert_eq!(sqlstate(&e), "57014", "{}", message(&e));
+    let st = status(&mut c, "st");
+    assert_eq!(st.job_id, Some(job1));
+    assert_eq!(st.job_state.as_deref(), Some("failed"));
+    assert_eq!(st.last_error_sqlstate.as_deref(), Some("57014"));
+    assert_eq!(st.active_fit, None, "nothing is served after a cancelled first refit");
+    assert_eq!(job(&mut c, job1).state, "failed");
+    assert_eq!(job_locks_held(&mut c, a_pid), 0, "the cancelled session still holds the job lock");
+    // The session is usable and idle.
+    assert_eq!(a.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
+    drop(a);
+    open_gate(&mut gate, 3001);
+
+    // Run 2: terminated at row 1501.
+    close_gate(&mut gate, 1501);
+    let mut a = connect(db, "postgres");
+    let a_pid = backend_pid(&mut a);
+    let run = spawn_call(a, call.clone());
+    wait_at_gate(&mut c, a_pid, 1501);
+    let job2 = status(&mut c, "st").job_id.unwrap();
+    assert!(job2 > job1);
+    let terminated: bool = c.query_one("SELECT pg_terminate_backend($1, 60000)", &[&a_pid]).unwrap().get(0);
+    assert!(terminated);
+    let (_, r) = run.join().unwrap();
+    assert!(r.is_err(), "a terminated call must fail");
+    wait_until("the terminated backend to be gone", || {
+        c.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&a_pid])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    });
+    let st = status(&mut c, "st");
+    assert_eq!(st.job_id, Some(job2));
+    assert_eq!(st.job_state.as_deref(), Some("interrupted"), "{st:?}");
+    assert_eq!((st.phase.as_deref(), st.rows_done), (Some("write"), Some(1500)));
+    let j2 = job(&mut c, job2);
+    assert_eq!(j2.state, "running", "the job row itself is left as it was");
+    let fit2 = j2.fit_id.unwrap();
+    let staging: String = c
+        .query_one("SELECT staging_column::text FROM embedstack.model_sets WHERE name = 'st'", &[])
+        .unwrap()
+        .get(0);
+    let written: Vec<(i32, String, String)> = c
+        .query(
+            &format!(
+                "SELECT id, ctid::text, xmin::text FROM big WHERE {} IS NOT NULL ORDER BY id",
+                qi(&staging)
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(written.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=1500).collect::<Vec<_>>());
+    let versions_before = row_versions(&mut c, "big");
+    let fits_before = fit_ids(&mut c, "st");
+    open_gate(&mut gate, 1501);
+
+    // Run 3: the same call resumes the interrupted refit.
+    c.batch_execute(&call).unwrap();
+    let j3 = latest_job(&mut c, "st");
+    assert_eq!(j3.resumed_from, Some(job2), "{j3:?}");
+    assert_eq!(j3.fit_id, Some(fit2), "the resumed refit finishes the interrupted fit");
+    assert_eq!(fit_ids(&mut c, "st"), fits_before, "resuming fits nothing new");
+    assert_eq!((j3.state.as_str(), j3.rows_done, j3.rows_total), ("succeeded", 6000, Some(6000)), "{j3:?}");
+    assert_eq!(job(&mut c, job2).state, "interrupted");
+    let st = status(&mut c, "st");
+    assert_eq!((st.active_fit, st.job_state.as_deref()), (Some(fit2), Some("succeeded")));
+    let versions_after = row_versions(&mut c, "big");
+    let before: BTreeMap<i32, (String, String)> =
+        versions_before.into_iter().map(|(i, a, b)| (i, (a, b))).collect();
+    for (id, ctid, xmin) in &versions_after {
+        let same = before[id] == (ctid.clone(), xmin.clone());
+        assert_eq!(same, *id <= 1500, "row {id}: rewritten = {}", !same);
+    }
+    for (id, ctid, xmin) in &written {
+        assert_eq!(before[id], (ctid.clone(), xmin.clone()));
+    }
+    check_served_vectors(&mut c, "st", "big", &rows, fit2);
+    assert!(fit1 < fit2);
+    eprintln!("status: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. History retention
+// ---------------------------------------------------------------------------------------
+
+/// `SET embedstack.keep_history = 3`: after every fit (by refit or fit), the model set keeps
+/// its 3 newest fits plus the active one (never deleted, even when old) and its 3 newest jobs;
+/// once another fit is active, the old active fit goes at the next fit. `keep_history = 0`
+/// keeps everything; a negative value is rejected. Another model set's history is untouched.
+#[test]
+fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
+    let mut c = fresh_db("ops_keep_history");
+    setup_data(&mut c, 0x0995_0030, "items", 300, 600);
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('kh', 'items', 'id', ARRAY['m1', 'm2', 'm3']);
+         SELECT embedstack.create_model_set('other', 'items', 'id', ARRAY['m1', 'm2']);",
+    )
+    .unwrap();
+    let show =
+        |c: &mut Client| -> String { c.query_one("SHOW embedstack.keep_history", &[]).unwrap().get(0) };
+    for _ in 0..5 {
+        c.batch_execute("SELECT embedstack.fit('other', 'pairs', 'a', 'b', 'y')").unwrap();
+    }
+    assert_eq!(show(&mut c), "100");
+    c.batch_execute("SET embedstack.keep_history = 3").unwrap();
+    assert_eq!(show(&mut c), "3");
+
+    let f1: i64 =
+        c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+    c.batch_execute(&format!("CALL embedstack.materialize('kh', {f1})")).unwrap();
+    assert_eq!(status(&mut c, "kh").active_fit, Some(f1));
+    let mut all_fits = vec![f1];
+    let mut all_jobs = job_ids(&mut c, "kh");
+    assert_eq!(all_jobs.len(), 1);
+
+    let newest = |v: &[i64], n: usize| -> Vec<i64> { v[v.len().saturating_sub(n)..].to_vec() };
+    for round in 0..6 {
+        c.batch_execute(&refit_sql("kh", ", cutover => 'never'")).unwrap();
+        let j = latest_job(&mut c, "kh");
+        assert_eq!(j.state, "kept");
+        all_fits.push(j.fit_id.unwrap());
+        all_jobs.push(j.id);
+        let mut want_fits = newest(&all_fits, 3);
+        if !want_fits.contains(&f1) {
+            want_fits.insert(0, f1);
+        }
+        assert_eq!(fit_ids(&mut c, "kh"), want_fits, "round {round}: fits");
+        assert_eq!(job_ids(&mut c, "kh"), newest(&all_jobs, 3), "round {round}: jobs");
+        assert_eq!(status(&mut c, "kh").active_fit, Some(f1));
+    }
+
+    // A new active fit; the old one goes at the next fit.
+    c.batch_execute(&refit_sql("kh", ", cutover => 'always'")).unwrap();
+    let j = latest_job(&mut c, "kh");
+    assert_eq!(j.state, "succeeded");
+    let f_new = j.fit_id.unwrap();
+    all_fits.push(f_new);
+    all_jobs.push(j.id);
+    assert_eq!(status(&mut c, "kh").active_fit, Some(f_new));
+    let mut want = newest(&all_fits, 3);
+    want.insert(0, f1); // still active when the new fit was recorded
+    assert_eq!(fit_ids(&mut c, "kh"), want);
+    let f_plain: i64 =
+        c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+    all_fits.push(f_plain);
+    assert_eq!(fit_ids(&mut c, "kh"), newest(&all_fits, 3), "the old active fit is trimmed now");
+    assert!(fit_ids(&mut c, "kh").contains(&f_new));
+    assert_eq!(job_ids(&mut c, "kh"), newest(&all_jobs, 3), "fit() trims jobs too");
+    // The active fit is kept even when it falls out of the newest 3.
+    for _ in 0..3 {
+        let id: i64 =
+            c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+        all_fits.push(id);
+    }
+    let mut want = newest(&all_fits, 3);
+    want.insert(0, f_new);
+    assert_eq!(fit_ids(&mut c, "kh"), want);
+
+    // 0 keeps everything; negative values are rejected.
+    c.batch_execute("SET embedstack.keep_history = 0").unwrap();
+    let n = fit_ids(&mut c, "kh").len();
+    for _ in 0..4 {
+        c.batch_execute("SELECT embedstack.fit('kh', 'pairs', 'a', 'b', 'y')").unwrap();
+    }
+    assert_eq!(fit_ids(&mut c, "kh").len(), n + 4);
+    expect_code(&mut c, "SET embedstack.keep_history = -1", "22023");
+    assert_eq!(fit_ids(&mut c, "other").len(), 5, "another model set's history is untouched");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Privileges
+// ---------------------------------------------------------------------------------------
+
+/// Catalog contents as text, to check that nothing changed.
+fn catalog_text(c: &mut Client) -> (String, String, String) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT coalesce(string_agg(m::text, E'\\n' ORDER BY name), '') FROM embedstack.model_sets m),
+                    (SELECT coalesce(string_agg(f::text, E'\\n' ORDER BY id), '') FROM embedstack.fits f),
+                    (SELECT coalesce(string_agg(j::text, E'\\n' ORDER BY id), '') FROM embedstack.jobs j)",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+const ROLES: [&str; 4] = ["ops_priv_reader", "ops_priv_owner", "ops_priv_nosel", "ops_priv_keyonly"];
+
+/// Roles are cluster-wide: drop those a failed earlier run may have left (their objects lived
+/// in the test database, which fresh_db has just dropped).
+fn drop_roles(c: &mut Client) {
+    for r in ROLES {
+        let exists: bool =
+            c.query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&r]).unwrap().get(0);
+        if exists {
+            c.batch_execute(&format!("DROP OWNED BY {r}; DROP ROLE {r}")).unwrap();
+        }
+    }
+}
+
+/// Privileges, with roles `ops_priv_*` created here (and dropped at the end):
+/// * (a) a role with SELECT on the source and the pairs reads through evaluate, query_vector
+///   (both forms) and pair_statistics exactly what the owner reads, but fit, refit,
+///   materialize, drop_model_set and create_model_set on that table are 42501, and nothing
+///   changes;
+/// * (b) a role owning its table (created by itself; it got CREATE on the schema) can
+///   create_model_set / fit / materialize / refit / drop on it; after REVOKE UPDATE on its own
+///   table, materialize and refit are 42501;
+/// * (c) a role without SELECT on the source (SELECT on the pairs only) gets 42501 from
+///   evaluate, pair_statistics and query_vector(set, key); with SELECT on the key column only,
+///   still 42501;
+/// * (d) INSERT / UPDATE / DELETE on model_sets, fits and jobs are 42501 for a non-superuser
+///   (even the owner of a model set's table); SELECT is allowed;
+/// * (e) every SECURITY DEFINER writer called directly by a non-owner is 42501 and changes
+///   nothing (nor for the owner of another table);
+/// * (f) a superuser session after SET ROLE to a non-owner gets 42501 too (fit, refit,
+///   materialize, a writer); after RESET ROLE the superuser can.
+#[test]
+fn privileges_owner_checks_reading_and_catalog_writers() {
+    let db = "ops_privileges";
+    let mut c = fresh_db(db);
+    drop_roles(&mut c);
+    let rows = setup_data(&mut c, 0x0995_0040, "src", 400, 800);
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('pv', 'src', 'id', ARRAY['m1', 'm2', 'm3']);
+         SELECT embedstack.fit('pv', 'pairs', 'a', 'b', 'y');
+         CREATE ROLE ops_priv_reader LOGIN;
+         CREATE ROLE ops_priv_owner LOGIN;
+         CREATE ROLE ops_priv_nosel LOGIN;
+         CREATE ROLE ops_priv_keyonly LOGIN;
+         GRANT SELECT ON src, pairs TO ops_priv_reader, ops_priv_owner;
+         GRANT SELECT ON pairs TO ops_priv_nosel, ops_priv_keyonly;
+         GRANT SELECT (id) ON src TO ops_priv_keyonly;
+         GRANT CREATE ON SCHEMA public TO ops_priv_owner;",
+    )
+    .unwrap();
+    // A CALL that COMMITs must be a statement of its own (not in a multi-statement string).
+    c.batch_execute("CALL embedstack.materialize('pv')").unwrap();
+    let reads = |c: &mut Client| -> (String, Vec<f32>, Vec<f32>, Vec<f64>) {
+        let ev: String = c
+            .query_one(
+                "SELECT string_agg(format('%s %s %s %s', model, n, pearson, spearman), '; ' ORDER BY model)
+                   FROM embedstack.evaluate('pv', 'pairs', 'a', 'b', 'y')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let by_key: Vec<f32> =
+            c.query_one("SELECT embedstack.query_vector('pv', 7)::real[]", &[]).unwrap().get(0);
+        let by_vec: Vec<f32> = c
+            .query_one(
+                "SELECT embedstack.query_vector('pv', ARRAY[m1, m2, m3])::real[] FROM src WHERE id = 7",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let ps: Vec<f64> = c
+            .query_one("SELECT embedstack.pair_statistics('pv', 'pairs', 'a', 'b', 'y')", &[])
+            .unwrap()
+            .get(0);
+        (ev, by_key, by_vec, ps)
+    };
+    let owner_reads = reads(&mut c);
+    let fit_w: Vec<f64> = c
+        .query_one(
+            "SELECT f.weights FROM embedstack.fits f JOIN embedstack.model_sets m ON m.active_fit = f.id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let want_q = combined(&rows[&7], &symmetric_multipliers(&fit_w, 0.05));
+    for (g, w) in owner_reads.1.iter().zip(&want_q) {
+        assert!((*g as f64 - w).abs() <= 1e-6, "query vector of row 7");
+    }
+    let cat0 = catalog_text(&mut c);
+
+    // (a) A reader reads the same, changes nothing.
+    let mut reader = connect(db, "ops_priv_reader");
+    assert_eq!(reads(&mut reader), owner_reads, "a reader with SELECT reads what the owner reads");
+    for sql in [
+        "SELECT embedstack.fit('pv', 'pairs', 'a', 'b', 'y')".to_string(),
+        refit_sql("pv", ""),
+        refit_sql("pv", ", cutover => 'never'"),
+        "CALL embedstack.materialize('pv')".into(),
+        "SELECT embedstack.drop_model_set('pv')".into(),
+        "SELECT embedstack.drop_model_set('pv', drop_columns => true)".into(),
+        "SELECT embedstack.create_model_set('pv2', 'src', 'id', ARRAY['m1', 'm2'])".into(),
+    ] {
+        expect_code(&mut reader, &sql, "42501");
+    }
+    assert_eq!(catalog_text(&mut c), cat0, "refused calls change nothing");
+
+    // (b) An owner of its own table can do everything on it, until it loses UPDATE.
+    let mut owner = connect(db, "ops_priv_owner");
+    owner
+        .batch_execute(
+            "CREATE TABLE own_src AS SELECT id, m1, m2, m3 FROM src;
+             ALTER TABLE own_src ADD PRIMARY KEY (id);
+             SELECT embedstack.create_model_set('own', 'own_src', 'id', ARRAY['m1', 'm2', 'm3']);
+             SELECT embedstack.fit('own', 'pairs', 'a', 'b', 'y');",
+        )
+        .unwrap();
+    owner.batch_execute("CALL embedstack.materialize('own')").unwrap();
+    owner.batch_execute(&refit_sql("own", ", cutover => 'always'")).unwrap();
+    let j = latest_job(&mut owner, "own");
+    assert_eq!((j.kind.as_str(), j.state.as_str()), ("refit", "succeeded"), "{j:?}");
+    assert_eq!(status(&mut owner, "own").active_fit, j.fit_id);
+    check_served_vectors(&mut owner, "own", "own_src", &rows, j.fit_id.unwrap());
+    // The owner of another table cannot touch 'pv'.
+    expect_code(&mut owner, "SELECT embedstack.fit('pv', 'pairs', 'a', 'b', 'y')", "42501");
+    expect_code(&mut owner, "SELECT embedstack.drop_model_set('pv')", "42501");
+    owner.batch_execute("REVOKE UPDATE ON own_src FROM ops_priv_owner").unwrap();
+    let before = served(&mut owner, "own", "own_src");
+    expect_code(&mut owner, "CALL embedstack.materialize('own')", "42501");
+    expect_code(&mut owner, &refit_sql("own", ", cutover => 'always'"), "42501");
+    assert_eq!(served(&mut owner, "own", "own_src"), before);
+    let cat_own = catalog_text(&mut c);
+
+    // (c) No SELECT on the source (or on its key column only): reading vectors is 42501.
+    for role in ["ops_priv_nosel", "ops_priv_keyonly"] {
+        let mut r = connect(db, role);
+        for sql in [
+            "SELECT * FROM embedstack.evaluate('pv', 'pairs', 'a', 'b', 'y')",
+            "SELECT embedstack.pair_statistics('pv', 'pairs', 'a', 'b', 'y')",
+            "SELECT embedstack.query_vector('pv', 7)",
+            "SELECT embedstack.query_vector('pv', 7::int)",
+        ] {
+            expect_code(&mut r, sql, "42501");
+        }
+    }
+    // The key column is readable for the key-only role (the grant works), its vectors are not.
+    let mut k = connect(db, "ops_priv_keyonly");
+    assert_eq!(k.query_one("SELECT count(id) FROM src", &[]).unwrap().get::<_, i64>(0), 400);
+    expect_code(&mut k, "SELECT m1 FROM src LIMIT 1", "42501");
+
+    // (d) Direct writes to the catalog.
+    for who in [&mut reader, &mut owner] {
+        for sql in [
+            "INSERT INTO embedstack.model_sets (name, source, key_column, model_columns, model_dims, model_types, mode,
+                 threshold, combined_column, storage)
+             VALUES ('forged', 'own_src', 'id', '{m1}', '{16}', '{vector}', 'symmetric', 0, 'forged_c', 'auto')",
+            "UPDATE embedstack.model_sets SET active_fit = NULL",
+            "UPDATE embedstack.model_sets SET threshold = 0.5 WHERE name = 'own'",
+            "DELETE FROM embedstack.model_sets",
+            "INSERT INTO embedstack.fits (model_set, options, weights, intercept, diagnostics, state, training_source)
+             VALUES ('own', '{}', '{1,1,1}', 0, '{}', '{1}', '{}')",
+            "UPDATE embedstack.fits SET weights = '{9,9,9}'",
+            "DELETE FROM embedstack.fits",
+            "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid)
+             VALUES ('own', 'refit', '{}', 'fit', 'running', 1)",
+            "UPDATE embedstack.jobs SET state = 'failed'",
+            "DELETE FROM embedstack.jobs",
+        ] {
+            expect_code(who, sql, "42501");
+        }
+        let n: i64 = who.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get(0);
+        assert!(n > 0, "the catalog is readable");
+    }
+    assert_eq!(catalog_text(&mut c), cat_own);
+
+    // (e) The SECURITY DEFINER writers called directly by a non-owner.
+    let (pv_fit, pv_job): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT active_fit FROM embedstack.model_sets WHERE name = 'pv'),
+                        (SELECT max(id) FROM embedstack.jobs WHERE model_set = 'pv')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let writers = [
+        "SELECT embedstack._w_insert_model_set('forged', 'src', 'id', '{m1}', '{16}', '{vector}', 'symmetric', 0,
+             'forged_c', 'auto')"
+            .to_string(),
+        "SELECT embedstack._w_delete_model_set('pv')".into(),
+        "SELECT embedstack._w_insert_fit('pv', '{}', '{1,1,1}', 0, '{}', '{1}', '{}')".into(),
+        "SELECT embedstack._w_set_staging('pv', 'x', NULL, NULL, NULL)".into(),
+        format!("SELECT embedstack._w_serve('pv', {pv_fit}, '{{1,1,1}}', 'vector', 'pv_combined_hnsw')"),
+        "SELECT embedstack._w_job_start('pv', 'refit', '{}', 'fit', NULL)".into(),
+        format!("SELECT embedstack._w_job_update({pv_job}, 'write', 5, 10)"),
+        format!("SELECT embedstack._w_job_finish({pv_job}, 'failed', 'forged')"),
+    ];
+    for who in [&mut reader, &mut owner] {
+        for sql in &writers {
+            expect_code(who, sql, "42501");
+        }
+    }
+    assert_eq!(catalog_text(&mut c), cat_own, "writers refused change nothing");
+
+    // (f) SET ROLE inside a superuser session: the check uses the role set.
+    let mut su = connect(db, "postgres");
+    su.batch_execute("SET ROLE ops_priv_reader").unwrap();
+    expect_code(&mut su, "SELECT embedstack.fit('pv', 'pairs', 'a', 'b', 'y')", "42501");
+    expect_code(&mut su, &refit_sql("pv", ", cutover => 'never'"), "42501");
+    expect_code(&mut su, "CALL embedstack.materialize('pv')", "42501");
+    expect_code(&mut su, "SELECT embedstack._w_delete_model_set('pv')", "42501");
+    expect_code(&mut su, &writers[2], "42501");
+    assert_eq!(catalog_text(&mut c), cat_own);
+    su.batch_execute("RESET ROLE").unwrap();
+    su.batch_execute(&refit_sql("pv", ", cutover => 'never'")).unwrap();
+    assert_eq!(latest_job(&mut su, "pv").state, "kept");
+
+    drop((reader, owner, k, su));
+    c.batch_execute("SELECT embedstack.drop_model_set('own', drop_columns => true)").unwrap();
+    drop_roles(&mut c);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Injection through refit's arguments
+// ---------------------------------------------------------------------------------------
+
+/// refit with a pairs table named `we ird"t` and columns `le ft`, `x; DROP TABLE canary; --`
+/// and `ta'rget`, on a model set named `x'); DROP TABLE canary; --`, works: the job cuts over,
+/// its held-out count is the documented split computed here, its weights are the OLS solved
+/// here on the other pairs. Hostile table / column names fail cleanly (42P01 / 42602 for the
+/// table, 42703 for a column), and the canary table, the source and the pairs keep all their
+/// rows.
+#[test]
+fn refit_injection_attempts_are_inert() {
+    let mut c = fresh_db("ops_injection");
+    let rows = setup_data(&mut c, 0x0995_0050, "src", 400, 900);
+    let set = "x'); DROP TABLE canary; --";
+    let (l, r, t) = ("le ft", "x; DROP TABLE canary; --", "ta'rget");
+    c.batch_execute(&format!(
+        "CREATE TABLE canary (x int); INSERT INTO canary VALUES (1), (2);
+         CREATE TABLE \"we ird\"\"t\" ({} int, {} int, {} float8);
+         INSERT INTO \"we ird\"\"t\" SELECT a, b, y FROM pairs;
+         SELECT embedstack.create_model_set({}, 'src', 'id', ARRAY['m1', 'm2', 'm3']);",
+        qi(l),
+        qi(r),
+        qi(t),
+        q(set)
+    ))
+    .unwrap();
+    let counts = |c: &mut Client| -> (i64, i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM canary), (SELECT count(*) FROM src), (SELECT count(*) FROM \"we ird\"\"t\")",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let start = counts(&mut c);
+    assert_eq!(start, (2, 400, 900));
+
+    let weird = q("\"we ird\"\"t\"");
+    c.batch_execute(&format!("CALL embedstack.refit({}, {weird}, {}, {}, {})", q(set), q(l), q(r), q(t)))
+        .unwrap();
+    let j = latest_job(&mut c, set);
+    assert_eq!(j.state, "succeeded", "{j:?}");
+    assert_eq!(counts(&mut c), start);
+    // The split and the fit, computed here.
+    let split: Vec<(i32, i32, f64, bool)> = c
+        .query(
+            &format!(
+                "SELECT p.{0}, p.{1}, p.{2}, {3} FROM \"we ird\"\"t\" p",
+                qi(l),
+                qi(r),
+                qi(t),
+                holdout_sql(&format!("p.{}", qi(l)), &format!("p.{}", qi(r)), 0.2)
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let held = split.iter().filter(|p| p.3).count();
+    assert_eq!(j.details["holdout_pairs"].as_i64(), Some(held as i64));
+    let train: Vec<&(i32, i32, f64, bool)> = split.iter().filter(|p| !p.3).collect();
+    let x: Vec<Vec<f64>> = train.iter().map(|p| features(&rows, p.0, p.1)).collect();
+    let y: Vec<f64> = train.iter().map(|p| p.2).collect();
+    let (w_ols, _) = ols(&x, &y);
+    let (w, _) = fit_row(&mut c, j.fit_id.unwrap());
+    for k in 0..3 {
+        assert!((w[k] - w_ols[k]).abs() <= 1e-7, "weight {k}: {} vs OLS {}", w[k], w_ols[k]);
+    }
+    let ts: String = c
+        .query_one("SELECT training_source::text FROM embedstack.fits WHERE id = $1", &[&j.fit_id.unwrap()])
+        .unwrap()
+        .get(0);
+    let ts: Value = serde_json::from_str(&ts).unwrap();
+    assert_eq!(
+        (ts["left"].as_str(), ts["right"].as_str(), ts["target"].as_str()),
+        (Some(l), Some(r), Some(t))
+    );
+    assert_eq!(status(&mut c, set).active_fit, j.fit_id);
+
+    // Hostile names that do not exist.
+    let jobs = job_ids(&mut c, set);
+    for (pairs, l2, r2, t2, sw, codes) in [
+        ("x; DROP TABLE canary; --", "a", "b", "y", None, &["42602", "42P01"][..]),
+        ("\"x; DROP TABLE canary; --\"", "a", "b", "y", None, &["42P01"][..]),
+        ("pairs; DROP TABLE canary", "a", "b", "y", None, &["42602", "42P01"][..]),
+        ("pairs", "a\"; DROP TABLE canary; --", "b", "y", None, &["42703"][..]),
+        ("pairs", "a", "b) FROM pairs; DROP TABLE canary; --", "y", None, &["42703"][..]),
+        ("pairs", "a", "b", "y'; DROP TABLE canary; --", None, &["42703"][..]),
+        ("pairs", "a", "b", "y", Some("y); DROP TABLE canary; --"), &["42703"][..]),
+        ("\"we ird\"\"t\"", "le ft", "x", "ta'rget", None, &["42703"][..]),
+        ("\"we ird\"\"t\"", "\"le ft\"", r, t, None, &["42703"][..]),
+    ] {
+        let sql = format!(
+            "CALL embedstack.refit({}, {}, {}, {}, {}, sample_weight_column => {})",
+            q(set),
+            q(pairs),
+            q(l2),
+            q(r2),
+            q(t2),
+            sw.map(q).unwrap_or_else(|| "NULL".into())
+        );
+        let e = expect_err(&mut c, &sql);
+        let code = sqlstate(&e);
+        assert!(codes.contains(&code.as_str()), "{sql}: {code} {}", message(&e));
+        assert_eq!(counts(&mut c), start, "{sql}");
+    }
+    assert_eq!(job_ids(&mut c, set), jobs, "rejected calls record no job");
+    assert!(c.query_one("SELECT to_regclass('canary') IS NOT NULL", &[]).unwrap().get::<_, bool>(0));
+}
