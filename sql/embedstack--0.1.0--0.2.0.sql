@@ -409,8 +409,8 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
 BEGIN
-    IF ridge IS NULL OR nonnegative IS NULL OR ridge < 0 THEN
-        RAISE EXCEPTION 'ridge must be a number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
+    IF ridge IS NULL OR nonnegative IS NULL OR NOT (ridge >= 0) OR ridge IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'ridge must be a finite number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
     END IF;
     PERFORM embedstack._check_owner(ms.source);
     RETURN embedstack._record_fit(ms.name,
@@ -772,6 +772,11 @@ BEGIN
     DROP VIEW pg_temp.embedstack_refit_train, pg_temp.embedstack_refit_holdout;
 
     SELECT * INTO act FROM embedstack.fits x WHERE x.id = ms.active_fit;
+    IF p->>'cutover' = 'if_not_worse' AND act.id IS NOT NULL AND n_hold = 0 THEN
+        RAISE EXCEPTION 'no usable held-out pairs to compare a new fit with the active fit %', act.id
+            USING ERRCODE = '22023',
+            HINT = 'raise holdout_fraction (it is ' || frac || '), or pass cutover => ''always''';
+    END IF;
     f := embedstack._record_fit(ms.name, st_train, (p->>'ridge')::double precision, (p->>'nonnegative')::boolean,
         jsonb_build_object('pairs', p->>'pairs', 'left', p->>'left', 'right', p->>'right', 'target', p->>'target',
                            'sample_weight', p->>'sample_weight', 'holdout_fraction', frac, 'split', 'train'));
@@ -793,11 +798,6 @@ BEGIN
         decision := format('fit %s: cutover => always (held-out MSE on %s pairs: new %s, active fit %s %s)',
                            f.id, n_hold, coalesce(new_mse::text, '-'), act.id, coalesce(act_mse::text, '-'));
     ELSE
-        IF n_hold = 0 THEN
-            RAISE EXCEPTION 'no usable held-out pairs to compare fit % with the active fit %', f.id, act.id
-                USING ERRCODE = '22023',
-                HINT = 'raise holdout_fraction, or pass cutover => ''always''; the new fit is recorded in embedstack.fits';
-        END IF;
         cut := new_mse <= act_mse * (1 + (p->>'tolerance')::double precision);
         decision := format('held-out MSE on %s pairs: new fit %s %s, active fit %s %s', n_hold, f.id, new_mse,
                            act.id, act_mse);
@@ -949,8 +949,9 @@ BEGIN
        OR nonnegative IS NULL OR holdout_fraction IS NULL OR cutover IS NULL OR tolerance IS NULL THEN
         RAISE EXCEPTION 'only sample_weight_column may be NULL' USING ERRCODE = '22004';
     END IF;
-    IF ridge < 0 THEN
-        RAISE EXCEPTION 'ridge must be >= 0, got %', ridge USING ERRCODE = '22023';
+    -- NaN compares greater than every number in PostgreSQL: reject it explicitly.
+    IF NOT (ridge >= 0) OR ridge IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'ridge must be a finite number >= 0, got %', ridge USING ERRCODE = '22023';
     END IF;
     IF NOT (holdout_fraction >= 0 AND holdout_fraction < 1) THEN
         RAISE EXCEPTION 'holdout_fraction must be in [0, 1), got %', holdout_fraction USING ERRCODE = '22023';
@@ -959,8 +960,12 @@ BEGIN
         RAISE EXCEPTION 'unknown cutover policy "%"', cutover USING ERRCODE = '22023',
             HINT = 'cutover is ''if_not_worse'' (compare on held-out pairs), ''always'' or ''never'' (only record the fit)';
     END IF;
-    IF NOT (tolerance >= 0) OR tolerance = 'Infinity' THEN
+    IF NOT (tolerance >= 0) OR tolerance IN ('NaN', 'Infinity') THEN
         RAISE EXCEPTION 'tolerance must be a finite number >= 0, got %', tolerance USING ERRCODE = '22023';
+    END IF;
+    IF holdout_fraction = 0 AND cutover = 'if_not_worse' AND ms.active_fit IS NOT NULL THEN
+        RAISE EXCEPTION 'holdout_fraction => 0 leaves no pairs to compare a new fit with the active fit %', ms.active_fit
+            USING ERRCODE = '22023', HINT = 'pass holdout_fraction > 0, or cutover => ''always''';
     END IF;
     PERFORM embedstack._column(pairs, left_column);
     PERFORM embedstack._column(pairs, right_column);

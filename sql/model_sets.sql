@@ -228,8 +228,8 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
 BEGIN
-    IF ridge IS NULL OR nonnegative IS NULL OR ridge < 0 THEN
-        RAISE EXCEPTION 'ridge must be a number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
+    IF ridge IS NULL OR nonnegative IS NULL OR NOT (ridge >= 0) OR ridge IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'ridge must be a finite number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
     END IF;
     PERFORM embedstack._check_owner(ms.source);
     RETURN embedstack._record_fit(ms.name,

@@ -95,12 +95,14 @@ fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
         client,
         &format!(
             "CREATE TEMP TABLE embedstack_pair_keys AS \
-             SELECT s.{key} AS k, (row_number() OVER () - 1)::int4 AS idx FROM {src} s \
+             SELECT s.{key} AS k, (row_number() OVER (ORDER BY s.{key}) - 1)::int4 AS idx FROM {src} s \
               WHERE s.{key} IN (SELECT p.{l} FROM {pt} p UNION SELECT p.{r} FROM {pt} p)",
             src = def.source_sql,
             pt = pairs.table_sql
         ),
     );
+    // Entities are numbered in key order, not scan order, so the features reach the
+    // statistics in the same order after the table's rows move (UPDATE, VACUUM FULL, restore).
     run(client, "ANALYZE pg_temp.embedstack_pair_keys");
 }
 
@@ -152,7 +154,11 @@ fn visit_buckets(
         let (i, j) = chunk_pair(p.a as usize, p.b as usize, len);
         i * n_chunks - i * (i + 1) / 2 + j
     };
-    known.sort_unstable_by_key(|p| (slot(p), p.a, p.b));
+    // A total order (ties broken on the target and weight bits): the statistics are summed in
+    // this order, so the same pairs give bitwise the same state whatever order the scan and the
+    // join returned them in (refit compares fits with tolerance 0 by default).
+    let bits = |v: Option<f64>| v.map_or(u64::MAX, f64::to_bits);
+    known.sort_unstable_by_key(|p| (slot(p), p.a, p.b, bits(p.y), bits(p.w)));
 
     let chunk_range = |c: usize| (c * len, ((c + 1) * len).min(n_entities));
     let mut held: Option<(usize, EntityChunk)> = None;

@@ -4,8 +4,10 @@
 //! session-level advisory lock can, but PostgreSQL keeps session-level locks across errors, and
 //! a PL/pgSQL block with an exception handler cannot COMMIT, so the procedure cannot release
 //! the lock on every error path itself. Here the locks this module took are remembered in the
-//! backend and released by a transaction-abort callback: an error that ends the call ends the
-//! lock with it. A killed backend loses its locks anyway (session end, or the crash restart).
+//! backend with the subtransaction that took them, and released by transaction callbacks: an
+//! abort of the transaction, or of the savepoint the lock was taken in (a CALL inside a
+//! savepoint that psql's ON_ERROR_ROLLBACK or a driver rolls back), ends the lock with it. A
+//! killed backend loses its locks anyway (session end, or the crash restart).
 //!
 //! The lock is an ordinary advisory lock, key (`JOB_LOCK_CLASS`, hashtext(model set name)), so
 //! `pg_locks` shows it (classid = 1701667443, objid = the hash, objsubid = 2) and
@@ -19,9 +21,14 @@ use std::cell::RefCell;
 /// with the same hash only serialise each other's jobs.
 const JOB_LOCK_CLASS: i32 = 0x656d_6273;
 
+/// The top-level "subtransaction" (TopSubTransactionId): a lock that outlived the transaction
+/// that took it belongs to the session, released only by `_job_unlock` or an abort.
+const TOP: pg_sys::SubTransactionId = 1;
+
 thread_local! {
-    /// Second keys of the job locks this backend holds (at most one entry per key).
-    static HELD: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+    /// The job locks this backend holds: (second key, subtransaction that owns it); at most one
+    /// entry per key.
+    static HELD: RefCell<Vec<(i32, pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn tag(key: i32) -> pg_sys::LOCKTAG {
@@ -43,7 +50,7 @@ fn tag(key: i32) -> pg_sys::LOCKTAG {
 /// succeeds without counting twice.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn _job_lock(key: i32, wait: bool) -> bool {
-    if HELD.with(|h| h.borrow().contains(&key)) {
+    if HELD.with(|h| h.borrow().iter().any(|&(k, _)| k == key)) {
         return true;
     }
     let t = tag(key);
@@ -51,7 +58,8 @@ fn _job_lock(key: i32, wait: bool) -> bool {
     if res == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
         return false;
     }
-    HELD.with(|h| h.borrow_mut().push(key));
+    let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    HELD.with(|h| h.borrow_mut().push((key, subid)));
     true
 }
 
@@ -61,7 +69,7 @@ fn _job_unlock(key: i32) -> bool {
     let held = HELD.with(|h| {
         let mut h = h.borrow_mut();
         let before = h.len();
-        h.retain(|&k| k != key);
+        h.retain(|&(k, _)| k != key);
         before != h.len()
     });
     if held {
@@ -71,22 +79,63 @@ fn _job_unlock(key: i32) -> bool {
     held
 }
 
-/// Transaction-abort callback: releases every job lock of this backend. Runs before the
-/// lock manager's own abort processing, with the lock manager intact; LockRelease only
-/// WARNs (never ERRORs) on a lock that is not held.
-#[pg_guard]
-unsafe extern "C-unwind" fn release_on_abort(event: pg_sys::XactEvent::Type, _arg: *mut core::ffi::c_void) {
-    if event != pg_sys::XactEvent::XACT_EVENT_ABORT {
-        return;
-    }
-    let keys = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+fn release(keys: impl IntoIterator<Item = i32>) {
     for key in keys {
         let t = tag(key);
+        // LockRelease only WARNs (never ERRORs) on a lock that is not held.
         unsafe { pg_sys::LockRelease(&t, pg_sys::ExclusiveLock as i32, true) };
+    }
+}
+
+/// Transaction callback. Abort: release every job lock of this backend (the callbacks run before
+/// the lock manager's own abort processing, with the lock manager intact). Commit: the locks now
+/// belong to the session (the procedures hold them across their COMMITs).
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut core::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+            release(held.into_iter().map(|(k, _)| k));
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            HELD.with(|h| h.borrow_mut().iter_mut().for_each(|e| e.1 = TOP));
+        }
+        _ => {}
+    }
+}
+
+/// Subtransaction callback. Abort of a savepoint: release the locks taken inside it (or inside
+/// its children, whose ids are larger). Commit: its locks pass to the parent.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut core::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            let gone: Vec<i32> = HELD.with(|h| {
+                let mut h = h.borrow_mut();
+                let gone = h.iter().filter(|&&(_, s)| s != TOP && s >= my_subid).map(|&(k, _)| k).collect();
+                h.retain(|&(_, s)| s == TOP || s < my_subid);
+                gone
+            });
+            release(gone);
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+            HELD.with(|h| {
+                h.borrow_mut().iter_mut().filter(|e| e.1 == my_subid).for_each(|e| e.1 = parent_subid)
+            });
+        }
+        _ => {}
     }
 }
 
 /// Called once from `_PG_init`.
 pub fn register_abort_release() {
-    unsafe { pg_sys::RegisterXactCallback(Some(release_on_abort), core::ptr::null_mut()) };
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), core::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), core::ptr::null_mut());
+    }
 }

@@ -104,10 +104,15 @@ CALL embedstack.refit('qw', 'pairs', 'l', 'nope', 'y');
 CALL embedstack.refit('nope', 'pairs', 'l', 'r', 'y');
 CALL embedstack.refit('qw', NULL, 'l', 'r', 'y');
 CALL embedstack.materialize('qw', batch_size => 0);
--- No usable held-out pairs to compare with: 22023, recorded as the last error.
-\set VERBOSITY sqlstate
 CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', holdout_fraction => 0);
+CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', tolerance => 'NaN');
+CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', ridge => 'NaN');
+-- A fraction so small that no pair is held out: the job fails with 22023 before recording a
+-- fit, and the error is the status view's last error.
+SELECT count(*) AS fits_before FROM embedstack.fits WHERE model_set = 'qw' \gset
+CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', holdout_fraction => 1e-9);
 \set VERBOSITY default
+SELECT count(*) = :fits_before AS no_fit_recorded FROM embedstack.fits WHERE model_set = 'qw';
 SELECT regexp_replace(last_error, '[0-9]+', 'N', 'g') AS last_error_shape FROM embedstack.status WHERE model_set = 'qw';
 SELECT job_state, last_error_sqlstate FROM embedstack.status WHERE model_set = 'qw';
 -- Procedures that COMMIT cannot run inside a transaction block.
@@ -117,3 +122,11 @@ ROLLBACK;
 -- The failed calls left no job lock behind in this session (released by the abort callback).
 SELECT count(*) AS advisory_locks_held FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 SELECT job_state FROM embedstack.status WHERE model_set = 'qw';
+-- Inside a savepoint that is rolled back (psql ON_ERROR_ROLLBACK, drivers' automatic
+-- savepoints) the session goes on: the lock taken inside it must go with it.
+BEGIN;
+SAVEPOINT s;
+CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y');
+ROLLBACK TO s;
+SELECT count(*) AS advisory_locks_held FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
