@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test test-core test-pg test-regress test-client \
-        bench-primitives bench-fit bench-model-sets stop clean fmt
+        bench-primitives bench-fit bench-model-sets bench bench-smoke stop clean fmt
 
 setup:
 	bash scripts/setup.sh
@@ -26,7 +26,7 @@ demo: cluster
 	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d embedstack_demo -f demo/sample.sql -f demo/demo.sql
 
 # Every test layer, cheapest first.
-test: setup test-core test-pg cluster test-regress test-client
+test: setup test-core test-pg cluster test-regress test-client bench-smoke
 
 # Pure numerical core: unit and property tests, no Postgres.
 test-core:
@@ -59,6 +59,24 @@ PAIRS ?= 1000000
 bench-model-sets: cluster
 	$(CLUSTER) psql -q -d postgres -c 'DROP DATABASE IF EXISTS es_bench_ms' -c 'CREATE DATABASE es_bench_ms'
 	$(CLUSTER) psql -v ON_ERROR_STOP=1 -v entities=$(ENTITIES) -v pairs=$(PAIRS) -d es_bench_ms -f bench/model_sets.sql
+
+# Benchmark harness (bench/harness/run.py, Python venv from scripts/bench-venv.sh): features, fit,
+# materialise, query-weighted refit, serving and memory vs plain SQL + pgvector and the seed
+# workflow. `make bench` (minutes) rewrites its section of bench/RESULTS.md (scale: ENTITIES,
+# PAIRS, DIMS, REPS); `make bench-smoke` (seconds, part of `make test`) is a tiny run whose
+# report goes to a temp file; both fail when a comparison's results disagree (never on timings).
+REPS ?= 3
+DIMS ?= 384,768,256
+bench: cluster
+	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && "$$py" bench/harness/run.py \
+	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --results bench/RESULTS.md \
+	  --command "make bench ENTITIES=$(ENTITIES) PAIRS=$(PAIRS) DIMS=$(DIMS) REPS=$(REPS)"
+
+bench-smoke: cluster
+	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && out=$$(mktemp /tmp/embedstack-bench-smoke.XXXXXX) \
+	  && "$$py" bench/harness/run.py --entities 1000 --pairs 5000 --reps 1 --queries 50 --exact-queries 5 \
+	       --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
+	  && echo "bench-smoke: report in $$out"
 
 stop:
 	$(CLUSTER) stop
