@@ -1,0 +1,1384 @@
+//! Operations across the life of a database, against the real project cluster:
+//!
+//! 1. a refit scheduled with pg_cron (the README recipe, literally) runs in the real
+//!    scheduler's background worker and cuts over; a run that finds the model set busy fails
+//!    cleanly and changes nothing;
+//! 2. `pg_dump -Fc` / `pg_restore` of a database with served model sets gives the same
+//!    catalog, the same served columns, indexes, triggers and answers, a working refit and a
+//!    fit id sequence that continues;
+//! 3. `ALTER EXTENSION embedstack UPDATE` from release 0.1.0 keeps the catalog, the served
+//!    vectors and the answers, enables the 0.2.0 operations, and leaves exactly the objects
+//!    (and definitions) of a fresh 0.2.0 install;
+//! 4. after the upgrade, a non-superuser role that owns its table uses the extension end to
+//!    end, and cannot touch a model set of a table it does not own.
+//!
+//! Expected combined vectors are computed here, in f64, from the raw data the test generated.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use embedstack_client_tests::{admin, fresh_db};
+use postgres::{Client, NoTls};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: a small deterministic generator, so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn unif(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [-1, 1).
+    fn sym(&mut self) -> f64 {
+        2.0 * self.unif() - 1.0
+    }
+    /// Uniform integer in [lo, hi].
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
+    }
+    fn vec(&mut self, d: usize) -> Vec<f32> {
+        (0..d).map(|_| self.sym() as f32).collect()
+    }
+}
+
+/// One row's model vectors (`None` = SQL NULL).
+type Models = Vec<Option<Vec<f32>>>;
+
+/// Model dimensions of every table of this file: `m1 vector(8), m2 vector(12), m3 vector(4)`.
+const DIMS: [usize; 3] = [8, 12, 4];
+
+/// pgvector text of a vector (shortest round-tripping f32 text: the server stores exactly it).
+fn lit(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn vec_sql(v: &Option<Vec<f32>>) -> String {
+    match v {
+        Some(v) => format!("'{}'::vector", lit(v)),
+        None => "NULL::vector".into(),
+    }
+}
+
+/// `ARRAY[...]::vector[]` of a row's model vectors.
+fn models_sql(m: &Models) -> String {
+    let parts: Vec<String> = m.iter().map(vec_sql).collect();
+    format!("ARRAY[{}]::vector[]", parts.join(", "))
+}
+
+fn copy_field(v: &Option<Vec<f32>>) -> String {
+    match v {
+        Some(v) => lit(v),
+        None => "\\N".into(),
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// Cosine in f64, `None` when either side is missing or a zero vector.
+fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
+    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    let (na, nb) = (norm(a), norm(b));
+    if na == 0.0 || nb == 0.0 {
+        return None;
+    }
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    Some(dot / (na * nb))
+}
+
+/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
+fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
+    match v {
+        Some(v) if norm(v) > 0.0 => {
+            let n = norm(v);
+            v.iter().map(|&x| scale * x as f64 / n).collect()
+        }
+        _ => vec![0.0; d],
+    }
+}
+
+/// Symmetric-mode multipliers: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`, else 0.
+fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
+    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert!(max > 0.0, "test precondition: a positive weight");
+    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
+}
+
+/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
+fn combined(m: &Models, mult: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for k in 0..DIMS.len() {
+        if mult[k] != 0.0 {
+            out.extend(unit_block(&m[k], DIMS[k], mult[k]));
+        }
+    }
+    out
+}
+
+fn assert_close_vec(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: dimension");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+fn port() -> String {
+    std::env::var("ES_PGPORT").unwrap_or_else(|_| "54815".into())
+}
+
+fn connect_as(db: &str, user: &str) -> Client {
+    Client::connect(&format!("host=127.0.0.1 port={} user={user} dbname={db}", port()), NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {db} as {user}: {e}"))
+}
+
+fn connect(db: &str) -> Client {
+    connect_as(db, "postgres")
+}
+
+/// A new empty database `db` (dropped first if it exists), without any extension.
+fn create_db(db: &str) -> Client {
+    let mut a = admin();
+    a.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    a.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    connect(db)
+}
+
+fn drop_db(db: &str) {
+    admin().batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+}
+
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// Asserts `sql` fails with SQLSTATE `code`; returns the message.
+fn expect_code(c: &mut Client, sql: &str, code: &str) -> String {
+    match c.batch_execute(sql) {
+        Ok(()) => panic!("expected SQLSTATE {code} from: {sql}"),
+        Err(e) => {
+            let got = e.code().map(|s| s.code().to_string()).unwrap_or_default();
+            assert_eq!(got, code, "{sql}\n  -> {}", message(&e));
+            message(&e)
+        }
+    }
+}
+
+/// The PostgreSQL client binaries: `$PG_BIN`, else `pg_config --bindir`, else the PG 15 default.
+fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PG_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+        if o.status.success() {
+            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        }
+    }
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+/// Runs a client tool against the project cluster; asserts exit code 0 and an empty stderr.
+fn run_tool(tool: &str, args: &[&str]) -> String {
+    let exe = pg_bin().join(tool);
+    let p = port();
+    let out = Command::new(&exe)
+        .args(["-h", "127.0.0.1", "-p", &p, "-U", "postgres"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tool} {args:?} failed ({}):\n{stderr}", out.status);
+    assert!(stderr.trim().is_empty(), "{tool} {args:?} reported:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates `table (id int PRIMARY KEY, m1 vector(8), m2 vector(12), m3 vector(4))` with the rows.
+fn load_vectors(c: &mut Client, table: &str, rows: &BTreeMap<i32, Models>) {
+    let cols: Vec<String> = DIMS.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
+    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
+    let mut w = c.copy_in(&format!("COPY {table} (id, m1, m2, m3) FROM STDIN")).unwrap();
+    for (id, m) in rows {
+        let fields: Vec<String> = m.iter().map(copy_field).collect();
+        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Creates `table (a int, b int, y float8)` with the pairs.
+fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
+    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
+    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
+    for (a, b, y) in pairs {
+        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `n` rows with ids `1..=n`, every model present except a few NULLs.
+fn make_rows(rng: &mut Rng, n: i32) -> BTreeMap<i32, Models> {
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=n {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    rows.get_mut(&7).unwrap()[0] = None;
+    rows.get_mut(&11).unwrap()[2] = None;
+    rows
+}
+
+/// Random pairs of distinct ids, target `Σ coef_k cos_k` (missing cosine = 0) plus small noise.
+fn make_pairs(rng: &mut Rng, rows: &BTreeMap<i32, Models>, n: usize, coef: [f64; 3]) -> Vec<(i32, i32, f64)> {
+    let hi = *rows.keys().last().unwrap();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let (a, b) = (rng.range(1, hi), rng.range(1, hi));
+        if a == b {
+            continue;
+        }
+        let y: f64 = (0..3).map(|k| coef[k] * cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).sum();
+        out.push((a, b, y + 0.01 * rng.sym()));
+    }
+    out
+}
+
+/// The standard data set of a test: `items` (2000 rows) and pairs `pairs` (target
+/// `2·cos1 + cos2 + 0.5·cos3`) and `pairs2` (`cos1 + 2·cos2 + 0.3·cos3`), analysed.
+fn load_items(c: &mut Client, seed: u64) -> BTreeMap<i32, Models> {
+    let mut rng = Rng(seed);
+    let rows = make_rows(&mut rng, 2000);
+    load_vectors(c, "items", &rows);
+    let p1 = make_pairs(&mut rng, &rows, 3000, [2.0, 1.0, 0.5]);
+    let p2 = make_pairs(&mut rng, &rows, 3000, [1.0, 2.0, 0.3]);
+    load_pairs(c, "pairs", &p1);
+    load_pairs(c, "pairs2", &p2);
+    c.batch_execute("ANALYZE").unwrap();
+    rows
+}
+
+fn fit(c: &mut Client, set: &str, pairs: &str) -> (i64, Vec<f64>) {
+    let r = c
+        .query_one(
+            "SELECT id, weights FROM embedstack.fit($1, $2::text::regclass, 'a', 'b', 'y')",
+            &[&set, &pairs],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+fn active_fit(c: &mut Client, set: &str) -> Option<i64> {
+    c.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = $1", &[&set]).unwrap().get(0)
+}
+
+/// Every row of `embedstack.model_sets` and `embedstack.fits`, all columns as text.
+fn catalog(c: &mut Client) -> (Vec<String>, Vec<String>) {
+    let ms = c
+        .query("SELECT m::text FROM embedstack.model_sets m ORDER BY name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let fits = c
+        .query("SELECT f::text FROM embedstack.fits f ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (ms, fits)
+}
+
+/// `id -> column::text` of every row (the served vectors, exactly).
+fn column_text(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Option<String>> {
+    c.query(&format!("SELECT id, {column}::text FROM {table} ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// `(id, ctid, xmin)` of every row: unchanged iff no row was rewritten.
+fn row_versions(c: &mut Client, table: &str) -> Vec<(i32, String, String)> {
+    c.query(&format!("SELECT id, ctid::text, xmin::text FROM {table} ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Top-10 `(id, inner-product distance)` for the query models, through the HNSW index with a
+/// search list covering the whole table (so the answer is the exact one, and comparable
+/// across databases whose index was built separately).
+fn knn(c: &mut Client, table: &str, set: &str, column: &str, q: &Models) -> Vec<(i32, f64)> {
+    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
+    c.batch_execute("SET hnsw.ef_search = 1000").unwrap();
+    let r = c
+        .query(
+            &format!(
+                "SELECT id, ({column} <#> {qv})::float8 FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    c.batch_execute("RESET hnsw.ef_search").unwrap();
+    r
+}
+
+/// The same top-10 by a sequential scan (no index): the exact answer.
+fn knn_exact(c: &mut Client, table: &str, set: &str, column: &str, q: &Models) -> Vec<(i32, f64)> {
+    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
+    c.batch_execute("SET enable_indexscan = off").unwrap();
+    let r = c
+        .query(
+            &format!(
+                "SELECT id, ({column} <#> {qv})::float8 FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    c.batch_execute("RESET enable_indexscan").unwrap();
+    r
+}
+
+/// Asserts the served k-NN query plans as a scan of `index` with default settings.
+fn assert_uses_index(c: &mut Client, table: &str, set: &str, column: &str, q: &Models, index: &str) {
+    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
+    let plan: Vec<String> = c
+        .query(&format!("EXPLAIN SELECT id FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains(&format!("Index Scan using {index} "))),
+        "the k-NN query on {table}.{column} does not use {index}:\n{}",
+        plan.join("\n")
+    );
+}
+
+/// Query model vectors: some rows of the data, a fresh random one, one with a NULL model.
+fn queries(rows: &BTreeMap<i32, Models>, seed: u64) -> Vec<Models> {
+    let mut rng = Rng(seed);
+    let mut qs: Vec<Models> = [1, 777, 1500].iter().filter_map(|id| rows.get(id).cloned()).collect();
+    qs.push(DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    qs.push(vec![Some(rng.vec(DIMS[0])), None, Some(rng.vec(DIMS[2]))]);
+    qs
+}
+
+/// Definition of an index by name (`None` when it does not exist).
+fn index_def(c: &mut Client, schema: &str, index: &str) -> Option<String> {
+    c.query_opt(
+        "SELECT pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'i'",
+        &[&schema, &index],
+    )
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+/// Non-internal triggers of a table with their definitions.
+fn triggers(c: &mut Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal
+          ORDER BY tgname",
+        &[&table],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Inserts a row and checks the freshness trigger wrote its combined vector: the served
+/// multipliers of the active fit (symmetric: `sqrt(w_k / w_max)` above the threshold,
+/// checked here; query-weighted: 1) applied to the unit blocks.
+fn check_trigger_on_insert(c: &mut Client, table: &str, set: &str, id: i32, rng: &mut Rng) {
+    let m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
+    let vals: Vec<String> = m.iter().map(vec_sql).collect();
+    c.batch_execute(&format!("INSERT INTO {table} (id, m1, m2, m3) VALUES ({id}, {})", vals.join(", ")))
+        .unwrap();
+    let r = c
+        .query_one(
+            "SELECT m.mode, m.threshold, m.combined_column::text, m.served_multipliers, f.weights
+               FROM embedstack.model_sets m JOIN embedstack.fits f ON f.id = m.active_fit WHERE m.name = $1",
+            &[&set],
+        )
+        .unwrap();
+    let (mode, threshold, column, served, w): (String, f64, String, Vec<f64>, Vec<f64>) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let mult = if mode == "symmetric" { symmetric_multipliers(&w, threshold) } else { vec![1.0; 3] };
+    for k in 0..3 {
+        assert!((served[k] - mult[k]).abs() <= 1e-12, "{set}: served multipliers {served:?}, want {mult:?}");
+    }
+    let got: Option<Vec<f32>> =
+        c.query_one(&format!("SELECT {column}::real[] FROM {table} WHERE id = {id}"), &[]).unwrap().get(0);
+    let got = got
+        .unwrap_or_else(|| panic!("{set}: the inserted row {id} has no combined vector (trigger missing?)"));
+    assert_close_vec(&got, &combined(&m, &mult), 1e-6, &format!("{set}: inserted row {id}"));
+}
+
+/// One row of `embedstack.status`.
+#[derive(Debug, Clone, PartialEq)]
+struct Status {
+    active_fit: Option<i64>,
+    job_id: Option<i64>,
+    job_kind: Option<String>,
+    job_state: Option<String>,
+    job_fit: Option<i64>,
+    outcome: Option<String>,
+    last_error: Option<String>,
+}
+
+fn status(c: &mut Client, set: &str) -> Status {
+    let r = c
+        .query_one(
+            "SELECT active_fit, job_id, job_kind, job_state, job_fit, outcome, last_error
+               FROM embedstack.status WHERE model_set = $1",
+            &[&set],
+        )
+        .unwrap();
+    Status {
+        active_fit: r.get(0),
+        job_id: r.get(1),
+        job_kind: r.get(2),
+        job_state: r.get(3),
+        job_fit: r.get(4),
+        outcome: r.get(5),
+        last_error: r.get(6),
+    }
+}
+
+/// Every object of the extension with a hash of what defines it (/tmp/extobjs.sql).
+const EXTOBJS_SQL: &str = r#"
+WITH objs AS (
+  SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+   WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'embedstack' AND d.deptype = 'e')
+SELECT pg_describe_object(o.classid, o.objid, 0) AS object,
+       md5(coalesce(CASE o.classid
+         WHEN 'pg_proc'::regclass THEN (SELECT concat_ws('|', p.prokind, p.prosrc, p.probin, pg_get_function_arguments(p.oid),
+                 pg_get_function_result(p.oid), p.provolatile, p.proisstrict, p.proparallel, p.prosecdef,
+                 p.proconfig::text, p.proacl::text, p.procost, p.prorows) FROM pg_proc p WHERE p.oid = o.objid)
+         WHEN 'pg_class'::regclass THEN (SELECT concat_ws('|', c.relkind, c.relacl::text, c.reloptions::text,
+                 CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END,
+                 CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) END,
+                 (SELECT string_agg(concat_ws(':', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                          pg_get_expr(ad.adbin, ad.adrelid), col_description(c.oid, a.attnum)), ',' ORDER BY a.attnum)
+                    FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                 (SELECT string_agg(pg_get_constraintdef(k.oid), ',' ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid))
+               FROM pg_class c WHERE c.oid = o.objid)
+         WHEN 'pg_type'::regclass THEN (SELECT format_type(o.objid, NULL))
+         ELSE '' END, '') || '|' || coalesce(obj_description(o.objid, o.classid::regclass::name), '')) AS definition
+  FROM objs o
+ ORDER BY 1
+"#;
+
+/// More of what defines each object of the extension than the list above hashes: the whole
+/// function definitions (`pg_get_functiondef`) and the aggregates' support functions, sequence
+/// parameters and ownership, constraint names, triggers, indexes and rules of the tables and
+/// views, column privileges, the attributes of composite types.
+const EXTDETAIL_SQL: &str = r#"
+WITH objs AS (
+  SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+   WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'embedstack' AND d.deptype = 'e')
+SELECT 'detail ' || pg_describe_object(o.classid, o.objid, 0) AS object,
+       md5(coalesce(CASE o.classid
+         WHEN 'pg_proc'::regclass THEN (SELECT concat_ws('|', CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END,
+                 p.proleakproof, p.prosupport::text, p.provariadic::regtype::text,
+                 (SELECT concat_ws(',', a.aggkind, a.aggnumdirectargs, a.aggtransfn::text, a.aggfinalfn::text, a.aggcombinefn::text,
+                         a.aggserialfn::text, a.aggdeserialfn::text, a.aggmtransfn::text, a.aggminvtransfn::text, a.aggmfinalfn::text,
+                         a.aggfinalextra, a.aggmfinalextra, a.aggfinalmodify, a.aggmfinalmodify, a.aggsortop::regoper::text,
+                         a.aggtranstype::regtype::text, a.aggtransspace, a.aggmtranstype::regtype::text, a.agginitval, a.aggminitval)
+                    FROM pg_aggregate a WHERE a.aggfnoid = p.oid))
+               FROM pg_proc p WHERE p.oid = o.objid)
+         WHEN 'pg_class'::regclass THEN (SELECT concat_ws('|', c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relreplident,
+                 c.relhasrules, c.relispartition,
+                 (SELECT concat_ws(',', s.seqtypid::regtype::text, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle)
+                    FROM pg_sequence s WHERE s.seqrelid = c.oid),
+                 (SELECT string_agg(x.d, ',' ORDER BY x.d) FROM (SELECT pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) || ':' || d.deptype::text AS d
+                    FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) x),
+                 (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.attnum)
+                    FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL),
+                 (SELECT string_agg(k.conname || '=' || pg_get_constraintdef(k.oid), ',' ORDER BY k.conname)
+                    FROM pg_constraint k WHERE k.conrelid = c.oid),
+                 (SELECT string_agg(pg_get_triggerdef(t.oid), ',' ORDER BY t.tgname)
+                    FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),
+                 (SELECT string_agg(x.d, ',' ORDER BY x.d) FROM (SELECT pg_get_indexdef(i.indexrelid) AS d
+                    FROM pg_index i WHERE i.indrelid = c.oid) x),
+                 (SELECT string_agg(r.rulename || '=' || pg_get_ruledef(r.oid), ',' ORDER BY r.rulename)
+                    FROM pg_rewrite r WHERE r.ev_class = c.oid),
+                 (SELECT string_agg(pl.polname, ',' ORDER BY pl.polname) FROM pg_policy pl WHERE pl.polrelid = c.oid))
+               FROM pg_class c WHERE c.oid = o.objid)
+         WHEN 'pg_type'::regclass THEN (SELECT concat_ws('|', t.typtype, t.typacl::text,
+                 (SELECT string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod), ',' ORDER BY a.attnum)
+                    FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
+               FROM pg_type t WHERE t.oid = o.objid)
+         ELSE '' END, '')) AS definition
+  FROM objs o
+ ORDER BY 1
+"#;
+
+/// What else an install leaves that the object lists do not cover: the extension's
+/// configuration tables and their conditions, the schema's privileges, the initial privileges
+/// pg_dump compares with (pg_init_privs), the extension's version, and everything in the
+/// schema (members or not) with its owner.
+const EXTMETA_SQL: &str = r#"
+SELECT 'extconfig', (SELECT e.extconfig::regclass[]::text || ' ' || coalesce(e.extcondition::text, '')
+                       FROM pg_extension e WHERE e.extname = 'embedstack')
+UNION ALL
+SELECT 'schema acl', (SELECT n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'embedstack')
+UNION ALL
+SELECT 'init privs ' || pg_describe_object(ip.classoid, ip.objoid, ip.objsubid), ip.privtype::text || ' ' || ip.initprivs::text
+  FROM pg_init_privs ip
+ WHERE EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                WHERE e.extname = 'embedstack' AND d.deptype = 'e' AND d.classid = ip.classoid AND d.objid = ip.objoid)
+    OR (ip.classoid = 'pg_namespace'::regclass AND ip.objoid = 'embedstack'::regnamespace)
+UNION ALL
+SELECT 'version', (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'embedstack')
+UNION ALL
+SELECT 'in schema embedstack: ' || x.what, x.how FROM (
+    SELECT 'relation ' || c.relname || ' (' || c.relkind::text || ')' AS what, c.relowner::regrole::text AS how
+      FROM pg_class c WHERE c.relnamespace = 'embedstack'::regnamespace
+    UNION ALL
+    SELECT 'routine ' || p.oid::regprocedure::text, p.proowner::regrole::text
+      FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace
+    UNION ALL
+    SELECT 'type ' || t.typname, t.typowner::regrole::text
+      FROM pg_type t WHERE t.typnamespace = 'embedstack'::regnamespace) x
+ORDER BY 1
+"#;
+
+/// `name -> value` rows of a two-column query (names must be unique).
+fn rows2(c: &mut Client, sql: &str) -> BTreeMap<String, String> {
+    let rows = c.query(sql, &[]).unwrap();
+    let map: BTreeMap<String, String> =
+        rows.iter().map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default())).collect();
+    assert_eq!(map.len(), rows.len(), "duplicate object names");
+    map
+}
+
+/// Differences between two `object -> definition` maps, one line each.
+fn diff_maps(
+    a_name: &str,
+    a: &BTreeMap<String, String>,
+    b_name: &str,
+    b: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("only in {a_name}: {k} = {v}")),
+            Some(w) if w != v => out.push(format!("differs: {k}: {a_name} {v} / {b_name} {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            out.push(format!("only in {b_name}: {k} = {v}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. pg_cron
+// ---------------------------------------------------------------------------------------
+
+/// Unschedules every pg_cron job named `name` (leftovers of an earlier run included).
+fn unschedule_by_name(a: &mut Client, name: &str) {
+    a.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1", &[&name]).unwrap();
+}
+
+/// Unschedules the test's job however the test ends.
+struct CronGuard(String);
+
+impl Drop for CronGuard {
+    fn drop(&mut self) {
+        if let Ok(mut a) =
+            Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port()), NoTls)
+        {
+            let _ = a.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1", &[&self.0]);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CronRun {
+    runid: i64,
+    status: String,
+    message: Option<String>,
+    start: Option<f64>,
+}
+
+/// The job's runs (start time as epoch seconds of the server clock).
+fn cron_runs(a: &mut Client, jobid: i64) -> Vec<CronRun> {
+    a.query(
+        "SELECT runid, status, return_message, extract(epoch FROM start_time)::float8
+           FROM cron.job_run_details WHERE jobid = $1 ORDER BY runid",
+        &[&jobid],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| CronRun { runid: r.get(0), status: r.get(1), message: r.get(2), start: r.get(3) })
+    .collect()
+}
+
+/// The refit recipe of the README, scheduled in the real pg_cron scheduler:
+/// * with a first fit served, `cron.schedule_in_database(...)` of
+///   `CALL embedstack.refit(..., cutover => 'always')` runs at the next minute boundary in a
+///   background worker (`cron.job_run_details` says succeeded, for the test database, as
+///   postgres) and cuts over: `embedstack.status` shows a succeeded refit job, run by another
+///   backend, whose fit (a new one, trained on the non-held-out pairs) is the active fit, and
+///   the served column / index answer with it;
+/// * a scheduled run that finds the model set busy (its job lock held by another session,
+///   taken here with `pg_advisory_lock(1701667443, hashtext(set))`, the documented lock tag)
+///   fails in `cron.job_run_details` with the 55P03 message naming the holder's pid, and
+///   changes nothing: same active fit, no new job;
+/// * the job is unscheduled at the end (and at the start, and on panic).
+#[test]
+fn pg_cron_runs_the_scheduled_refit() {
+    let t0 = Instant::now();
+    let db = "es_life_cron";
+    let set = "cs";
+    let job_name = format!("embedstack-refit-{db}");
+    let mut a = admin();
+    a.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cron").unwrap();
+    unschedule_by_name(&mut a, &job_name);
+    let _guard = CronGuard(job_name.clone());
+
+    let mut c = fresh_db("life_cron");
+    let rows = load_items(&mut c, 0x11FE_0001);
+    c.batch_execute(&format!(
+        "SELECT embedstack.create_model_set('{set}', 'items', 'id', ARRAY['m1', 'm2', 'm3'])"
+    ))
+    .unwrap();
+    let (f1, _) = fit(&mut c, set, "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('{set}', {f1})")).unwrap();
+    assert_eq!(active_fit(&mut c, set), Some(f1));
+    let first_job = status(&mut c, set).job_id.expect("materialize records a job");
+    let my_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+
+    // The recipe, literally.
+    let recipe = format!(
+        "SELECT cron.schedule_in_database('{job_name}', '* * * * *', $$CALL embedstack.refit('{set}', 'pairs', 'a', 'b', 'y', cutover => 'always')$$, '{db}')"
+    );
+    let jobid: i64 = a.query_one(&recipe, &[]).unwrap().get(0);
+    let (jdb, juser, jcmd): (String, String, String) = {
+        let r = a
+            .query_one("SELECT database, username, command FROM cron.job WHERE jobid = $1", &[&jobid])
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((jdb.as_str(), juser.as_str()), (db, "postgres"));
+    assert_eq!(jcmd, format!("CALL embedstack.refit('{set}', 'pairs', 'a', 'b', 'y', cutover => 'always')"));
+    eprintln!(
+        "cron: scheduled job {jobid} at {:.1}s; waiting for the next minute boundary",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Wait for a succeeded run and the cut-over it made.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let run = loop {
+        let runs = cron_runs(&mut a, jobid);
+        if let Some(bad) = runs.iter().find(|r| r.status == "failed") {
+            panic!("the scheduled refit failed: {bad:?}\nstatus: {:?}", status(&mut c, set));
+        }
+        let st = status(&mut c, set);
+        if let Some(ok) = runs.iter().find(|r| r.status == "succeeded") {
+            if st.job_kind.as_deref() == Some("refit") && st.job_state.as_deref() == Some("succeeded") {
+                break ok.runid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no succeeded scheduled refit within 150 s: runs {runs:?}, status {st:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    // From here on another session holds the model set's job lock, so the next scheduled runs
+    // (every minute) cannot change what the checks below look at; they must fail as busy.
+    let mut holder = connect(db);
+    let holder_pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    holder.batch_execute(&format!("SELECT pg_advisory_lock(1701667443, hashtext('{set}'))")).unwrap();
+    let locked_at: f64 =
+        holder.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).unwrap().get(0);
+    let st = status(&mut c, set);
+    eprintln!("cron: run {run} succeeded, checked at {:.1}s: {st:?}", t0.elapsed().as_secs_f64());
+    assert_eq!(
+        (st.job_kind.as_deref(), st.job_state.as_deref()),
+        (Some("refit"), Some("succeeded")),
+        "{st:?}"
+    );
+    let f_new = st.job_fit.expect("the refit job names its fit");
+    assert_ne!(f_new, f1, "the scheduled refit must make a new fit");
+    assert!(f_new > f1);
+    assert_eq!(st.active_fit, Some(f_new), "cutover => 'always' serves the new fit");
+    assert!(st.job_id.unwrap() > first_job);
+    assert_eq!(st.last_error, None);
+    let (job_pid, split, kind): (i32, Option<String>, String) = {
+        let r = c
+            .query_one(
+                "SELECT j.pid, f.training_source->>'split', j.kind FROM embedstack.jobs j
+                   JOIN embedstack.fits f ON f.id = j.fit_id WHERE j.id = $1",
+                &[&st.job_id.unwrap()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_ne!(job_pid, my_pid, "the refit ran in the cron worker, not in the test's session");
+    assert_eq!((kind.as_str(), split.as_deref()), ("refit", Some("train")));
+    let (srv_fit, srv_index): (Option<i64>, Option<String>) = {
+        let r = c
+            .query_one(
+                "SELECT active_fit, served_index::text FROM embedstack.model_sets WHERE name = $1",
+                &[&set],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(srv_fit, Some(f_new));
+    let idx = srv_index.expect("served index");
+    assert_eq!(idx, "cs_combined_hnsw");
+    for q in queries(&rows, 0x11FE_0002) {
+        assert_eq!(
+            knn(&mut c, "items", set, "cs_combined", &q),
+            knn_exact(&mut c, "items", set, "cs_combined", &q)
+        );
+        assert_uses_index(&mut c, "items", set, "cs_combined", &q, &idx);
+    }
+    check_trigger_on_insert(&mut c, "items", set, 5001, &mut Rng(0x11FE_0003));
+
+    // A run that finds the model set busy fails cleanly and changes nothing.
+    let before = status(&mut c, set);
+    assert_eq!(before.job_state.as_deref(), Some("succeeded"));
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let busy = loop {
+        let runs = cron_runs(&mut a, jobid);
+        if let Some(r) = runs.iter().find(|r| {
+            r.start.is_some_and(|s| s > locked_at) && (r.status == "failed" || r.status == "succeeded")
+        }) {
+            break CronRun {
+                runid: r.runid,
+                status: r.status.clone(),
+                message: r.message.clone(),
+                start: r.start,
+            };
+        }
+        assert!(Instant::now() < deadline, "no scheduled run after the lock within 150 s: {runs:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!("cron: run {} with the lock held: {busy:?} at {:.1}s", busy.runid, t0.elapsed().as_secs_f64());
+    assert_eq!(
+        busy.status, "failed",
+        "a refit must not run while another session holds the model set: {busy:?}"
+    );
+    let msg = busy.message.unwrap_or_default();
+    assert!(
+        msg.contains(&format!("model set \"{set}\" is busy")) && msg.contains(&format!("(pid {holder_pid})")),
+        "{msg}"
+    );
+    let after = status(&mut c, set);
+    assert_eq!(after.active_fit, before.active_fit);
+    assert_eq!(after.job_id, before.job_id, "a busy refit records no job");
+    assert_eq!(after.job_state.as_deref(), Some("succeeded"));
+    holder.batch_execute(&format!("SELECT pg_advisory_unlock(1701667443, hashtext('{set}'))")).unwrap();
+
+    unschedule_by_name(&mut a, &job_name);
+    let left: i64 =
+        a.query_one("SELECT count(*) FROM cron.job WHERE jobname = $1", &[&job_name]).unwrap().get(0);
+    assert_eq!(left, 0);
+    eprintln!("cron: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. pg_dump / pg_restore
+// ---------------------------------------------------------------------------------------
+
+/// Everything a served database answers, for comparing two databases.
+#[derive(Debug, PartialEq)]
+struct Served {
+    catalog: (Vec<String>, Vec<String>),
+    sym_column: BTreeMap<i32, Option<String>>,
+    qw_column: BTreeMap<i32, Option<String>>,
+    sym_knn: Vec<Vec<(i32, f64)>>,
+    qw_knn: Vec<Vec<(i32, f64)>>,
+    sym_index: Option<String>,
+    qw_index: Option<String>,
+    items_triggers: Vec<String>,
+    docs_triggers: Vec<String>,
+    fits_seq: (i64, bool),
+}
+
+fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Models>) -> Served {
+    let mut sym_knn = Vec::new();
+    for q in queries(items, 0xD0_0001) {
+        let got = knn(c, "items", "sym", "sym_combined", &q);
+        assert_eq!(got, knn_exact(c, "items", "sym", "sym_combined", &q), "sym: HNSW vs exact");
+        assert_eq!(got.len(), 10);
+        assert_uses_index(c, "items", "sym", "sym_combined", &q, "sym_combined_hnsw");
+        sym_knn.push(got);
+    }
+    let mut qw_knn = Vec::new();
+    for q in queries(docs, 0xD0_0002) {
+        let got = knn(c, "app.docs", "qw", "qw_vec", &q);
+        assert_eq!(got, knn_exact(c, "app.docs", "qw", "qw_vec", &q), "qw: HNSW vs exact");
+        assert_eq!(got.len(), 10);
+        assert_uses_index(c, "app.docs", "qw", "qw_vec", &q, "qw_vec_hnsw");
+        qw_knn.push(got);
+    }
+    let seq = c.query_one("SELECT last_value, is_called FROM embedstack.fits_id_seq", &[]).unwrap();
+    Served {
+        catalog: catalog(c),
+        sym_column: column_text(c, "items", "sym_combined"),
+        qw_column: column_text(c, "app.docs", "qw_vec"),
+        sym_knn,
+        qw_knn,
+        sym_index: index_def(c, "public", "sym_combined_hnsw"),
+        qw_index: index_def(c, "app", "qw_vec_hnsw"),
+        items_triggers: triggers(c, "items"),
+        docs_triggers: triggers(c, "app.docs"),
+        fits_seq: (seq.get(0), seq.get(1)),
+    }
+}
+
+/// Asserts two `Served` are equal, naming the first differing part.
+fn assert_same_served(a: &Served, b: &Served, what: &str) {
+    assert_eq!(a.catalog.0, b.catalog.0, "{what}: embedstack.model_sets rows");
+    assert_eq!(a.catalog.1, b.catalog.1, "{what}: embedstack.fits rows");
+    assert!(a.sym_column == b.sym_column, "{what}: items.sym_combined values differ");
+    assert!(a.qw_column == b.qw_column, "{what}: app.docs.qw_vec values differ");
+    assert_eq!(a.sym_knn, b.sym_knn, "{what}: sym k-NN answers");
+    assert_eq!(a.qw_knn, b.qw_knn, "{what}: qw k-NN answers");
+    assert_eq!(a.sym_index, b.sym_index, "{what}: sym index");
+    assert_eq!(a.qw_index, b.qw_index, "{what}: qw index");
+    assert_eq!(a.items_triggers, b.items_triggers, "{what}: triggers on items");
+    assert_eq!(a.docs_triggers, b.docs_triggers, "{what}: triggers on app.docs");
+    assert_eq!(a.fits_seq, b.fits_seq, "{what}: embedstack.fits_id_seq");
+}
+
+/// Two served model sets: `sym` (symmetric) on `items`, fit 1 then fit 2 materialised (fit 1
+/// stays in the history), and `qw` (query-weighted, combined column `qw_vec`) on `app.docs`
+/// (a table outside the search path).
+fn setup_served(c: &mut Client, seed: u64) -> (BTreeMap<i32, Models>, BTreeMap<i32, Models>) {
+    let items = load_items(c, seed);
+    c.batch_execute("SELECT embedstack.create_model_set('sym', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    let mut rng = Rng(seed ^ 0xABCD);
+    let docs = make_rows(&mut rng, 2000);
+    c.batch_execute("CREATE SCHEMA app").unwrap();
+    load_vectors(c, "app.docs", &docs);
+    let dp = make_pairs(&mut rng, &docs, 1500, [1.5, -0.7, 0.8]);
+    load_pairs(c, "app.doc_pairs", &dp);
+    c.batch_execute("ANALYZE app.docs").unwrap();
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('qw', 'app.docs', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted',
+                                            combined_column => 'qw_vec')",
+    )
+    .unwrap();
+    (items, docs)
+}
+
+/// The database `es_<name>` with the served model sets of `setup_served` (`sym`: fit 1
+/// then fit 2 materialised, fit 1 in the history; `qw` materialised), what it serves, and its
+/// `pg_dump -Fc` (exit code 0, nothing on stderr) in a temporary file.
+fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>, Served, PathBuf) {
+    let mut c = fresh_db(name);
+    let (items, docs) = setup_served(&mut c, 0xD0_1000);
+    let (f1, w1) = fit(&mut c, "sym", "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f1}, 700)")).unwrap();
+    let (f2, w2) = fit(&mut c, "sym", "pairs2");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2})")).unwrap();
+    assert!(symmetric_multipliers(&w1, 0.05) != symmetric_multipliers(&w2, 0.05), "two different layouts");
+    let (fq, _) = fit(&mut c, "qw", "app.doc_pairs");
+    c.batch_execute("CALL embedstack.materialize('qw')").unwrap();
+    assert_eq!((active_fit(&mut c, "sym"), active_fit(&mut c, "qw")), (Some(f2), Some(fq)));
+    let jobs: i64 = c.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
+    assert_eq!(jobs, 3);
+    c.batch_execute("ANALYZE").unwrap();
+    let orig = served(&mut c, &items, &docs);
+    assert_eq!(orig.catalog.1.len(), 3, "fits 1, 2 (sym) and the qw fit");
+    assert_eq!(orig.items_triggers.len(), 1);
+    assert_eq!(orig.docs_triggers.len(), 1);
+    let file = std::env::temp_dir().join(format!("embedstack_{name}_{}.dump", std::process::id()));
+    run_tool("pg_dump", &["-Fc", "-f", file.to_str().unwrap(), "-d", &format!("es_{name}")]);
+    (c, items, docs, orig, file)
+}
+
+/// `pg_dump -Fc` of a database with served model sets, `pg_restore` into a new database
+/// (exit code 0, nothing on stderr; also, into another database, the catalog rows first and
+/// the rest with `-j 4`, compared the same way), then in the restored database:
+/// * `embedstack.model_sets` and `embedstack.fits` rows identical as text (`source` resolves
+///   to the restored tables), `fits_id_seq` at the same value, `embedstack.jobs` empty;
+/// * the served columns identical value for value, their HNSW indexes and the freshness
+///   triggers defined identically, the k-NN answers (ids and distances) identical, through
+///   the indexes (EXPLAIN), and equal to exact search;
+/// * `pg_dump --schema-only` of both databases identical, and the extension's objects, their
+///   definitions, configuration tables and privileges identical (the upgrade test's lists);
+/// * the triggers work (an inserted row gets the combined vector computed here);
+/// * `embedstack.status` works (no job: jobs are not dumped); a refit works, its fit id is
+///   the next one after the restored ids, and the k-NN query uses the new index.
+#[test]
+fn pg_dump_and_pg_restore_keep_what_is_served() {
+    let t0 = Instant::now();
+    let src_db = "es_life_dump";
+    let dst_db = "es_life_dump_restored";
+    let (mut c, items, docs, orig, file) = dump_source("life_dump");
+    let file_s = file.to_str().unwrap().to_string();
+    let mut r = create_db(dst_db);
+    run_tool("pg_restore", &["--exit-on-error", "-d", dst_db, &file_s]);
+
+    // The workaround for parallel restores (see the ignored test below): the extension's
+    // catalog rows first, serially, then everything else with -j.
+    let dst_j = "es_life_dump_restored_j";
+    let mut rj = create_db(dst_j);
+    run_tool("pg_restore", &["--exit-on-error", "--section=pre-data", "-d", dst_j, &file_s]);
+    run_tool("pg_restore", &["--exit-on-error", "--section=data", "-n", "embedstack", "-d", dst_j, &file_s]);
+    run_tool(
+        "pg_restore",
+        &["--exit-on-error", "-j", "4", "--section=data", "-N", "embedstack", "-d", dst_j, &file_s],
+    );
+    run_tool("pg_restore", &["--exit-on-error", "-j", "4", "--section=post-data", "-d", dst_j, &file_s]);
+    let _ = std::fs::remove_file(&file);
+    rj.batch_execute("ANALYZE").unwrap();
+    let rest_j = served(&mut rj, &items, &docs);
+    assert_same_served(&orig, &rest_j, "restored in sections with -j 4 vs original");
+    drop(rj);
+    drop_db(dst_j);
+    eprintln!("dump/restore: done at {:.1}s", t0.elapsed().as_secs_f64());
+
+    // The schema as pg_dump sees it, before anything changes.
+    // (Without the random `\restrict` key lines recent pg_dump versions write.)
+    let schema = |db: &str| -> String {
+        run_tool("pg_dump", &["--schema-only", "-d", db])
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (schema_a, schema_b) = (schema(src_db), schema(dst_db));
+    assert!(schema_a.contains("CREATE EXTENSION IF NOT EXISTS embedstack"), "{schema_a}");
+    if schema_a != schema_b {
+        let la: Vec<&str> = schema_a.lines().collect();
+        let lb: Vec<&str> = schema_b.lines().collect();
+        let first = (0..la.len().max(lb.len())).find(|&i| la.get(i) != lb.get(i)).unwrap();
+        panic!(
+            "pg_dump --schema-only differs from line {first}:\n  original: {:?}\n  restored: {:?}",
+            la.get(first),
+            lb.get(first)
+        );
+    }
+
+    let ver: String =
+        r.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
+    assert_eq!(ver, "0.2.0");
+    r.batch_execute("ANALYZE").unwrap();
+    let rest = served(&mut r, &items, &docs);
+    assert_same_served(&orig, &rest, "restored vs original");
+    let mut diffs = Vec::new();
+    for sql in [EXTOBJS_SQL, EXTDETAIL_SQL, EXTMETA_SQL] {
+        let (a, b) = (rows2(&mut c, sql), rows2(&mut r, sql));
+        diffs.extend(diff_maps("original", &a, "restored", &b));
+    }
+    assert!(diffs.is_empty(), "the restored extension differs from the original:\n{}", diffs.join("\n"));
+    // `source` resolves to the restored tables.
+    let resolves: Vec<(String, bool)> = r
+        .query(
+            "SELECT m.name, m.source = to_regclass(CASE m.name WHEN 'sym' THEN 'public.items' ELSE 'app.docs' END)
+               FROM embedstack.model_sets m ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|x| (x.get(0), x.get(1)))
+        .collect();
+    assert_eq!(resolves, vec![("qw".to_string(), true), ("sym".to_string(), true)]);
+    let served_col_ok: bool = r
+        .query_one(
+            "SELECT bool_and(EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = m.combined_column
+                                       AND NOT a.attisdropped)
+                             AND to_regclass(format('%I.%I', n.nspname, m.served_index)) IS NOT NULL)
+               FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(served_col_ok, "served columns and indexes of the restored catalog exist");
+    let jobs: i64 = r.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
+    assert_eq!(jobs, 0, "jobs are not dumped");
+    for set in ["sym", "qw"] {
+        let st = status(&mut r, set);
+        assert_eq!(st.active_fit, active_fit(&mut c, set));
+        assert_eq!(
+            (st.job_id, st.job_state.clone(), st.last_error.clone()),
+            (None, None, None),
+            "{set}: {st:?}"
+        );
+    }
+
+    // The freshness triggers.
+    check_trigger_on_insert(&mut r, "items", "sym", 3001, &mut Rng(0xD0_0003));
+    check_trigger_on_insert(&mut r, "app.docs", "qw", 3001, &mut Rng(0xD0_0004));
+
+    // A refit in the restored database; the fit ids continue after the restored ones.
+    let max_id: i64 = r.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
+    assert_eq!(orig.fits_seq, (max_id, true));
+    r.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
+    let st = status(&mut r, "sym");
+    assert_eq!(st.job_kind.as_deref(), Some("refit"));
+    assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
+    assert_eq!(st.job_fit, Some(max_id + 1), "the new fit takes the next id: {st:?}");
+    assert_eq!(st.active_fit, Some(max_id + 1));
+    let q = &queries(&items, 0xD0_0001)[0];
+    assert_uses_index(&mut r, "items", "sym", "sym_combined", q, "sym_combined_hnsw");
+    assert_eq!(
+        knn(&mut r, "items", "sym", "sym_combined", q),
+        knn_exact(&mut r, "items", "sym", "sym_combined", q)
+    );
+    check_trigger_on_insert(&mut r, "items", "sym", 3002, &mut Rng(0xD0_0005));
+    // Query-weighted: a refit only switches the active fit.
+    let before = row_versions(&mut r, "app.docs");
+    r.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
+        .unwrap();
+    let st = status(&mut r, "qw");
+    assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 2)), "{st:?}");
+    assert_eq!(row_versions(&mut r, "app.docs"), before, "a query-weighted refit rewrites no row");
+    drop(r);
+    drop_db(dst_db);
+    eprintln!("dump/restore: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A plain parallel restore (`pg_restore -j 4`) of a database with model sets. pg_dump orders
+/// the configuration tables' rows by their foreign keys (fits -> model_sets) in the archive,
+/// but the TABLE DATA entries it writes depend only on their own table, so parallel workers
+/// load `embedstack.fits` while `embedstack.model_sets` is still empty and the fits' foreign key
+/// rejects them: the restore fails (exit 1) or, without --exit-on-error, leaves a catalog
+/// without fits (model sets whose active fit does not exist).
+#[test]
+#[ignore = "BUG: pg_restore -j fails: embedstack.fits rows violate fits_model_set_fkey (config-table data of a parallel restore is not loaded in FK order)"]
+fn parallel_pg_restore_keeps_what_is_served() {
+    let dst = "es_life_dump_par_restored";
+    let (_c, items, docs, orig, file) = dump_source("life_dump_par");
+    let file_s = file.to_str().unwrap().to_string();
+    let mut r = create_db(dst);
+    let p = port();
+    let out = Command::new(pg_bin().join("pg_restore"))
+        .args(["-h", "127.0.0.1", "-p", &p, "-U", "postgres", "-j", "4", "-d", dst, &file_s])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let fits: i64 = r.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get(0);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "pg_restore -j 4 failed ({}), {fits} fits restored of {}:\n{stderr}",
+        out.status,
+        orig.catalog.1.len()
+    );
+    r.batch_execute("ANALYZE").unwrap();
+    let rest = served(&mut r, &items, &docs);
+    assert_same_served(&orig, &rest, "restored with -j 4 vs original");
+    drop(r);
+    drop_db(dst);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Upgrade from 0.1.0
+// ---------------------------------------------------------------------------------------
+
+/// A database with embedstack 0.1.0 and, made with the 0.1.0 API, the two served model sets
+/// of `setup_served` (`sym`: fit 1 then fit 2 materialised with the 3-argument materialize).
+fn setup_0_1_0(db: &str, seed: u64) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>) {
+    let mut c = create_db(db);
+    c.batch_execute("CREATE EXTENSION embedstack VERSION '0.1.0' CASCADE").unwrap();
+    let ver: String =
+        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
+    assert_eq!(ver, "0.1.0");
+    let jobs: Option<String> =
+        c.query_one("SELECT to_regclass('embedstack.jobs')::text", &[]).unwrap().get(0);
+    assert_eq!(jobs, None, "0.1.0 has no jobs table");
+    let (items, docs) = setup_served(&mut c, seed);
+    let (f1, _) = fit(&mut c, "sym", "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f1}, 500)")).unwrap();
+    let (f2, _) = fit(&mut c, "sym", "pairs2");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2}, 700)")).unwrap();
+    let (fq, _) = fit(&mut c, "qw", "app.doc_pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('qw', {fq}, 1000)")).unwrap();
+    assert_eq!((active_fit(&mut c, "sym"), active_fit(&mut c, "qw")), (Some(f2), Some(fq)));
+    c.batch_execute("ANALYZE").unwrap();
+    (c, items, docs)
+}
+
+/// `ALTER EXTENSION embedstack UPDATE` from 0.1.0, with served model sets made by 0.1.0:
+/// * the version is 0.2.0; the catalog rows, the fit id sequence, the served columns (value
+///   for value, and no row rewritten: same ctid/xmin), their indexes and triggers and the k-NN
+///   answers are unchanged; the trigger still works;
+/// * the extension's objects and their definitions (the object list of /tmp/extobjs.sql),
+///   its configuration tables, the schema's privileges and the initial privileges are
+///   exactly those of a fresh `CREATE EXTENSION embedstack` (0.2.0) — differing rows printed;
+/// * the 0.2.0 operations work on the upgraded model sets: status (no job yet), refit with
+///   the default policy (cuts over: the new fit predicts the pairs better than fit 2 trained
+///   on another target), refit `cutover => 'never'` (kept), a query-weighted refit that
+///   rewrites nothing, the 4-argument materialize, and the jobs table records all four.
+#[test]
+fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
+    let t0 = Instant::now();
+    let db = "es_life_upgrade";
+    let (mut c, items, docs) = setup_0_1_0(db, 0x0F_0100);
+    let before = served(&mut c, &items, &docs);
+    let items_rows = row_versions(&mut c, "items");
+    let docs_rows = row_versions(&mut c, "app.docs");
+
+    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
+    let ver: String =
+        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
+    assert_eq!(ver, "0.2.0");
+    let after = served(&mut c, &items, &docs);
+    assert_same_served(&before, &after, "after the upgrade vs before");
+    assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
+    assert_eq!(row_versions(&mut c, "app.docs"), docs_rows, "the upgrade rewrote rows of app.docs");
+    eprintln!("upgrade: served data unchanged at {:.1}s", t0.elapsed().as_secs_f64());
+
+    // Same objects and definitions as a fresh 0.2.0 install.
+    let mut fresh = fresh_db("life_upgrade_ref");
+    let objs_up = rows2(&mut c, EXTOBJS_SQL);
+    let objs_fresh = rows2(&mut fresh, EXTOBJS_SQL);
+    let mut diffs = diff_maps("upgraded", &objs_up, "fresh", &objs_fresh);
+    for sql in [EXTDETAIL_SQL, EXTMETA_SQL] {
+        let (up, fr) = (rows2(&mut c, sql), rows2(&mut fresh, sql));
+        diffs.extend(diff_maps("upgraded", &up, "fresh", &fr));
+    }
+    assert!(
+        diffs.is_empty(),
+        "the upgraded extension differs from a fresh 0.2.0 install ({} objects upgraded, {} fresh):\n{}",
+        objs_up.len(),
+        objs_fresh.len(),
+        diffs.join("\n")
+    );
+    assert!(objs_up.len() > 50, "{} objects", objs_up.len());
+    drop(fresh);
+
+    // The trigger made by 0.1.0 still works.
+    check_trigger_on_insert(&mut c, "items", "sym", 4001, &mut Rng(0x0F_0101));
+    check_trigger_on_insert(&mut c, "app.docs", "qw", 4001, &mut Rng(0x0F_0102));
+
+    // 0.2.0 operations on the upgraded sets.
+    let f2 = active_fit(&mut c, "sym").unwrap();
+    let st = status(&mut c, "sym");
+    assert_eq!((st.active_fit, st.job_id), (Some(f2), None), "{st:?}");
+    let max_id: i64 = c.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
+    c.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y')").unwrap();
+    let st = status(&mut c, "sym");
+    assert_eq!(
+        (st.job_kind.as_deref(), st.job_state.as_deref()),
+        (Some("refit"), Some("succeeded")),
+        "{st:?}"
+    );
+    assert_eq!(st.job_fit, Some(max_id + 1));
+    assert_eq!(st.active_fit, Some(max_id + 1), "the new fit is better on the held-out pairs: {st:?}");
+    let (new_mse, act_mse, act): (f64, f64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (details->>'new_mse')::float8, (details->>'active_mse')::float8, (details->>'active_fit')::bigint
+                   FROM embedstack.jobs WHERE id = $1",
+                &[&st.job_id.unwrap()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(act, f2);
+    assert!(new_mse < act_mse, "new {new_mse} vs active {act_mse}");
+    let q = &queries(&items, 0x0F_0103)[0];
+    assert_uses_index(&mut c, "items", "sym", "sym_combined", q, "sym_combined_hnsw");
+    assert_eq!(
+        knn(&mut c, "items", "sym", "sym_combined", q),
+        knn_exact(&mut c, "items", "sym", "sym_combined", q)
+    );
+    check_trigger_on_insert(&mut c, "items", "sym", 4002, &mut Rng(0x0F_0104));
+
+    c.batch_execute("CALL embedstack.refit('sym', 'pairs2', 'a', 'b', 'y', cutover => 'never')").unwrap();
+    let st2 = status(&mut c, "sym");
+    assert_eq!((st2.job_state.as_deref(), st2.active_fit), (Some("kept"), Some(max_id + 1)), "{st2:?}");
+    assert_eq!(st2.job_fit, Some(max_id + 2));
+
+    let before_qw = row_versions(&mut c, "app.docs");
+    c.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
+        .unwrap();
+    let st = status(&mut c, "qw");
+    assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 3)), "{st:?}");
+    assert_eq!(row_versions(&mut c, "app.docs"), before_qw, "a query-weighted refit rewrites no row");
+
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2}, 300, wait => true)")).unwrap();
+    let st = status(&mut c, "sym");
+    assert_eq!(
+        (st.job_kind.as_deref(), st.job_state.as_deref(), st.active_fit),
+        (Some("materialize"), Some("succeeded"), Some(f2))
+    );
+    let jobs: Vec<(String, String, String)> = c
+        .query("SELECT model_set, kind, state FROM embedstack.jobs ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        jobs,
+        vec![
+            s("sym", "refit", "succeeded"),
+            s("sym", "refit", "kept"),
+            s("qw", "refit", "succeeded"),
+            s("sym", "materialize", "succeeded")
+        ]
+    );
+    c.batch_execute("DELETE FROM items WHERE id > 2000").unwrap();
+    assert_eq!(
+        knn(&mut c, "items", "sym", "sym_combined", q),
+        before.sym_knn[0],
+        "fit 2 served again: same answers"
+    );
+    drop(c);
+    eprintln!("upgrade: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A non-superuser owner after the upgrade
+// ---------------------------------------------------------------------------------------
+
+/// A role without superuser, owning its schema and tables, in a database upgraded from 0.1.0
+/// (with a model set of postgres's served by 0.1.0):
+/// * before the upgrade it cannot use the extension at all (no USAGE on the schema: 42501);
+/// * after it: create_model_set, fit, materialize, the served k-NN query through the index,
+///   the trigger, refit, status, jobs, reads of the catalog, and drop_model_set
+///   with its columns, all as that role;
+/// * it cannot fit, materialize, refit or drop postgres's model set, nor write the catalog
+///   directly or through the SECURITY DEFINER writers (42501), and postgres's set is unchanged.
+#[test]
+fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
+    let t0 = Instant::now();
+    let db = "es_life_role";
+    let role = "es_life_owner";
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {role}")).unwrap();
+    let (mut c, _, _) = setup_0_1_0(db, 0x0F_0200);
+    c.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; CREATE SCHEMA mine AUTHORIZATION {role}"
+    ))
+    .unwrap();
+    let (sym_before, _) = catalog(&mut c);
+
+    let mut u = connect_as(db, role);
+    let is_super: String = u.query_one("SHOW is_superuser", &[]).unwrap().get(0);
+    assert_eq!(is_super, "off");
+    let mut rng = Rng(0x0F_0201);
+    let rows = make_rows(&mut rng, 2000);
+    load_vectors(&mut u, "mine.t", &rows);
+    let pairs = make_pairs(&mut rng, &rows, 2000, [2.0, 1.0, 0.5]);
+    load_pairs(&mut u, "mine.p", &pairs);
+    u.batch_execute("ANALYZE mine.t").unwrap();
+    let create = "SELECT embedstack.create_model_set('mine', 'mine.t', 'id', ARRAY['m1', 'm2', 'm3'])";
+    let m = expect_code(&mut u, create, "42501");
+    assert!(m.contains("schema embedstack"), "0.1.0: {m}");
+
+    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
+    drop(u);
+    let mut u = connect_as(db, role);
+
+    // End to end as the role.
+    u.batch_execute(create).unwrap();
+    let (f1, w1) = fit(&mut u, "mine", "mine.p");
+    assert!(w1.iter().all(|&w| w > 0.0), "{w1:?}");
+    u.batch_execute("CALL embedstack.materialize('mine', batch_size => 250)").unwrap();
+    assert_eq!(active_fit(&mut u, "mine"), Some(f1));
+    let mult = symmetric_multipliers(&w1, 0.05);
+    let got: BTreeMap<i32, Option<Vec<f32>>> = u
+        .query("SELECT id, mine_combined::real[] FROM mine.t ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got.len(), rows.len());
+    for (id, m) in &rows {
+        let g = got[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
+        assert_close_vec(g, &combined(m, &mult), 1e-6, &format!("row {id}"));
+    }
+    for q in queries(&rows, 0x0F_0202) {
+        assert_uses_index(&mut u, "mine.t", "mine", "mine_combined", &q, "mine_combined_hnsw");
+        assert_eq!(
+            knn(&mut u, "mine.t", "mine", "mine_combined", &q),
+            knn_exact(&mut u, "mine.t", "mine", "mine_combined", &q)
+        );
+    }
+    check_trigger_on_insert(&mut u, "mine.t", "mine", 9001, &mut Rng(0x0F_0203));
+    u.batch_execute("CALL embedstack.refit('mine', 'mine.p', 'a', 'b', 'y', cutover => 'always')").unwrap();
+    let st = status(&mut u, "mine");
+    assert_eq!(
+        (st.job_kind.as_deref(), st.job_state.as_deref()),
+        (Some("refit"), Some("succeeded")),
+        "{st:?}"
+    );
+    assert_eq!(st.active_fit, st.job_fit);
+    assert_ne!(st.active_fit, Some(f1));
+    let n_jobs: i64 =
+        u.query_one("SELECT count(*) FROM embedstack.jobs WHERE model_set = 'mine'", &[]).unwrap().get(0);
+    assert_eq!(n_jobs, 2);
+    let n_fits: i64 = u.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get(0);
+    assert!(n_fits >= 5, "the catalog is readable by everyone: {n_fits} fits");
+    let st_sym = status(&mut u, "sym");
+    assert!(st_sym.active_fit.is_some());
+
+    // Not postgres's model set, not the catalog directly.
+    for sql in [
+        "SELECT embedstack.fit('sym', 'mine.p', 'a', 'b', 'y')",
+        "CALL embedstack.materialize('sym')",
+        "CALL embedstack.refit('sym', 'mine.p', 'a', 'b', 'y', cutover => 'always')",
+        "SELECT embedstack.drop_model_set('sym', true)",
+        "DELETE FROM embedstack.model_sets WHERE name = 'sym'",
+        "UPDATE embedstack.model_sets SET active_fit = NULL WHERE name = 'sym'",
+        "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid) VALUES ('sym', 'refit', '{}', 'fit', 'running', 1)",
+        "SELECT embedstack._w_delete_model_set('sym')",
+        "SELECT embedstack._w_serve('sym', NULL, NULL, NULL, NULL)",
+        "SELECT embedstack._w_insert_fit('sym', '{}', '{1,1,1}', 0, '{}', '{}', '{}')",
+        "SELECT embedstack._w_insert_model_set('evil', 'items', 'id', '{m1}', '{8}', '{vector}', 'symmetric', 0, 'x', 'auto')",
+    ] {
+        expect_code(&mut u, sql, "42501");
+    }
+    let (sym_after, _) = catalog(&mut c);
+    let sym_rows = |v: &[String]| v.iter().filter(|r| !r.starts_with("(mine,")).cloned().collect::<Vec<_>>();
+    assert_eq!(sym_rows(&sym_after), sym_before, "postgres's model sets are unchanged");
+
+    u.batch_execute("SELECT embedstack.drop_model_set('mine', true)").unwrap();
+    let left: i64 =
+        u.query_one("SELECT count(*) FROM embedstack.model_sets WHERE name = 'mine'", &[]).unwrap().get(0);
+    assert_eq!(left, 0);
+    let cols: i64 = u
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'mine.t'::regclass AND attname LIKE 'mine_combined%'
+               AND NOT attisdropped",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cols, 0);
+    drop(u);
+    drop(c);
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {role}")).unwrap();
+    eprintln!("non-superuser owner: {:.1}s", t0.elapsed().as_secs_f64());
+}
