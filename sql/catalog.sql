@@ -1,7 +1,9 @@
 -- The model-set catalog. Written only by the extension's functions; readable by everyone.
 -- Both tables are extension configuration tables: pg_dump dumps their rows.
--- There is deliberately no foreign key from model_sets to fits (only fits -> model_sets):
--- pg_dump restores configuration tables in foreign-key order, which a cycle would break.
+-- There are deliberately no foreign keys between the two dumped tables: pg_dump orders their
+-- data by foreign keys only in a serial restore, and a parallel pg_restore -j loads both at once
+-- and fails on one (the catalog writers keep fits.model_set pointing at an existing model set and
+-- delete a model set's fits with it).
 
 CREATE TABLE embedstack.model_sets (
     name                text PRIMARY KEY CHECK (name <> '' AND octet_length(name) <= 63),
@@ -27,7 +29,7 @@ CREATE TABLE embedstack.model_sets (
 
 CREATE TABLE embedstack.fits (
     id              bigserial PRIMARY KEY,
-    model_set       text NOT NULL REFERENCES embedstack.model_sets (name) ON DELETE CASCADE,
+    model_set       text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     options         jsonb NOT NULL,
     weights         double precision[] NOT NULL,

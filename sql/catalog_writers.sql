@@ -40,6 +40,7 @@ CREATE FUNCTION embedstack._w_delete_model_set(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM embedstack._owned_source(model_set);
+    DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
 END $$;
 

@@ -40,6 +40,9 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'prediction_mse_wrapper';
 
+-- No foreign key between the dumped catalog tables: a parallel pg_restore loads both at once.
+ALTER TABLE embedstack.fits DROP CONSTRAINT fits_model_set_fkey;
+
 -- The jobs table (not dumped: runtime history).
 -- One row per materialise / refit call: progress committed with every batch, the outcome, and
 -- the error of a failed call. Not dumped (runtime history; a restored database has no jobs).
@@ -108,6 +111,7 @@ CREATE FUNCTION embedstack._w_delete_model_set(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM embedstack._owned_source(model_set);
+    DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
 END $$;
 

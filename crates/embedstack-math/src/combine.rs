@@ -95,8 +95,9 @@ pub fn scales(weights: &[f64], mode: Mode, threshold: f64) -> Result<Scales, Sca
             // become w_max and be served alone.
             let largest = weights.iter().fold(0.0f64, |m, w| m.max(w.abs()));
             if max.is_nan() || max <= ZERO_WEIGHT * largest || max <= 0.0 {
-                // Report rounding noise as the 0 it stands for.
-                return Err(ScaleError::NoPositiveWeight { max: if max > 0.0 { 0.0 } else { max } });
+                // Report rounding noise (either sign) as the 0 it stands for.
+                let shown = if max.abs() <= ZERO_WEIGHT * largest { 0.0 } else { max };
+                return Err(ScaleError::NoPositiveWeight { max: shown });
             }
             let score: Vec<f64> =
                 weights.iter().map(|&w| if w > threshold * max { w / max } else { 0.0 }).collect();
