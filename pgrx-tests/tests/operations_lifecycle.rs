@@ -1066,11 +1066,10 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
 }
 
 /// A plain parallel restore (`pg_restore -j 4`) of a database with model sets. pg_dump orders
-/// the configuration tables' rows by their foreign keys (fits -> model_sets) in the archive,
-/// but the TABLE DATA entries it writes depend only on their own table, so parallel workers
-/// load `embedstack.fits` while `embedstack.model_sets` is still empty and the fits' foreign key
-/// rejects them: the restore fails (exit 1) or, without --exit-on-error, leaves a catalog
-/// without fits (model sets whose active fit does not exist).
+/// the configuration tables' rows by their foreign keys in the archive, but the TABLE DATA
+/// entries depend only on their own table, so parallel workers load `embedstack.fits` and
+/// `embedstack.model_sets` at the same time. With the foreign key fits -> model_sets that 0.2.0
+/// had at first, the restore failed (exit 1); there is no such key any more.
 #[test]
 fn parallel_pg_restore_keeps_what_is_served() {
     let dst = "es_life_dump_par_restored";
