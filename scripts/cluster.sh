@@ -43,14 +43,15 @@ cron.use_background_workers = on
 max_worker_processes = 24
 CONF
     if as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" status >/dev/null 2>&1; then
-      as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" -l "$ES_PGRUN/server.log" -w -t 60 -m fast restart >/dev/null
+      as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$ES_PGDATA" -l "$ES_PGRUN/server.log" -w -t 60 -m fast restart >/dev/null
       echo "[cluster] restarted to load pg_cron"
     fi
   fi
   if as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" status >/dev/null 2>&1; then
     echo "[cluster] running on port $ES_PGPORT ($ES_PGDATA)"
   else
-    as_pg "$PG_BIN/pg_ctl" -D "$ES_PGDATA" -l "$ES_PGRUN/server.log" -w -t 60 start >/dev/null
+    # No Rust backtraces in the server's environment: pgrx would put them in error DETAILs.
+    as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$ES_PGDATA" -l "$ES_PGRUN/server.log" -w -t 60 start >/dev/null
     echo "[cluster] started on port $ES_PGPORT ($ES_PGDATA)"
   fi
 }
