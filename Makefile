@@ -69,7 +69,7 @@ REPS ?= 3
 DIMS ?= 384,768,256
 bench: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && "$$py" bench/harness/run.py \
-	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --results bench/RESULTS.md \
+	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --profile --results bench/RESULTS.md \
 	  --command "make bench ENTITIES=$(ENTITIES) PAIRS=$(PAIRS) DIMS=$(DIMS) REPS=$(REPS)"
 
 bench-smoke: cluster

@@ -201,7 +201,8 @@ def render(ctx, meta):
         else:
             L.append(f"Timed: `{m['refit_sql']}` (fit on every pair and serve it: the seed's work; the default refit "
                      "also holds out pairs to compare the new fit with the active one).")
-        L.append(f" The query-weighted model set's stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, "
+        L.append(f" The query-weighted model set lives on a copy of the table, `items_qw` (an HNSW index of its own on "
+                 "`items` makes the symmetric materialize runs' UPDATEs non-HOT on full pages, each row then inserted into that index: tens of rows/s). Its stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, "
                  "not part of a refit).")
         L.append("")
         L.append("| variant | seconds: median (runs) | pairs/s | seed / this |")
@@ -252,6 +253,22 @@ def render(ctx, meta):
             L.append(f"| {name} | {fmt_mb(sm)} | {fmt_mb(full)} | {fmt_ratio(ratio(full, sm))} | "
                      f"{fmt_mb(budget)} ({bdesc}) | {'yes' if within else '**NO**'} |")
         L.append("")
+
+    if "profile" in r:
+        L.append("### Profile: where fit's and the plain SQL fit's time goes")
+        L.append("")
+        L.append("`perf record -a -F 499` during one extra, untimed run of each; samples of the backend process "
+                 "(fit's threads included), as a share of that process's samples; symbols with at least 1 %.")
+        L.append("")
+        for name, p in r["profile"].items():
+            L.append(f"{name} ({fmt_s(p['seconds'])} s): by object "
+                     + ", ".join(f"{dso} {pct:.0f} %" for dso, pct in p["by_dso"][:6]) + ".")
+            L.append("")
+            L.append("| share | object | symbol |")
+            L.append("| --- | --- | --- |")
+            for pct, dso, sym in p["top"]:
+                L.append(f"| {pct:.1f} % | {dso} | `{sym.replace('|', '/')}` |")
+            L.append("")
 
     passed = sum(1 for c in ctx.checks if c[2])
     failed = [c for c in ctx.checks if not c[2]]

@@ -29,6 +29,7 @@ import features  # noqa: E402
 import fit  # noqa: E402
 import materialize  # noqa: E402
 import memory  # noqa: E402
+import profile as perf_profile  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
 from common import Ctx, log  # noqa: E402
@@ -65,6 +66,7 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="write the report to this file")
     p.add_argument("--command", default=None, help="command line to print in the report")
     p.add_argument("--contention", default="", help="a note on other load during the run")
+    p.add_argument("--profile", action="store_true", help="profile fit and the plain SQL fit with perf (extra, untimed runs)")
     p.add_argument("--dump", default=None, help="pickle the results here (to re-render with --render-from)")
     p.add_argument("--render-from", default=None, help="only render a dumped run's report (--out / --results)")
     a = p.parse_args(argv)
@@ -158,9 +160,12 @@ def main(argv):
         conn.execute("SELECT embedstack.create_model_set('bench', 'items', 'id', %s::name[])",
                      ([f"m{m + 1}" for m in range(len(args.dims))],))
 
-    modules = {"features": features, "fit": fit, "materialize": materialize, "serving": serving, "memory": memory}
-    for name in SECTIONS:
-        if name not in args.sections:
+    modules = {"features": features, "fit": fit, "materialize": materialize, "serving": serving, "memory": memory,
+               "profile": perf_profile}
+    for name in SECTIONS + ["profile"]:
+        if name == "profile" and not (args.profile and "fit" in ctx.results):
+            continue
+        if name != "profile" and name not in args.sections:
             continue
         if name == "serving" and "materialize" not in ctx.results:
             ctx.check(name, "section needs the materialize section", False, "skipped")
