@@ -154,7 +154,7 @@ COMMENT ON COLUMN embedstack.jobs.model_set IS 'The model set.';
 COMMENT ON COLUMN embedstack.jobs.kind IS 'materialize or refit.';
 COMMENT ON COLUMN embedstack.jobs.params IS 'Arguments of the call.';
 COMMENT ON COLUMN embedstack.jobs.fit_id IS 'The fit being materialised (for a refit: the new fit, once made).';
-COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new index), cutover, done.';
+COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new column), cutover, done.';
 COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows of the staging column written (committed).';
 COMMENT ON COLUMN embedstack.jobs.rows_total IS 'Rows of the source table when the job started writing.';
 COMMENT ON COLUMN embedstack.jobs.cursor_key IS 'Key of the last row of the last committed batch (text).';
@@ -196,7 +196,8 @@ COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double prec
   'Internal: solves a state and records it as a fit.';
 COMMENT ON FUNCTION embedstack._layout(text, bigint) IS 'Internal: stored multipliers, storage and width of a fit, or 54000.';
 COMMENT ON FUNCTION embedstack._staging_index_name(text) IS 'Internal: name of the index built on the staging column.';
-COMMENT ON FUNCTION embedstack._index_ready(regclass) IS 'Internal: can every running transaction use this index (indcheckxmin)?';
+COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS 'Internal: has every transaction older than the horizon (the last batch) ended?';
+COMMENT ON FUNCTION embedstack._hidden_transactions() IS 'Internal: virtual xids of this database''s sessions whose details the caller may not see.';
 COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS 'Internal materialise step: layout, staging column, trigger.';
 COMMENT ON FUNCTION embedstack._mat_write(bigint) IS 'Internal materialise step: one batch.';
 COMMENT ON FUNCTION embedstack._mat_index(bigint) IS 'Internal materialise step: the HNSW index on the staging column.';

@@ -461,36 +461,44 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (left(m.combined_column, 53) || '_hnsw_next')::name FROM embedstack.model_sets m WHERE m.name = model_set
 $$;
 
--- Everyone can use the index: no running transaction is older than the one that wrote its
--- pg_index row. The batches are HOT updates (the staging column has no index), so CREATE INDEX
--- marks the index indcheckxmin, and the planner skips it in transactions whose xmin precedes
--- that row. Cutting over before that would serve the new column without its index in those
--- transactions; the cut-over waits instead, as CREATE INDEX CONCURRENTLY waits for old snapshots.
--- Two views of "running": the snapshot's xmin (transactions with an xid, visible to every role)
--- and pg_stat_activity's backend_xid / backend_xmin of this database's sessions (also read-only
--- transactions holding an old snapshot; visible to superusers and pg_read_all_stats).
-CREATE FUNCTION embedstack._index_ready(index regclass) RETURNS boolean
+-- May the cut-over happen? Not while a transaction older than the last batch still runs: the
+-- cut-over renames columns, which is not MVCC-safe, so such a transaction would afterwards read
+-- the new column through its old snapshot as NULL (its rows' versions predate the batches). And
+-- when the batches were HOT updates, CREATE INDEX marks the new index indcheckxmin: the planner
+-- ignores it in those transactions. So, as CREATE INDEX CONCURRENTLY does, wait for them:
+--   horizon: an xid taken after the last batch committed (in the index step's transaction);
+--   every session of this database whose xid or snapshot xmin we can see must be newer than it;
+--   sessions whose details we may not see (other roles', without pg_read_all_stats) must have
+--   ended the transaction they were in when the index step ran (hidden: their virtual xids).
+-- Autovacuum plans no query and is not waited for; nor are sessions blocked by this one (a
+-- materialize or refit queued with wait => true holds its statement's snapshot while it waits
+-- for the job lock: waiting for it would deadlock).
+CREATE FUNCTION embedstack._cutover_ready(horizon xid8, hidden text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    created bigint;
-    created_age integer;
-    oldest bigint := (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint;
+    horizon_age integer := age((horizon::text::numeric % 4294967296)::text::xid);
 BEGIN
-    SELECT CASE WHEN i.indcheckxmin THEN i.xmin::text::bigint END, CASE WHEN i.indcheckxmin THEN age(i.xmin) END
-      INTO created, created_age FROM pg_index i WHERE i.indexrelid = index;
-    IF created IS NULL OR created < 3 THEN    -- not marked, or frozen (0-2 are special xids)
-        RETURN true;
-    END IF;
-    -- 32-bit xids compared modulo 2^32 (both are recent).
-    IF NOT ((oldest - created + 4294967296) % 4294967296) BETWEEN 1 AND 2147483647 THEN
+    IF pg_snapshot_xmin(pg_current_snapshot()) <= horizon THEN
         RETURN false;
     END IF;
-    RETURN NOT EXISTS (
-        SELECT 1 FROM pg_stat_activity a
-         WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
-           AND a.backend_type IN ('client backend', 'background worker')   -- not autovacuum: it plans no query
-           AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= created_age);
+    IF EXISTS (SELECT 1 FROM pg_stat_activity a
+                WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
+                  AND a.backend_type IN ('client backend', 'background worker')
+                  AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= horizon_age
+                  AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))) THEN
+        RETURN false;
+    END IF;
+    RETURN NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (hidden));
 END $$;
+
+-- The virtual xids of this database's other sessions whose details the caller may not see.
+CREATE FUNCTION embedstack._hidden_transactions() RETURNS text[]
+LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'virtualxid' AND l.granted AND a.pid <> pg_backend_pid()
+       AND a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+       AND a.state IS NULL AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+$$;
 
 -- prepare: the layout; when the vectors are already stored in it, switching the active fit is
 -- all there is to do. Otherwise the staging column (resumed when it belongs
@@ -617,12 +625,13 @@ BEGIN
     ELSE
         RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it', ms.name, nsp, idx;
     END IF;
-    PERFORM embedstack._w_job_update(job_id, 'wait', index_name => idx);
+    PERFORM embedstack._w_job_update(job_id, 'wait', index_name => idx,
+        details => jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
     RETURN 'wait';
 END $$;
 
--- wait: until the new index is usable by every transaction (see _index_ready); the old column
--- serves meanwhile. Sleeps 0.1 s per step; the driver commits between steps.
+-- wait: until no transaction older than the last batch runs (see _cutover_ready); the old
+-- column serves meanwhile. Sleeps 0.1 s per step; the driver commits between steps.
 CREATE FUNCTION embedstack._mat_wait(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -632,12 +641,13 @@ BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     SELECT n.nspname INTO nsp FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source
       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE m.name = j.model_set;
-    IF embedstack._index_ready(format('%I.%I', nsp, j.index_name)::regclass) THEN
+    IF embedstack._cutover_ready((j.details->>'horizon')::xid8,
+                                 ARRAY(SELECT jsonb_array_elements_text(j.details->'hidden'))) THEN
         PERFORM embedstack._w_job_update(job_id, 'cutover');
         RETURN 'cutover';
     END IF;
     IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
-        RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new index to finish (pids %)',
+        RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new column to finish (pids %)',
             j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
                            WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid());
         PERFORM embedstack._w_job_update(job_id, 'wait', details => '{"waiting": true}');
@@ -1063,7 +1073,7 @@ COMMENT ON COLUMN embedstack.jobs.model_set IS 'The model set.';
 COMMENT ON COLUMN embedstack.jobs.kind IS 'materialize or refit.';
 COMMENT ON COLUMN embedstack.jobs.params IS 'Arguments of the call.';
 COMMENT ON COLUMN embedstack.jobs.fit_id IS 'The fit being materialised (for a refit: the new fit, once made).';
-COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new index), cutover, done.';
+COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new column), cutover, done.';
 COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows of the staging column written (committed).';
 COMMENT ON COLUMN embedstack.jobs.rows_total IS 'Rows of the source table when the job started writing.';
 COMMENT ON COLUMN embedstack.jobs.cursor_key IS 'Key of the last row of the last committed batch (text).';
@@ -1105,7 +1115,8 @@ COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double prec
   'Internal: solves a state and records it as a fit.';
 COMMENT ON FUNCTION embedstack._layout(text, bigint) IS 'Internal: stored multipliers, storage and width of a fit, or 54000.';
 COMMENT ON FUNCTION embedstack._staging_index_name(text) IS 'Internal: name of the index built on the staging column.';
-COMMENT ON FUNCTION embedstack._index_ready(regclass) IS 'Internal: can every running transaction use this index (indcheckxmin)?';
+COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS 'Internal: has every transaction older than the horizon (the last batch) ended?';
+COMMENT ON FUNCTION embedstack._hidden_transactions() IS 'Internal: virtual xids of this database''s sessions whose details the caller may not see.';
 COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS 'Internal materialise step: layout, staging column, trigger.';
 COMMENT ON FUNCTION embedstack._mat_write(bigint) IS 'Internal materialise step: one batch.';
 COMMENT ON FUNCTION embedstack._mat_index(bigint) IS 'Internal materialise step: the HNSW index on the staging column.';

@@ -19,9 +19,9 @@
 //! from the raw vectors); afterwards every row's combined vector equals a fresh materialisation.
 //!
 //! Older snapshots: a read-only REPEATABLE READ transaction begun before a job holds its
-//! cut-over back when the staging index is `indcheckxmin` (HOT batches, serial index build);
-//! an ignored test pins the default case (full pages, parallel HNSW build), where the job cuts
-//! over and that transaction then reads the served column as all NULL.
+//! cut-over back, both when the staging index is `indcheckxmin` (HOT batches, serial index
+//! build) and in the default case (full pages, parallel HNSW build), where an earlier version
+//! cut over at once and that transaction then read the served column as all NULL.
 //!
 //! The SIGKILL restarts every session of the cluster, so the tests of this file run one at a
 //! time (a static lock); cargo runs test binaries one after another.
@@ -1374,13 +1374,10 @@ fn faults_cutover_waits_for_read_only_snapshot() {
 }
 
 /// The same with a table as COPY leaves it (full pages: the batches are not HOT updates) and
-/// pgvector's default parallel HNSW build: the staging index is not `indcheckxmin`, so
-/// `_index_ready` returns true at once, the job cuts over, and the older transaction then
-/// reads the renamed staging column through its old snapshot: every row NULL.
+/// pgvector's default parallel HNSW build: the staging index is not `indcheckxmin`. The cut-over
+/// must still wait (an earlier version did not: the older transaction then read the renamed
+/// staging column through its old snapshot, every row NULL).
 #[test]
-#[ignore = "BUG: the cut-over waits for older snapshots only when the staging index is indcheckxmin, \
-            which it is not with non-HOT batches (full pages) or a parallel HNSW build; a REPEATABLE READ \
-            transaction begun before the job then reads the served column as all NULL"]
 fn faults_cutover_waits_for_older_snapshot_default_table() {
     let _g = serial();
     cutover_with_older_snapshot("faults_ro_default", 0xFA17_0006, true, "");
