@@ -51,6 +51,21 @@ def goals(ctx):
                    f"entity once instead of twice per pair, and fit's own fixed steps (numbering the entities, "
                    f"reading the pairs, detoasting every entity once into the cache, then the per-pair kernel) "
                    f"do not shrink below that." if floor else "."))
+        sp = ratio(agg[an[0]], agg[an[1]])
+        if sp is not None and sp < 1.6:
+            notes.append(f"aggregate parallel speedup: the serial aggregate over {fit['rows']:,} stored rows takes only "
+                         f"{fmt_s(agg[an[0]])} s ({fmt_int(fit['rows'] / agg[an[0]])} rows/s), the 2-worker plan "
+                         f"{fmt_s(agg[an[1]])} s: at this size the fixed cost of launching the workers and gathering "
+                         "is a large share; the speedup grows with the rows scanned (and shrinks when other processes "
+                         "take the second core).")
+        prof = r.get("profile")
+        if prof and ((g1 is not None and g1 < 5) or (g1p is not None and g1p < 5)):
+            notes.append("Profile (perf, one untimed run each; top symbols of the backend): " + "; ".join(
+                f"{name} {fmt_s(p['seconds'])} s: " + ", ".join(f"{sym} {pct:.0f} %" for pct, _, sym in p["top"][:5])
+                for name, p in prof.items())
+                + ". fit's largest item is the per-pair dot-product kernel, i.e. the arithmetic itself; the plain SQL's "
+                  "time goes to fetching and copying the six vectors of every pair (memmove, index and hash lookups), "
+                  "pgvector's cosine itself being a few per cent.")
         if g2 is not None and g2 < 5:
             ph = fit["seed_phases"]
             notes.append("fit vs the seed: the seed's time is " + ", ".join(f"{k} {fmt_s(x)} s" for k, x in ph.items())
@@ -202,7 +217,8 @@ def render(ctx, meta):
             L.append(f"Timed: `{m['refit_sql']}` (fit on every pair and serve it: the seed's work; the default refit "
                      "also holds out pairs to compare the new fit with the active one).")
         L.append(f" The query-weighted model set lives on a copy of the table, `items_qw` (an HNSW index of its own on "
-                 "`items` makes the symmetric materialize runs' UPDATEs non-HOT on full pages, each row then inserted into that index: tens of rows/s). Its stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, "
+                 "`items` makes the symmetric materialize runs' UPDATEs non-HOT on full pages, each row then inserted into that index: tens of rows/s). "
+                 f"Its stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, "
                  "not part of a refit).")
         L.append("")
         L.append("| variant | seconds: median (runs) | pairs/s | seed / this |")
@@ -261,7 +277,7 @@ def render(ctx, meta):
                  "(fit's threads included), as a share of that process's samples; symbols with at least 1 %.")
         L.append("")
         for name, p in r["profile"].items():
-            L.append(f"{name} ({fmt_s(p['seconds'])} s): by object "
+            L.append(f"{name} ({fmt_s(p['seconds'])} s): by object (symbols of ≥ 1 % only) "
                      + ", ".join(f"{dso} {pct:.0f} %" for dso, pct in p["by_dso"][:6]) + ".")
             L.append("")
             L.append("| share | object | symbol |")
