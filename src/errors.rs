@@ -1,4 +1,4 @@
-//! Maps errors of the pure core to Postgres errors with the SQLSTATEs of DESIGN §4.
+//! Maps errors of the pure core to Postgres errors with the SQLSTATEs of docs/design.md §4.
 
 use embedstack_math::vector::VectorError;
 use pgrx::prelude::*;

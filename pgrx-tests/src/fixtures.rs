@@ -1,12 +1,13 @@
-//! Loads `../shared/fixtures/wordsim353` into a database, as a user would: COPY the raw
+//! Loads `tests/fixtures/wordsim353` into a database, as a user would: COPY the raw
 //! `real[]` vectors, then keep a pgvector `vector(n)` copy of every model column.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
+use flate2::read::GzDecoder;
 use postgres::Client;
 use serde_json::Value;
 
-use crate::shared_dir;
+use crate::fixture_dir;
 
 pub const MODELS: [&str; 7] = [
     "minilm_l6",
@@ -19,7 +20,7 @@ pub const MODELS: [&str; 7] = [
 ];
 
 pub fn reference() -> Value {
-    let path = shared_dir().join("fixtures/wordsim353/reference.json");
+    let path = fixture_dir().join("reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -27,10 +28,11 @@ pub fn reference() -> Value {
 /// `pairs_train(a, b, y)` and `pairs_test(a, b, y)`.
 pub fn load_wordsim(c: &mut Client) {
     let reference = reference();
-    let dir = shared_dir().join("fixtures/wordsim353");
+    let dir = fixture_dir();
     let cols: Vec<String> = MODELS.iter().map(|m| format!("{m} real[]")).collect();
     c.batch_execute(&format!("CREATE TABLE words_raw (word text PRIMARY KEY, {})", cols.join(", "))).unwrap();
-    let data = std::fs::read(dir.join("words.copy")).unwrap();
+    let mut data = Vec::new();
+    GzDecoder::new(std::fs::File::open(dir.join("words.copy.gz")).unwrap()).read_to_end(&mut data).unwrap();
     let mut w = c.copy_in("COPY words_raw FROM STDIN").unwrap();
     w.write_all(&data).unwrap();
     w.finish().unwrap();

@@ -34,11 +34,14 @@ pub fn fresh_db(name: &str) -> Client {
     c
 }
 
-/// `../shared` next to the repository (CI clones main with shared/ beside it), or `$ES_SHARED`.
-pub fn shared_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("ES_SHARED") {
+/// The WordSim-353 fixture: `tests/fixtures/wordsim353` of this repository, or `$ES_FIXTURES`
+/// (a directory with the same files).
+pub fn fixture_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("ES_FIXTURES") {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.join("../shared").canonicalize().expect("../shared next to the repository")
+    root.join("tests/fixtures/wordsim353")
+        .canonicalize()
+        .expect("tests/fixtures/wordsim353 in the repository")
 }

@@ -1,4 +1,4 @@
-//! `real[]` / `float8[]` arguments borrowed as slices, with DESIGN §4's NULL-element rule.
+//! `real[]` / `float8[]` arguments borrowed as slices, with docs/design.md §4's NULL-element rule.
 //!
 //! Arrays are read in storage order; a multi-dimensional array is treated as its flattened
 //! elements (as pgvector's `real[]::vector` cast does).

@@ -1,4 +1,4 @@
-//! How fitted weights become combined vectors (DESIGN §2).
+//! How fitted weights become combined vectors (docs/design.md §2).
 //!
 //! * Symmetric mode: score weights `s_k = w_k / w_max`, kept when `w_k > threshold · w_max`;
 //!   stored and query blocks are both `sqrt(s_k) · u_k`, so `⟨c(a), c(b)⟩ = Σ_kept s_k x_k`.
@@ -351,7 +351,7 @@ mod tests {
     }
 
     proptest! {
-        /// The contract of DESIGN §2: the inner product of two combined vectors (symmetric) or
+        /// The contract of docs/design.md §2: the inner product of two combined vectors (symmetric) or
         /// of a query and a stored vector (query-weighted) is the score-weighted sum of
         /// per-model cosines, missing/zero blocks contributing 0.
         #[test]

@@ -1,4 +1,4 @@
-//! L2 normalisation and cosine similarity with the exact semantics of DESIGN §2 and §4.
+//! L2 normalisation and cosine similarity with the exact semantics of docs/design.md §2 and §4.
 //!
 //! * Accumulation is in f64 whatever the element type.
 //! * A zero vector has no direction: [`normalize_f32`] returns it unchanged (pgvector's

@@ -4,7 +4,10 @@
 //! relative (1e-12 absolute near zero), r² within 1e-9.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
 
 use embedstack_math::regstats::RegStats;
 use embedstack_math::solve::{solve, SolveOptions};
@@ -20,11 +23,19 @@ const MODELS: [&str; 7] = [
     "char_ngram",
 ];
 
+/// `tests/fixtures/wordsim353` of this repository, or `$ES_FIXTURES` (a directory with the same files).
 fn fixture_dir() -> PathBuf {
-    let p = std::env::var("ES_SHARED")
+    std::env::var("ES_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    p.join("fixtures/wordsim353")
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wordsim353"))
+}
+
+/// The fixture's `words.copy`, stored gzip-compressed as `words.copy.gz`.
+fn words_copy(dir: &Path) -> String {
+    let file = std::fs::File::open(dir.join("words.copy.gz")).unwrap();
+    let mut text = String::new();
+    GzDecoder::new(file).read_to_string(&mut text).unwrap();
+    text
 }
 
 fn parse_array(s: &str) -> Vec<f32> {
@@ -33,8 +44,7 @@ fn parse_array(s: &str) -> Vec<f32> {
 
 fn train_stats() -> RegStats {
     let dir = fixture_dir();
-    let words: HashMap<String, Vec<Vec<f32>>> = std::fs::read_to_string(dir.join("words.copy"))
-        .unwrap()
+    let words: HashMap<String, Vec<Vec<f32>>> = words_copy(&dir)
         .lines()
         .map(|l| {
             let mut it = l.split('\t');

@@ -18,7 +18,7 @@ SELECT embedstack.cosine_features(
   ARRAY['[1,0]'::vector, '[1,2,3]'::vector, '[0,0]'::vector, NULL],
   ARRAY['[0,1]'::vector, '[2,4,6]'::vector, '[1,1]'::vector, '[5]'::vector]);
 
--- Bad input (DESIGN §4).
+-- Bad input (docs/design.md §4).
 \set VERBOSITY sqlstate
 SELECT embedstack.cosine('[1,2]'::vector, '[1,2,3]'::vector);
 SELECT embedstack.cosine('{1,NaN}'::real[], '{1,2}'::real[]);
