@@ -172,30 +172,40 @@ COMMENT ON FUNCTION embedstack.prediction_mse(double precision[], double precisi
   'Weighted mean squared error of intercept + weights . x over the rows a regression state summarises, exact '
   'from the state (no scan); NULL for an empty state. IMMUTABLE STRICT PARALLEL SAFE.';
 COMMENT ON FUNCTION embedstack._check_owner(regclass) IS
-  'Internal: 42501 unless the role calling into the extension (outer user) is a member of the table''s owner.';
+  'Internal: 42501 unless both the current role and the session''s outer role are members of the table''s owner.';
+COMMENT ON FUNCTION embedstack._may_read(regclass) IS
+  'Internal: whether the current role may read the table (SELECT on it or a column, or owner); the catalog''s row security uses it.';
+COMMENT ON FUNCTION embedstack._write(text, "any") IS
+  'Internal: the one door to the catalog writers: checks that the calling role and the outer role own the model set''s table, then runs the writer as the catalog''s owner.';
 COMMENT ON FUNCTION embedstack._job_lock(integer, boolean) IS 'Internal: takes a model set''s job lock (session advisory lock released on abort).';
 COMMENT ON FUNCTION embedstack._job_unlock(integer) IS 'Internal: releases a model set''s job lock.';
 COMMENT ON FUNCTION embedstack._keep_history() IS 'Internal: the value of embedstack.keep_history.';
 COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text) IS
-  'Internal catalog writer (SECURITY DEFINER, owner of the source only): inserts a model set.';
-COMMENT ON FUNCTION embedstack._owned_source(text) IS 'Internal: a model set''s source table after checking the caller owns it.';
-COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (SECURITY DEFINER, owner only): deletes a model set.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): inserts a model set.';
+COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): deletes a model set.';
 COMMENT ON FUNCTION embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): records a fit and trims the history.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): records a fit and trims the history.';
 COMMENT ON FUNCTION embedstack._w_set_staging(text, name, bigint, double precision[], text) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): the staging column of a materialisation.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the staging column of a materialisation.';
 COMMENT ON FUNCTION embedstack._w_serve(text, bigint, double precision[], text, name) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): the served fit and layout.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the served fit and layout.';
 COMMENT ON FUNCTION embedstack._w_job_start(text, text, jsonb, text, bigint) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): starts a job.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): starts a job.';
 COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): a job''s progress.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s progress.';
 COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
-  'Internal catalog writer (SECURITY DEFINER, owner only): a job''s end.';
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s end.';
 COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double precision, boolean, jsonb, jsonb) IS
   'Internal: solves a state and records it as a fit.';
 COMMENT ON FUNCTION embedstack._layout(text, bigint) IS 'Internal: stored multipliers, storage and width of a fit, or 54000.';
-COMMENT ON FUNCTION embedstack._staging_index_name(text) IS 'Internal: name of the index built on the staging column.';
+COMMENT ON FUNCTION embedstack._index_name(text, boolean) IS
+  'Internal: name of a model set''s served (final) or staging HNSW index, derived from its table and column with a hash.';
+COMMENT ON FUNCTION embedstack._index_of(name, name, regclass, name) IS
+  'Internal: whether an index of that name is the table''s index on that column (NULL when no such relation exists).';
+COMMENT ON FUNCTION embedstack._derived_name(text, text, text) IS
+  'Internal: a name for an object the extension creates, unique by construction (hash suffix when long or asked for).';
+COMMENT ON FUNCTION embedstack._own_trigger(regclass, text) IS
+  'Internal: whether the table carries this model set''s freshness trigger.';
 COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS 'Internal: has every transaction older than the horizon (the last batch) ended?';
 COMMENT ON FUNCTION embedstack._hidden_transactions() IS 'Internal: virtual xids of this database''s sessions whose details the caller may not see.';
 COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS 'Internal materialise step: layout, staging column, trigger.';

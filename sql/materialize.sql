@@ -53,9 +53,25 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION embedstack._staging_index_name(model_set text) RETURNS name
+-- Names of the served (final => true) and the staging HNSW index. Index names share the
+-- schema's namespace with every table and index in it, so they are derived from the table and
+-- the combined column with a hash of both (two model sets of one schema never compute the
+-- same name; the steps still check that a name is free or theirs before using it).
+CREATE FUNCTION embedstack._index_name(model_set text, final boolean) RETURNS name
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (left(m.combined_column, 53) || '_hnsw_next')::name FROM embedstack.model_sets m WHERE m.name = model_set
+    SELECT embedstack._derived_name(c.relname || '_' || m.combined_column, CASE WHEN final THEN 'hnsw' ELSE 'hnsw_next' END,
+                                    m.source::oid::text || '/' || m.combined_column)
+      FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source WHERE m.name = model_set
+$$;
+
+-- Is relation `nsp.idx` an index of `source` on column `col` (or absent: NULL)? Used before
+-- dropping or keeping an index by name.
+CREATE FUNCTION embedstack._index_of(nsp name, idx name, source regclass, col name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN to_regclass(format('%I.%I', nsp, idx)) IS NULL THEN NULL
+                ELSE EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                              WHERE i.indexrelid = to_regclass(format('%I.%I', nsp, idx)) AND i.indrelid = source
+                                AND a.attname = col) END
 $$;
 
 -- May the cut-over happen? Not while a transaction older than the last batch still runs: the
@@ -119,9 +135,9 @@ BEGIN
     -- Same multipliers and storage: the stored vectors are already exactly what this fit would
     -- write (always so in query-weighted mode, where they do not depend on the weights).
     IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage THEN
-        PERFORM embedstack._w_serve(ms.name, j.fit_id, lay.multipliers, lay.storage, ms.served_index);
-        PERFORM embedstack._w_job_update(job_id, 'done');
-        PERFORM embedstack._w_job_finish(job_id, 'succeeded',
+        PERFORM embedstack._write('serve', ms.name, j.fit_id, lay.multipliers, lay.storage, ms.served_index);
+        PERFORM embedstack._write('job_update', job_id, 'done');
+        PERFORM embedstack._write('job_finish', job_id, 'succeeded',
             format('stored vectors unchanged; fit %s is active', j.fit_id));
         RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
         RETURN 'done';
@@ -134,20 +150,25 @@ BEGIN
         stg := NULL;
     END IF;
     IF stg IS NULL THEN
-        stg := left(ms.combined_column, 58) || '_next';
+        stg := embedstack._derived_name(ms.combined_column, 'next');
         IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = stg AND NOT a.attisdropped) THEN
             RAISE EXCEPTION 'column "%" of % is in the way of the staging column', stg, ms.source USING ERRCODE = '42701',
                 HINT = 'rename or drop it, or create the model set with another combined_column';
         END IF;
         EXECUTE format('ALTER TABLE %s ADD COLUMN %I %I.%s(%s)', ms.source, stg, vnsp, lay.storage, lay.width);
-        PERFORM embedstack._w_set_staging(ms.name, stg, j.fit_id, lay.multipliers, lay.storage);
+        PERFORM embedstack._write('set_staging', ms.name, stg, j.fit_id, lay.multipliers, lay.storage);
     END IF;
     SELECT string_agg(format('%I', c), ', ' ORDER BY o) INTO collist FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
+    IF NOT embedstack._own_trigger(ms.source, ms.name) AND EXISTS (
+        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ms.source AND t.tgname = embedstack._trigger_name(ms.name)) THEN
+        RAISE EXCEPTION 'trigger "%" on % is in the way of model set "%"', embedstack._trigger_name(ms.name), ms.source, ms.name
+            USING ERRCODE = '42710', HINT = 'rename or drop that trigger';
+    END IF;
     EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW '
                    'EXECUTE FUNCTION embedstack._refresh_combined(%L)',
                    embedstack._trigger_name(ms.name), collist, ms.source, ms.name);
     EXECUTE format('SELECT count(*), count(%I) FROM %s', stg, ms.source) INTO total, done;
-    PERFORM embedstack._w_job_update(job_id, 'write', done, total);
+    PERFORM embedstack._write('job_update', job_id, 'write', done, total);
     RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into %.% (% already done)',
         ms.name, total - done, lay.storage, lay.width, ms.source, stg, done;
     RETURN 'write';
@@ -180,11 +201,11 @@ BEGIN
     INTO n, last_key
     USING j.cursor_key, (j.params->>'batch_size')::integer, ms.staging_multipliers, ms.model_dims, ms.model_columns::text[];
     IF last_key IS NULL THEN
-        PERFORM embedstack._w_job_update(job_id, 'index');
+        PERFORM embedstack._write('job_update', job_id, 'index');
         RETURN 'index';
     END IF;
     done := j.rows_done + n;
-    PERFORM embedstack._w_job_update(job_id, 'write', done, NULL, last_key);
+    PERFORM embedstack._write('job_update', job_id, 'write', done, NULL, last_key);
     RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
         CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
         round(done / greatest(extract(epoch FROM clock_timestamp() - j.started_at), 0.001));
@@ -207,7 +228,11 @@ BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
-    idx := embedstack._staging_index_name(ms.name);
+    idx := embedstack._index_name(ms.name, false);
+    IF NOT embedstack._index_of(nsp, idx, ms.source, ms.staging_column) THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the staging index of model set "%"', nsp, idx, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
     idx_oid := to_regclass(format('%I.%I', nsp, idx));
     IF idx_oid IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -222,8 +247,8 @@ BEGIN
     ELSE
         RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it', ms.name, nsp, idx;
     END IF;
-    PERFORM embedstack._w_job_update(job_id, 'wait', index_name => idx,
-        details => jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
+    PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, idx,
+        jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
     RETURN 'wait';
 END $$;
 
@@ -240,14 +265,14 @@ BEGIN
       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE m.name = j.model_set;
     IF embedstack._cutover_ready((j.details->>'horizon')::xid8,
                                  ARRAY(SELECT jsonb_array_elements_text(j.details->'hidden'))) THEN
-        PERFORM embedstack._w_job_update(job_id, 'cutover');
+        PERFORM embedstack._write('job_update', job_id, 'cutover');
         RETURN 'cutover';
     END IF;
     IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new column to finish (pids %)',
             j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
                            WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid());
-        PERFORM embedstack._w_job_update(job_id, 'wait', details => '{"waiting": true}');
+        PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
     END IF;
     PERFORM pg_sleep(0.1);
     RETURN 'wait';
@@ -267,7 +292,12 @@ BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
-    idx_final := left(ms.combined_column, 58) || '_hnsw';
+    idx_final := embedstack._index_name(ms.name, true);
+    IF NOT embedstack._index_of(nsp, idx_final, ms.source, ms.combined_column)
+       AND idx_final IS DISTINCT FROM ms.served_index THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served index of model set "%"', nsp, idx_final, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
     -- ACCESS EXCLUSIVE waits for running queries, and queries queue behind a waiting lock:
     -- wait at most 2 s, then let them through and try again in the next step.
     prev_timeout := current_setting('lock_timeout');
@@ -284,14 +314,19 @@ BEGIN
                   AND NOT a.attisdropped) THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN %I', ms.source, ms.combined_column);
     END IF;
-    IF to_regclass(format('%I.%I', nsp, idx_final)) IS NOT NULL THEN
+    -- The index served so far (by its recorded name: 0.2.0 named it differently), and one
+    -- left under the final name, each only when it is this table's index on the column.
+    IF ms.served_index IS NOT NULL AND embedstack._index_of(nsp, ms.served_index, ms.source, ms.combined_column) THEN
+        EXECUTE format('DROP INDEX %I.%I', nsp, ms.served_index);
+    END IF;
+    IF embedstack._index_of(nsp, idx_final, ms.source, ms.combined_column) THEN
         EXECUTE format('DROP INDEX %I.%I', nsp, idx_final);
     END IF;
     EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', ms.source, ms.staging_column, ms.combined_column);
     EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, j.index_name, idx_final);
-    PERFORM embedstack._w_serve(ms.name, j.fit_id, ms.staging_multipliers, ms.staging_storage, idx_final);
-    PERFORM embedstack._w_job_update(job_id, 'done');
-    PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
+    PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.staging_multipliers, ms.staging_storage, idx_final);
+    PERFORM embedstack._write('job_update', job_id, 'done');
+    PERFORM embedstack._write('job_finish', job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from %s.%I (%s), index %I.%I', j.fit_id, ms.source, ms.combined_column,
                   ms.staging_storage, nsp, idx_final));
     RAISE NOTICE 'embedstack: model set "%": serving fit % from %.% (%), index %.%', ms.name, j.fit_id, ms.source,

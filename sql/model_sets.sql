@@ -21,12 +21,38 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
      WHERE e.extname = 'vector'
 $$;
 
+-- A name derived from `base` for an object the extension creates: base || '_' || tag when that
+-- fits in 63 bytes and no hash is asked for, otherwise base cut (on a character boundary) to
+-- make room for '_' || 8 hex digits of md5(hash_of, or base) || '_' || tag. The tag is never
+-- cut, so names with different tags differ; bases that share their first ~50 bytes get
+-- different hashes. Callers still check that the name is free before using it.
+CREATE FUNCTION embedstack._derived_name(base text, tag text, hash_of text DEFAULT NULL) RETURNS name
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    suffix text := '_' || substr(md5(coalesce(hash_of, base)), 1, 8) || '_' || tag;
+    b text := base;
+BEGIN
+    IF hash_of IS NULL AND octet_length(base || '_' || tag) <= 63 THEN
+        RETURN (base || '_' || tag)::name;
+    END IF;
+    WHILE octet_length(b) > 63 - octet_length(suffix) LOOP
+        b := left(b, -1);
+    END LOOP;
+    RETURN (b || suffix)::name;
+END $$;
+
+-- The model set's row, or ERROR 42704 (or 42501 when it exists but the caller may not read its
+-- source: the catalog's row security hides it).
 CREATE FUNCTION embedstack._model_set(model_set text) RETURNS embedstack.model_sets
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets;
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
+    IF NOT FOUND AND embedstack._model_set_exists(model_set) THEN
+        RAISE EXCEPTION 'permission denied for model set "%"', model_set USING ERRCODE = '42501',
+            HINT = 'a model set is visible to the roles that may read its source table';
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model set "%" does not exist', model_set USING ERRCODE = '42704',
             HINT = 'SELECT name FROM embedstack.model_sets lists them; embedstack.create_model_set creates one';
@@ -66,7 +92,7 @@ BEGIN
     IF name = '' OR octet_length(name) > 63 THEN
         RAISE EXCEPTION 'model set name must have 1 to 63 bytes, got %', octet_length(name) USING ERRCODE = '22023';
     END IF;
-    IF EXISTS (SELECT 1 FROM embedstack.model_sets m WHERE m.name = create_model_set.name) THEN
+    IF embedstack._model_set_exists(name) THEN
         RAISE EXCEPTION 'model set "%" already exists', name USING ERRCODE = '42710';
     END IF;
     IF mode NOT IN ('symmetric', 'query_weighted') THEN
@@ -84,6 +110,12 @@ BEGIN
     SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = source;
     IF v_relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', source USING ERRCODE = '42809';
+    END IF;
+    -- A model set outlives the session; a temporary table does not (and its model set could
+    -- never be dropped by anyone afterwards).
+    IF (SELECT c.relpersistence FROM pg_class c WHERE c.oid = source) = 't' THEN
+        RAISE EXCEPTION '% is a temporary table', source USING ERRCODE = '0A000',
+            HINT = 'a model set outlives the session: use a permanent (or unlogged) table';
     END IF;
     IF cardinality(model_columns) < 1 OR array_position(model_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'model_columns must name at least one column and contain no NULL' USING ERRCODE = '22023';
@@ -145,7 +177,7 @@ BEGIN
         v_types := v_types || v_col.typid::regtype;
     END LOOP;
 
-    v_combined := coalesce(combined_column, left(name, 54) || '_combined');
+    v_combined := coalesce(combined_column, embedstack._derived_name(name, 'combined'));
     IF v_combined = key_column OR v_combined = ANY (model_columns) THEN
         RAISE EXCEPTION 'combined column "%" is the key or a model column', v_combined USING ERRCODE = '42701';
     END IF;
@@ -160,8 +192,9 @@ BEGIN
                 AND m.combined_column = v_combined), v_combined, source USING ERRCODE = '42701';
     END IF;
 
-    RETURN embedstack._w_insert_model_set(name, source, key_column, model_columns, v_dims, v_types, mode,
-                                          threshold, v_combined, storage);
+    PERFORM embedstack._write('insert_model_set', name, source, key_column, model_columns, v_dims, v_types, mode,
+                              threshold, v_combined, storage);
+    RETURN embedstack._model_set(name);
 END $$;
 
 CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
@@ -170,23 +203,48 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(name);
 BEGIN
-    PERFORM embedstack._check_owner(ms.source);
     -- Not while a materialize or refit of it runs (the lock is released at the end of this
     -- transaction by the abort callback, or explicitly below).
     PERFORM embedstack._lock_model_set(ms.name, false);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', embedstack._trigger_name(ms.name), ms.source);
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = ms.source) THEN
+        -- The source is gone (its trigger, columns and indexes with it): only the catalog rows
+        -- remain, which embedstack._write lets a superuser delete.
+        PERFORM embedstack._write('delete_model_set', ms.name);
+        PERFORM embedstack._job_unlock(hashtext(ms.name));
+        RETURN;
+    END IF;
+    PERFORM embedstack._check_owner(ms.source);
+    IF embedstack._own_trigger(ms.source, ms.name) THEN
+        EXECUTE format('DROP TRIGGER %I ON %s', embedstack._trigger_name(ms.name), ms.source);
+    END IF;
     IF drop_columns THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
         IF ms.staging_column IS NOT NULL THEN
             EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.staging_column);
         END IF;
     END IF;
-    PERFORM embedstack._w_delete_model_set(ms.name);
+    PERFORM embedstack._write('delete_model_set', ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));
 END $$;
 
+-- The freshness trigger's name on the source: 'embedstack_' || name when it fits (as in 0.2.0),
+-- else with a hash of the name (0.2.0 cut long names at 52 characters, so two model sets of
+-- one table whose names shared them replaced each other's trigger).
 CREATE FUNCTION embedstack._trigger_name(model_set text) RETURNS name
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT ('embedstack_' || left(model_set, 52))::name $$;
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN octet_length('embedstack_' || model_set) <= 63 THEN ('embedstack_' || model_set)::name
+                ELSE embedstack._derived_name('embedstack_' || model_set, 'trg') END
+$$;
+
+-- Does the source carry this model set's freshness trigger (its name, the extension's function
+-- and this model set as argument)? A trigger of that name that is not it is left alone.
+CREATE FUNCTION embedstack._own_trigger(source regclass, model_set text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = source AND t.tgname = embedstack._trigger_name(model_set)
+                      AND t.tgfoid = 'embedstack._refresh_combined()'::regprocedure AND t.tgnargs = 1
+                      AND t.tgargs = convert_to(model_set, getdatabaseencoding()) || '\x00'::bytea)
+$$;
 
 -- Solves a regression state and records it as a fit of the model set (22023 with a hint when
 -- no pair was usable).
@@ -196,6 +254,8 @@ RETURNS embedstack.fits
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     f embedstack.fit;
+    fid bigint;
+    r embedstack.fits;
 BEGIN
     IF st[4] = 0 THEN
         RAISE EXCEPTION 'no usable pairs in % (% skipped)', training_source->>'pairs', st[5]::bigint USING ERRCODE = '22023',
@@ -203,7 +263,7 @@ BEGIN
                    'present and non-zero, and the target (and weight) are not NULL';
     END IF;
     f := embedstack.solve(st, ridge, nonnegative, true);
-    RETURN embedstack._w_insert_fit(model_set,
+    fid := embedstack._write('insert_fit', model_set,
         jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
         f.weights, f.intercept,
         jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
@@ -211,6 +271,8 @@ BEGIN
                            'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
                            'collinear', to_jsonb(f.collinear)) || extra_diagnostics,
         st, training_source);
+    SELECT * INTO r FROM embedstack.fits x WHERE x.id = fid;
+    RETURN r;
 END $$;
 
 CREATE FUNCTION embedstack.fit(

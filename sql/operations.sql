@@ -115,11 +115,11 @@ BEGIN
         decision := format('held-out MSE on %s pairs: new fit %s %s, active fit %s %s', n_hold, f.id, new_mse,
                            act.id, act_mse);
     END IF;
-    PERFORM embedstack._w_job_update(job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, fit_id => f.id,
-        details => jsonb_build_object('holdout_pairs', n_hold, 'new_mse', new_mse, 'active_fit', act.id,
+    PERFORM embedstack._write('job_update', job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, NULL, NULL, NULL, f.id,
+        NULL, jsonb_build_object('holdout_pairs', n_hold, 'new_mse', new_mse, 'active_fit', act.id,
                                       'active_mse', act_mse, 'decision', decision));
     IF NOT cut THEN
-        PERFORM embedstack._w_job_finish(job_id, 'kept', decision || '; the active fit stays');
+        PERFORM embedstack._write('job_finish', job_id, 'kept', decision || '; the active fit stays');
         RAISE NOTICE 'embedstack: model set "%": %; the active fit stays', ms.name, decision;
         RETURN 'done';
     END IF;
@@ -166,7 +166,7 @@ BEGIN
             failed := true;
         END;
         IF failed THEN
-            PERFORM embedstack._w_job_finish(job_id, 'failed', e_msg,
+            PERFORM embedstack._write('job_finish', job_id, 'failed', e_msg,
                 pg_catalog.jsonb_build_object('sqlstate', e_state, 'message', e_msg, 'detail', nullif(e_detail, ''),
                                               'hint', nullif(e_hint, ''), 'context', nullif(e_ctx, '')));
             COMMIT;
@@ -223,9 +223,9 @@ BEGIN
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
     PERFORM embedstack._lock_model_set(ms.name, wait);
-    job := embedstack._w_job_start(ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
+    job := embedstack._write('job_start', ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
         (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
-    PERFORM embedstack._w_job_update(job, 'prepare', fit_id => fid);
+    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, fid);
     COMMIT;
     CALL embedstack._run_job(job);
 END $$;
@@ -295,12 +295,12 @@ BEGIN
     SELECT * INTO prev FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running' ORDER BY j.id DESC LIMIT 1;
     IF FOUND AND prev.kind = 'refit' AND prev.params - 'batch_size' = params - 'batch_size' AND prev.fit_id IS NOT NULL
        AND prev.phase <> 'fit' THEN
-        job := embedstack._w_job_start(ms.name, 'refit', params, 'prepare', prev.id);
-        PERFORM embedstack._w_job_update(job, 'prepare', fit_id => prev.fit_id,
-                                         details => prev.details || '{"resumed": true}');
+        job := embedstack._write('job_start', ms.name, 'refit', params, 'prepare', prev.id);
+        PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, prev.fit_id, NULL,
+                                  prev.details || '{"resumed": true}'::jsonb);
         RAISE NOTICE 'embedstack: model set "%": resuming the interrupted refit % (fit %)', ms.name, prev.id, prev.fit_id;
     ELSE
-        job := embedstack._w_job_start(ms.name, 'refit', params, 'fit', prev.id);
+        job := embedstack._write('job_start', ms.name, 'refit', params, 'fit', prev.id);
     END IF;
     COMMIT;
     CALL embedstack._run_job(job);
@@ -308,7 +308,7 @@ END $$;
 
 -- Per model set: what is served, the latest job (a job marked running whose session no longer
 -- holds the model set's job lock was interrupted) and the latest error.
-CREATE VIEW embedstack.status AS
+CREATE VIEW embedstack.status WITH (security_invoker = true) AS
 SELECT m.name AS model_set,
        m.source,
        m.combined_column,
@@ -343,3 +343,5 @@ SELECT m.name AS model_set,
   LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name AND x.state = 'failed'
                       ORDER BY x.id DESC LIMIT 1) e ON true;
 GRANT SELECT ON embedstack.status TO PUBLIC;
+-- security_invoker: the catalog's row security applies to the role querying the view (a view
+-- otherwise reads its tables as the view's owner, who sees every row).

@@ -19,6 +19,11 @@ mod settings;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx attaches a Rust backtrace to the DETAIL of every error when the server's environment
+    // has RUST_BACKTRACE set: users must never see those. RUST_LIB_BACKTRACE takes precedence
+    // for std::backtrace captures (panics still print to the server log as configured). The
+    // backend is single-threaded here, before any capture.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::register();
     operations::register_abort_release();
 }
@@ -32,7 +37,12 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["fit_type"]);
 extension_sql_file!("../sql/catalog_writers.sql", name = "catalog_writers", requires = ["catalog"]);
-extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_writers"]);
+extension_sql_file!(
+    "../sql/catalog_access.sql",
+    name = "catalog_access",
+    requires = ["catalog_writers", operations::authorize::_may_read]
+);
+extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
 extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["model_sets"]);
 extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["materialize"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use postgres::{Client, NoTls};
 
+pub mod cluster;
 pub mod fixtures;
+pub mod sql;
 pub mod stats;
 
 fn conn_string(db: &str) -> String {

@@ -8,6 +8,8 @@ use embedstack_math::entity_cache::ElemKind;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::pgvector_types::{pgvector_type, PgvectorType};
+use super::raw_array::{ArrayError, RawArray};
 use super::vector::VectorInput;
 
 /// The column types a model set accepts.
@@ -29,7 +31,8 @@ impl ModelKind {
         }
     }
 
-    /// From a type OID (array types are fixed OIDs; `vector` is looked up by name).
+    /// From a type OID: `real[]`, `float8[]` (fixed OIDs) or pgvector's `vector` (checked to
+    /// be the `vector` extension's type, not merely a type of that name).
     pub fn from_type_oid(oid: pg_sys::Oid) -> Option<Self> {
         if oid == pg_sys::FLOAT4ARRAYOID {
             return Some(ModelKind::Real);
@@ -37,7 +40,16 @@ impl ModelKind {
         if oid == pg_sys::FLOAT8ARRAYOID {
             return Some(ModelKind::Float8);
         }
-        (type_name(oid).as_deref() == Some("vector")).then_some(ModelKind::Vector)
+        (pgvector_type(oid) == Some(PgvectorType::Vector)).then_some(ModelKind::Vector)
+    }
+
+    /// The SQL spelling, for messages.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ModelKind::Vector => "vector",
+            ModelKind::Real => "real[]",
+            ModelKind::Float8 => "double precision[]",
+        }
     }
 
     pub fn elem(self) -> ElemKind {
@@ -49,7 +61,7 @@ impl ModelKind {
 }
 
 /// `pg_type.typname` of `oid` from the syscache.
-fn type_name(oid: pg_sys::Oid) -> Option<String> {
+pub(crate) fn type_name(oid: pg_sys::Oid) -> Option<String> {
     unsafe {
         let tup =
             pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(oid));
@@ -76,11 +88,18 @@ pub struct ModelValue {
 pub enum ValueError {
     /// NULL element at this 1-based position.
     NullElement(usize),
+    /// The value is not a well-formed value of the expected type.
+    Corrupt(String),
 }
 
 impl ModelValue {
+    /// Reads a stored model value. The caller has checked, at the point of use, that the
+    /// datum's column really has the type `kind` describes ([`check_model_attribute`]); the
+    /// value's own header is checked here too (element type, sizes), so a datum of another
+    /// type is an error, not a wild read.
+    ///
     /// # Safety
-    /// `datum` must be a non-null datum of the type `kind` describes.
+    /// `datum` must be a non-null varlena datum.
     pub unsafe fn read(datum: pg_sys::Datum, kind: ModelKind) -> Result<Self, ValueError> {
         unsafe {
             let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
@@ -95,21 +114,27 @@ impl ModelValue {
                     v.len = s.len();
                 }
                 ModelKind::Real | ModelKind::Float8 => {
-                    let h = plain.cast::<i32>();
-                    let ndim = *h.add(1);
-                    let dataoffset = *h.add(2) as usize;
-                    let n: usize = (0..ndim as usize).map(|i| *h.add(4 + i) as usize).product();
-                    let n = if ndim == 0 { 0 } else { n };
-                    if dataoffset != 0 {
-                        let bitmap = plain.cast::<u8>().add(16 + 8 * ndim as usize);
-                        if let Some(i) = (0..n).find(|&i| *bitmap.add(i / 8) & (1 << (i % 8)) == 0) {
-                            return Err(ValueError::NullElement(i + 1));
+                    let (oid, size) = if kind == ModelKind::Real {
+                        (pg_sys::FLOAT4OID, 4)
+                    } else {
+                        (pg_sys::FLOAT8OID, 8)
+                    };
+                    let arr = match RawArray::parse(plain, oid, size) {
+                        Ok(a) => a,
+                        Err(ArrayError::ElementType { found }) => {
+                            return Err(ValueError::Corrupt(format!(
+                                "array of type {} where {} was expected",
+                                format_type(found, -1),
+                                kind.sql_name()
+                            )))
                         }
+                        Err(ArrayError::Corrupt(what)) => return Err(ValueError::Corrupt(what)),
+                    };
+                    if let Some(i) = arr.first_null() {
+                        return Err(ValueError::NullElement(i));
                     }
-                    let overhead =
-                        if dataoffset != 0 { dataoffset } else { maxalign(16 + 8 * ndim as usize) };
-                    v.data = plain.cast::<u8>().add(overhead);
-                    v.len = n;
+                    v.data = arr.data();
+                    v.len = arr.len;
                 }
             }
             Ok(v)
@@ -133,10 +158,6 @@ impl ModelValue {
     }
 }
 
-fn maxalign(n: usize) -> usize {
-    (n + 7) & !7
-}
-
 impl Drop for ModelValue {
     fn drop(&mut self) {
         if self.copied {
@@ -154,4 +175,91 @@ pub fn raise_null_element(key: &str, column: &str, position: usize) -> ! {
         format!("row with key {key}: column {column} contains a NULL element at position {position}"),
         "use a NULL array for a missing vector; a NULL element is not a value"
     );
+}
+
+/// Raises XX001 for a stored value whose bytes are not a value of the column's type.
+#[cold]
+pub fn raise_corrupt_value(key: &str, column: &str, what: &str) -> ! {
+    ereport!(
+        PgLogLevel::ERROR,
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        format!("row with key {key}: column {column} holds a malformed value: {what}")
+    );
+    unreachable!()
+}
+
+/// `format_type_with_typemod` as a Rust string.
+pub fn format_type(typid: pg_sys::Oid, typmod: i32) -> String {
+    unsafe {
+        let p = pg_sys::format_type_with_typemod(typid, typmod);
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Checks, where the values are about to be read, that a model column has the type (and,
+/// for `vector(n)`, the dimension) the model set was created with. The catalog records the
+/// types at creation; `ALTER TABLE … ALTER COLUMN … TYPE` can change them since, and reading a
+/// value with the layout of another type would read arbitrary memory. `relation` and `column`
+/// only name things in the error.
+pub fn check_model_attribute(
+    typid: pg_sys::Oid,
+    typmod: i32,
+    expected: ModelKind,
+    dim: usize,
+    model_set: &str,
+    relation: &str,
+    column: &str,
+) {
+    let found = ModelKind::from_type_oid(typid);
+    let dim_ok = expected != ModelKind::Vector || typmod <= 0 || typmod as usize == dim;
+    if found == Some(expected) && dim_ok {
+        return;
+    }
+    let wanted = match expected {
+        ModelKind::Vector => format!("vector({dim})"),
+        k => k.sql_name().to_string(),
+    };
+    crate::ereport_hint!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+        format!(
+            "column \"{column}\" of {relation} has type {}, but model set \"{model_set}\" was created for {wanted}",
+            format_type(typid, typmod)
+        ),
+        "the column was altered after the model set was created: change it back, or drop the model set \
+         (embedstack.drop_model_set) and create it again"
+    );
+}
+
+/// [`check_model_attribute`] for every model column of a tuple descriptor, at the 1-based
+/// attribute numbers `attnums` (one per model, in model order).
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor and every attnum within it.
+pub unsafe fn check_model_attributes(
+    desc: pg_sys::TupleDesc,
+    attnums: &[i32],
+    kinds: &[ModelKind],
+    dims: &[usize],
+    model_set: &str,
+    relation: &str,
+    columns: &[String],
+) {
+    for (m, &att) in attnums.iter().enumerate() {
+        let (typid, typmod) = unsafe { attribute_type(desc, att) };
+        check_model_attribute(typid, typmod, kinds[m], dims[m], model_set, relation, &columns[m]);
+    }
+}
+
+/// Type and typmod of 1-based attribute `att` of `desc`.
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor with at least `att` attributes.
+pub unsafe fn attribute_type(desc: pg_sys::TupleDesc, att: i32) -> (pg_sys::Oid, i32) {
+    unsafe {
+        let n = (*desc).natts as usize;
+        assert!(att >= 1 && att as usize <= n, "attribute number within the descriptor");
+        let a = &(*desc).attrs.as_slice(n)[att as usize - 1];
+        (a.atttypid, a.atttypmod)
+    }
 }

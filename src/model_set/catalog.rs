@@ -18,7 +18,14 @@ impl Storage {
         match s {
             "vector" => Storage::Vector,
             "halfvec" => Storage::Halfvec,
-            other => error!("corrupt catalog: storage {other:?}"),
+            other => {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    format!("inconsistent catalog row: storage {other:?}")
+                );
+                unreachable!()
+            }
         }
     }
 }
@@ -34,6 +41,8 @@ pub struct Layout {
 #[derive(Debug, Clone)]
 pub struct ModelSetDef {
     pub name: String,
+    /// The source table's OID (the catalog's regclass).
+    pub source_oid: pg_sys::Oid,
     /// The source table as SQL text (regclass output: quoted, qualified when needed).
     pub source_sql: String,
     pub key_column: String,
@@ -48,17 +57,46 @@ pub struct ModelSetDef {
 }
 
 const QUERY: &str = "
-SELECT m.source::oid, m.source::text, m.key_column::text, m.model_columns::text[], m.model_dims,
+SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::text AS key_column,
+       m.model_columns::text[] AS model_columns, m.model_dims,
        ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
-               JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o),
-       m.mode, m.active_fit, m.combined_column::text, m.served_multipliers, m.served_storage,
-       m.staging_column::text, m.staging_multipliers, m.staging_storage, m.threshold
+               JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o) AS model_typnames,
+       m.mode, m.active_fit, m.combined_column::text AS combined_column, m.served_multipliers,
+       m.served_storage, m.staging_column::text AS staging_column, m.staging_multipliers,
+       m.staging_storage, m.threshold
   FROM embedstack.model_sets m WHERE m.name = $1";
 
-/// Loads model set `name`, or raises 42704.
+/// Raises XX001 for a catalog row that the extension's own writers would never produce.
+#[cold]
+fn corrupt(name: &str, what: &str) -> ! {
+    crate::ereport_hint!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        format!("model set \"{name}\": inconsistent catalog row: {what}"),
+        "the catalog is written by embedstack's functions only; drop the model set and create it again"
+    );
+}
+
+/// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
+/// lengths of the per-model arrays, dimensions, multipliers), so that no code downstream
+/// indexes or allocates from a row it cannot trust.
 pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
     let table = client.select(QUERY, Some(1), &[name.into()]).unwrap_or_else(|e| error!("{e}"));
     let Some(row) = table.into_iter().next() else {
+        // Row security hides the model sets of tables the caller may not read.
+        let hidden = client
+            .select("SELECT embedstack._model_set_exists($1)", Some(1), &[name.into()])
+            .and_then(|t| t.first().get_one::<bool>())
+            .unwrap_or_else(|e| error!("{e}"))
+            .unwrap_or(false);
+        if hidden {
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for model set \"{name}\""),
+                "a model set is visible to the roles that may read its source table"
+            );
+        }
         crate::ereport_hint!(
             ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -66,38 +104,81 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
             "SELECT name FROM embedstack.model_sets lists them; embedstack.create_model_set creates one"
         );
     };
-    let get = |i: usize| -> Option<String> { row.get::<String>(i).unwrap_or_else(|e| error!("{e}")) };
-    let floats = |i: usize| -> Option<Vec<f64>> {
-        row.get::<Vec<Option<f64>>>(i)
-            .unwrap_or_else(|e| error!("{e}"))
-            .map(|v| v.into_iter().map(|x| x.unwrap_or(0.0)).collect())
+    let text = |col: &str| -> Option<String> {
+        row.get_by_name::<String, _>(col).unwrap_or_else(|e| corrupt(name, &format!("{col}: {e}")))
     };
-    let layout =
-        |col: Option<String>, mult: Option<Vec<f64>>, storage: Option<String>| match (col, mult, storage) {
-            (Some(column), Some(multipliers), Some(s)) => {
-                Some(Layout { column, multipliers, storage: Storage::parse(&s) })
-            }
-            _ => None,
-        };
-    let kinds: Vec<String> = row.get(6).unwrap_or_else(|e| error!("{e}")).unwrap_or_default();
-    let dims: Vec<i32> = row.get(5).unwrap_or_else(|e| error!("{e}")).unwrap_or_default();
-    let mode = get(7).unwrap_or_default();
-    ModelSetDef {
+    let required = |col: &str| text(col).unwrap_or_else(|| corrupt(name, &format!("{col} is NULL")));
+    // Multipliers: NULL elements are not 0, they are a broken row.
+    let floats = |col: &str| -> Option<Vec<f64>> {
+        row.get_by_name::<Vec<Option<f64>>, _>(col)
+            .unwrap_or_else(|e| corrupt(name, &format!("{col}: {e}")))
+            .map(|v| {
+                v.into_iter()
+                    .map(|x| x.unwrap_or_else(|| corrupt(name, &format!("{col} contains NULL"))))
+                    .collect()
+            })
+    };
+    let layout = |col: &str, mult: &str, storage: &str| match (text(col), floats(mult), text(storage)) {
+        (Some(column), Some(multipliers), Some(s)) => {
+            Some(Layout { column, multipliers, storage: Storage::parse(&s) })
+        }
+        _ => None,
+    };
+    let source_oid = row
+        .get_by_name::<pg_sys::Oid, _>("source_oid")
+        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_else(|| corrupt(name, "source is NULL"));
+    let model_columns: Vec<String> = row
+        .get_by_name::<Vec<String>, _>("model_columns")
+        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_default();
+    let typnames: Vec<String> = row
+        .get_by_name::<Vec<String>, _>("model_typnames")
+        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_default();
+    let dims: Vec<i32> = row
+        .get_by_name::<Vec<i32>, _>("model_dims")
+        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_default();
+    let mode = required("mode");
+    let def = ModelSetDef {
         name: name.to_string(),
-        source_sql: get(2).expect("source"),
-        key_column: get(3).expect("key_column"),
-        model_columns: row.get(4).unwrap_or_else(|e| error!("{e}")).unwrap_or_default(),
-        dims: dims.into_iter().map(|d| d as usize).collect(),
-        kinds: kinds
+        source_oid,
+        source_sql: required("source_sql"),
+        key_column: required("key_column"),
+        dims: dims
             .iter()
-            .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| error!("corrupt catalog: model type {k}")))
+            .map(|&d| {
+                if !(1..=crate::datatype::vector::VECTOR_MAX_DIM as i32).contains(&d) {
+                    corrupt(name, &format!("model dimension {d}"))
+                }
+                d as usize
+            })
             .collect(),
-        mode: Mode::parse(&mode).unwrap_or_else(|| error!("corrupt catalog: mode {mode:?}")),
-        threshold: row.get::<f64>(15).unwrap_or_else(|e| error!("{e}")).unwrap_or(0.05),
-        active_fit: row.get::<i64>(8).unwrap_or_else(|e| error!("{e}")),
-        served: layout(get(9), floats(10), get(11)),
-        staging: layout(get(12), floats(13), get(14)),
+        kinds: typnames
+            .iter()
+            .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| corrupt(name, &format!("model type {k}"))))
+            .collect(),
+        model_columns,
+        mode: Mode::parse(&mode).unwrap_or_else(|| corrupt(name, &format!("mode {mode:?}"))),
+        threshold: row
+            .get_by_name::<f64, _>("threshold")
+            .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+            .unwrap_or(0.05),
+        active_fit: row.get_by_name::<i64, _>("active_fit").unwrap_or_else(|e| corrupt(name, &e.to_string())),
+        served: layout("combined_column", "served_multipliers", "served_storage"),
+        staging: layout("staging_column", "staging_multipliers", "staging_storage"),
+    };
+    let k = def.model_columns.len();
+    if k == 0 || def.dims.len() != k || def.kinds.len() != k {
+        corrupt(name, &format!("{k} model columns, {} dimensions, {} types", def.dims.len(), def.kinds.len()));
     }
+    for l in [&def.served, &def.staging].into_iter().flatten() {
+        if l.multipliers.len() != k || l.multipliers.iter().any(|m| !m.is_finite() || *m < 0.0) {
+            corrupt(name, &format!("multipliers of {} do not fit {k} models", l.column));
+        }
+    }
+    def
 }
 
 /// Weights and intercept of fit `id` of model set `name`, or raises 42704.

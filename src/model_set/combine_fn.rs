@@ -11,26 +11,28 @@ use pgrx::{fcinfo, pg_sys};
 use super::catalog::Storage;
 use super::output::{combined_datum, read_model};
 use crate::datatype::model_value::ModelKind;
+use crate::datatype::raw_array::RawArray;
 
-/// Elements of a small 1-D array without NULLs (`float8[]` or `int4[]`), as f64.
-unsafe fn small_array(datum: pg_sys::Datum, what: &str) -> Vec<f64> {
+/// Elements of a small 1-D `float8[]` (`int4[]` when `int`) without NULLs, as f64.
+unsafe fn small_array(datum: pg_sys::Datum, what: &str, int: bool) -> Vec<f64> {
     unsafe {
-        let arr = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
-        let h = arr.cast::<i32>();
-        let (ndim, dataoffset, elemtype) = (*h.add(1), *h.add(2), *h.add(3) as u32);
-        if ndim != 1 || dataoffset != 0 {
-            ereport!(
-                PgLogLevel::ERROR,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("{what} must be a one-dimensional array without NULLs")
-            );
-        }
-        let n = *h.add(4) as usize;
-        let data = arr.cast::<u8>().add(24);
-        if elemtype == pg_sys::FLOAT8OID.to_u32() {
-            std::slice::from_raw_parts(data.cast::<f64>(), n).to_vec()
+        let plain = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
+        let (oid, size) = if int { (pg_sys::INT4OID, 4) } else { (pg_sys::FLOAT8OID, 8) };
+        let arr = match RawArray::parse(plain, oid, size) {
+            Ok(a) if a.ndim <= 1 && a.first_null().is_none() => a,
+            _ => {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("{what} must be a one-dimensional array without NULLs")
+                );
+                unreachable!()
+            }
+        };
+        if int {
+            arr.as_i32().iter().map(|&v| v as f64).collect()
         } else {
-            std::slice::from_raw_parts(data.cast::<i32>(), n).iter().map(|&v| v as f64).collect()
+            arr.as_f64().to_vec()
         }
     }
 }
@@ -45,10 +47,11 @@ unsafe fn combine(fcinfo: pg_sys::FunctionCallInfo, storage: Storage) -> pg_sys:
                 "multipliers, dims, a key and at least one model value are required"
             );
         }
-        let multipliers = small_array(fcinfo::pg_getarg_datum_raw(fcinfo, 0), "multipliers");
-        let dims: Vec<usize> = small_array(fcinfo::pg_getarg_datum_raw(fcinfo, 1), "dims")
+        let multipliers = small_array(fcinfo::pg_getarg_datum_raw(fcinfo, 0), "multipliers", false);
+        // A negative dimension becomes 0, which check_layout refuses.
+        let dims: Vec<usize> = small_array(fcinfo::pg_getarg_datum_raw(fcinfo, 1), "dims", true)
             .into_iter()
-            .map(|d| d as usize)
+            .map(|d| d.max(0.0) as usize)
             .collect();
         let k = nargs - 4;
         if multipliers.len() != k || dims.len() != k {
@@ -85,7 +88,11 @@ unsafe fn combine(fcinfo: pg_sys::FunctionCallInfo, storage: Storage) -> pg_sys:
                     crate::ereport_hint!(
                         ERROR,
                         PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                        format!("model value {} has an unsupported type", m + 1),
+                        format!(
+                            "column {} has type {}",
+                            column(m),
+                            crate::datatype::model_value::format_type(typ, -1)
+                        ),
                         "model values must be vector, real[] or double precision[]"
                     );
                 });

@@ -16,7 +16,8 @@ use pgrx::prelude::*;
 /// Multipliers of the stored blocks for `weights` in `mode` with `threshold`: symmetric mode
 /// `sqrt(w_k / w_max)` for kept models and 0 for left-out ones; query-weighted mode 1 for all.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn block_multipliers(weights: Vec<f64>, mode: &str, threshold: f64) -> Vec<f64> {
+fn block_multipliers(weights: Array<'_, f64>, mode: &str, threshold: f64) -> Vec<f64> {
+    let weights = crate::datatype::float_array::non_null_slice(&weights, "weights");
     let Some(mode) = Mode::parse(mode) else {
         crate::ereport_hint!(
             ERROR,
@@ -25,7 +26,7 @@ fn block_multipliers(weights: Vec<f64>, mode: &str, threshold: f64) -> Vec<f64> 
             "mode is 'symmetric' or 'query_weighted'"
         );
     };
-    match scales(&weights, mode, threshold) {
+    match scales(weights, mode, threshold) {
         Ok(s) => s.stored,
         Err(e @ ScaleError::NoPositiveWeight { .. }) => {
             crate::ereport_hint!(

@@ -6,8 +6,8 @@ use pgrx::datum::IntoDatum;
 use pgrx::prelude::*;
 
 use super::catalog::Storage;
-use crate::datatype::halfvec::HalfvecOutput;
-use crate::datatype::model_value::{raise_null_element, ModelKind, ModelValue, ValueError};
+use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
+use crate::datatype::model_value::{raise_corrupt_value, raise_null_element, ModelKind, ModelValue, ValueError};
 use crate::datatype::vector::VectorOutput;
 
 /// Reads one model value (`None` for SQL NULL), raising 22004 for a NULL element.
@@ -27,6 +27,7 @@ pub unsafe fn read_model(
     match unsafe { ModelValue::read(datum, kind) } {
         Ok(v) => Some(v),
         Err(ValueError::NullElement(p)) => raise_null_element(&key(), &column(), p),
+        Err(ValueError::Corrupt(what)) => raise_corrupt_value(&key(), &column(), &what),
     }
 }
 
@@ -41,18 +42,82 @@ pub fn combined_datum(
     columns: &dyn Fn(usize) -> String,
 ) -> pg_sys::Datum {
     let blocks: Vec<Option<Block<'_>>> = values.iter().map(|v| v.as_ref().map(ModelValue::block)).collect();
+    check_layout(dims, multipliers);
     let width = layout_width(dims, multipliers);
     match storage {
         Storage::Vector => {
             let mut out = VectorOutput::zeroed(width);
             combine_or_raise(&blocks, dims, multipliers, out.as_mut_slice(), key, columns);
+            check_finite(out.as_mut_slice(), key);
             out.into_datum().expect("non-null")
         }
         Storage::Halfvec => {
+            if width > HALFVEC_MAX_DIM {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    format!("halfvec cannot have more than {HALFVEC_MAX_DIM} dimensions, got {width}")
+                );
+            }
             let mut tmp = vec![0f32; width];
             combine_or_raise(&blocks, dims, multipliers, &mut tmp, key, columns);
+            // binary16 overflows above 65504: pgvector rejects an infinite halfvec element.
+            if let Some(i) = tmp.iter().position(|x| !half::f16::from_f32(*x).is_finite()) {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("{}combined element {} ({}) is out of range for halfvec", key_prefix(key), i + 1, tmp[i])
+                );
+            }
             HalfvecOutput::from_f32(&tmp).into_datum()
         }
+    }
+}
+
+/// A layout the kernels can use: one finite, non-negative multiplier and a dimension in
+/// 1..=16000 per model. The catalog and the materialise steps only ever pass such layouts; a
+/// direct call of the internal row kernels with other values is refused here.
+pub fn check_layout(dims: &[usize], multipliers: &[f64]) {
+    if dims.len() != multipliers.len() {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{} dimensions but {} multipliers", dims.len(), multipliers.len())
+        );
+    }
+    if let Some(d) = dims.iter().find(|&&d| d == 0 || d > crate::datatype::vector::VECTOR_MAX_DIM) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("a model has 1 to 16000 dimensions, got {d}")
+        );
+    }
+    if let Some(m) = multipliers.iter().find(|m| !m.is_finite() || **m < 0.0) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("multipliers must be finite and non-negative, got {m}")
+        );
+    }
+}
+
+fn key_prefix(key: &dyn Fn() -> String) -> String {
+    let k = key();
+    if k.is_empty() {
+        k
+    } else {
+        format!("row with key {k}: ")
+    }
+}
+
+/// pgvector rejects NaN and infinite elements: a product that overflowed f32 is an error.
+fn check_finite(out: &[f32], key: &dyn Fn() -> String) {
+    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("{}combined element {} is out of range for vector", key_prefix(key), i + 1)
+        );
     }
 }
 

@@ -15,7 +15,9 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::catalog::{ident, ModelSetDef};
-use crate::datatype::model_value::{raise_null_element, ModelValue, ValueError};
+use crate::datatype::model_value::{
+    check_model_attributes, raise_corrupt_value, raise_null_element, ModelValue, ValueError,
+};
 use crate::regression_state::raise_stats_error;
 use crate::settings::entity_cache_bytes;
 
@@ -359,8 +361,24 @@ fn load_chunk(
     );
     let mut chunk = EntityChunk::new(lo, hi - lo, layout);
     let mut cursor = client.open_cursor(sql.as_str(), &[(lo as i32).into(), (hi as i32).into()]);
+    let model_atts: Vec<i32> = (0..def.model_columns.len() as i32).map(|m| 3 + m).collect();
+    let mut checked = false;
     loop {
         let n = fetch_raw(&mut cursor, |tup, desc| unsafe {
+            // The columns' types as the query returned them, before any value is read with
+            // the layout the catalog recorded (ALTER TABLE may have changed a type since).
+            if !checked {
+                check_model_attributes(
+                    desc,
+                    &model_atts,
+                    &def.kinds,
+                    &def.dims,
+                    &def.name,
+                    &def.source_sql,
+                    &def.model_columns,
+                );
+                checked = true;
+            }
             let mut null = false;
             let idx = pg_sys::SPI_getbinval(tup, desc, 1, &mut null).value() as i32 as usize;
             for (m, kind) in def.kinds.iter().enumerate() {
@@ -372,6 +390,7 @@ fn load_chunk(
                 let value = match ModelValue::read(d, *kind) {
                     Ok(v) => v,
                     Err(ValueError::NullElement(p)) => raise_null_element(&key(), &def.model_columns[m], p),
+                    Err(ValueError::Corrupt(what)) => raise_corrupt_value(&key(), &def.model_columns[m], &what),
                 };
                 let block = value.block();
                 match block.norm_sq() {

@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 
 use super::catalog::{self, ident, ModelSetDef};
 use super::output::read_model;
-use crate::datatype::model_value::ModelValue;
+use crate::datatype::model_value::{check_model_attributes, ModelValue};
 use crate::datatype::vector::VectorOutput;
 use crate::datatype::vector_array::VectorArray;
 
@@ -102,6 +102,19 @@ fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
                 PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
                 format!("model set \"{}\": no row of {} has this key", def.name, def.source_sql)
             );
+        }
+        if rows > 1 {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION,
+                format!("model set \"{}\": more than one row of {} has this key", def.name, def.source_sql)
+            );
+        }
+        // The columns' types as the query returned them, before reading any value.
+        unsafe {
+            let tt = pg_sys::SPI_tuptable;
+            let atts: Vec<i32> = (1..=def.model_columns.len() as i32).collect();
+            check_model_attributes((*tt).tupdesc, &atts, &def.kinds, &def.dims, &def.name, &def.source_sql, &def.model_columns);
         }
         // Copy the values out of SPI memory as plain f32/f64 vectors.
         let row = table.first();

@@ -7,8 +7,12 @@
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgBox};
 
-use super::catalog::{self, ModelSetDef};
+use embedstack_math::combine::layout_width;
+
+use super::catalog::{self, Layout, ModelSetDef, Storage};
 use super::output::{combined_datum, read_model};
+use crate::datatype::model_value::{attribute_type, check_model_attributes, format_type};
+use crate::datatype::pgvector_types::{pgvector_type, PgvectorType};
 
 #[no_mangle]
 #[doc(hidden)]
@@ -51,6 +55,20 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         let desc = (*td.tg_relation).rd_att;
 
         let def: ModelSetDef = Spi::connect(|client| catalog::load(client, &name));
+        // Only on the table the extension installed it on: a trigger that a user points at
+        // another model set (or at one of another table) would otherwise write that set's
+        // vectors into whatever columns of this table carry its column names.
+        let relid = (*td.tg_relation).rd_id;
+        if relid != def.source_oid {
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                format!(
+                    "embedstack._refresh_combined('{name}') fired on a table that is not the source of model set \"{name}\""
+                ),
+                "this trigger function is installed by embedstack.materialize on a model set's source table only; drop this trigger"
+            );
+        }
         let targets: Vec<_> = [def.served.as_ref(), def.staging.as_ref()].into_iter().flatten().collect();
         if targets.is_empty() {
             return pg_sys::Datum::from(tuple);
@@ -69,13 +87,18 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         };
         let key_att = attnum(&def.key_column);
         let key = || super::pairs::key_text(tuple, desc, key_att);
+        // The columns' types now, not as recorded in the catalog (ALTER TABLE may have
+        // changed them since).
+        let model_atts: Vec<i32> = def.model_columns.iter().map(|c| attnum(c)).collect();
+        check_model_attributes(desc, &model_atts, &def.kinds, &def.dims, &name, &def.source_sql, &def.model_columns);
         let values: Vec<_> = def
             .model_columns
             .iter()
             .zip(&def.kinds)
-            .map(|(col, kind)| {
+            .zip(&model_atts)
+            .map(|((col, kind), &att)| {
                 let mut null = false;
-                let d = pg_sys::heap_getattr(tuple, attnum(col), desc, &mut null);
+                let d = pg_sys::heap_getattr(tuple, att, desc, &mut null);
                 read_model(d, null, *kind, &key, &|| col.clone())
             })
             .collect();
@@ -89,6 +112,7 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
             if n <= 0 {
                 continue;
             }
+            check_output_attribute(desc, n, layout, &def);
             datums.push(combined_datum(
                 &values,
                 &def.dims,
@@ -113,5 +137,32 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
             nulls.as_mut_ptr(),
         );
         pg_sys::Datum::from(newtuple)
+    }
+}
+
+/// The column a combined vector is written into must be pgvector's `vector(width)` or
+/// `halfvec(width)` as the layout says (the extension creates it so): anything else carrying
+/// the combined column's name would receive bytes of another type.
+unsafe fn check_output_attribute(desc: pg_sys::TupleDesc, att: i32, layout: &Layout, def: &ModelSetDef) {
+    let (typid, typmod) = unsafe { attribute_type(desc, att) };
+    let width = layout_width(&def.dims, &layout.multipliers);
+    let (wanted, name) = match layout.storage {
+        Storage::Vector => (PgvectorType::Vector, "vector"),
+        Storage::Halfvec => (PgvectorType::Halfvec, "halfvec"),
+    };
+    if pgvector_type(typid) != Some(wanted) || (typmod > 0 && typmod as usize != width) {
+        crate::ereport_hint!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "column \"{}\" of {} has type {}, but model set \"{}\" writes {name}({width}) into it",
+                layout.column,
+                def.source_sql,
+                format_type(typid, typmod),
+                def.name
+            ),
+            "the column was altered or replaced after materialize created it: CALL embedstack.materialize again, \
+             or drop the model set"
+        );
     }
 }

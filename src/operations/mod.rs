@@ -2,7 +2,7 @@
 //! lock that survives the procedures' COMMITs but never a failed call, and the ownership check
 //! of the catalog writers.
 
-mod authorize;
+pub mod authorize;
 mod job_lock;
 
 pub use job_lock::register_abort_release;

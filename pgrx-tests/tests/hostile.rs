@@ -1,0 +1,547 @@
+//! Hostile use (issue 11): every statement an outside probe of 0.2.0 ran as an unprivileged
+//! role, with the clean outcome asserted — a SQLSTATE, the session still connected, the server
+//! never restarted — and the model sets of other roles untouched.
+//!
+//! These statements crashed 0.2.0's server, so each test runs on a throw-away cluster of its
+//! own (`embedstack_client_tests::cluster`), started with RUST_BACKTRACE=1 in the server's
+//! environment: no error may show a Rust backtrace to the user even then. At the end of each
+//! test the server log must not show a backend killed by a signal.
+//!
+//! Roles: `alice` owns schema `alice` and her table `alice.people` with model set `ms`; `bob`
+//! owns schema `bob` and has no privilege on alice's objects; `carol` may SELECT alice.people.
+
+use embedstack_client_tests::cluster::ThrowawayCluster;
+use embedstack_client_tests::sql::{all_text, expect_code, q};
+use postgres::Client;
+
+/// A throw-away cluster for one test, with database `h`, the extension, the roles and alice's
+/// served model set `ms` (two models: m1 real[4], m2 vector(3); 60 rows, 114 pairs).
+fn setup(name: &str, port: u16) -> (ThrowawayCluster, Client) {
+    let cl = ThrowawayCluster::start(name, port, &[("RUST_BACKTRACE", "1"), ("RUST_LIB_BACKTRACE", "1")]);
+    let mut su = cl.connect("postgres", "postgres");
+    su.batch_execute("CREATE DATABASE h").unwrap();
+    let mut su = cl.connect("h", "postgres");
+    su.batch_execute(
+        "CREATE EXTENSION embedstack CASCADE;
+         CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE carol LOGIN;
+         CREATE SCHEMA alice AUTHORIZATION alice; CREATE SCHEMA bob AUTHORIZATION bob;",
+    )
+    .unwrap();
+    let mut a = cl.connect("h", "alice");
+    people(&mut a, "alice.people", 60);
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('ms', 'alice.people', 'id', '{m1,m2}');
+         SELECT embedstack.fit('ms', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
+    )
+    .unwrap();
+    a.batch_execute("CALL embedstack.materialize('ms')").unwrap();
+    a.batch_execute("GRANT USAGE ON SCHEMA alice TO carol; GRANT SELECT ON alice.people, alice.pairs TO carol")
+        .unwrap();
+    (cl, su)
+}
+
+/// `table(id int PK, email text, m1 real[], m2 vector(3))` with `n` rows whose emails are
+/// private (`user<i>@corp.example`), and pairs `<schema>.pairs(a, b, y)` over them.
+fn people(c: &mut Client, table: &str, n: i32) {
+    let schema = table.split('.').next().unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, email text, m1 real[], m2 vector(3));
+         INSERT INTO {table}
+         SELECT i, 'user' || i || '@corp.example',
+                ARRAY[sin(i), cos(i), sin(2 * i), 1]::real[],
+                ('[' || cos(3 * i) || ',' || sin(5 * i) || ',1.5]')::vector
+           FROM generate_series(1, {n}) i;
+         CREATE TABLE IF NOT EXISTS {schema}.pairs (a int, b int, y float8);
+         INSERT INTO {schema}.pairs SELECT i, i + 1, (i % 7)::float8 FROM generate_series(1, {n} - 1) i;
+         INSERT INTO {schema}.pairs SELECT i, i + 5, ((i * 3) % 5)::float8 FROM generate_series(1, {n} - 5) i;"
+    ))
+    .unwrap();
+}
+
+/// The session still works and the server never lost a backend to a signal.
+fn assert_alive(cl: &ThrowawayCluster, sessions: &mut [&mut Client]) {
+    for s in sessions.iter_mut() {
+        let one: i32 = s.query_one("SELECT 1", &[]).expect("the session survived").get(0);
+        assert_eq!(one, 1);
+    }
+    let log = cl.log();
+    assert!(
+        !log.contains("terminated by signal") && !log.contains("server process") && !log.contains("reinitializing"),
+        "the server log shows a crash:\n{log}"
+    );
+}
+
+/// Everything the catalog holds about model set `set`, as the superuser sees it.
+fn catalog_of(su: &mut Client, set: &str) -> String {
+    su.query_one(
+        "SELECT coalesce((SELECT row_to_json(m)::text FROM embedstack.model_sets m WHERE m.name = $1), '-') || ' | '
+             || coalesce((SELECT string_agg(row_to_json(f)::text, ',' ORDER BY f.id) FROM embedstack.fits f
+                           WHERE f.model_set = $1), '-') || ' | '
+             || coalesce((SELECT string_agg(j.id || j.state || j.phase, ',' ORDER BY j.id) FROM embedstack.jobs j
+                           WHERE j.model_set = $1), '-')",
+        &[&set],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// A new row of alice.people gets its combined vector from the freshness trigger.
+fn insert_gets_vector(a: &mut Client, id: i32) {
+    a.batch_execute(&format!(
+        "INSERT INTO alice.people VALUES ({id}, 'new@corp.example', '{{1,2,3,4}}', '[1,0,1]')"
+    ))
+    .unwrap();
+    let has: bool = a
+        .query_one("SELECT ms_combined IS NOT NULL FROM alice.people WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(has, "row {id} got its combined vector");
+}
+
+/// Item 1 and 2: a model column whose type changed after the model set was created, a trigger
+/// pointed at another table's model set, combined columns replaced by other types, a temporary
+/// source, and the catalog writer called with forged types: clean errors, no crash.
+#[test]
+fn altered_types_and_foreign_triggers_are_clean_errors() {
+    let (cl, mut su) = setup("types", 54891);
+    let mut a = cl.connect("h", "alice");
+
+    // A temporary table cannot be a source (its model set would outlive it).
+    a.batch_execute("CREATE TEMP TABLE t (id int PRIMARY KEY, x real[])").unwrap();
+    expect_code(&mut a, "SELECT embedstack.create_model_set('m', 'pg_temp.t', 'id', '{x}', model_dims => '{4}')", "0A000");
+
+    // The catalog writers are not executable by anyone but the extension's owner.
+    a.batch_execute("CREATE TABLE alice.ints (id int PRIMARY KEY, x int8); INSERT INTO alice.ints VALUES (1, 7), (2, 8)")
+        .unwrap();
+    expect_code(
+        &mut a,
+        "SELECT embedstack._w_insert_model_set('forged', 'alice.ints', 'id', '{x}', '{4}', '{real[]}', 'symmetric', 0,
+                                               'c', 'auto')",
+        "42501",
+    );
+
+    // A model set whose real[] column became int8: every reader and the trigger refuse.
+    people(&mut a, "alice.p2", 30);
+    // (PostgreSQL itself refuses ALTER TYPE of a column the freshness trigger names, so the
+    // type changes before the first materialise, as in the probe.)
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('m2', 'alice.p2', 'id', '{m1,m2}');
+         SELECT embedstack.fit('m2', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
+    )
+    .unwrap();
+    a.batch_execute("ALTER TABLE alice.p2 ALTER m1 TYPE int8 USING 7").unwrap();
+    for sql in [
+        "SELECT embedstack.pair_statistics('m2', 'alice.pairs', 'a', 'b', 'y')",
+        "SELECT * FROM embedstack.evaluate('m2', 'alice.pairs', 'a', 'b', 'y')",
+        "SELECT embedstack.fit('m2', 'alice.pairs', 'a', 'b', 'y')",
+        "CALL embedstack.materialize('m2')",
+    ] {
+        let e = expect_code(&mut a, sql, "42804");
+        assert!(all_text(&e).contains("m1"), "{}", all_text(&e));
+    }
+    assert_alive(&cl, &mut [&mut a]);
+
+    // A vector(3) column altered to vector(2): refused where 0.2.0 skipped it silently.
+    people(&mut a, "alice.p3", 30);
+    a.batch_execute("SELECT embedstack.create_model_set('m3', 'alice.p3', 'id', '{m1,m2}')").unwrap();
+    a.batch_execute("ALTER TABLE alice.p3 ALTER m2 TYPE vector(2) USING subvector(m2, 1, 2)").unwrap();
+    let e = expect_code(&mut a, "SELECT embedstack.pair_statistics('m3', 'alice.pairs', 'a', 'b', 'y')", "42804");
+    assert!(all_text(&e).contains("vector(3)"), "{}", all_text(&e));
+
+    // A look-alike type named `vector` in another schema is not pgvector's.
+    a.batch_execute(
+        "CREATE TYPE alice.vector AS (x int8);
+         CREATE TABLE alice.p4 (id int PRIMARY KEY, v alice.vector);
+         INSERT INTO alice.p4 VALUES (1, ROW(42))",
+    )
+    .unwrap();
+    expect_code(&mut a, "SELECT embedstack.create_model_set('m4', 'alice.p4', 'id', '{v}', model_dims => '{3}')", "42804");
+    expect_code(
+        &mut a,
+        "SELECT embedstack._combine_vector('{1}', '{3}', '{v}', 1, (SELECT v FROM alice.p4))",
+        "42804",
+    );
+    // (alice's search_path starts with her schema: the look-alike would shadow pgvector's.)
+    a.batch_execute("DROP TABLE alice.p4; DROP TYPE alice.vector").unwrap();
+
+    // The freshness trigger pointed by a user at a model set of another table.
+    a.batch_execute(
+        "CREATE TABLE alice.other (id int PRIMARY KEY, m1 int8, m2 vector(3), ms_combined bytea);
+         CREATE TRIGGER t BEFORE INSERT ON alice.other FOR EACH ROW EXECUTE FUNCTION embedstack._refresh_combined('ms')",
+    )
+    .unwrap();
+    expect_code(&mut a, "INSERT INTO alice.other VALUES (1, 7, '[1,2,3]', NULL)", "39P01");
+    // ... at bob's model set (which alice cannot even see).
+    let mut b = cl.connect("h", "bob");
+    people(&mut b, "bob.items", 20);
+    b.batch_execute("SELECT embedstack.create_model_set('bset', 'bob.items', 'id', '{m1,m2}')").unwrap();
+    a.batch_execute(
+        "CREATE TABLE alice.other2 (id int PRIMARY KEY, m1 int8, m2 vector(3), bset_combined int8);
+         CREATE TRIGGER t BEFORE INSERT ON alice.other2 FOR EACH ROW EXECUTE FUNCTION embedstack._refresh_combined('bset')",
+    )
+    .unwrap();
+    expect_code(&mut a, "INSERT INTO alice.other2 VALUES (1, 7, '[1,2,3]', NULL)", "42501");
+    assert_alive(&cl, &mut [&mut a, &mut b]);
+
+    // Item 2: the combined column replaced by a column of another type, for each type the probe
+    // used: the trigger refuses to write into it.
+    insert_gets_vector(&mut a, 500);
+    for typ in ["bytea", "int8", "text", "float8[]", "jsonb", "halfvec", "vector(17)"] {
+        a.batch_execute(&format!(
+            "ALTER TABLE alice.people DROP COLUMN ms_combined; ALTER TABLE alice.people ADD COLUMN ms_combined {typ}"
+        ))
+        .unwrap();
+        let e = expect_code(
+            &mut a,
+            "INSERT INTO alice.people VALUES (900, 'ceo@corp.example', '{1,2,3,4}', '[1,0,1]')",
+            "42804",
+        );
+        assert!(all_text(&e).contains("ms_combined"), "{typ}: {}", all_text(&e));
+        let n: i64 = a.query_one("SELECT count(*) FROM alice.people WHERE id = 900", &[]).unwrap().get(0);
+        assert_eq!(n, 0, "{typ}: nothing written");
+    }
+    assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
+}
+
+/// Item 3: bob's SECURITY DEFINER functions, granted to alice and called by her, cannot drive
+/// the catalog writers (directly, through the write gate, or through the public functions)
+/// against her model set; nor can alice's own SECURITY DEFINER function be driven by bob.
+#[test]
+fn definer_functions_cannot_change_another_roles_model_set() {
+    let (cl, mut su) = setup("deputy", 54892);
+    let mut a = cl.connect("h", "alice");
+    let mut b = cl.connect("h", "bob");
+    let fit: i64 = su.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'ms'", &[]).unwrap().get(0);
+    let before = catalog_of(&mut su, "ms");
+
+    let bodies = [
+        format!("PERFORM embedstack._w_serve('ms', {fit}, '{{1,1,1,1,1,1,1,1,1}}', 'vector', 'x')"),
+        "PERFORM embedstack._w_delete_model_set('ms')".to_string(),
+        "PERFORM embedstack._w_set_staging('ms', 'email', NULL, '{1,1}', 'vector')".to_string(),
+        format!("PERFORM embedstack._write('serve', 'ms', {fit}::bigint, '{{1,1,1}}'::float8[], 'vector', 'x'::name)"),
+        "PERFORM embedstack._write('delete_model_set', 'ms')".to_string(),
+        "PERFORM embedstack._write('set_staging', 'ms', 'email'::name, NULL::bigint, '{1,1}'::float8[], 'vector')"
+            .to_string(),
+        "PERFORM embedstack._write('insert_model_set', 'ms_forged', 'alice.people'::regclass, 'id'::name, '{m1}'::name[],
+             '{4}'::int[], '{real[]}'::regtype[], 'symmetric', 0::float8, 'email'::name, 'auto')"
+            .to_string(),
+        "PERFORM embedstack.drop_model_set('ms')".to_string(),
+        "PERFORM embedstack.fit('ms', 'alice.pairs', 'a', 'b', 'y')".to_string(),
+        "CALL embedstack.materialize('ms')".to_string(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        b.batch_execute(&format!(
+            "CREATE FUNCTION bob.f{i}() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN {body}; END $f$;
+             GRANT USAGE ON SCHEMA bob TO alice; GRANT EXECUTE ON FUNCTION bob.f{i}() TO alice;"
+        ))
+        .unwrap();
+        let e = expect_code(&mut a, &format!("SELECT bob.f{i}()"), "42501");
+        assert!(!all_text(&e).contains("backtrace"), "{}", all_text(&e));
+        // Bob calling it himself gets no further.
+        expect_code(&mut b, &format!("SELECT bob.f{i}()"), "42501");
+        assert_eq!(catalog_of(&mut su, "ms"), before, "bob.f{i} ({body}) changed alice's model set");
+    }
+    // The write gate called directly by bob: refused, as are the writers.
+    expect_code(&mut b, "SELECT embedstack._write('delete_model_set', 'ms')", "42501");
+    expect_code(&mut b, "SELECT embedstack._w_delete_model_set('ms')", "42501");
+    expect_code(&mut b, "SELECT embedstack._write('no_such_writer', 'ms')", "22023");
+
+    // Alice's own SECURITY DEFINER function that writes her catalog works when she calls it,
+    // and is refused when bob does: the outer role must own the table too.
+    a.batch_execute(
+        "CREATE FUNCTION alice.clear_staging() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $f$
+         BEGIN PERFORM embedstack._write('set_staging', 'ms', NULL::name, NULL::bigint, NULL::float8[], NULL::text); END $f$;
+         GRANT USAGE ON SCHEMA alice TO bob; GRANT EXECUTE ON FUNCTION alice.clear_staging() TO bob;",
+    )
+    .unwrap();
+    a.batch_execute("SELECT alice.clear_staging()").unwrap();
+    expect_code(&mut b, "SELECT alice.clear_staging()", "42501");
+    // SET ROLE inside a superuser session: the role set is the outer role.
+    su.batch_execute("SET ROLE bob").unwrap();
+    expect_code(&mut su, "SELECT alice.clear_staging()", "42501");
+    su.batch_execute("RESET ROLE").unwrap();
+
+    // Her model set is intact and serving: same catalog, trigger in place, inserts work.
+    assert_eq!(catalog_of(&mut su, "ms"), before);
+    insert_gets_vector(&mut a, 700);
+    let n: i64 = a.query_one("SELECT count(*) FROM alice.people WHERE ms_combined IS NULL", &[]).unwrap().get(0);
+    assert_eq!(n, 0);
+    assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
+}
+
+/// Item 4 and 5: temporary and dropped sources; names near 63 bytes and model sets whose names
+/// share a long prefix on one table.
+#[test]
+fn dropped_sources_free_names_and_derived_names_are_unique() {
+    let (cl, mut su) = setup("names", 54893);
+    let mut a = cl.connect("h", "alice");
+    let mut b = cl.connect("h", "bob");
+
+    // DROP TABLE of a source drops its model set (fits too); the name is free for anyone.
+    people(&mut a, "alice.gone", 20);
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('gone', 'alice.gone', 'id', '{m1,m2}');
+         SELECT embedstack.fit('gone', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);
+         DROP TABLE alice.gone",
+    )
+    .unwrap();
+    assert_eq!(catalog_of(&mut su, "gone"), "- | - | -");
+    people(&mut b, "bob.t", 20);
+    b.batch_execute("SELECT embedstack.create_model_set('gone', 'bob.t', 'id', '{m1,m2}')").unwrap();
+
+    // With the event trigger disabled (an orphan as 0.2.0 left them): the owner cannot see it,
+    // a superuser can drop it, and the name is free again.
+    su.batch_execute("ALTER EVENT TRIGGER embedstack_source_dropped DISABLE").unwrap();
+    people(&mut a, "alice.gone2", 20);
+    a.batch_execute("SELECT embedstack.create_model_set('gone2', 'alice.gone2', 'id', '{m1,m2}'); DROP TABLE alice.gone2")
+        .unwrap();
+    su.batch_execute("ALTER EVENT TRIGGER embedstack_source_dropped ENABLE").unwrap();
+    expect_code(&mut a, "SELECT embedstack.drop_model_set('gone2')", "42501");
+    su.batch_execute("SELECT embedstack.drop_model_set('gone2')").unwrap();
+    assert_eq!(catalog_of(&mut su, "gone2"), "- | - | -");
+    b.batch_execute("SELECT embedstack.create_model_set('gone2', 'bob.t', 'id', '{m1,m2}', combined_column => 'c2')")
+        .unwrap();
+    // A name taken by a model set alice cannot see is still taken.
+    expect_code(&mut a, "SELECT embedstack.create_model_set('gone2', 'alice.people', 'id', '{m1}')", "42710");
+
+    // Names near 63 bytes: a 63-byte multibyte combined column; a 17-character CJK model set
+    // name. Two materialisations with different layouts each (a real cut-over every time).
+    let combined = format!("{}x", "é".repeat(31));
+    assert_eq!(combined.len(), 63);
+    let cjk = "模型集合模型集合模型集合模型集合模";
+    assert_eq!(cjk.chars().count(), 17);
+    people(&mut a, "alice.long", 40);
+    a.batch_execute(&format!(
+        "SELECT embedstack.create_model_set('long', 'alice.long', 'id', '{{m1,m2}}', combined_column => {});
+         SELECT embedstack.create_model_set({}, 'alice.long', 'id', '{{m1,m2}}');",
+        q(&combined),
+        q(cjk)
+    ))
+    .unwrap();
+    for set in ["long", cjk] {
+        for target in ["y", "a::float8"] {
+            // Two fits on different targets: different weights, different stored layouts.
+            a.batch_execute(&format!(
+                "SELECT embedstack.fit({}, 'alice.pairs', 'a', 'b', {}, nonnegative => true)",
+                q(set),
+                q(target.split("::").next().unwrap())
+            ))
+            .unwrap();
+            a.batch_execute(&format!("CALL embedstack.materialize({})", q(set))).unwrap();
+        }
+        let r = a
+            .query_one(
+                "SELECT m.combined_column::text,
+                        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                                 WHERE i.indrelid = m.source AND c.relname = m.served_index)
+                   FROM embedstack.model_sets m WHERE m.name = $1",
+                &[&set],
+            )
+            .unwrap();
+        let (col, idx_ok): (String, bool) = (r.get(0), r.get(1));
+        assert!(idx_ok, "{set}: the served index exists");
+        if set == "long" {
+            assert_eq!(col, combined);
+        }
+        let nulls: i64 = a
+            .query_one(&format!("SELECT count(*) FROM alice.long WHERE \"{col}\" IS NULL"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(nulls, 0, "{set}: every row served");
+    }
+
+    // Two model sets on one table whose names share 52 characters.
+    let stem = "n".repeat(52);
+    let (sa, sb) = (format!("{stem}_one"), format!("{stem}_two"));
+    people(&mut a, "alice.twin", 30);
+    for (s, c) in [(&sa, "ca"), (&sb, "cb")] {
+        a.batch_execute(&format!(
+            "SELECT embedstack.create_model_set({}, 'alice.twin', 'id', '{{m1,m2}}', combined_column => '{c}');
+             SELECT embedstack.fit({}, 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
+            q(s),
+            q(s)
+        ))
+        .unwrap();
+        a.batch_execute(&format!("CALL embedstack.materialize({})", q(s))).unwrap();
+    }
+    let served_ok: i64 = a
+        .query_one(
+            "SELECT count(*) FROM embedstack.model_sets m
+              WHERE m.source = 'alice.twin'::regclass
+                AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = m.served_index)
+                AND embedstack._own_trigger(m.source, m.name)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(served_ok, 2, "both served indexes and both triggers exist");
+    a.batch_execute(&format!("SELECT embedstack.drop_model_set({})", q(&sb))).unwrap();
+    a.batch_execute("INSERT INTO alice.twin VALUES (1000, 'n@corp.example', '{1,2,3,4}', '[1,0,1]')").unwrap();
+    let has: bool = a.query_one("SELECT ca IS NOT NULL FROM alice.twin WHERE id = 1000", &[]).unwrap().get(0);
+    assert!(has, "A's trigger survived dropping B");
+    assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
+}
+
+/// Item 8: the catalog rows of a model set are visible to the roles that may read its source,
+/// and to nobody else — including key values in jobs and the statistics in fits.
+#[test]
+fn catalog_rows_follow_read_privileges_on_the_source() {
+    let (cl, mut su) = setup("leaks", 54894);
+    let mut a = cl.connect("h", "alice");
+    // A failed materialise records a key value in the job's error: a second model set on the
+    // table, materialised for the first time, meets a row that cannot be combined.
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('ms2', 'alice.people', 'id', '{m1,m2}', combined_column => 'c2');
+         SELECT embedstack.fit('ms2', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);
+         ALTER TABLE alice.people DISABLE TRIGGER USER;
+         UPDATE alice.people SET m1 = '{1,NULL,3,4}' WHERE id = 9;
+         ALTER TABLE alice.people ENABLE TRIGGER USER;",
+    )
+    .unwrap();
+    let e = expect_code(&mut a, "CALL embedstack.materialize('ms2')", "22004");
+    assert!(all_text(&e).contains("key 9"), "{}", all_text(&e));
+    let errors: i64 =
+        su.query_one("SELECT count(*) FROM embedstack.jobs WHERE error IS NOT NULL", &[]).unwrap().get(0);
+    assert!(errors >= 1, "the failure was recorded");
+
+    let count = |c: &mut Client, what: &str| -> i64 {
+        let key = if what == "model_sets" { "name" } else { "model_set" };
+        c.query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} IN ('ms', 'ms2')"), &[]).unwrap().get(0)
+    };
+    let mut b = cl.connect("h", "bob");
+    let mut c = cl.connect("h", "carol");
+    for what in ["model_sets", "fits", "jobs", "status"] {
+        let (na, nb, nc) = (count(&mut a, what), count(&mut b, what), count(&mut c, what));
+        assert!(na >= 1, "alice sees her {what}");
+        assert_eq!(nb, 0, "bob sees none of alice's {what}");
+        assert_eq!(nc, na, "carol (SELECT on the source) sees what alice sees in {what}");
+    }
+    let leaked: i64 = b
+        .query_one("SELECT count(*) FROM embedstack.jobs WHERE error::text LIKE '%key 9%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+    let seen: i64 = c
+        .query_one("SELECT count(*) FROM embedstack.jobs WHERE error::text LIKE '%key 9%'", &[])
+        .unwrap()
+        .get(0);
+    assert!(seen >= 1, "carol, who may read the table, sees the error");
+    // Reading through the functions: bob is refused, carol reads.
+    for sql in [
+        "SELECT * FROM embedstack.evaluate('ms', 'alice.pairs', 'a', 'b', 'y')",
+        "SELECT embedstack.query_vector('ms', 5)",
+    ] {
+        expect_code(&mut b, sql, "42501");
+    }
+    c.batch_execute("SELECT embedstack.query_vector('ms', 5)").unwrap();
+    assert_alive(&cl, &mut [&mut a, &mut b, &mut c, &mut su]);
+}
+
+/// Items 6, 7, 9, 10: long solves are cancellable, the feature count is capped before any
+/// allocation, finite extremes never become a silent NaN/Infinity/0, and internal errors have
+/// SQLSTATEs and no Rust backtrace even with RUST_BACKTRACE set in the server's environment.
+#[test]
+fn resources_numbers_and_error_codes() {
+    let (cl, mut su) = setup("numbers", 54895);
+    let mut b = cl.connect("h", "bob");
+
+    // Item 7: the feature cap, before allocating (0.2.0: a 1 GB state, then XX000).
+    for k in [16000, 16400, 257] {
+        expect_code(&mut b, &format!("SELECT embedstack.regression_stats(array_fill(0.5::float8, ARRAY[{k}]), 1.0)"), "54000");
+    }
+
+    // Item 6: solve with 256 features, non-negative, stops at statement_timeout.
+    b.batch_execute(
+        "CREATE TABLE bob.big AS
+         SELECT embedstack.regression_stats(f, y) AS st FROM (
+           SELECT array_agg(sin(i * 7 + j * 13 + (i * j) % 11)::float8 ORDER BY j) AS f, cos(i)::float8 AS y
+             FROM generate_series(1, 600) i, generate_series(1, 256) j GROUP BY i) x",
+    )
+    .unwrap();
+    b.batch_execute("SET statement_timeout = '100ms'").unwrap();
+    expect_code(&mut b, "SELECT embedstack.solve(st, 0, true) FROM bob.big", "57014");
+    b.batch_execute("RESET statement_timeout").unwrap();
+
+    // Item 9: finite extremes.
+    for sql in [
+        "SELECT embedstack.regression_stats(ARRAY[1e300, -1e300]::float8[], 1e300) FROM generate_series(1, 3)",
+        "SELECT embedstack.regression_stats(ARRAY[x, -x]::float8[], x) FROM (VALUES (1e300::float8), (-1e300), (1e299)) v(x)",
+    ] {
+        expect_code(&mut b, sql, "22003");
+    }
+    let state = "(SELECT embedstack.regression_stats(ARRAY[x, x * x]::float8[], 2 * x) FROM generate_series(1, 50) x)";
+    for sql in [
+        format!("SELECT embedstack.prediction_mse({state}, '{{1e308,1}}', 0)"),
+        format!("SELECT embedstack.prediction_mse({state}, '{{1,1}}', 1e308)"),
+    ] {
+        match b.query_one(sql.as_str(), &[]) {
+            Ok(r) => {
+                let v: Option<f64> = r.get(0);
+                let v = v.expect("a state with rows has an MSE");
+                assert!(v.is_finite() && v > 0.0, "{sql}: {v} (0.2.0 returned 0)");
+            }
+            Err(e) => assert_eq!(embedstack_client_tests::sql::sqlstate(&e), "22003", "{sql}: {}", all_text(&e)),
+        }
+    }
+    // Forged states: every result finite or a clean error.
+    for forged in [
+        "'{1,1,1,-1,0,1,0,0,1,1,1}'",             // n = -1
+        "'{1,1,1,3,0,3,NaN,0,1,1,1}'",            // NaN mean
+        "'{1,1,1,3,0,3,1e308,1e308,1e308,1,1}'", // huge means
+        "'{1,1,1,3,0,3,0,0,-5,0,-5}'",            // negative variances
+        "'{1,1,1,2.5,0,3,0,0,1,1,1}'",            // fractional n
+    ] {
+        match b.query_one(&format!("SELECT (s).weights, (s).intercept, (s).r2, (s).n_used FROM (SELECT embedstack.solve({forged}::float8[]) s) x"), &[]) {
+            Ok(r) => {
+                let w: Option<Vec<f64>> = r.get(0);
+                let i: Option<f64> = r.get(1);
+                let n: Option<i64> = r.get(3);
+                if let Some(w) = w {
+                    assert!(w.iter().all(|x| x.is_finite()), "{forged}: {w:?}");
+                    assert!(i.unwrap().is_finite(), "{forged}");
+                    assert!(n.unwrap() >= 0, "{forged}");
+                }
+            }
+            Err(e) => {
+                let code = embedstack_client_tests::sql::sqlstate(&e);
+                assert!(code.starts_with("22") || code == "54000", "{forged}: {code} {}", all_text(&e));
+            }
+        }
+    }
+
+    // Item 10: SQLSTATEs instead of XX000.
+    expect_code(&mut b, "SELECT embedstack.block_multipliers('{1,NULL}', 'symmetric', 0.05)", "22004");
+    expect_code(&mut b, "SELECT embedstack._combine_vector('{NaN}', '{3}', '{x}', 1, '[1,2,3]'::vector)", "22023");
+    expect_code(&mut b, "SELECT embedstack._combine_vector('{1e300}', '{3}', '{x}', 1, '[1,2,3]'::vector)", "22003");
+    expect_code(&mut b, "SELECT embedstack._combine_vector('{1}', '{-3}', '{x}', 1, '[1,2,3]'::vector)", "22023");
+    expect_code(
+        &mut b,
+        "SELECT embedstack._combine_halfvec('{1}', '{20000}', '{x}', 1, (SELECT array_fill(0.5::real, ARRAY[16000])::vector))",
+        "22023",
+    );
+    expect_code(
+        &mut b,
+        "SELECT embedstack._combine_halfvec('{1,1}', '{10000,10000}', '{x,y}', 1,
+                (SELECT array_fill(0.5::real, ARRAY[10000])::vector), (SELECT array_fill(0.5::real, ARRAY[10000])::vector))",
+        "54000",
+    );
+    // Errors raised inside the extension carry no Rust backtrace (the server runs with
+    // RUST_BACKTRACE=1), whatever their origin: ereport, a core error, an SPI error.
+    for (sql, code) in [
+        ("SELECT embedstack.cosine('[1,2]'::vector, '[1,2,3]'::vector)", "22000"),
+        ("SELECT embedstack.query_vector('nope', ARRAY['[1,2,3]'::vector])", "42704"),
+        ("SELECT embedstack.block_multipliers('{1,NULL}', 'symmetric', 0.05)", "22004"),
+        ("SELECT embedstack.pair_statistics('ms', 'alice.pairs', 'a', 'b', 'y')", "42501"),
+    ] {
+        let e = expect_code(&mut b, sql, code);
+        let t = all_text(&e);
+        assert!(
+            !t.contains("backtrace") && !t.contains("   0: ") && !t.contains("rust_begin_unwind"),
+            "{sql}: a Rust backtrace reached the user:\n{t}"
+        );
+    }
+    let mut a = cl.connect("h", "alice");
+    let e = expect_code(&mut a, "SELECT embedstack.pair_statistics('ms', 'alice.pairs', 'a', 'b', 'email')", "42846");
+    assert!(!all_text(&e).contains("   0: "), "{}", all_text(&e));
+    assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
+}
