@@ -1,13 +1,74 @@
 //! `solve(state, …) → fit`, the `fit_weights` final function and exact k-fold
 //! cross-validation from stored per-fold states. Thin glue over `embedstack_math::solve`.
+//!
+//! Also the bridge that lets the core's long loops honour `statement_timeout` and cancel
+//! requests: [`register_interrupt_hook`].
 
-use embedstack_math::regstats::RegStats;
+use std::sync::OnceLock;
+
+use embedstack_math::regstats::{split_states, RegStats};
 use embedstack_math::solve::{
-    cross_validate as cv_core, heldout_sse, solve as solve_core, Fit, SolveOptions,
+    cross_validate as cv_core, prediction_mse as prediction_mse_core, solve as solve_core, Fit, SolveError,
+    SolveOptions,
 };
 use pgrx::prelude::*;
 
-use crate::regression_state::{parse_state, raise_stats_error};
+use crate::regression_state::{parse_state, raise_stats_error, OVERFLOW_HINT};
+
+/// The thread that installed the interrupt hook: the backend's own (`_PG_init` runs on it).
+static BACKEND_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+/// The core's interrupt hook: Postgres' `CHECK_FOR_INTERRUPTS()`, on the backend's thread only.
+/// The fit also runs core code (the per-pair kernels of `model_set::pairs`) on helper threads,
+/// which must never call into Postgres; there the hook does nothing, and the backend thread
+/// checks between segments itself.
+fn interrupt_hook() {
+    if BACKEND_THREAD.get() == Some(&std::thread::current().id()) {
+        // Raises (57014 on cancel or statement_timeout) by unwinding through the core, which
+        // holds only owned Rust memory at its check points.
+        pgrx::check_for_interrupts!();
+    }
+}
+
+/// Installs [`interrupt_hook`] as the core's hook (`embedstack_math::interrupt`), recording the
+/// calling thread as the backend's. Call once from `_PG_init`.
+pub fn register_interrupt_hook() {
+    let _ = BACKEND_THREAD.set(std::thread::current().id());
+    embedstack_math::interrupt::set_interrupt_hook(interrupt_hook);
+}
+
+/// Raises a [`SolveError`] as an ERROR: the one mapping of its variants to SQLSTATEs.
+///
+/// * `InvalidOption` → 22023 `invalid_parameter_value`;
+/// * `State` → as [`raise_stats_error`] (22000 / 22023 / 54000 / 22003);
+/// * `Overflow` (a weight, r², rmse, mse, … beyond float8) → 22003 `numeric_value_out_of_range`;
+/// * `NoConvergence` (the eigen-solver's iteration cap) → 22000 `data_exception`: the data make
+///   the system numerically intractable; a ridge penalty regularises it.
+#[cold]
+pub fn raise_solve_error(e: SolveError) -> ! {
+    let msg = e.to_string();
+    match e {
+        SolveError::InvalidOption(_) => {
+            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg);
+            unreachable!()
+        }
+        SolveError::State(e) => raise_stats_error(e),
+        SolveError::Overflow(_) => {
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                msg,
+                OVERFLOW_HINT
+            )
+        }
+        SolveError::NoConvergence => crate::ereport_hint!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            msg,
+            "use a small ridge penalty (ridge => 1e-6), or rescale the features"
+        ),
+    }
+}
 
 extension_sql!(
     r#"
@@ -48,13 +109,7 @@ fn solve_state(
     st: &RegStats,
     opts: SolveOptions,
 ) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
-    let fit = match solve_core(st, opts) {
-        Ok(f) => f?,
-        Err(e) => {
-            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
-            unreachable!()
-        }
-    };
+    let fit = solve_core(st, opts).unwrap_or_else(|e| raise_solve_error(e))?;
     if !fit.collinear.is_empty() {
         let names: Vec<String> = fit.collinear.iter().map(|i| (i + 1).to_string()).collect();
         crate::ereport_hint!(
@@ -106,21 +161,9 @@ fn cross_validate(
 > {
     let flat = crate::datatype::float_array::non_null_slice(&fold_states, "fold_states");
     let ridges = crate::datatype::float_array::non_null_slice(&ridges, "ridges").to_vec();
-    // A 2-D array of equally long states, one per row; lengths come from the first header.
-    let mut folds = Vec::new();
-    let mut rest = flat;
-    while !rest.is_empty() {
-        let k = rest.get(2).copied().unwrap_or(-1.0);
-        if !(k >= 0.0 && k.fract() == 0.0 && k <= 10_000.0) {
-            raise_stats_error(embedstack_math::regstats::StatsError::Corrupt(format!(
-                "invalid feature count {k}"
-            )));
-        }
-        let len = embedstack_math::regstats::serialized_len(k as usize).min(rest.len());
-        let st = RegStats::from_slice(&rest[..len]).unwrap_or_else(|e| raise_stats_error(e));
-        folds.push(st);
-        rest = &rest[len..];
-    }
+    // A 2-D array of equally long states, one per row; each length comes from its header,
+    // whose feature count is checked against MAX_FEATURES first.
+    let folds: Vec<RegStats> = split_states(flat).unwrap_or_else(|e| raise_stats_error(e));
     if folds.len() < 2 {
         ereport!(
             PgLogLevel::ERROR,
@@ -129,16 +172,14 @@ fn cross_validate(
         );
     }
     let opts = SolveOptions { ridge: 0.0, nonnegative, fit_intercept };
-    let rows = cv_core(&folds, &ridges, opts).unwrap_or_else(|e| {
-        ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
-        unreachable!()
-    });
+    let rows = cv_core(&folds, &ridges, opts).unwrap_or_else(|e| raise_solve_error(e));
     TableIterator::new(rows.into_iter().map(|r| (r.ridge, r.mse, r.r2, r.folds as i32)))
 }
 
 /// Weighted mean squared error of the prediction `intercept + weights·x` over the rows a state
-/// summarises, exactly and without a scan (`solve::heldout_sse` / weight sum). NULL for a state
-/// without rows. This is how `refit` compares a new fit with the active one on held-out pairs.
+/// summarises, exactly and without a scan (`solve::prediction_mse`). NULL for a state without
+/// rows; 22003 when the error exceeds float8 (never a NaN reported as 0). This is how `refit`
+/// compares a new fit with the active one on held-out pairs.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn prediction_mse(state: Array<'_, f64>, weights: Vec<Option<f64>>, intercept: f64) -> Option<f64> {
     let st = parse_state(&state);
@@ -164,8 +205,5 @@ fn prediction_mse(state: Array<'_, f64>, weights: Vec<Option<f64>>, intercept: f
             "weights and intercept must be finite"
         );
     }
-    if st.wsum <= 0.0 {
-        return None;
-    }
-    Some(heldout_sse(&st, &w, intercept) / st.wsum)
+    prediction_mse_core(&st, &w, intercept).unwrap_or_else(|e| raise_solve_error(e))
 }

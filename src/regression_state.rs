@@ -11,7 +11,8 @@
 //! row with features fixes `k`.
 
 use embedstack_math::regstats::{
-    accumulate_raw, check_row, serialized_len, validate_header, RegStats, StatsError, HEADER_LEN,
+    accumulate_raw, check_feature_count, check_row, merge_states, serialized_len, validate_header,
+    validate_slice, RegStats, StatsError, HEADER_LEN, MAX_COUNT, MAX_FEATURES,
 };
 use pgrx::prelude::*;
 use pgrx::{fcinfo, pg_sys};
@@ -20,17 +21,49 @@ use pgrx::{fcinfo, pg_sys};
 /// is already MAXALIGNed, so the data follows directly).
 const ARRAY_HEADER: usize = 24;
 
+/// Raises a [`StatsError`] as an ERROR: the one mapping of its variants to SQLSTATEs.
+///
+/// * `FeatureCount` → 22000 `data_exception` (arrays of different lengths, DESIGN §4);
+/// * `NonFinite`, `NegativeWeight` → 22023 `invalid_parameter_value`;
+/// * `Corrupt` → 22023 `invalid_parameter_value`: a forged, truncated or inconsistent state is
+///   an invalid argument value (22P02 `invalid_text_representation` is about parsing text, and
+///   the state arrives as a float8[] that parsed fine);
+/// * `TooManyFeatures` → 54000 `program_limit_exceeded`, with a HINT naming the limit;
+/// * `Overflow` → 22003 `numeric_value_out_of_range`, with a HINT to rescale.
 #[cold]
 pub fn raise_stats_error(e: StatsError) -> ! {
-    let code = match e {
-        StatsError::FeatureCount { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+    let msg = e.to_string();
+    let (code, hint) = match e {
+        StatsError::FeatureCount { .. } => (PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, None),
+        // The message names what is wrong with the state; no HINT (the regression tests'
+        // expected output shows these errors as they were).
         StatsError::NonFinite { .. } | StatsError::NegativeWeight(_) | StatsError::Corrupt(_) => {
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, None)
+        }
+        StatsError::TooManyFeatures { got } => (
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Some(format!(
+                "a regression state is limited to {MAX_FEATURES} features (its size and the solve time grow \
+                 with the square and the cube of the count), got {got}: fit fewer models or features at once"
+            )),
+        ),
+        StatsError::Overflow(_) => {
+            (PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, Some(OVERFLOW_HINT.into()))
         }
     };
-    ereport!(PgLogLevel::ERROR, code, e.to_string());
-    unreachable!()
+    match hint {
+        Some(h) => crate::ereport_hint!(ERROR, code, msg, h),
+        None => {
+            ereport!(PgLogLevel::ERROR, code, msg);
+            unreachable!()
+        }
+    }
 }
+
+/// HINT of every 22003 raised for statistics or results out of the float8 range.
+pub const OVERFLOW_HINT: &str =
+    "rescale the features or the labels (for example divide the labels by a constant) \
+     so that their squares and cross-products fit in double precision";
 
 /// Allocates a plain 1-D float8[] of `len` zeros in the current memory context.
 unsafe fn new_state_array(len: usize) -> *mut pg_sys::ArrayType {
@@ -131,10 +164,16 @@ pub unsafe extern "C-unwind" fn embedstack_regstats_accum(fcinfo: pg_sys::Functi
             if !is_flat_float8(plain) {
                 raise_stats_error(StatsError::Corrupt("not a one-dimensional float8[] without NULLs".into()));
             }
-            if let Err(e) = validate_header(state_slice(plain)) {
+            let own = in_agg && plain.cast::<pg_sys::varlena>() == raw;
+            // The aggregate's own state, updated in place row after row, only needs its O(1)
+            // header checked; a state from anywhere else (a direct call, a stored state) is
+            // checked in full, as every other function taking a state does.
+            let checked =
+                if own { validate_header(state_slice(plain)) } else { validate_slice(state_slice(plain)) };
+            if let Err(e) = checked {
                 raise_stats_error(e);
             }
-            state = if in_agg && plain.cast::<pg_sys::varlena>() == raw {
+            state = if own {
                 plain
             } else {
                 let len = state_slice(plain).len();
@@ -174,7 +213,11 @@ pub unsafe extern "C-unwind" fn embedstack_regstats_accum(fcinfo: pg_sys::Functi
                 let k = s[2] as usize;
                 if k != x.len() {
                     if s[3] == 0.0 && k == 0 {
-                        // First usable row fixes k; carry the skipped count over.
+                        // First usable row fixes k; carry the skipped count over. Its length is
+                        // input: checked against the limit before the state is allocated.
+                        if let Err(e) = check_feature_count(x.len()) {
+                            raise_stats_error(e);
+                        }
                         let skipped = s[4];
                         state = alloc(serialized_len(x.len()));
                         s = state_slice(state);
@@ -193,37 +236,36 @@ pub unsafe extern "C-unwind" fn embedstack_regstats_accum(fcinfo: pg_sys::Functi
                     raise_stats_error(e);
                 }
                 if w == 0.0 {
-                    s[4] += 1.0;
+                    count_row(&mut s[4]);
                 } else {
                     let p = k + 1;
                     let (head, rest) = s.split_at_mut(HEADER_LEN);
                     let (mean, comoment) = rest.split_at_mut(p);
-                    accumulate_raw(k, &mut head[5], mean, comoment, x, y, w);
-                    head[3] += 1.0;
+                    // Checks that the row keeps every statistic finite before writing any.
+                    if let Err(e) = accumulate_raw(k, &mut head[5], mean, comoment, x, y, w) {
+                        raise_stats_error(e);
+                    }
+                    count_row(&mut head[3]);
                 }
             }
-            _ => state_slice(state)[4] += 1.0,
+            _ => count_row(&mut state_slice(state)[4]),
         }
         pg_sys::Datum::from(state)
     }
 }
 
+/// Adds one row to a serialised count, which stays exact up to `MAX_COUNT` (2^53) rows.
+fn count_row(count: &mut f64) {
+    if *count >= MAX_COUNT as f64 {
+        raise_stats_error(StatsError::Overflow(format!("a row count above {MAX_COUNT}")));
+    }
+    *count += 1.0;
+}
+
 /// Merges two states (the aggregate's combine function; also callable on stored states).
-/// A state with no usable rows merges with any other.
+/// A state with no usable rows merges with any other. Overflowing statistics are an error
+/// (22003), never an Infinity in the state.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn merge(a: Array<'_, f64>, b: Array<'_, f64>) -> Vec<f64> {
-    let mut sa = parse_state(&a);
-    let sb = parse_state(&b);
-    if sa.n == 0 && sa.k != sb.k {
-        let skipped = sa.skipped;
-        sa = sb.clone();
-        sa.skipped += skipped;
-        return sa.to_vec();
-    }
-    if sb.n == 0 && sa.k != sb.k {
-        sa.skipped += sb.skipped;
-        return sa.to_vec();
-    }
-    sa.merge(&sb).unwrap_or_else(|e| raise_stats_error(e));
-    sa.to_vec()
+    merge_states(&parse_state(&a), &parse_state(&b)).unwrap_or_else(|e| raise_stats_error(e)).to_vec()
 }

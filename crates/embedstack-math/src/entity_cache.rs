@@ -197,7 +197,8 @@ pub fn accumulate_pairs(
     pairs: &[LabelledPair],
 ) -> Result<crate::regstats::RegStats, crate::regstats::StatsError> {
     let k = ca.dims.len();
-    let mut st = crate::regstats::RegStats::new(k);
+    // The model count bounds the state's size: checked against MAX_FEATURES before allocating.
+    let mut st = crate::regstats::RegStats::try_new(k)?;
     let mut f = vec![None; k];
     let mut x = vec![0.0; k];
     let chunk_of = |e: usize| if ca.range().contains(&e) { ca } else { cb };

@@ -9,9 +9,12 @@
 //! * [`combine`]: fitted weights → per-block multipliers and combined vectors.
 //! * [`entity_cache`]: bounded per-entity cache for pair features from stored columns.
 //! * [`eval`]: Pearson and Spearman correlation for held-out evaluation.
+//! * [`interrupt`]: the hook through which long loops let the embedder cancel them.
 pub mod combine;
 pub mod entity_cache;
 pub mod eval;
+mod fpscale;
+pub mod interrupt;
 pub mod kernels;
 pub mod regstats;
 pub mod solve;

@@ -13,10 +13,22 @@
 //!
 //! Non-negative: Lawson–Hanson active-set NNLS on the same quadratic (scikit-learn's
 //! `LinearRegression(positive=True)` solves the same problem with `scipy.optimize.nnls`).
+//!
+//! Numbers that are not numbers: every state is checked ([`RegStats::check`]) before use, and
+//! every number that leaves (weights, intercept, r², rmse, standard errors, cross-validated
+//! mse and r², prediction mse) is finite or the call fails with [`SolveError::Overflow`]; the
+//! condition number is finite or `+∞` for a singular design. Matrices are rescaled by powers of
+//! two before decomposition and residual sums of squares are formed on rescaled terms, which
+//! is exact: the results are those of the unscaled arithmetic, without its spurious overflows.
+//!
+//! Long loops (eigen-decompositions, NNLS iterations, cross-validation folds) call
+//! [`crate::interrupt::check`].
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
-use crate::regstats::RegStats;
+use crate::fpscale::{even_exponent, ldexp, Scaled};
+use crate::interrupt;
+use crate::regstats::{RegStats, StatsError};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SolveOptions {
@@ -56,27 +68,65 @@ pub struct Fit {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SolveError {
+    /// An option (ridge penalty, weights given to score) is out of its domain.
     InvalidOption(String),
+    /// A state is malformed, inconsistent, over [`crate::regstats::MAX_FEATURES`], or merging
+    /// states overflowed.
+    State(StatsError),
+    /// A result does not fit in an `f64`; the string names it.
+    Overflow(String),
+    /// The symmetric eigen-solver did not converge within its iteration limit.
+    NoConvergence,
 }
 
 impl std::fmt::Display for SolveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SolveError::InvalidOption(s) => f.write_str(s),
+            SolveError::State(e) => e.fmt(f),
+            SolveError::Overflow(what) => write!(f, "{what} is out of range for type double precision"),
+            SolveError::NoConvergence => {
+                f.write_str("the eigen-decomposition of the Gram matrix did not converge")
+            }
         }
     }
 }
 
 impl std::error::Error for SolveError {}
 
-/// The Gram system of a state: `(A, b, yy, W)` where `yy` is Σw·y² in the same centring.
+impl From<StatsError> for SolveError {
+    fn from(e: StatsError) -> Self {
+        SolveError::State(e)
+    }
+}
+
+fn overflow(what: &str) -> SolveError {
+    SolveError::Overflow(what.to_string())
+}
+
+/// `Ok(v)` when `v` is finite, else `Err(Overflow(what))`.
+fn finite(v: f64, what: &str) -> Result<f64, SolveError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(overflow(what))
+    }
+}
+
+fn check_ridge(ridge: f64) -> Result<(), SolveError> {
+    if !(ridge.is_finite() && ridge >= 0.0) {
+        return Err(SolveError::InvalidOption(format!("ridge must be a finite number >= 0, got {ridge}")));
+    }
+    Ok(())
+}
+
+/// The Gram system of a state: `(A, b)`.
 struct Gram {
     a: DMatrix<f64>,
     b: DVector<f64>,
-    yy: f64,
 }
 
-fn gram(st: &RegStats, fit_intercept: bool) -> Gram {
+fn gram(st: &RegStats, fit_intercept: bool) -> Result<Gram, SolveError> {
     let k = st.k;
     let mut a = DMatrix::zeros(k, k);
     let mut b = DVector::zeros(k);
@@ -87,66 +137,124 @@ fn gram(st: &RegStats, fit_intercept: bool) -> Gram {
         }
         b[i] = st.c(i, k) + extra * st.mean[i] * st.mean[k];
     }
-    let yy = st.c(k, k) + extra * st.mean[k] * st.mean[k];
-    Gram { a, b, yy }
+    // Centred moments are finite in a checked state; raw ones (W x̄x̄ᵀ) may not be.
+    if a.iter().chain(b.iter()).any(|v| !v.is_finite()) {
+        return Err(overflow("the uncentred second moments of the features (fit_intercept => false)"));
+    }
+    Ok(Gram { a, b })
 }
 
 /// Relative eigenvalue cutoff: directions whose eigenvalue is below `RCOND · λmax` carry no
 /// information beyond rounding noise of the moments (a duplicated column lands near 1e-16).
 const RCOND: f64 = 1e-12;
 
+/// Iteration cap of the eigen-solver. nalgebra's default is no cap, and its implicit QR loop
+/// is known to spin forever on some inputs (dimforge/nalgebra#1025): a backend stuck inside
+/// it could not even be cancelled. Convergence takes about two QR steps per eigenvalue, so
+/// this cap only cuts off a loop that is not converging.
+fn max_eigen_iterations(k: usize) -> usize {
+    1000 + 100 * k
+}
+
+/// Eigen-decomposition of a symmetric matrix `M = M_s · 2^exp`, where `M_s` (what was
+/// decomposed) has its largest entry in `[1/4, 1)`.
+struct Eigen {
+    values: DVector<f64>,
+    vectors: DMatrix<f64>,
+    exp: i32,
+}
+
+fn decompose(m: &DMatrix<f64>) -> Result<Eigen, SolveError> {
+    // One decomposition of a MAX_FEATURES-sized matrix is the longest uninterruptible step.
+    interrupt::check();
+    let k = m.nrows();
+    if k == 0 {
+        // nalgebra's tridiagonalisation does not accept an empty matrix.
+        return Ok(Eigen { values: DVector::zeros(0), vectors: DMatrix::zeros(0, 0), exp: 0 });
+    }
+    let amax = m.amax();
+    if !amax.is_finite() {
+        return Err(overflow("the Gram matrix"));
+    }
+    // nalgebra divides by the largest entry itself, but scales the eigenvalues back, which can
+    // overflow (λmax ≤ k · max|M|): decompose the power-of-two rescaled matrix instead. Its
+    // normalised form is bit-identical, so eigenvectors are unchanged and eigenvalues exact.
+    let exp = even_exponent(amax);
+    let ms = m.map(|v| ldexp(v, -exp));
+    let eig = SymmetricEigen::try_new(ms, f64::EPSILON, max_eigen_iterations(k))
+        .ok_or(SolveError::NoConvergence)?;
+    if eig.eigenvalues.iter().chain(eig.eigenvectors.iter()).any(|v| !v.is_finite()) {
+        return Err(SolveError::NoConvergence);
+    }
+    Ok(Eigen { values: eig.eigenvalues, vectors: eig.eigenvectors, exp })
+}
+
 struct EigenSolve {
     beta: DVector<f64>,
-    /// Pseudo-inverse of the (penalised) Gram matrix.
-    pinv: DMatrix<f64>,
+    /// Pseudo-inverse of the rescaled (penalised) Gram matrix `M_s`: `M⁺ = pinv_s · 2^−exp`.
+    pinv_s: DMatrix<f64>,
+    exp: i32,
     rank: usize,
     null_vectors: Vec<DVector<f64>>,
 }
 
-fn eigen_solve(m: &DMatrix<f64>, b: &DVector<f64>) -> EigenSolve {
-    let k = m.nrows();
-    let eig = SymmetricEigen::new(m.clone());
-    let lmax = eig.eigenvalues.iter().cloned().fold(0.0f64, f64::max);
-    let cut = lmax * RCOND;
-    let mut pinv = DMatrix::zeros(k, k);
-    let mut rank = 0;
-    let mut null_vectors = Vec::new();
-    for (i, &l) in eig.eigenvalues.iter().enumerate() {
-        let v = eig.eigenvectors.column(i);
-        if l > cut && l > 0.0 {
-            pinv += (&v * v.transpose()) / l;
-            rank += 1;
-        } else {
-            null_vectors.push(v.into_owned());
+impl Eigen {
+    /// Minimum-norm solution of `M β = b`: `β = M_s⁺ (b · 2^−exp)`, the scales cancelling.
+    fn solve(&self, b: &DVector<f64>) -> EigenSolve {
+        let k = self.values.len();
+        let lmax = self.values.iter().cloned().fold(0.0f64, f64::max);
+        let cut = lmax * RCOND;
+        let mut pinv_s = DMatrix::zeros(k, k);
+        let mut rank = 0;
+        let mut null_vectors = Vec::new();
+        for (i, &l) in self.values.iter().enumerate() {
+            let v = self.vectors.column(i);
+            if l > cut && l > 0.0 {
+                pinv_s += (v * v.transpose()) / l;
+                rank += 1;
+            } else {
+                null_vectors.push(v.into_owned());
+            }
         }
+        // b may be far larger than M (huge labels): b_s can overflow, and so β, which the
+        // caller's finiteness check reports.
+        let b_s = b.map(|v| ldexp(v, -self.exp));
+        let beta = &pinv_s * b_s;
+        EigenSolve { beta, pinv_s, exp: self.exp, rank, null_vectors }
     }
-    let beta = &pinv * b;
-    EigenSolve { beta, pinv, rank, null_vectors }
-}
 
-fn condition_number(a: &DMatrix<f64>) -> f64 {
-    let ev = SymmetricEigen::new(a.clone()).eigenvalues;
-    let lmax = ev.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lmin = ev.iter().cloned().fold(f64::INFINITY, f64::min);
-    if ev.is_empty() || lmax <= 0.0 {
-        return f64::INFINITY;
-    }
-    if lmin <= lmax * RCOND || lmin <= 0.0 {
-        f64::INFINITY
-    } else {
-        (lmax / lmin).sqrt()
+    /// `sqrt(λmax / λmin)` (scale-free); `+∞` when singular.
+    fn condition_number(&self) -> f64 {
+        let ev = &self.values;
+        let lmax = ev.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lmin = ev.iter().cloned().fold(f64::INFINITY, f64::min);
+        if ev.is_empty() || lmax <= 0.0 {
+            return f64::INFINITY;
+        }
+        if lmin <= lmax * RCOND || lmin <= 0.0 {
+            f64::INFINITY
+        } else {
+            (lmax / lmin).sqrt()
+        }
     }
 }
 
 /// Lawson–Hanson NNLS on the quadratic `βᵀMβ − 2bᵀβ`, `β ≥ 0`.
-fn nnls_gram(m: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
+fn nnls_gram(m: &DMatrix<f64>, b: &DVector<f64>) -> Result<DVector<f64>, SolveError> {
     let k = m.nrows();
+    if k == 0 {
+        return Ok(DVector::zeros(0));
+    }
+    // Scaling M and b by the same power of two leaves β and every iterate unchanged (the
+    // tolerances below are relative) and keeps b − Mβ within range.
+    let e = even_exponent(m.amax().max(b.amax()));
+    let (m, b) = (m.map(|v| ldexp(v, -e)), b.map(|v| ldexp(v, -e)));
     let scale = m.iter().fold(0.0f64, |s, v| s.max(v.abs())).max(b.amax()).max(f64::MIN_POSITIVE);
     let tol = 1e-13 * scale * k as f64;
     let mut beta = DVector::zeros(k);
     let mut passive = vec![false; k];
     for _outer in 0..(3 * k + 10) {
-        let w = b - m * &beta;
+        let w = &b - &m * &beta;
         let candidate = (0..k).filter(|&j| !passive[j]).max_by(|&i, &j| w[i].total_cmp(&w[j]));
         let Some(t) = candidate.filter(|&t| w[t] > tol) else { break };
         passive[t] = true;
@@ -154,10 +262,15 @@ fn nnls_gram(m: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
             let idx: Vec<usize> = (0..k).filter(|&j| passive[j]).collect();
             let sub = DMatrix::from_fn(idx.len(), idx.len(), |r, c| m[(idx[r], idx[c])]);
             let sb = DVector::from_fn(idx.len(), |r, _| b[idx[r]]);
-            let s_p = eigen_solve(&sub, &sb).beta;
+            // `decompose` checks for interrupts: once per inner iteration, the loop that made
+            // a 400-feature solve ignore statement_timeout for 24 s.
+            let s_p = decompose(&sub)?.solve(&sb).beta;
             let mut s = DVector::zeros(k);
             for (r, &j) in idx.iter().enumerate() {
                 s[j] = s_p[r];
+            }
+            if !s.iter().all(|v| v.is_finite()) {
+                return Err(overflow("the non-negative weights"));
             }
             if idx.iter().all(|&j| s[j] > 0.0) {
                 beta = s;
@@ -186,84 +299,151 @@ fn nnls_gram(m: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
             }
         }
     }
-    beta
+    Ok(beta)
 }
 
 /// Solves the regression described by `st`. `Ok(None)` when no rows were used.
 pub fn solve(st: &RegStats, opts: SolveOptions) -> Result<Option<Fit>, SolveError> {
-    if !(opts.ridge.is_finite() && opts.ridge >= 0.0) {
-        return Err(SolveError::InvalidOption(format!(
-            "ridge must be a finite number >= 0, got {}",
-            opts.ridge
-        )));
-    }
-    if st.n == 0 || st.wsum <= 0.0 {
+    check_ridge(opts.ridge)?;
+    // Checks k against MAX_FEATURES first: nothing of size k is allocated before.
+    st.check()?;
+    if st.n == 0 {
         return Ok(None);
     }
     let k = st.k;
-    let g = gram(st, opts.fit_intercept);
+    let g = gram(st, opts.fit_intercept)?;
+    // One decomposition of the unpenalised Gram matrix gives the OLS solution, the rank, the
+    // collinear features and the condition number.
+    let ea = decompose(&g.a)?;
+    let sa = ea.solve(&g.b);
     let mut m = g.a.clone();
-    for i in 0..k {
-        m[(i, i)] += opts.ridge;
+    let penalised = if opts.ridge == 0.0 {
+        None
+    } else {
+        for i in 0..k {
+            m[(i, i)] += opts.ridge;
+        }
+        if m.iter().any(|v| !v.is_finite()) {
+            return Err(overflow("the ridge penalty added to the Gram matrix"));
+        }
+        Some(decompose(&m)?.solve(&g.b))
+    };
+    let es = penalised.as_ref().unwrap_or(&sa);
+    let beta = if opts.nonnegative { nnls_gram(&m, &g.b)? } else { es.beta.clone() };
+    if !beta.iter().all(|v| v.is_finite()) {
+        return Err(overflow("a weight"));
     }
-    let es = eigen_solve(&m, &g.b);
-    let beta = if opts.nonnegative { nnls_gram(&m, &g.b) } else { es.beta.clone() };
-    let intercept =
-        if opts.fit_intercept { st.mean[k] - (0..k).map(|i| st.mean[i] * beta[i]).sum::<f64>() } else { 0.0 };
-    // Residual sum of squares on the training data, from the unpenalised Gram form.
-    let sse = (g.yy - 2.0 * beta.dot(&g.b) + (beta.transpose() * &g.a * &beta)[(0, 0)]).max(0.0);
+    let intercept = if opts.fit_intercept {
+        finite(st.mean[k] - (0..k).map(|i| st.mean[i] * beta[i]).sum::<f64>(), "the intercept")?
+    } else {
+        0.0
+    };
+    let weights: Vec<f64> = beta.iter().cloned().collect();
+    // Residual sum of squares on the training data, kept rescaled until each result is formed.
+    let sse = residual_ss(st, &weights, intercept);
     let sst = st.c(k, k);
     let r2 = if sst > 0.0 {
-        1.0 - sse / sst
-    } else if sse == 0.0 {
+        finite(1.0 - sse.div(sst).value(), "r2")?
+    } else if sse.m == 0.0 {
         1.0
     } else {
         0.0
     };
-    let rmse = (sse / st.wsum).sqrt();
+    let rmse = finite(sse.div(st.wsum).sqrt().value(), "rmse")?;
     let dof = st.n as f64 - k as f64 - if opts.fit_intercept { 1.0 } else { 0.0 };
     let std_errors = if opts.nonnegative || dof <= 0.0 {
         vec![None; k]
     } else {
-        let sigma2 = sse / dof;
-        // Sandwich M⁺ A M⁺ (= A⁺ for OLS).
-        let cov = &es.pinv * &g.a * &es.pinv * sigma2;
-        (0..k).map(|i| Some(cov[(i, i)].max(0.0).sqrt())).collect()
+        let sigma2 = sse.div(dof);
+        // Sandwich M⁺ A M⁺ σ² (= A⁺ σ² for OLS). With M⁺ = pinv_s · 2^−exp and A = A_s · 2^exp,
+        // that is pinv_s A_s pinv_s · 2^−exp · σ²: the diagonal is formed rescaled.
+        let a_s = g.a.map(|v| ldexp(v, -es.exp));
+        let x = &es.pinv_s * a_s * &es.pinv_s;
+        (0..k)
+            .map(|i| {
+                let cov = Scaled::new(x[(i, i)].max(0.0) * sigma2.m, sigma2.e - es.exp);
+                finite(cov.sqrt().value(), "a standard error").map(Some)
+            })
+            .collect::<Result<_, _>>()?
     };
-    let unpenalised = if opts.ridge == 0.0 { es.rank } else { eigen_solve(&g.a, &g.b).rank };
-    let collinear = if unpenalised < k {
-        let null = eigen_solve(&g.a, &g.b).null_vectors;
-        (0..k).filter(|&i| null.iter().any(|v| v[i].abs() > 1e-3)).collect()
+    let collinear = if sa.rank < k {
+        (0..k).filter(|&i| sa.null_vectors.iter().any(|v| v[i].abs() > 1e-3)).collect()
     } else {
         Vec::new()
     };
     Ok(Some(Fit {
-        weights: beta.iter().cloned().collect(),
+        weights,
         intercept,
         r2,
         rmse,
         n_used: st.n,
         n_skipped: st.skipped,
-        condition_number: condition_number(&g.a),
+        condition_number: ea.condition_number(),
         std_errors,
-        rank: unpenalised,
+        rank: sa.rank,
         collinear,
     }))
 }
 
-/// Held-out weighted SSE of the model `(weights, intercept)` on the rows summarised by `fold`:
-/// `Σ w (y − β0 − βᵀx)² = Cyy − 2βᵀCxy + βᵀCxxβ + W (ȳ − β0 − βᵀx̄)²`, exact, no scan.
-pub fn heldout_sse(fold: &RegStats, weights: &[f64], intercept: f64) -> f64 {
-    let k = fold.k;
-    let mut quad = fold.c(k, k);
+/// `Σ w (y − β0 − βᵀx)²` over the rows summarised by `st` (checked, `weights` finite of length
+/// `k`): `Cyy − 2βᵀCxy + βᵀCxxβ + W (ȳ − β0 − βᵀx̄)²`, exact, no scan.
+///
+/// The same terms in the same order as the plain `f64` formula, each formed as a [`Scaled`]
+/// number: the rounding is the plain formula's, but no partial sum overflows (weights of 1e308
+/// made the plain formula compute ∞ − ∞, a NaN that `max(0)` then reported as an SSE of 0), and
+/// small terms are not flushed to zero by a common scale.
+fn residual_ss(st: &RegStats, weights: &[f64], intercept: f64) -> Scaled {
+    let k = st.k;
+    let s = Scaled::from;
+    let mut quad = s(st.c(k, k));
     for i in 0..k {
-        quad -= 2.0 * weights[i] * fold.c(i, k);
+        // 2·w_i is exact in Scaled form even where it would overflow as an f64.
+        quad = quad.add(s(weights[i]).mul(2.0).mul(st.c(i, k)).neg());
         for j in 0..k {
-            quad += weights[i] * weights[j] * fold.c(i, j);
+            quad = quad.add(s(weights[i]).mul(weights[j]).mul(st.c(i, j)));
         }
     }
-    let resid_mean = fold.mean[k] - intercept - (0..k).map(|i| weights[i] * fold.mean[i]).sum::<f64>();
-    (quad + fold.wsum * resid_mean * resid_mean).max(0.0)
+    let dot = (0..k).fold(Scaled::ZERO, |acc, i| acc.add(s(weights[i]).mul(st.mean[i])));
+    let resid = s(st.mean[k]).add(s(intercept).neg()).add(dot.neg());
+    let sse = quad.add(s(st.wsum).mul_scaled(resid).mul_scaled(resid));
+    // A residual sum of squares is ≥ 0; rounding can leave it a hair below.
+    if sse.m < 0.0 {
+        Scaled::ZERO
+    } else {
+        sse
+    }
+}
+
+/// Checks a model to score against a state of `k` features.
+fn check_model(k: usize, weights: &[f64], intercept: f64) -> Result<(), SolveError> {
+    if weights.len() != k {
+        return Err(StatsError::FeatureCount { expected: k, got: weights.len() }.into());
+    }
+    if !intercept.is_finite() || weights.iter().any(|w| !w.is_finite()) {
+        return Err(SolveError::InvalidOption("weights and intercept must be finite".into()));
+    }
+    Ok(())
+}
+
+/// Held-out weighted SSE of the model `(weights, intercept)` on the rows summarised by `fold`:
+/// `Σ w (y − β0 − βᵀx)² = Cyy − 2βᵀCxy + βᵀCxxβ + W (ȳ − β0 − βᵀx̄)²`, exact, no scan.
+/// `Err(Overflow)` when the SSE exceeds the `f64` range.
+pub fn heldout_sse(fold: &RegStats, weights: &[f64], intercept: f64) -> Result<f64, SolveError> {
+    fold.check()?;
+    check_model(fold.k, weights, intercept)?;
+    finite(residual_ss(fold, weights, intercept).value(), "the held-out sum of squared errors")
+}
+
+/// Weighted mean squared error of the prediction `intercept + weights·x` over the rows `st`
+/// summarises (`heldout_sse / W`, formed without overflowing the SSE first). `Ok(None)` for a
+/// state without rows.
+pub fn prediction_mse(st: &RegStats, weights: &[f64], intercept: f64) -> Result<Option<f64>, SolveError> {
+    st.check()?;
+    check_model(st.k, weights, intercept)?;
+    if st.n == 0 {
+        return Ok(None);
+    }
+    finite(residual_ss(st, weights, intercept).div(st.wsum).value(), "the mean squared error").map(Some)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,33 +459,64 @@ pub struct CvResult {
 }
 
 /// Exact k-fold cross-validation from per-fold statistics: fold f is held out, the model is
-/// fitted on the merge of the others, and scored by [`heldout_sse`].
+/// fitted on the merge of the others, and scored by [`heldout_sse`]. Every fold is checked;
+/// folds with rows must share one `k` (a fold without rows may have any `k`: it contributes
+/// nothing).
 pub fn cross_validate(
     folds: &[RegStats],
     ridges: &[f64],
     opts: SolveOptions,
 ) -> Result<Vec<CvResult>, SolveError> {
-    let mut out = Vec::with_capacity(ridges.len());
     for &ridge in ridges {
-        let (mut sse, mut w, mut sst, mut used) = (0.0, 0.0, 0.0, 0);
-        for (f, fold) in folds.iter().enumerate() {
-            if fold.n == 0 {
+        check_ridge(ridge)?;
+    }
+    for fold in folds {
+        interrupt::check();
+        fold.check()?;
+    }
+    // Training statistics of each fold (the merge of all the others), computed once for all
+    // ridges: F² merges of O(k²) each, interruptible between merges.
+    let mut trains: Vec<Option<RegStats>> = Vec::with_capacity(folds.len());
+    for (f, fold) in folds.iter().enumerate() {
+        if fold.n == 0 {
+            trains.push(None);
+            continue;
+        }
+        let mut train = RegStats::new(fold.k);
+        for (g, other) in folds.iter().enumerate() {
+            if g == f || other.n == 0 {
                 continue;
             }
-            let mut train = RegStats::new(fold.k);
-            for (g, other) in folds.iter().enumerate() {
-                if g != f {
-                    train.merge(other).map_err(|e| SolveError::InvalidOption(e.to_string()))?;
-                }
+            interrupt::check();
+            if other.k != fold.k {
+                return Err(StatsError::FeatureCount { expected: fold.k, got: other.k }.into());
             }
-            let Some(fit) = solve(&train, SolveOptions { ridge, ..opts })? else { continue };
-            sse += heldout_sse(fold, &fit.weights, fit.intercept);
-            w += fold.wsum;
-            sst += fold.c(fold.k, fold.k);
+            train.merge_checked(other)?;
+        }
+        trains.push(Some(train));
+    }
+    let mut out = Vec::with_capacity(ridges.len());
+    for &ridge in ridges {
+        let (mut sse, mut w, mut sst, mut used) = (Scaled::ZERO, Scaled::ZERO, Scaled::ZERO, 0);
+        for (fold, train) in folds.iter().zip(&trains) {
+            let Some(train) = train else { continue };
+            // `solve` checks for interrupts in each decomposition.
+            let Some(fit) = solve(train, SolveOptions { ridge, ..opts })? else { continue };
+            sse = sse.add(residual_ss(fold, &fit.weights, fit.intercept));
+            w = w.add(Scaled::from(fold.wsum));
+            sst = sst.add(Scaled::from(fold.c(fold.k, fold.k)));
             used += 1;
         }
-        let mse = (w > 0.0).then(|| sse / w);
-        let r2 = (sst > 0.0).then(|| 1.0 - sse / sst);
+        let mse = if w.m > 0.0 {
+            Some(finite(sse.div_scaled(w).value(), "the cross-validated mean squared error")?)
+        } else {
+            None
+        };
+        let r2 = if sst.m > 0.0 {
+            Some(finite(1.0 - sse.div_scaled(sst).value(), "the cross-validated r2")?)
+        } else {
+            None
+        };
         out.push(CvResult { ridge, mse, r2, folds: used });
     }
     Ok(out)
@@ -314,6 +525,7 @@ pub fn cross_validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regstats::MAX_FEATURES;
     use proptest::prelude::*;
 
     type Rows = Vec<(Vec<f64>, f64, f64)>;
@@ -438,6 +650,185 @@ mod tests {
             let mse = cv[0].mse.unwrap();
             prop_assert!((mse - sse / w).abs() <= 1e-9 * (1.0 + sse / w), "{} vs {}", mse, sse / w);
             prop_assert!((cv[0].r2.unwrap() - (1.0 - sse / sst)).abs() <= 1e-9);
+        }
+    }
+
+    fn all_finite(fit: &Fit) -> bool {
+        fit.weights.iter().chain([&fit.intercept, &fit.r2, &fit.rmse]).all(|v| v.is_finite())
+            && fit.std_errors.iter().all(|s| s.is_none_or(f64::is_finite))
+            && (fit.condition_number.is_finite() || fit.condition_number == f64::INFINITY)
+    }
+
+    #[test]
+    fn over_the_feature_cap_is_an_error_before_allocating() {
+        // 2^40 features and empty vectors: the Gram matrix alone would be 2^80 elements. Every
+        // entry point refuses before allocating anything of that size.
+        let st = RegStats { k: 1 << 40, n: 1, skipped: 0, wsum: 1.0, mean: vec![], comoment: vec![] };
+        let cap = SolveError::State(StatsError::TooManyFeatures { got: 1 << 40 });
+        assert_eq!(solve(&st, SolveOptions { nonnegative: true, ..Default::default() }), Err(cap.clone()));
+        assert_eq!(
+            cross_validate(&[st.clone(), st.clone()], &[0.0], SolveOptions::default()),
+            Err(cap.clone())
+        );
+        assert_eq!(prediction_mse(&st, &[], 0.0), Err(cap.clone()));
+        assert_eq!(heldout_sse(&st, &[], 0.0), Err(cap));
+        // Just over the limit, built the legitimate way.
+        let mut st = RegStats::new(MAX_FEATURES + 1);
+        st.accumulate(&vec![0.5; MAX_FEATURES + 1], 1.0, 1.0).unwrap();
+        assert_eq!(
+            solve(&st, SolveOptions::default()),
+            Err(SolveError::State(StatsError::TooManyFeatures { got: MAX_FEATURES + 1 }))
+        );
+    }
+
+    #[test]
+    fn prediction_mse_of_huge_weights_is_an_error_not_zero() {
+        // Rows x = 1, 2, 3 with y = 2, 4, 7 (the regression test's data).
+        let st = stats(1, &vec![(vec![1.0], 2.0, 1.0), (vec![2.0], 4.0, 1.0), (vec![3.0], 7.0, 1.0)]);
+        assert!((prediction_mse(&st, &[2.0], 0.0).unwrap().unwrap() - 1.0 / 3.0).abs() < 1e-15);
+        // Issue 11 item 9: weight 1e308 made the SSE ∞ − ∞ = NaN, and max(0) reported 0.
+        assert!(matches!(prediction_mse(&st, &[1e308], 0.0), Err(SolveError::Overflow(_))));
+        assert!(matches!(heldout_sse(&st, &[1e308], 0.0), Err(SolveError::Overflow(_))));
+        // Huge but representable: Σ(y − 1e150·x)² / 3 ≈ 1e300 · 14 / 3.
+        let want = [(1.0f64, 2.0f64), (2.0, 4.0), (3.0, 7.0)]
+            .iter()
+            .map(|(x, y)| (y - 1e150 * x).powi(2))
+            .sum::<f64>()
+            / 3.0;
+        let got = prediction_mse(&st, &[1e150], 0.0).unwrap().unwrap();
+        assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        // The SSE itself overflows (W = 1e10 rows' worth of weight) while the MSE does not.
+        let heavy = stats(1, &vec![(vec![1.0], 2.0, 1e10), (vec![2.0], 4.0, 1e10), (vec![3.0], 7.0, 1e10)]);
+        let mse = prediction_mse(&heavy, &[1e153], 0.0).unwrap().unwrap();
+        assert!(mse.is_finite() && (mse / (1e306 * 14.0 / 3.0) - 1.0).abs() < 1e-12, "{mse}");
+        assert!(matches!(heldout_sse(&heavy, &[1e153], 0.0), Err(SolveError::Overflow(_))));
+        // Non-finite or mis-sized models.
+        assert!(matches!(prediction_mse(&st, &[f64::NAN], 0.0), Err(SolveError::InvalidOption(_))));
+        assert!(matches!(prediction_mse(&st, &[1.0], f64::INFINITY), Err(SolveError::InvalidOption(_))));
+        assert_eq!(
+            prediction_mse(&st, &[1.0, 2.0], 0.0),
+            Err(SolveError::State(StatsError::FeatureCount { expected: 1, got: 2 }))
+        );
+        assert_eq!(prediction_mse(&RegStats::new(1), &[1.0], 0.0), Ok(None));
+    }
+
+    #[test]
+    fn cross_validation_of_extremes_is_an_error_not_infinity() {
+        // Folds of ordinary rows, and one fold of a single row labelled 1e300: its held-out
+        // SSE is ~1e600. That used to come back as mse = Infinity and r² = −Infinity.
+        let fold = |rows: &[(f64, f64)]| stats(1, &rows.iter().map(|&(x, y)| (vec![x], y, 1.0)).collect());
+        let normal =
+            [fold(&[(0.0, 1.0), (1.0, 3.0), (0.5, 2.5)]), fold(&[(0.2, 1.5), (0.9, 2.5), (0.4, 1.0)])];
+        let extreme = fold(&[(0.5, 1e300)]);
+        let folds = [normal[0].clone(), normal[1].clone(), extreme];
+        for ridge in [0.0, 1.0] {
+            let cv = cross_validate(&folds, &[ridge], SolveOptions::default());
+            assert!(
+                matches!(cv, Err(SolveError::Overflow(_)) | Err(SolveError::State(StatsError::Overflow(_)))),
+                "{cv:?}"
+            );
+        }
+        // Held-out r² = 1 − SSE/SST with SST tiny: 1 − 1e300/1e-300 is not a float8.
+        let flat = [fold(&[(0.0, 0.0), (1.0, 1e-150)]), fold(&[(0.0, 1e150), (1.0, -1e150)])];
+        match cross_validate(&flat, &[0.0], SolveOptions::default()) {
+            Ok(cv) => assert!(cv
+                .iter()
+                .all(|r| r.mse.is_none_or(f64::is_finite) && r.r2.is_none_or(f64::is_finite))),
+            Err(e) => assert!(
+                matches!(e, SolveError::Overflow(_) | SolveError::State(StatsError::Overflow(_))),
+                "{e:?}"
+            ),
+        }
+        // An empty fold of another k (the aggregate's k = 0 start state) contributes nothing.
+        let mut empty = RegStats::new(0);
+        empty.skip();
+        let cv =
+            cross_validate(&[normal[0].clone(), normal[1].clone(), empty], &[0.0], SolveOptions::default())
+                .unwrap();
+        assert_eq!(cv[0].folds, 2);
+        // Invalid ridges are refused up front.
+        assert!(matches!(
+            cross_validate(&normal, &[f64::NAN], SolveOptions::default()),
+            Err(SolveError::InvalidOption(_))
+        ));
+    }
+
+    #[test]
+    fn forged_but_consistent_states_give_errors_not_nan_weights() {
+        // A state that passes every consistency check but whose solution does not fit a
+        // float8: variance 1e-308, covariance 1, label variance 1e308 → β = 1e308, and the
+        // intercept ȳ − x̄β with x̄ = 10 is 1e309.
+        let st = RegStats {
+            k: 1,
+            n: 3,
+            skipped: 0,
+            wsum: 3.0,
+            mean: vec![10.0, 0.0],
+            comoment: vec![1e-308, 1.0, 1e308],
+        };
+        assert!(st.check().is_ok());
+        let r = solve(&st, SolveOptions::default());
+        assert!(matches!(r, Err(SolveError::Overflow(_))), "{r:?}");
+        // The same without the mean offset: the weight fits, the results are finite.
+        let st = RegStats { mean: vec![0.0, 0.0], ..st };
+        let fit = solve(&st, SolveOptions::default()).unwrap().unwrap();
+        assert!(all_finite(&fit), "{fit:?}");
+        // Moments near f64::MAX: eigenvalues λ ≤ k·max|A| used to overflow when scaled back.
+        let c = f64::MAX / 2.0;
+        let st = RegStats {
+            k: 2,
+            n: 10,
+            skipped: 0,
+            wsum: 10.0,
+            mean: vec![0.0; 3],
+            comoment: vec![c, 0.9 * c, 0.1 * c, c, 0.2 * c, c],
+        };
+        assert!(st.check().is_ok());
+        for opts in [
+            SolveOptions::default(),
+            SolveOptions { nonnegative: true, ..Default::default() },
+            SolveOptions { ridge: 1e300, ..Default::default() },
+            SolveOptions { fit_intercept: false, ..Default::default() },
+        ] {
+            let fit = solve(&st, opts).unwrap().unwrap();
+            assert!(all_finite(&fit), "{opts:?}: {fit:?}");
+            assert!(fit.condition_number.is_finite(), "{opts:?}: {fit:?}");
+        }
+        // Raw moments that do not fit (fit_intercept => false with W·x̄² ≈ 1e600).
+        let st = RegStats {
+            k: 1,
+            n: 2,
+            skipped: 0,
+            wsum: 1e300,
+            mean: vec![1e150, 1.0],
+            comoment: vec![1.0, 0.0, 1.0],
+        };
+        assert!(matches!(
+            solve(&st, SolveOptions { fit_intercept: false, ..Default::default() }),
+            Err(SolveError::Overflow(_))
+        ));
+        assert!(all_finite(&solve(&st, SolveOptions::default()).unwrap().unwrap()));
+        // A ridge penalty that overflows the Gram diagonal (C00 = MAX/2).
+        let st =
+            RegStats { k: 1, n: 2, skipped: 0, wsum: 2.0, mean: vec![0.0, 0.0], comoment: vec![c, 0.0, 1.0] };
+        assert!(matches!(
+            solve(&st, SolveOptions { ridge: f64::MAX, ..Default::default() }),
+            Err(SolveError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn a_state_without_features_solves_to_its_mean() {
+        // k = 0 with rows cannot come from SQL (the first row fixes k ≥ 1) but can be forged;
+        // nalgebra's eigen-solver does not take an empty matrix.
+        let mut st = RegStats::new(0);
+        st.accumulate(&[], 3.0, 1.0).unwrap();
+        st.accumulate(&[], 5.0, 1.0).unwrap();
+        for opts in
+            [SolveOptions::default(), SolveOptions { nonnegative: true, ridge: 1.0, fit_intercept: true }]
+        {
+            let fit = solve(&st, opts).unwrap().unwrap();
+            assert_eq!((fit.weights.len(), fit.intercept, fit.r2, fit.rmse), (0, 4.0, 0.0, 1.0));
         }
     }
 
