@@ -60,8 +60,9 @@ END $$;
 CREATE FUNCTION embedstack._index_name(model_set text, final boolean) RETURNS name
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT embedstack._derived_name(c.relname || '_' || m.combined_column, CASE WHEN final THEN 'hnsw' ELSE 'hnsw_next' END,
-                                    m.source::oid::text || '/' || m.combined_column)
-      FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source WHERE m.name = model_set
+                                    format('%I.%I.%I', n.nspname, c.relname, m.combined_column))
+      FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE m.name = model_set
 $$;
 
 -- Is relation `nsp.idx` an index of `source` on column `col` (or absent: NULL)? Used before

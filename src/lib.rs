@@ -25,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
     // backend is single-threaded here, before any capture.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::register();
+    fit::register_interrupt_hook();
     operations::register_abort_release();
 }
 

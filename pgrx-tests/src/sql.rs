@@ -45,3 +45,28 @@ pub fn q(s: &str) -> String {
 pub fn qi(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
+
+/// `quote_ident` for the names the tests use: quoted unless lower-case letters, digits and
+/// underscores (not starting with a digit).
+pub fn quote_ident(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        qi(s)
+    }
+}
+
+/// The name `materialize` gives a model set's served (`staging = false`) or staging HNSW index,
+/// by the documented rule: `<table>_<column>_<h>_hnsw` (`_hnsw_next` for the staging one) where
+/// `<h>` is the first 8 hex digits of md5 of `<schema>.<table>.<column>`, each part quoted as
+/// an identifier when it needs quotes (short names only: long ones are cut to fit 63 bytes).
+pub fn index_name(schema: &str, table: &str, column: &str, staging: bool) -> String {
+    let key = format!("{}.{}.{}", quote_ident(schema), quote_ident(table), quote_ident(column));
+    let h = format!("{:x}", md5::compute(key.as_bytes()));
+    let name = format!("{table}_{column}_{}_{}", &h[..8], if staging { "hnsw_next" } else { "hnsw" });
+    assert!(name.len() <= 63, "index_name is for short names only: {name}");
+    name
+}

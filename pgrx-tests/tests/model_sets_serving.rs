@@ -14,6 +14,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use embedstack_client_tests::fresh_db;
+use embedstack_client_tests::sql::{index_name, qi};
 use postgres::Client;
 
 // ---------------------------------------------------------------------------------------
@@ -595,7 +596,10 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .get(0);
     assert_eq!(ty, format!("vector({width})"));
     let idx: String = c
-        .query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'hs_combined_hnsw'", &[])
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+            &[&index_name("public", "big", "hs_combined", false)],
+        )
         .unwrap()
         .get(0);
     assert!(idx.contains("USING hnsw") && idx.contains("vector_ip_ops"), "{idx}");
@@ -623,7 +627,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains("Index Scan using hs_combined_hnsw")), "{plan:#?}");
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))), "{plan:#?}");
     let plan: Vec<String> = c
         .query(
             "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
@@ -633,7 +637,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains("Index Scan using hs_combined_hnsw")), "{plan:#?}");
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))), "{plan:#?}");
 
     let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).chain([50, 25000]).collect();
     let mut recall_sum = 0.0;
@@ -1342,7 +1346,7 @@ fn awkward_identifiers_work_end_to_end() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains(r#"Index Scan using "we ird set_combined_hnsw""#)), "{plan:#?}");
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", qi(&index_name("public", "we ird\"t", "we ird set_combined", false))))), "{plan:#?}");
     let top: Vec<i32> = c
         .query(
             &format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#),

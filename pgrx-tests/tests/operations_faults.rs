@@ -35,6 +35,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use embedstack_client_tests::fresh_db;
+use embedstack_client_tests::sql::index_name;
 use postgres::{Client, Config, NoTls};
 
 // ---------------------------------------------------------------------------------------
@@ -563,7 +564,7 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     assert_ne!(before.1, twin.1, "test precondition: the second fit has other multipliers");
     let answers = knn(&mut f.c, "fa", "ft", "fa_combined", &queries);
     assert!(answers.iter().all(|a| a.len() == 10));
-    assert_index_used(&mut f.c, "fa", "ft", "fa_combined", &queries[0], "fa_combined_hnsw", "before the job");
+    assert_index_used(&mut f.c, "fa", "ft", "fa_combined", &queries[0], &index_name("public", "ft", "fa_combined", false), "before the job");
 
     // (c): a read-only transaction older than the staging writes holds the cut-over back.
     let mut old = None;
@@ -663,11 +664,11 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
         answers,
         "served k-NN answers after the kill"
     );
-    assert_index_used(&mut mon, "fa", "ft", "fa_combined", &queries[0], "fa_combined_hnsw", "after the kill");
+    assert_index_used(&mut mon, "fa", "ft", "fa_combined", &queries[0], &index_name("public", "ft", "fa_combined", false), "after the kill");
     let new_fit = killed.fit_id.expect("fit of the killed job");
     assert_eq!(staging(&mut mon, "fa"), (Some("fa_combined_next".to_string()), Some(new_fit)));
     let staged: i64 = mon.query_one("SELECT count(fa_combined_next) FROM ft", &[]).unwrap().get(0);
-    let staging_index = index_valid(&mut mon, "fa_combined_hnsw_next");
+    let staging_index = index_valid(&mut mon, &index_name("public", "ft", "fa_combined", true));
     match fault {
         Fault::MidBatch | Fault::Sigkill => {
             assert!(killed.rows_done > 0 && killed.rows_done < total, "{killed:?}");
@@ -735,11 +736,11 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
         "the resumed fit's weights = the twin's"
     );
     assert_eq!((&after.1, &after.2), (&twin.1, &twin.2), "multipliers and storage = the twin's");
-    assert_eq!(after.3.as_deref(), Some("fa_combined_hnsw"));
+    assert_eq!(after.3.as_deref(), Some(index_name("public", "ft", "fa_combined", false).as_str()));
     assert_eq!(staging(&mut f.c, "fa"), (None, None));
     assert_eq!(columns(&mut f.c, "ft"), ["id", "m1", "m2", "m3", "fa_combined"]);
-    assert_eq!(index_valid(&mut f.c, "fa_combined_hnsw_next"), None);
-    assert_eq!(index_valid(&mut f.c, "fa_combined_hnsw"), Some(true));
+    assert_eq!(index_valid(&mut f.c, &index_name("public", "ft", "fa_combined", true)), None);
+    assert_eq!(index_valid(&mut f.c, &index_name("public", "ft", "fa_combined", false)), Some(true));
     let r =
         f.c.query_one(
             "SELECT count(*), count(f.fa_combined),
@@ -771,7 +772,7 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
         "ft",
         "fa_combined",
         &queries[0],
-        "fa_combined_hnsw",
+        &index_name("public", "ft", "fa_combined", false),
         "after the resume",
     );
     assert_eq!(status(&mut f.c, "fa").1.as_deref(), Some("succeeded"));
@@ -1028,7 +1029,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
         "big",
         "ld_combined",
         &models_sql(&qmodels[0]),
-        "ld_combined_hnsw",
+        &index_name("public", "big", "ld_combined", false),
         "fit A",
     );
 
@@ -1109,7 +1110,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     for (g, w) in s1.1.as_ref().unwrap().iter().zip(&mult_b) {
         assert!((g - w).abs() <= 1e-12, "fit B multipliers {:?} vs {mult_b:?}", s1.1);
     }
-    assert_eq!(s1.3.as_deref(), Some("ld_combined_hnsw"));
+    assert_eq!(s1.3.as_deref(), Some(index_name("public", "big", "ld_combined", false).as_str()));
     assert_eq!(staging(&mut c, "ld"), (None, None));
     assert_eq!(columns(&mut c, "big"), ["id", "m1", "m2", "m3", "ld_combined"]);
 
@@ -1233,7 +1234,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
         "big",
         "ld_combined",
         &models_sql(&qmodels[0]),
-        "ld_combined_hnsw",
+        &index_name("public", "big", "ld_combined", false),
         "fit B",
     );
 
@@ -1330,8 +1331,8 @@ fn cutover_with_older_snapshot(name: &str, seed: u64, default_table: bool, runne
         let r = mon
             .query_one(
                 "SELECT indcheckxmin, (SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'ft')
-                   FROM pg_index WHERE indexrelid = 'fa_combined_hnsw'::regclass",
-                &[],
+                   FROM pg_index WHERE indexrelid = $1::text::regclass",
+                &[&index_name("public", "ft", "fa_combined", false)],
             )
             .unwrap();
         let (checkxmin, hot): (bool, i64) = (r.get(0), r.get(1));

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use embedstack_client_tests::sql::index_name;
 use embedstack_client_tests::{admin, fresh_db};
 use postgres::{Client, NoTls};
 
@@ -394,6 +395,20 @@ fn index_def(c: &mut Client, schema: &str, index: &str) -> Option<String> {
     .map(|r| r.get(0))
 }
 
+/// The extension's default (current) version, as installed.
+fn current_version(c: &mut Client) -> String {
+    c.query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'embedstack'", &[]).unwrap().get(0)
+}
+
+/// The served index of a model set, as the catalog records it (made by 0.1.0: `<column>_hnsw`;
+/// since 0.2.1: `index_name`).
+fn served_index(c: &mut Client, set: &str) -> String {
+    c.query_one("SELECT served_index::text FROM embedstack.model_sets WHERE name = $1", &[&set])
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .expect("a served index")
+}
+
 /// Non-internal triggers of a table with their definitions.
 fn triggers(c: &mut Client, table: &str) -> Vec<String> {
     c.query(
@@ -756,7 +771,7 @@ fn pg_cron_runs_the_scheduled_refit() {
     };
     assert_eq!(srv_fit, Some(f_new));
     let idx = srv_index.expect("served index");
-    assert_eq!(idx, "cs_combined_hnsw");
+    assert_eq!(idx, index_name("public", "items", "cs_combined", false));
     for q in queries(&rows, 0x11FE_0002) {
         assert_eq!(
             knn(&mut c, "items", set, "cs_combined", &q),
@@ -833,7 +848,8 @@ fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Mo
         let got = knn(c, "items", "sym", "sym_combined", &q);
         assert_eq!(got, knn_exact(c, "items", "sym", "sym_combined", &q), "sym: HNSW vs exact");
         assert_eq!(got.len(), 10);
-        assert_uses_index(c, "items", "sym", "sym_combined", &q, "sym_combined_hnsw");
+        let idx = served_index(c, "sym");
+        assert_uses_index(c, "items", "sym", "sym_combined", &q, &idx);
         sym_knn.push(got);
     }
     let mut qw_knn = Vec::new();
@@ -841,7 +857,8 @@ fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Mo
         let got = knn(c, "app.docs", "qw", "qw_vec", &q);
         assert_eq!(got, knn_exact(c, "app.docs", "qw", "qw_vec", &q), "qw: HNSW vs exact");
         assert_eq!(got.len(), 10);
-        assert_uses_index(c, "app.docs", "qw", "qw_vec", &q, "qw_vec_hnsw");
+        let idx = served_index(c, "qw");
+        assert_uses_index(c, "app.docs", "qw", "qw_vec", &q, &idx);
         qw_knn.push(got);
     }
     let seq = c.query_one("SELECT last_value, is_called FROM embedstack.fits_id_seq", &[]).unwrap();
@@ -851,8 +868,14 @@ fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Mo
         qw_column: column_text(c, "app.docs", "qw_vec"),
         sym_knn,
         qw_knn,
-        sym_index: index_def(c, "public", "sym_combined_hnsw"),
-        qw_index: index_def(c, "app", "qw_vec_hnsw"),
+        sym_index: {
+            let idx = served_index(c, "sym");
+            index_def(c, "public", &idx)
+        },
+        qw_index: {
+            let idx = served_index(c, "qw");
+            index_def(c, "app", &idx)
+        },
         items_triggers: triggers(c, "items"),
         docs_triggers: triggers(c, "app.docs"),
         fits_seq: (seq.get(0), seq.get(1)),
@@ -988,7 +1011,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
 
     let ver: String =
         r.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, "0.2.0");
+    assert_eq!(ver, current_version(&mut r));
     r.batch_execute("ANALYZE").unwrap();
     let rest = served(&mut r, &items, &docs);
     assert_same_served(&orig, &rest, "restored vs original");
@@ -1047,7 +1070,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     assert_eq!(st.job_fit, Some(max_id + 1), "the new fit takes the next id: {st:?}");
     assert_eq!(st.active_fit, Some(max_id + 1));
     let q = &queries(&items, 0xD0_0001)[0];
-    assert_uses_index(&mut r, "items", "sym", "sym_combined", q, "sym_combined_hnsw");
+    assert_uses_index(&mut r, "items", "sym", "sym_combined", q, &index_name("public", "items", "sym_combined", false));
     assert_eq!(
         knn(&mut r, "items", "sym", "sym_combined", q),
         knn_exact(&mut r, "items", "sym", "sym_combined", q)
@@ -1147,7 +1170,7 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
     let ver: String =
         c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, "0.2.0");
+    assert_eq!(ver, current_version(&mut c));
     let after = served(&mut c, &items, &docs);
     assert_same_served(&before, &after, "after the upgrade vs before");
     assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
@@ -1204,7 +1227,7 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     assert_eq!(act, f2);
     assert!(new_mse < act_mse, "new {new_mse} vs active {act_mse}");
     let q = &queries(&items, 0x0F_0103)[0];
-    assert_uses_index(&mut c, "items", "sym", "sym_combined", q, "sym_combined_hnsw");
+    assert_uses_index(&mut c, "items", "sym", "sym_combined", q, &index_name("public", "items", "sym_combined", false));
     assert_eq!(
         knn(&mut c, "items", "sym", "sym_combined", q),
         knn_exact(&mut c, "items", "sym", "sym_combined", q)
@@ -1317,7 +1340,7 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         assert_close_vec(g, &combined(m, &mult), 1e-6, &format!("row {id}"));
     }
     for q in queries(&rows, 0x0F_0202) {
-        assert_uses_index(&mut u, "mine.t", "mine", "mine_combined", &q, "mine_combined_hnsw");
+        assert_uses_index(&mut u, "mine.t", "mine", "mine_combined", &q, &index_name("mine", "t", "mine_combined", false));
         assert_eq!(
             knn(&mut u, "mine.t", "mine", "mine_combined", &q),
             knn_exact(&mut u, "mine.t", "mine", "mine_combined", &q)
@@ -1336,10 +1359,16 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     let n_jobs: i64 =
         u.query_one("SELECT count(*) FROM embedstack.jobs WHERE model_set = 'mine'", &[]).unwrap().get(0);
     assert_eq!(n_jobs, 2);
-    let n_fits: i64 = u.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get(0);
-    assert!(n_fits >= 5, "the catalog is readable by everyone: {n_fits} fits");
-    let st_sym = status(&mut u, "sym");
-    assert!(st_sym.active_fit.is_some());
+    // Since 0.2.1 the catalog shows a role the model sets of the tables it may read: its own.
+    for (what, key) in [("model_sets", "name"), ("fits", "model_set"), ("jobs", "model_set"), ("status", "model_set")] {
+        let others: i64 = u
+            .query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} <> 'mine'"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(others, 0, "the role sees no other model set's {what}");
+    }
+    let n_fits: i64 = c.query_one("SELECT count(*) FROM embedstack.fits WHERE model_set <> 'mine'", &[]).unwrap().get(0);
+    assert!(n_fits >= 3, "postgres's fits exist: {n_fits}");
 
     // Not postgres's model set, not the catalog directly.
     for sql in [

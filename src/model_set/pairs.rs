@@ -327,6 +327,8 @@ fn fetch_raw(
     cursor: &mut pgrx::spi::SpiCursor<'_>,
     mut f: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc),
 ) -> usize {
+    // Loading entities and pairs can take minutes: answer cancellation between batches.
+    pgrx::check_for_interrupts!();
     let table = cursor.fetch(FETCH).unwrap_or_else(|e| error!("{e}"));
     let n = table.len();
     drop(table);
