@@ -269,10 +269,7 @@ mod tests {
                 .collect()
         });
         let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["_model_set_exists", "_on_sql_drop"]
-        );
+        assert_eq!(names, ["_model_set_exists", "_on_sql_drop"]);
         for (name, config) in &rows {
             assert_eq!(config.as_deref(), Some("search_path=pg_catalog, pg_temp"), "{name}");
         }

@@ -49,7 +49,11 @@ fn as_postgres(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl ThrowawayCluster {
@@ -60,7 +64,8 @@ impl ThrowawayCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
-            let st = Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap();
+            let st =
+                Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap();
             assert!(st.success(), "chown {dir:?}");
         }
         let data = dir.join("data");
@@ -93,7 +98,17 @@ impl ThrowawayCluster {
         let log = c.dir.join("server.log");
         let pg_ctl = c.bin.join("pg_ctl");
         let out = as_postgres(
-            &[pg_ctl.to_str().unwrap(), "-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+            &[
+                pg_ctl.to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             env,
         );
         assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
@@ -115,7 +130,10 @@ impl Drop for ThrowawayCluster {
     fn drop(&mut self) {
         let pg_ctl = self.bin.join("pg_ctl");
         let data = self.dir.join("data");
-        let _ = as_postgres(&[pg_ctl.to_str().unwrap(), "-D", data.to_str().unwrap(), "-m", "immediate", "stop"], &[]);
+        let _ = as_postgres(
+            &[pg_ctl.to_str().unwrap(), "-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            &[],
+        );
         if std::env::var("ES_KEEP_THROWAWAY").is_err() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -35,8 +35,10 @@ fn setup(name: &str, port: u16) -> (ThrowawayCluster, Client) {
     )
     .unwrap();
     a.batch_execute("CALL embedstack.materialize('ms')").unwrap();
-    a.batch_execute("GRANT USAGE ON SCHEMA alice TO carol; GRANT SELECT ON alice.people, alice.pairs TO carol")
-        .unwrap();
+    a.batch_execute(
+        "GRANT USAGE ON SCHEMA alice TO carol; GRANT SELECT ON alice.people, alice.pairs TO carol",
+    )
+    .unwrap();
     (cl, su)
 }
 
@@ -66,7 +68,9 @@ fn assert_alive(cl: &ThrowawayCluster, sessions: &mut [&mut Client]) {
     }
     let log = cl.log();
     assert!(
-        !log.contains("terminated by signal") && !log.contains("server process") && !log.contains("reinitializing"),
+        !log.contains("terminated by signal")
+            && !log.contains("server process")
+            && !log.contains("reinitializing"),
         "the server log shows a crash:\n{log}"
     );
 }
@@ -91,10 +95,8 @@ fn insert_gets_vector(a: &mut Client, id: i32) {
         "INSERT INTO alice.people VALUES ({id}, 'new@corp.example', '{{1,2,3,4}}', '[1,0,1]')"
     ))
     .unwrap();
-    let has: bool = a
-        .query_one("SELECT ms_combined IS NOT NULL FROM alice.people WHERE id = $1", &[&id])
-        .unwrap()
-        .get(0);
+    let has: bool =
+        a.query_one("SELECT ms_combined IS NOT NULL FROM alice.people WHERE id = $1", &[&id]).unwrap().get(0);
     assert!(has, "row {id} got its combined vector");
 }
 
@@ -108,11 +110,17 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
 
     // A temporary table cannot be a source (its model set would outlive it).
     a.batch_execute("CREATE TEMP TABLE t (id int PRIMARY KEY, x real[])").unwrap();
-    expect_code(&mut a, "SELECT embedstack.create_model_set('m', 'pg_temp.t', 'id', '{x}', model_dims => '{4}')", "0A000");
+    expect_code(
+        &mut a,
+        "SELECT embedstack.create_model_set('m', 'pg_temp.t', 'id', '{x}', model_dims => '{4}')",
+        "0A000",
+    );
 
     // The catalog writers are not executable by anyone but the extension's owner.
-    a.batch_execute("CREATE TABLE alice.ints (id int PRIMARY KEY, x int8); INSERT INTO alice.ints VALUES (1, 7), (2, 8)")
-        .unwrap();
+    a.batch_execute(
+        "CREATE TABLE alice.ints (id int PRIMARY KEY, x int8); INSERT INTO alice.ints VALUES (1, 7), (2, 8)",
+    )
+    .unwrap();
     expect_code(
         &mut a,
         "SELECT embedstack._w_insert_model_set('forged', 'alice.ints', 'id', '{x}', '{4}', '{real[]}', 'symmetric', 0,
@@ -145,7 +153,8 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
     people(&mut a, "alice.p3", 30);
     a.batch_execute("SELECT embedstack.create_model_set('m3', 'alice.p3', 'id', '{m1,m2}')").unwrap();
     a.batch_execute("ALTER TABLE alice.p3 ALTER m2 TYPE vector(2) USING subvector(m2, 1, 2)").unwrap();
-    let e = expect_code(&mut a, "SELECT embedstack.pair_statistics('m3', 'alice.pairs', 'a', 'b', 'y')", "42804");
+    let e =
+        expect_code(&mut a, "SELECT embedstack.pair_statistics('m3', 'alice.pairs', 'a', 'b', 'y')", "42804");
     assert!(all_text(&e).contains("vector(3)"), "{}", all_text(&e));
 
     // A look-alike type named `vector` in another schema is not pgvector's.
@@ -155,7 +164,11 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
          INSERT INTO alice.p4 VALUES (1, ROW(42))",
     )
     .unwrap();
-    expect_code(&mut a, "SELECT embedstack.create_model_set('m4', 'alice.p4', 'id', '{v}', model_dims => '{3}')", "42804");
+    expect_code(
+        &mut a,
+        "SELECT embedstack.create_model_set('m4', 'alice.p4', 'id', '{v}', model_dims => '{3}')",
+        "42804",
+    );
     expect_code(
         &mut a,
         "SELECT embedstack._combine_vector('{1}', '{3}', '{v}', 1, (SELECT v FROM alice.p4))",
@@ -211,7 +224,8 @@ fn definer_functions_cannot_change_another_roles_model_set() {
     let (cl, mut su) = setup("deputy", 54892);
     let mut a = cl.connect("h", "alice");
     let mut b = cl.connect("h", "bob");
-    let fit: i64 = su.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'ms'", &[]).unwrap().get(0);
+    let fit: i64 =
+        su.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'ms'", &[]).unwrap().get(0);
     let before = catalog_of(&mut su, "ms");
 
     let bodies = [
@@ -264,7 +278,8 @@ fn definer_functions_cannot_change_another_roles_model_set() {
     // Her model set is intact and serving: same catalog, trigger in place, inserts work.
     assert_eq!(catalog_of(&mut su, "ms"), before);
     insert_gets_vector(&mut a, 700);
-    let n: i64 = a.query_one("SELECT count(*) FROM alice.people WHERE ms_combined IS NULL", &[]).unwrap().get(0);
+    let n: i64 =
+        a.query_one("SELECT count(*) FROM alice.people WHERE ms_combined IS NULL", &[]).unwrap().get(0);
     assert_eq!(n, 0);
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
 }
@@ -293,14 +308,18 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
     // a superuser can drop it, and the name is free again.
     su.batch_execute("ALTER EVENT TRIGGER embedstack_source_dropped DISABLE").unwrap();
     people(&mut a, "alice.gone2", 20);
-    a.batch_execute("SELECT embedstack.create_model_set('gone2', 'alice.gone2', 'id', '{m1,m2}'); DROP TABLE alice.gone2")
-        .unwrap();
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('gone2', 'alice.gone2', 'id', '{m1,m2}'); DROP TABLE alice.gone2",
+    )
+    .unwrap();
     su.batch_execute("ALTER EVENT TRIGGER embedstack_source_dropped ENABLE").unwrap();
     expect_code(&mut a, "SELECT embedstack.drop_model_set('gone2')", "42501");
     su.batch_execute("SELECT embedstack.drop_model_set('gone2')").unwrap();
     assert_eq!(catalog_of(&mut su, "gone2"), "- | - | -");
-    b.batch_execute("SELECT embedstack.create_model_set('gone2', 'bob.t', 'id', '{m1,m2}', combined_column => 'c2')")
-        .unwrap();
+    b.batch_execute(
+        "SELECT embedstack.create_model_set('gone2', 'bob.t', 'id', '{m1,m2}', combined_column => 'c2')",
+    )
+    .unwrap();
     // A name taken by a model set alice cannot see is still taken.
     expect_code(&mut a, "SELECT embedstack.create_model_set('gone2', 'alice.people', 'id', '{m1}')", "42710");
 
@@ -376,7 +395,8 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
         .get(0);
     assert_eq!(served_ok, 2, "both served indexes and both triggers exist");
     a.batch_execute(&format!("SELECT embedstack.drop_model_set({})", q(&sb))).unwrap();
-    a.batch_execute("INSERT INTO alice.twin VALUES (1000, 'n@corp.example', '{1,2,3,4}', '[1,0,1]')").unwrap();
+    a.batch_execute("INSERT INTO alice.twin VALUES (1000, 'n@corp.example', '{1,2,3,4}', '[1,0,1]')")
+        .unwrap();
     let has: bool = a.query_one("SELECT ca IS NOT NULL FROM alice.twin WHERE id = 1000", &[]).unwrap().get(0);
     assert!(has, "A's trigger survived dropping B");
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
@@ -406,7 +426,9 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
 
     let count = |c: &mut Client, what: &str| -> i64 {
         let key = if what == "model_sets" { "name" } else { "model_set" };
-        c.query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} IN ('ms', 'ms2')"), &[]).unwrap().get(0)
+        c.query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} IN ('ms', 'ms2')"), &[])
+            .unwrap()
+            .get(0)
     };
     let mut b = cl.connect("h", "bob");
     let mut c = cl.connect("h", "carol");
@@ -447,7 +469,11 @@ fn resources_numbers_and_error_codes() {
 
     // Item 7: the feature cap, before allocating (0.2.0: a 1 GB state, then XX000).
     for k in [16000, 16400, 257] {
-        expect_code(&mut b, &format!("SELECT embedstack.regression_stats(array_fill(0.5::float8, ARRAY[{k}]), 1.0)"), "54000");
+        expect_code(
+            &mut b,
+            &format!("SELECT embedstack.regression_stats(array_fill(0.5::float8, ARRAY[{k}]), 1.0)"),
+            "54000",
+        );
     }
 
     // Item 6: solve with 256 features, non-negative, stops at statement_timeout.
@@ -481,16 +507,18 @@ fn resources_numbers_and_error_codes() {
                 let v = v.expect("a state with rows has an MSE");
                 assert!(v.is_finite() && v > 0.0, "{sql}: {v} (0.2.0 returned 0)");
             }
-            Err(e) => assert_eq!(embedstack_client_tests::sql::sqlstate(&e), "22003", "{sql}: {}", all_text(&e)),
+            Err(e) => {
+                assert_eq!(embedstack_client_tests::sql::sqlstate(&e), "22003", "{sql}: {}", all_text(&e))
+            }
         }
     }
     // Forged states: every result finite or a clean error.
     for forged in [
-        "'{1,1,1,-1,0,1,0,0,1,1,1}'",             // n = -1
-        "'{1,1,1,3,0,3,NaN,0,1,1,1}'",            // NaN mean
+        "'{1,1,1,-1,0,1,0,0,1,1,1}'",            // n = -1
+        "'{1,1,1,3,0,3,NaN,0,1,1,1}'",           // NaN mean
         "'{1,1,1,3,0,3,1e308,1e308,1e308,1,1}'", // huge means
-        "'{1,1,1,3,0,3,0,0,-5,0,-5}'",            // negative variances
-        "'{1,1,1,2.5,0,3,0,0,1,1,1}'",            // fractional n
+        "'{1,1,1,3,0,3,0,0,-5,0,-5}'",           // negative variances
+        "'{1,1,1,2.5,0,3,0,0,1,1,1}'",           // fractional n
     ] {
         match b.query_one(&format!("SELECT (s).weights, (s).intercept, (s).r2, (s).n_used FROM (SELECT embedstack.solve({forged}::float8[]) s) x"), &[]) {
             Ok(r) => {
@@ -512,9 +540,21 @@ fn resources_numbers_and_error_codes() {
 
     // Item 10: SQLSTATEs instead of XX000.
     expect_code(&mut b, "SELECT embedstack.block_multipliers('{1,NULL}', 'symmetric', 0.05)", "22004");
-    expect_code(&mut b, "SELECT embedstack._combine_vector('{NaN}', '{3}', '{x}', 1, '[1,2,3]'::vector)", "22023");
-    expect_code(&mut b, "SELECT embedstack._combine_vector('{1e300}', '{3}', '{x}', 1, '[1,2,3]'::vector)", "22003");
-    expect_code(&mut b, "SELECT embedstack._combine_vector('{1}', '{-3}', '{x}', 1, '[1,2,3]'::vector)", "22023");
+    expect_code(
+        &mut b,
+        "SELECT embedstack._combine_vector('{NaN}', '{3}', '{x}', 1, '[1,2,3]'::vector)",
+        "22023",
+    );
+    expect_code(
+        &mut b,
+        "SELECT embedstack._combine_vector('{1e300}', '{3}', '{x}', 1, '[1,2,3]'::vector)",
+        "22003",
+    );
+    expect_code(
+        &mut b,
+        "SELECT embedstack._combine_vector('{1}', '{-3}', '{x}', 1, '[1,2,3]'::vector)",
+        "22023",
+    );
     expect_code(
         &mut b,
         "SELECT embedstack._combine_halfvec('{1}', '{20000}', '{x}', 1, (SELECT array_fill(0.5::real, ARRAY[16000])::vector))",
@@ -544,7 +584,11 @@ fn resources_numbers_and_error_codes() {
     let mut a = cl.connect("h", "alice");
     // An error raised by PostgreSQL inside the extension's SPI query (a label that is not a number).
     a.batch_execute("CREATE TABLE alice.text_pairs AS SELECT a, b, 'x'::text AS y FROM alice.pairs").unwrap();
-    let e = expect_code(&mut a, "SELECT embedstack.pair_statistics('ms', 'alice.text_pairs', 'a', 'b', 'y')", "22P02");
+    let e = expect_code(
+        &mut a,
+        "SELECT embedstack.pair_statistics('ms', 'alice.text_pairs', 'a', 'b', 'y')",
+        "22P02",
+    );
     assert!(!all_text(&e).contains("   0: "), "{}", all_text(&e));
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
 }

@@ -627,7 +627,11 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))), "{plan:#?}");
+    assert!(
+        plan.iter().any(|l| l
+            .contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))),
+        "{plan:#?}"
+    );
     let plan: Vec<String> = c
         .query(
             "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
@@ -637,7 +641,11 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))), "{plan:#?}");
+    assert!(
+        plan.iter().any(|l| l
+            .contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))),
+        "{plan:#?}"
+    );
 
     let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).chain([50, 25000]).collect();
     let mut recall_sum = 0.0;
@@ -1346,7 +1354,13 @@ fn awkward_identifiers_work_end_to_end() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {}", qi(&index_name("public", "we ird\"t", "we ird set_combined", false))))), "{plan:#?}");
+    assert!(
+        plan.iter().any(|l| l.contains(&format!(
+            "Index Scan using {}",
+            qi(&index_name("public", "we ird\"t", "we ird set_combined", false))
+        ))),
+        "{plan:#?}"
+    );
     let top: Vec<i32> = c
         .query(
             &format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#),

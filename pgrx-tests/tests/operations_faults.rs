@@ -564,7 +564,15 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     assert_ne!(before.1, twin.1, "test precondition: the second fit has other multipliers");
     let answers = knn(&mut f.c, "fa", "ft", "fa_combined", &queries);
     assert!(answers.iter().all(|a| a.len() == 10));
-    assert_index_used(&mut f.c, "fa", "ft", "fa_combined", &queries[0], &index_name("public", "ft", "fa_combined", false), "before the job");
+    assert_index_used(
+        &mut f.c,
+        "fa",
+        "ft",
+        "fa_combined",
+        &queries[0],
+        &index_name("public", "ft", "fa_combined", false),
+        "before the job",
+    );
 
     // (c): a read-only transaction older than the staging writes holds the cut-over back.
     let mut old = None;
@@ -664,7 +672,15 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
         answers,
         "served k-NN answers after the kill"
     );
-    assert_index_used(&mut mon, "fa", "ft", "fa_combined", &queries[0], &index_name("public", "ft", "fa_combined", false), "after the kill");
+    assert_index_used(
+        &mut mon,
+        "fa",
+        "ft",
+        "fa_combined",
+        &queries[0],
+        &index_name("public", "ft", "fa_combined", false),
+        "after the kill",
+    );
     let new_fit = killed.fit_id.expect("fit of the killed job");
     assert_eq!(staging(&mut mon, "fa"), (Some("fa_combined_next".to_string()), Some(new_fit)));
     let staged: i64 = mon.query_one("SELECT count(fa_combined_next) FROM ft", &[]).unwrap().get(0);

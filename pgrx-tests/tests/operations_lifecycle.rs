@@ -397,7 +397,9 @@ fn index_def(c: &mut Client, schema: &str, index: &str) -> Option<String> {
 
 /// The extension's default (current) version, as installed.
 fn current_version(c: &mut Client) -> String {
-    c.query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'embedstack'", &[]).unwrap().get(0)
+    c.query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'embedstack'", &[])
+        .unwrap()
+        .get(0)
 }
 
 /// The served index of a model set, as the catalog records it (made by 0.1.0: `<column>_hnsw`;
@@ -1070,7 +1072,14 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     assert_eq!(st.job_fit, Some(max_id + 1), "the new fit takes the next id: {st:?}");
     assert_eq!(st.active_fit, Some(max_id + 1));
     let q = &queries(&items, 0xD0_0001)[0];
-    assert_uses_index(&mut r, "items", "sym", "sym_combined", q, &index_name("public", "items", "sym_combined", false));
+    assert_uses_index(
+        &mut r,
+        "items",
+        "sym",
+        "sym_combined",
+        q,
+        &index_name("public", "items", "sym_combined", false),
+    );
     assert_eq!(
         knn(&mut r, "items", "sym", "sym_combined", q),
         knn_exact(&mut r, "items", "sym", "sym_combined", q)
@@ -1227,7 +1236,14 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     assert_eq!(act, f2);
     assert!(new_mse < act_mse, "new {new_mse} vs active {act_mse}");
     let q = &queries(&items, 0x0F_0103)[0];
-    assert_uses_index(&mut c, "items", "sym", "sym_combined", q, &index_name("public", "items", "sym_combined", false));
+    assert_uses_index(
+        &mut c,
+        "items",
+        "sym",
+        "sym_combined",
+        q,
+        &index_name("public", "items", "sym_combined", false),
+    );
     assert_eq!(
         knn(&mut c, "items", "sym", "sym_combined", q),
         knn_exact(&mut c, "items", "sym", "sym_combined", q)
@@ -1340,7 +1356,14 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         assert_close_vec(g, &combined(m, &mult), 1e-6, &format!("row {id}"));
     }
     for q in queries(&rows, 0x0F_0202) {
-        assert_uses_index(&mut u, "mine.t", "mine", "mine_combined", &q, &index_name("mine", "t", "mine_combined", false));
+        assert_uses_index(
+            &mut u,
+            "mine.t",
+            "mine",
+            "mine_combined",
+            &q,
+            &index_name("mine", "t", "mine_combined", false),
+        );
         assert_eq!(
             knn(&mut u, "mine.t", "mine", "mine_combined", &q),
             knn_exact(&mut u, "mine.t", "mine", "mine_combined", &q)
@@ -1360,14 +1383,17 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         u.query_one("SELECT count(*) FROM embedstack.jobs WHERE model_set = 'mine'", &[]).unwrap().get(0);
     assert_eq!(n_jobs, 2);
     // Since 0.2.1 the catalog shows a role the model sets of the tables it may read: its own.
-    for (what, key) in [("model_sets", "name"), ("fits", "model_set"), ("jobs", "model_set"), ("status", "model_set")] {
+    for (what, key) in
+        [("model_sets", "name"), ("fits", "model_set"), ("jobs", "model_set"), ("status", "model_set")]
+    {
         let others: i64 = u
             .query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} <> 'mine'"), &[])
             .unwrap()
             .get(0);
         assert_eq!(others, 0, "the role sees no other model set's {what}");
     }
-    let n_fits: i64 = c.query_one("SELECT count(*) FROM embedstack.fits WHERE model_set <> 'mine'", &[]).unwrap().get(0);
+    let n_fits: i64 =
+        c.query_one("SELECT count(*) FROM embedstack.fits WHERE model_set <> 'mine'", &[]).unwrap().get(0);
     assert!(n_fits >= 3, "postgres's fits exist: {n_fits}");
 
     // Not postgres's model set, not the catalog directly.

@@ -114,11 +114,8 @@ impl ModelValue {
                     v.len = s.len();
                 }
                 ModelKind::Real | ModelKind::Float8 => {
-                    let (oid, size) = if kind == ModelKind::Real {
-                        (pg_sys::FLOAT4OID, 4)
-                    } else {
-                        (pg_sys::FLOAT8OID, 8)
-                    };
+                    let (oid, size) =
+                        if kind == ModelKind::Real { (pg_sys::FLOAT4OID, 4) } else { (pg_sys::FLOAT8OID, 8) };
                     let arr = match RawArray::parse(plain, oid, size) {
                         Ok(a) => a,
                         Err(ArrayError::ElementType { found }) => {

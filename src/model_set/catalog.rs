@@ -171,7 +171,10 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
     };
     let k = def.model_columns.len();
     if k == 0 || def.dims.len() != k || def.kinds.len() != k {
-        corrupt(name, &format!("{k} model columns, {} dimensions, {} types", def.dims.len(), def.kinds.len()));
+        corrupt(
+            name,
+            &format!("{k} model columns, {} dimensions, {} types", def.dims.len(), def.kinds.len()),
+        );
     }
     for l in [&def.served, &def.staging].into_iter().flatten() {
         if l.multipliers.len() != k || l.multipliers.iter().any(|m| !m.is_finite() || *m < 0.0) {

@@ -7,7 +7,9 @@ use pgrx::prelude::*;
 
 use super::catalog::Storage;
 use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
-use crate::datatype::model_value::{raise_corrupt_value, raise_null_element, ModelKind, ModelValue, ValueError};
+use crate::datatype::model_value::{
+    raise_corrupt_value, raise_null_element, ModelKind, ModelValue, ValueError,
+};
 use crate::datatype::vector::VectorOutput;
 
 /// Reads one model value (`None` for SQL NULL), raising 22004 for a NULL element.
@@ -66,7 +68,12 @@ pub fn combined_datum(
                 ereport!(
                     PgLogLevel::ERROR,
                     PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                    format!("{}combined element {} ({}) is out of range for halfvec", key_prefix(key), i + 1, tmp[i])
+                    format!(
+                        "{}combined element {} ({}) is out of range for halfvec",
+                        key_prefix(key),
+                        i + 1,
+                        tmp[i]
+                    )
                 );
             }
             HalfvecOutput::from_f32(&tmp).into_datum()

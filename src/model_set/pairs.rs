@@ -392,7 +392,9 @@ fn load_chunk(
                 let value = match ModelValue::read(d, *kind) {
                     Ok(v) => v,
                     Err(ValueError::NullElement(p)) => raise_null_element(&key(), &def.model_columns[m], p),
-                    Err(ValueError::Corrupt(what)) => raise_corrupt_value(&key(), &def.model_columns[m], &what),
+                    Err(ValueError::Corrupt(what)) => {
+                        raise_corrupt_value(&key(), &def.model_columns[m], &what)
+                    }
                 };
                 let block = value.block();
                 match block.norm_sq() {

@@ -114,7 +114,15 @@ fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
         unsafe {
             let tt = pg_sys::SPI_tuptable;
             let atts: Vec<i32> = (1..=def.model_columns.len() as i32).collect();
-            check_model_attributes((*tt).tupdesc, &atts, &def.kinds, &def.dims, &def.name, &def.source_sql, &def.model_columns);
+            check_model_attributes(
+                (*tt).tupdesc,
+                &atts,
+                &def.kinds,
+                &def.dims,
+                &def.name,
+                &def.source_sql,
+                &def.model_columns,
+            );
         }
         // Copy the values out of SPI memory as plain f32/f64 vectors.
         let row = table.first();

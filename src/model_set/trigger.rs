@@ -90,7 +90,15 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         // The columns' types now, not as recorded in the catalog (ALTER TABLE may have
         // changed them since).
         let model_atts: Vec<i32> = def.model_columns.iter().map(|c| attnum(c)).collect();
-        check_model_attributes(desc, &model_atts, &def.kinds, &def.dims, &name, &def.source_sql, &def.model_columns);
+        check_model_attributes(
+            desc,
+            &model_atts,
+            &def.kinds,
+            &def.dims,
+            &name,
+            &def.source_sql,
+            &def.model_columns,
+        );
         let values: Vec<_> = def
             .model_columns
             .iter()
