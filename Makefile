@@ -20,10 +20,11 @@ install: setup
 cluster: install
 	$(CLUSTER) start
 
-# The main job on the built-in sample.
+# The main job on real data: the WordSim-353 fixture (tests/fixtures/wordsim353), run from the
+# repository root, where demo/demo.sql finds the fixture (psql variable `fixtures` to point elsewhere).
 demo: cluster
 	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d postgres -c 'DROP DATABASE IF EXISTS embedstack_demo' -c 'CREATE DATABASE embedstack_demo'
-	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d embedstack_demo -f demo/sample.sql -f demo/demo.sql
+	$(CLUSTER) psql -v ON_ERROR_STOP=1 -d embedstack_demo -f demo/demo.sql
 
 # Every test layer, cheapest first.
 test: setup test-core test-pg cluster test-regress test-client bench-smoke

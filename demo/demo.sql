@@ -1,112 +1,270 @@
--- The main job on the built-in sample (demo/sample.sql). Each step prints what it shows.
+-- embedstack's main job on real data: WordSim-353 (tests/fixtures/wordsim353, see its README.md).
+-- 381 words with seven real embedding models each, and human similarity ratings of 304 word
+-- pairs split 213 train / 91 test. Load -> model set -> fit on the train pairs -> evaluate on the
+-- held-out pairs against scikit-learn's reference numbers -> materialise the combined vectors and
+-- their HNSW index -> nearest words through the index -> the same in query-weighted mode, with the
+-- served score checked against the regression's weighted sum -> a scheduled-style refit.
+--
+-- `make demo` runs it from the repository root; from elsewhere, pass the fixture directory:
+--   psql -v ON_ERROR_STOP=1 -v fixtures=/path/to/wordsim353 -f demo/demo.sql
+\if :{?fixtures}
+\else
+\set fixtures tests/fixtures/wordsim353
+\endif
 \pset footer off
-\echo
-\echo '== 1. The primitives: l2_normalize and cosine, on pgvector vector, real[] and float8[]'
-SELECT embedstack.l2_normalize('[3,4]'::vector)           AS vector_normalised,
-       embedstack.l2_normalize('{1,1,1,1}'::float8[])     AS float8_normalised,
-       embedstack.cosine('[1,2,3]'::vector, '[4,5,6]'::vector) AS cosine,
-       embedstack.cosine('[0,0]'::vector, '[1,2]'::vector) IS NULL AS zero_vector_cosine_is_null;
+\set QUIET on
+-- QUIET: no command tags (CREATE TABLE, CALL, ...) between the results
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS embedstack CASCADE;
+DROP SCHEMA IF EXISTS wordsim CASCADE;
+CREATE SCHEMA wordsim;
+RESET client_min_messages;
+-- scikit-learn's numbers for this split, computed outside this project (reference.json)
+\set reference `cat :'fixtures'/reference.json`
+CREATE TABLE wordsim.reference AS SELECT :'reference'::jsonb AS r;
+\unset reference
 
 \echo
-\echo '== 2. One cosine per model for a few labelled pairs (cosine_features)'
-SELECT p.a, p.b, round(p.similarity::numeric, 2) AS label,
-       (SELECT array_agg(round(c::numeric, 4))
-          FROM unnest(embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf],
-                                                 ARRAY[y.m_text, y.m_glove, y.m_cf])) c) AS "cosines (text, glove, cf)"
-FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b
-ORDER BY p.a, p.b LIMIT 5;
+\echo '== 1. Load the 381 words with their seven models, and the train / test pairs'
+\echo '   (the raw real[] vectors become pgvector vector(n) columns: the model set reads each dimension from the type)'
+-- psql runs `\copy ... FROM PROGRAM` on the client through the shell, so the fixture
+-- directory (a psql variable) reaches the command as an environment variable.
+\setenv EMBEDSTACK_FIXTURES :fixtures
+CREATE TEMP TABLE words_raw (word text PRIMARY KEY, minilm_l6 real[], para_minilm_l3 real[],
+    wordllama_l2s256 real[], static_m2v64 real[], w2v_sg100 real[], ppmi_svd300 real[],
+    char_ngram real[]);
+\copy words_raw FROM PROGRAM 'gzip -dc "$EMBEDSTACK_FIXTURES/words.copy.gz"'
+
+CREATE TABLE wordsim.words (
+  word             text PRIMARY KEY,
+  minilm_l6        vector(384),    -- all-MiniLM-L6-v2 sentence transformer
+  para_minilm_l3   vector(384),    -- paraphrase-MiniLM-L3-v2 sentence transformer
+  wordllama_l2s256 vector(256),    -- WordLlama static embeddings
+  static_m2v64     vector(64),     -- a 64-dim int8 static embedding model
+  w2v_sg100        vector(100),    -- word2vec skip-gram, trained on a 511k-token corpus
+  ppmi_svd300      vector(300),    -- PPMI + truncated SVD of that same corpus
+  char_ngram       vector(1024)    -- hashed character 3- to 5-grams
+);
+INSERT INTO wordsim.words
+SELECT word, minilm_l6::vector(384), para_minilm_l3::vector(384), wordllama_l2s256::vector(256),
+       static_m2v64::vector(64), w2v_sg100::vector(100), ppmi_svd300::vector(300),
+       char_ngram::vector(1024)
+FROM words_raw;
+
+CREATE TABLE wordsim.pairs_train (a text NOT NULL, b text NOT NULL, y float8 NOT NULL);
+CREATE TABLE wordsim.pairs_test (LIKE wordsim.pairs_train);
+\copy wordsim.pairs_train FROM PROGRAM 'cat "$EMBEDSTACK_FIXTURES/pairs_train.csv"' WITH (FORMAT csv, HEADER true)
+\copy wordsim.pairs_test FROM PROGRAM 'cat "$EMBEDSTACK_FIXTURES/pairs_test.csv"' WITH (FORMAT csv, HEADER true)
+ANALYZE wordsim.words, wordsim.pairs_train, wordsim.pairs_test;
+SELECT (SELECT count(*) FROM wordsim.words) AS words,
+       (SELECT count(*) FROM wordsim.pairs_train) AS train_pairs,
+       (SELECT count(*) FROM wordsim.pairs_test) AS test_pairs,
+       (SELECT string_agg(format('%s(%s)', a.attname, a.atttypmod), ' ' ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = 'wordsim.words'::regclass AND a.attnum > 1) AS models;
 
 \echo
-\echo '== 3. Same numbers as pgvector: largest |cosine - (1 - <=>)| over all pairs and models'
-SELECT max(greatest(abs(f[1] - (1 - (x.m_text <=> y.m_text))),
-                    abs(f[2] - (1 - (x.m_glove <=> y.m_glove))),
-                    abs(f[3] - (1 - (x.m_cf <=> y.m_cf))))) AS max_abs_difference
-FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b,
-     LATERAL embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf],
-                                        ARRAY[y.m_text, y.m_glove, y.m_cf]) f;
+\echo '== 2. The features: one cosine per model for a labelled pair, next to the human rating (0-10)'
+\echo '   (the models often disagree about a pair: the stack learns from the ratings how much each one should count)'
+SELECT p.a, p.b, p.y AS rating,
+       (SELECT array_agg(round(c::numeric, 2))
+          FROM unnest(embedstack.cosine_features(
+                 ARRAY[x.minilm_l6, x.para_minilm_l3, x.wordllama_l2s256, x.static_m2v64, x.w2v_sg100, x.ppmi_svd300, x.char_ngram],
+                 ARRAY[y.minilm_l6, y.para_minilm_l3, y.wordllama_l2s256, y.static_m2v64, y.w2v_sg100, y.ppmi_svd300, y.char_ngram])) c)
+         AS "cosine per model, in the order above"
+FROM wordsim.pairs_train p JOIN wordsim.words x ON x.word = p.a JOIN wordsim.words y ON y.word = p.b
+WHERE (p.a, p.b) IN (('football', 'soccer'), ('murder', 'manslaughter'), ('precedent', 'cognition'))
+ORDER BY p.y DESC;
+SELECT count(*) AS pairs_x_models,
+       trim(to_char(max(abs(c.cos - (1 - c.pgvector_distance))), '9.9EEEE')) AS "max |cosine - (1 - pgvector <=>)|"
+FROM wordsim.pairs_train p JOIN wordsim.words x ON x.word = p.a JOIN wordsim.words y ON y.word = p.b,
+     LATERAL (VALUES (embedstack.cosine(x.minilm_l6, y.minilm_l6), x.minilm_l6 <=> y.minilm_l6),
+                     (embedstack.cosine(x.para_minilm_l3, y.para_minilm_l3), x.para_minilm_l3 <=> y.para_minilm_l3),
+                     (embedstack.cosine(x.wordllama_l2s256, y.wordllama_l2s256), x.wordllama_l2s256 <=> y.wordllama_l2s256),
+                     (embedstack.cosine(x.static_m2v64, y.static_m2v64), x.static_m2v64 <=> y.static_m2v64),
+                     (embedstack.cosine(x.w2v_sg100, y.w2v_sg100), x.w2v_sg100 <=> y.w2v_sg100),
+                     (embedstack.cosine(x.ppmi_svd300, y.ppmi_svd300), x.ppmi_svd300 <=> y.ppmi_svd300),
+                     (embedstack.cosine(x.char_ngram, y.char_ngram), x.char_ngram <=> y.char_ngram)) c(cos, pgvector_distance);
+\echo '   (embedstack.cosine accumulates in float8, pgvector in float4: the same numbers up to float4 rounding)'
 
 \echo
-\echo '== 4. How well each model alone tracks the labels (Pearson r over 2,000 pairs)'
-SELECT round(corr(f[1], p.similarity)::numeric, 4) AS text,
-       round(corr(f[2], p.similarity)::numeric, 4) AS glove,
-       round(corr(f[3], p.similarity)::numeric, 4) AS cf
-FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b,
-     LATERAL embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf],
-                                        ARRAY[y.m_text, y.m_glove, y.m_cf]) f;
+\echo '== 3. A model set: the table, its key and the model columns that form the stack'
+\echo '   (symmetric mode, threshold 0.05: a model is served only if its weight exceeds 5% of the largest)'
+\set ECHO queries
+SELECT name, key_column, model_dims, mode, threshold, combined_column
+FROM embedstack.create_model_set('wordsim', 'wordsim.words', 'word',
+       ARRAY['minilm_l6', 'para_minilm_l3', 'wordllama_l2s256', 'static_m2v64', 'w2v_sg100', 'ppmi_svd300', 'char_ngram']);
+\set ECHO none
 
 \echo
-\echo '== 5. Fit the stacking weights in the database (fit_weights = scikit-learn LinearRegression)'
-SELECT (SELECT array_agg(round(w::numeric, 3)) FROM unnest((f).weights) w) AS "weights (text, glove, cf)",
-       round((f).intercept::numeric, 3) AS intercept, round((f).r2::numeric, 4) AS r2,
-       round((f).rmse::numeric, 4) AS rmse, (f).n_used, (f).n_skipped
-FROM (SELECT embedstack.fit_weights(
-               embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf], ARRAY[y.m_text, y.m_glove, y.m_cf]),
-               p.similarity) AS f
-      FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b) s;
-
-\echo
-\echo '== 6. Exact 5-fold cross-validation of ridge penalties from per-fold statistics (one scan)'
-WITH folds AS (
-  SELECT abs(hashtext(p.a || ':' || p.b)) % 5 AS fold,
-         embedstack.regression_stats(
-           embedstack.cosine_features(ARRAY[x.m_text, x.m_glove, x.m_cf], ARRAY[y.m_text, y.m_glove, y.m_cf]),
-           p.similarity) AS state
-  FROM demo.pairs p JOIN demo.items x ON x.id = p.a JOIN demo.items y ON y.id = p.b
-  GROUP BY 1)
-SELECT ridge, round(mse::numeric, 5) AS heldout_mse, round(r2::numeric, 4) AS heldout_r2, folds
-FROM embedstack.cross_validate((SELECT array_agg(state ORDER BY fold) FROM folds), '{0,0.1,1,10,100}')
-ORDER BY mse;
-
-\echo
-\echo '== 7. A model set: the table, its key, its model columns (dimensions read from vector(n))'
-CREATE VIEW demo.pairs_train AS SELECT * FROM demo.pairs WHERE abs(hashtext(a || ':' || b)) % 5 <> 0;
-CREATE VIEW demo.pairs_test  AS SELECT * FROM demo.pairs WHERE abs(hashtext(a || ':' || b)) % 5 = 0;
-SELECT name, source, key_column, model_columns, model_dims, mode, threshold, combined_column
-FROM embedstack.create_model_set('demo', 'demo.items', 'id', ARRAY['m_text', 'm_glove', 'm_cf']);
-
-\echo
-\echo '== 8. Fit it on the training pairs, from the stored columns (each item read once)'
-SELECT id AS fit_id, (SELECT array_agg(round(w::numeric, 3)) FROM unnest(weights) w) AS "weights (text, glove, cf)",
-       round(intercept::numeric, 3) AS intercept, round((diagnostics->>'r2')::numeric, 4) AS r2,
+\echo '== 4. Fit the stacking weights on the 213 training pairs, from the stored columns'
+\echo '   (ordinary least squares with an intercept, as scikit-learn''s LinearRegression: reference.json''s numbers alongside)'
+\set ECHO queries
+SELECT id AS fit_id, round(intercept::numeric, 6) AS intercept, round((diagnostics->>'r2')::numeric, 6) AS r2_train,
        diagnostics->>'n_used' AS n_used
-FROM embedstack.fit('demo', 'demo.pairs_train', 'a', 'b', 'similarity');
+FROM embedstack.fit('wordsim', 'wordsim.pairs_train', 'a', 'b', 'y');
+\set ECHO none
+SELECT round((r #>> '{fits,ols,intercept}')::numeric, 6) AS reference_intercept,
+       round((r #>> '{fits,ols,r2_train}')::numeric, 6) AS reference_r2_train, r->>'n_train' AS reference_n_train
+FROM wordsim.reference;
+SELECT m.model, round(m.w::numeric, 6) AS weight, round((ref.r #>> ARRAY['fits', 'ols', 'coef', m.model])::numeric, 6) AS sklearn_coef,
+       round(m.mult::numeric, 6) AS block_multiplier, round((m.mult ^ 2)::numeric, 6) AS "multiplier^2 = w/w_max",
+       round(coalesce((ref.r #>> ARRAY['fits', 'ols', 'scale', m.model])::numeric, 0), 6) AS reference_scale
+FROM embedstack.model_sets s
+JOIN embedstack.fits f ON f.id = (SELECT max(id) FROM embedstack.fits WHERE model_set = s.name),
+     wordsim.reference ref,
+     unnest(s.model_columns, f.weights, embedstack.block_multipliers(f.weights, s.mode, s.threshold))
+       WITH ORDINALITY m(model, w, mult, i)
+WHERE s.name = 'wordsim'
+ORDER BY m.i;
+\echo '   each served block is sqrt(w_k / w_max) * (model k normalised), so inner products weigh cosine k by w_k / w_max;'
+\echo '   ppmi_svd300 and char_ngram are below the threshold (negative weights): multiplier 0, not stored'
 
 \echo
-\echo '== 9. What stacking buys on held-out pairs: each model alone, the served stack, the regression'
+\echo '== 5. Held-out evaluation on the 91 test pairs: each model alone against the stack'
+\echo '   ((stack) = the score the served vectors rank by, (fit) = the regression''s prediction with every model)'
+\set ECHO queries
 SELECT model, n, round(pearson::numeric, 4) AS pearson, round(spearman::numeric, 4) AS spearman
-FROM embedstack.evaluate('demo', 'demo.pairs_test', 'a', 'b', 'similarity');
+FROM embedstack.evaluate('wordsim', 'wordsim.pairs_test', 'a', 'b', 'y');
+\set ECHO none
+WITH e AS (SELECT * FROM embedstack.evaluate('wordsim', 'wordsim.pairs_test', 'a', 'b', 'y')),
+     best AS (SELECT model, spearman FROM e WHERE model NOT LIKE '(%' ORDER BY spearman DESC LIMIT 1),
+     t AS (SELECT r->'test' AS t FROM wordsim.reference)
+SELECT format('Held-out Spearman, measured (reference.json): stack %s (%s, OLS, threshold 0.05, cosine of the combined vectors)'
+              ' vs best single model %s %s (%s): %s; regression %s (%s, weighted sum of all 7 cosines)',
+              round(stack.spearman::numeric, 4), round((t->'ols_combined_cosine'->>'spearman')::numeric, 4),
+              best.model, round(best.spearman::numeric, 4), round((t->'single'->best.model->>'spearman')::numeric, 4),
+              CASE WHEN stack.spearman > best.spearman
+                   THEN format('the stack is %s above', round((stack.spearman - best.spearman)::numeric, 4))
+                   ELSE 'the stack is NOT above' END,
+              round(fit.spearman::numeric, 4), round((t->'ols_weighted_sum'->>'spearman')::numeric, 4)) AS line
+FROM best, t, e stack, e fit
+WHERE stack.model = '(stack)' AND fit.model = '(fit)' \gset comparison_
+\echo :comparison_line
 
 \echo
-\echo '== 10. Materialise the combined column (batches that commit, HNSW index, atomic cut-over)'
-CALL embedstack.materialize('demo', batch_size => 100);
-SELECT combined_column, active_fit, served_storage, served_index,
-       (SELECT array_agg(round(m::numeric, 4)) FROM unnest(served_multipliers) m) AS block_multipliers
-FROM embedstack.model_sets WHERE name = 'demo';
+\echo '== 6. Materialise: one combined vector per word (a weighted concatenation of the kept models) and its HNSW index'
+\echo '   (its inner product is the stack''s score, so one pgvector index serves the learned similarity)'
+\set ECHO queries
+CALL embedstack.materialize('wordsim');
+\set ECHO none
+SELECT s.combined_column, s.active_fit, s.served_storage, s.served_index,
+       (SELECT vector_dims(wordsim_combined) FROM wordsim.words LIMIT 1) AS width,
+       (SELECT count(*) FROM wordsim.words WHERE wordsim_combined IS NOT NULL) AS rows
+FROM embedstack.model_sets s WHERE s.name = 'wordsim';
+\echo '   width 1188 = 384 + 384 + 256 + 64 + 100, the five kept models'
 
 \echo
-\echo '== 11. Query: the 5 items most similar to item 1 under the learned weights, through the index'
+\echo '== 7. The nearest words under the learned similarity, through the HNSW index'
+\echo '   (381 rows are so few that the planner would rather sort them all; enable_seqscan = off shows the index path)'
 SET enable_seqscan = off;
-SELECT i.id, i.label, round((-(i.demo_combined <#> embedstack.query_vector('demo', 1)))::numeric, 4) AS score
-FROM demo.items i
-ORDER BY i.demo_combined <#> embedstack.query_vector('demo', 1)
-LIMIT 5;
-EXPLAIN (COSTS off) SELECT id FROM demo.items ORDER BY demo_combined <#> embedstack.query_vector('demo', 1) LIMIT 5;
+\set ECHO queries
+EXPLAIN (COSTS off)
+SELECT word FROM wordsim.words
+ORDER BY wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)
+LIMIT 6;
+\set ECHO none
+SELECT q.word AS query,
+       string_agg(format('%s %s', n.word, round(n.score::numeric, 3)), ', ' ORDER BY n.score DESC) AS "5 nearest words (score)"
+FROM unnest(ARRAY['money', 'computer', 'king', 'tiger', 'drink']) WITH ORDINALITY q(word, i)
+CROSS JOIN LATERAL (
+  SELECT w.word, -(w.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)) AS score
+  FROM wordsim.words w
+  ORDER BY w.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)
+  LIMIT 6) n
+WHERE n.word <> q.word
+GROUP BY q.word, q.i
+ORDER BY q.i;
+\echo '   every word as a query: its 10 nearest through the index against the exact 10 (an ORDER BY the index cannot serve)'
+WITH q AS MATERIALIZED (SELECT word, embedstack.query_vector('wordsim', word) AS qv FROM wordsim.words)
+SELECT count(*) AS queries, round(avg(h.hits) / 10, 4) AS recall_at_10
+FROM q CROSS JOIN LATERAL (
+  SELECT count(*) AS hits
+  FROM (SELECT word FROM wordsim.words ORDER BY wordsim_combined <#> q.qv LIMIT 10) ann
+  JOIN (SELECT word FROM wordsim.words ORDER BY (wordsim_combined <#> q.qv) + 0 LIMIT 10) exact USING (word)) h;
 RESET enable_seqscan;
 
 \echo
-\echo '== 12. Freshness: a new item gets its combined vector from the trigger'
-INSERT INTO demo.items (id, label, m_text, m_glove, m_cf)
-SELECT 1001, 'copy of item 1', m_text, m_glove, m_cf FROM demo.items WHERE id = 1;
-SELECT id, label, vector_dims(demo_combined) AS dims,
-       round((-(demo_combined <#> embedstack.query_vector('demo', 1)))::numeric, 4) AS score_vs_item_1
-FROM demo.items WHERE id IN (1, 1001) ORDER BY id;
+\echo '== 8. Query-weighted mode: stored blocks are the plain normalised models, the weights go into the query vector'
+\echo '   (negative weights count too, and a new fit never rewrites stored rows; char_ngram is left out here: with it the'
+\echo '    width, 2,512, is over HNSW''s 2,000 for vector and would be stored as 16-bit halfvec, whose rounding (about'
+\echo '    1e-4 on these scores) would blur the exactness check of step 9; without it the width is 1,488)'
+\set ECHO queries
+SELECT name, model_dims, mode, combined_column
+FROM embedstack.create_model_set('wordsim_qw', 'wordsim.words', 'word',
+       ARRAY['minilm_l6', 'para_minilm_l3', 'wordllama_l2s256', 'static_m2v64', 'w2v_sg100', 'ppmi_svd300'],
+       mode => 'query_weighted');
+SELECT id AS fit_id, (SELECT array_agg(round(w::numeric, 3)) FROM unnest(weights) w) AS weights,
+       round((diagnostics->>'r2')::numeric, 4) AS r2_train
+FROM embedstack.fit('wordsim_qw', 'wordsim.pairs_train', 'a', 'b', 'y');
+SELECT model, n, round(pearson::numeric, 4) AS pearson, round(spearman::numeric, 4) AS spearman
+FROM embedstack.evaluate('wordsim_qw', 'wordsim.pairs_test', 'a', 'b', 'y')
+WHERE model LIKE '(%';
+\set ECHO none
+\echo '   ((stack) and (fit) rank alike here: the served score is the prediction minus the intercept, over max |w|)'
+\set ECHO queries
+CALL embedstack.materialize('wordsim_qw');
+\set ECHO none
+SET enable_seqscan = off;
+SELECT 'money' AS query,
+       string_agg(format('%s %s', n.word, round(n.score::numeric, 3)), ', ' ORDER BY n.score DESC) AS "5 nearest words (score)"
+FROM (SELECT word, -(wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)) AS score
+      FROM wordsim.words
+      ORDER BY wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)
+      LIMIT 6) n
+WHERE n.word <> 'money';
+RESET enable_seqscan;
 
 \echo
-\echo '== 13. A scheduled refit: fit on the pairs, compare with the active fit on held-out pairs, cut over if not worse'
-\echo '   (fit 1 was trained on demo.pairs_train, which overlaps the held-out pairs, so it may well look better and stay)'
-CALL embedstack.refit('demo', 'demo.pairs', 'a', 'b', 'similarity', batch_size => 100);
-SELECT model_set, active_fit, job_kind, job_state, phase, rows_done, rows_total, outcome
-FROM embedstack.status;
-SELECT id AS job, kind, fit_id, state, details->>'holdout_pairs' AS holdout_pairs,
-       round((details->>'new_mse')::numeric, 5) AS new_mse, round((details->>'active_mse')::numeric, 5) AS active_mse
+\echo '== 9. The served score is the regression''s weighted sum of per-model cosines (intercept aside), up to float4 rounding'
+\echo '   (-(combined <#> query_vector) on every labelled pair against sum_k (w_k / w_max) * cosine_k computed here with'
+\echo '    embedstack.cosine: symmetric sums the kept models, w_max = max w; query-weighted all models, w_max = max |w|;'
+\echo '    and the held-out Spearman of the served scores, ranked in plain SQL)'
+WITH pairs AS (SELECT a, b, y, false AS test FROM wordsim.pairs_train
+               UNION ALL SELECT a, b, y, true FROM wordsim.pairs_test),
+     -- one cosine per model, from the model columns (the query-weighted set has the first six)
+     cosines AS (
+       SELECT p.*, ARRAY[embedstack.cosine(x.minilm_l6, y.minilm_l6), embedstack.cosine(x.para_minilm_l3, y.para_minilm_l3),
+                         embedstack.cosine(x.wordllama_l2s256, y.wordllama_l2s256), embedstack.cosine(x.static_m2v64, y.static_m2v64),
+                         embedstack.cosine(x.w2v_sg100, y.w2v_sg100), embedstack.cosine(x.ppmi_svd300, y.ppmi_svd300),
+                         embedstack.cosine(x.char_ngram, y.char_ngram)] AS cos
+       FROM pairs p JOIN wordsim.words x ON x.word = p.a JOIN wordsim.words y ON y.word = p.b),
+     -- each model set's active fit
+     sets AS (
+       SELECT s.name, s.mode, f.weights, embedstack.block_multipliers(f.weights, s.mode, s.threshold) AS mult,
+              (SELECT CASE s.mode WHEN 'symmetric' THEN max(w) ELSE max(abs(w)) END FROM unnest(f.weights) w) AS w_max
+       FROM embedstack.model_sets s JOIN embedstack.fits f ON f.id = s.active_fit),
+     scored AS (
+       SELECT s.name, s.mode, c.test, c.y,
+              CASE s.name WHEN 'wordsim' THEN -(x.wordsim_combined <#> embedstack.query_vector('wordsim', c.b))
+                          ELSE -(x.wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', c.b)) END AS served,
+              (SELECT sum(u.w / s.w_max * u.cos) FROM unnest(s.weights, s.mult, c.cos) u(w, mult, cos)
+                WHERE s.mode = 'query_weighted' OR u.mult > 0) AS weighted_sum
+       FROM sets s CROSS JOIN cosines c JOIN wordsim.words x ON x.word = c.a),
+     -- Spearman = Pearson correlation of ranks, ties sharing their average rank
+     ranked AS (
+       SELECT name,
+              rank() OVER (PARTITION BY name ORDER BY served) + (count(*) OVER (PARTITION BY name, served) - 1) / 2.0 AS r_served,
+              rank() OVER (PARTITION BY name ORDER BY y) + (count(*) OVER (PARTITION BY name, y) - 1) / 2.0 AS r_y
+       FROM scored WHERE test)
+SELECT sc.name AS model_set, sc.mode, count(*) AS pairs,
+       round(min(sc.served)::numeric, 4) || ' .. ' || round(max(sc.served)::numeric, 4) AS served_scores,
+       trim(to_char(max(abs(sc.served - sc.weighted_sum)), '9.9EEEE')) AS max_abs_difference,
+       (SELECT round(corr(r_served, r_y)::numeric, 4) FROM ranked r WHERE r.name = sc.name) AS test_spearman_served
+FROM scored sc GROUP BY sc.name, sc.mode ORDER BY sc.name;
+\echo '   (differences are float4 rounding: pgvector stores the blocks and sums the inner product in float4)'
+
+\echo
+\echo '== 10. A refit, as a scheduled job (pg_cron) would run it: hold out a hashed ~20% of all 304 pairs, fit on the rest,'
+\echo '    cut over if the new fit is not worse than the active one on the held-out pairs (query-weighted: no row is rewritten;'
+\echo '    the held-out pairs include some that trained the active fit 2, which favours it)'
+CREATE VIEW wordsim.pairs_all AS SELECT * FROM wordsim.pairs_train UNION ALL SELECT * FROM wordsim.pairs_test;
+\set ECHO queries
+CALL embedstack.refit('wordsim_qw', 'wordsim.pairs_all', 'a', 'b', 'y');
+\set ECHO none
+SELECT id AS job, model_set, kind, fit_id, state, details->>'holdout_pairs' AS holdout_pairs,
+       round((details->>'new_mse')::numeric, 4) AS new_fit_mse, round((details->>'active_mse')::numeric, 4) AS active_fit_mse,
+       rows_done AS rows_written
 FROM embedstack.jobs ORDER BY id;
+\set ECHO queries
+SELECT model_set, mode, active_fit, job_kind, job_state, outcome FROM embedstack.status;
+\set ECHO none
