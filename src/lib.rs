@@ -4,13 +4,17 @@
 //! This crate is the thin Postgres glue. The maths lives in `embedstack-math`
 //! (`crates/embedstack-math`), which has no pgrx dependency and is tested on its own.
 
+// The Postgres glue works with raw datums, SPI and the fmgr interface: unsafe is allowed here
+// (the workspace denies it elsewhere; the core allows it only in its kernels).
+#![allow(unsafe_code)]
+
 use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
 mod datatype;
 mod errors;
-mod fit;
+mod solve;
 mod model_set;
 mod operations;
 mod primitives;
@@ -25,7 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
     // backend is single-threaded here, before any capture.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::register();
-    fit::register_interrupt_hook();
+    solve::register_interrupt_hook();
     operations::register_abort_release();
 }
 
@@ -34,7 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
 extension_sql_file!(
     "../sql/aggregates.sql",
     name = "aggregates",
-    requires = [fit::fit_weights_final, regression_state::merge]
+    requires = [solve::fit_weights_final, regression_state::merge]
 );
 extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["fit_type"]);
 extension_sql_file!("../sql/catalog_writers.sql", name = "catalog_writers", requires = ["catalog"]);

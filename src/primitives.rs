@@ -67,21 +67,10 @@ fn cosine_features(a: VectorArray<'_>, b: VectorArray<'_>) -> Float8ArrayOut {
         .map(|(i, pair)| match pair {
             (Some(x), Some(y)) => match cosine_f32(x.as_slice(), y.as_slice()) {
                 Ok(c) => c,
-                Err(e) => raise_model_error(i + 1, e),
+                Err(e) => crate::errors::raise(e, &format!("model {}: ", i + 1)),
             },
             _ => None,
         })
         .collect();
     Float8ArrayOut::build(&features)
-}
-
-#[cold]
-fn raise_model_error(model: usize, e: embedstack_math::vector::VectorError) -> ! {
-    use embedstack_math::vector::VectorError::*;
-    let code = match e {
-        DimensionMismatch { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-        NonFinite { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-    };
-    ereport!(PgLogLevel::ERROR, code, format!("model {model}: {e}"));
-    unreachable!()
 }

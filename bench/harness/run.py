@@ -29,7 +29,7 @@ import features  # noqa: E402
 import fit  # noqa: E402
 import materialize  # noqa: E402
 import memory  # noqa: E402
-import profile as perf_profile  # noqa: E402
+import profiling as perf_profile  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
 from common import Ctx, log  # noqa: E402

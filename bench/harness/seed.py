@@ -1,4 +1,4 @@
-"""The seed workflow (shared/seeds/linear-stacking-cosine-embeddings.txt) done client-side with
+"""The seed workflow (the export-to-pandas recipe this project replaces, docs/design.md §1) done client-side with
 pandas, numpy and scikit-learn: pull the vectors and the pairs, normalise each model's rows,
 one cosine per model and pair, LinearRegression, then the weighted concatenation written back.
 

@@ -163,28 +163,6 @@ impl Drop for ModelValue {
     }
 }
 
-/// Raises 22004 for a NULL element inside a stored model vector.
-#[cold]
-pub fn raise_null_element(key: &str, column: &str, position: usize) -> ! {
-    crate::ereport_hint!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("row with key {key}: column {column} contains a NULL element at position {position}"),
-        "use a NULL array for a missing vector; a NULL element is not a value"
-    );
-}
-
-/// Raises XX001 for a stored value whose bytes are not a value of the column's type.
-#[cold]
-pub fn raise_corrupt_value(key: &str, column: &str, what: &str) -> ! {
-    ereport!(
-        PgLogLevel::ERROR,
-        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        format!("row with key {key}: column {column} holds a malformed value: {what}")
-    );
-    unreachable!()
-}
-
 /// `format_type_with_typemod` as a Rust string.
 pub fn format_type(typid: pg_sys::Oid, typmod: i32) -> String {
     unsafe {

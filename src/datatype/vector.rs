@@ -46,11 +46,11 @@ impl<'a> VectorInput<'a> {
             let size = pgrx::varlena::varsize_any(plain);
             let header = plain.cast::<VectorHeader>();
             if size < HEADER {
-                corrupt(size, -1);
+                crate::errors::raise_corrupt_vector(size, -1);
             }
             let dim = (*header).dim;
             if dim < 0 || (*header).unused != 0 || size != HEADER + 4 * dim as usize {
-                corrupt(size, dim as i32);
+                crate::errors::raise_corrupt_vector(size, dim as i32);
             }
             VectorInput { ptr: NonNull::new_unchecked(header), _marker: PhantomData }
         }
@@ -70,16 +70,6 @@ impl<'a> VectorInput<'a> {
             std::slice::from_raw_parts(data, self.dim())
         }
     }
-}
-
-#[cold]
-fn corrupt(size: usize, dim: i32) -> ! {
-    crate::ereport_hint!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        format!("corrupt pgvector value: {size} bytes, dimension {dim}"),
-        "a vector has an 8-byte header followed by 4 bytes per dimension"
-    );
 }
 
 impl FromDatum for VectorInput<'_> {

@@ -15,20 +15,14 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlArrayMappingRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 
-use super::vector::VectorInput;
+use pgrx::PgSqlErrorCode;
 
-#[repr(C)]
-struct ArrayHeader {
-    vl_len: i32,
-    ndim: i32,
-    dataoffset: i32,
-    elemtype: pg_sys::Oid,
-}
+use super::raw_array::RawArray;
+use super::vector::VectorInput;
 
 /// A detoasted `vector[]` argument (any number of dimensions, read in storage order).
 pub struct VectorArray<'a> {
-    ptr: *const ArrayHeader,
-    len: usize,
+    arr: RawArray,
     _marker: PhantomData<&'a ()>,
 }
 
@@ -60,51 +54,45 @@ impl<'a> VectorArray<'a> {
     unsafe fn from_raw_datum(datum: pg_sys::Datum) -> Self {
         unsafe {
             let plain = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
-            let hdr = plain.cast::<ArrayHeader>();
-            let ndim = (*hdr).ndim;
-            let dims = hdr.cast::<u8>().add(std::mem::size_of::<ArrayHeader>()).cast::<i32>();
-            let len = if ndim == 0 { 0 } else { (0..ndim as usize).map(|d| *dims.add(d) as usize).product() };
-            VectorArray { ptr: hdr, len, _marker: PhantomData }
+            let arr = RawArray::parse_header(plain).unwrap_or_else(|e| {
+                crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("corrupt vector[] value: {e:?}"))
+            });
+            VectorArray { arr, _marker: PhantomData }
         }
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.arr.len
     }
 
     /// The elements in storage order; `None` for a NULL element.
     pub fn iter(&self) -> impl Iterator<Item = Option<VectorInput<'a>>> + '_ {
-        unsafe {
-            let hdr = self.ptr;
-            let ndim = (*hdr).ndim as usize;
-            let base = hdr.cast::<u8>();
-            let dataoffset = (*hdr).dataoffset as usize;
-            let bitmap: *const u8 = if dataoffset != 0 {
-                base.add(std::mem::size_of::<ArrayHeader>() + 2 * 4 * ndim)
-            } else {
-                std::ptr::null()
-            };
-            // ARR_OVERHEAD_NONULLS: MAXALIGN(header + dims + lbounds).
-            let data_start = if dataoffset != 0 {
-                dataoffset
-            } else {
-                (std::mem::size_of::<ArrayHeader>() + 2 * 4 * ndim + 7) & !7
-            };
-            let align = if self.len > 0 { vector_typalign((*hdr).elemtype) } else { 4 };
-            let mut p = base.add(data_start);
-            (0..self.len).map(move |i| {
-                if !bitmap.is_null() && (*bitmap.add(i / 8) & (1 << (i % 8))) == 0 {
-                    return None;
-                }
-                // att_align_nominal on the absolute address, then step over the varlena.
-                let addr = p as usize;
-                p = p.add(((addr + align - 1) & !(align - 1)) - addr);
+        let align = if self.arr.len > 0 { vector_typalign(self.arr.elemtype) } else { 4 };
+        let end = self.arr.end() as usize;
+        let mut p = self.arr.data();
+        (0..self.arr.len).map(move |i| {
+            if self.arr.is_null(i) {
+                return None;
+            }
+            // att_align_nominal on the absolute address, then step over the varlena; each
+            // element must lie inside the array value.
+            let addr = p as usize;
+            let aligned = (addr + align - 1) & !(align - 1);
+            if aligned + 4 > end {
+                crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "corrupt vector[] value: element past its end")
+            }
+            unsafe {
+                p = p.add(aligned - addr);
                 let elem = p;
-                p = p.add(pgrx::varlena::varsize_any(elem.cast()));
+                let size = pgrx::varlena::varsize_any(elem.cast());
+                if aligned + size > end {
+                    crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "corrupt vector[] value: element past its end")
+                }
+                p = p.add(size);
                 Some(VectorInput::from_raw_datum(pg_sys::Datum::from(elem)))
-            })
-        }
+            }
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::datatype::model_value::ModelKind;
+use crate::errors::{raise_corrupt_catalog, OrInternal};
 
 /// Output type of a combined column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,28 +67,17 @@ SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::
        m.staging_storage, m.threshold
   FROM embedstack.model_sets m WHERE m.name = $1";
 
-/// Raises XX001 for a catalog row that the extension's own writers would never produce.
-#[cold]
-fn corrupt(name: &str, what: &str) -> ! {
-    crate::ereport_hint!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        format!("model set \"{name}\": inconsistent catalog row: {what}"),
-        "the catalog is written by embedstack's functions only; drop the model set and create it again"
-    );
-}
-
 /// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
 /// lengths of the per-model arrays, dimensions, multipliers), so that no code downstream
 /// indexes or allocates from a row it cannot trust.
 pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
-    let table = client.select(QUERY, Some(1), &[name.into()]).unwrap_or_else(|e| error!("{e}"));
+    let table = client.select(QUERY, Some(1), &[name.into()]).or_internal();
     let Some(row) = table.into_iter().next() else {
         // Row security hides the model sets of tables the caller may not read.
         let hidden = client
             .select("SELECT embedstack._model_set_exists($1)", Some(1), &[name.into()])
             .and_then(|t| t.first().get_one::<bool>())
-            .unwrap_or_else(|e| error!("{e}"))
+            .or_internal()
             .unwrap_or(false);
         if hidden {
             crate::ereport_hint!(
@@ -105,16 +95,16 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
         );
     };
     let text = |col: &str| -> Option<String> {
-        row.get_by_name::<String, _>(col).unwrap_or_else(|e| corrupt(name, &format!("{col}: {e}")))
+        row.get_by_name::<String, _>(col).unwrap_or_else(|e| raise_corrupt_catalog(name, &format!("{col}: {e}")))
     };
-    let required = |col: &str| text(col).unwrap_or_else(|| corrupt(name, &format!("{col} is NULL")));
+    let required = |col: &str| text(col).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} is NULL")));
     // Multipliers: NULL elements are not 0, they are a broken row.
     let floats = |col: &str| -> Option<Vec<f64>> {
         row.get_by_name::<Vec<Option<f64>>, _>(col)
-            .unwrap_or_else(|e| corrupt(name, &format!("{col}: {e}")))
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &format!("{col}: {e}")))
             .map(|v| {
                 v.into_iter()
-                    .map(|x| x.unwrap_or_else(|| corrupt(name, &format!("{col} contains NULL"))))
+                    .map(|x| x.unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} contains NULL"))))
                     .collect()
             })
     };
@@ -126,19 +116,19 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
     };
     let source_oid = row
         .get_by_name::<pg_sys::Oid, _>("source_oid")
-        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
-        .unwrap_or_else(|| corrupt(name, "source is NULL"));
+        .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
+        .unwrap_or_else(|| raise_corrupt_catalog(name, "source is NULL"));
     let model_columns: Vec<String> = row
         .get_by_name::<Vec<String>, _>("model_columns")
-        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
         .unwrap_or_default();
     let typnames: Vec<String> = row
         .get_by_name::<Vec<String>, _>("model_typnames")
-        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
         .unwrap_or_default();
     let dims: Vec<i32> = row
         .get_by_name::<Vec<i32>, _>("model_dims")
-        .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+        .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
         .unwrap_or_default();
     let mode = required("mode");
     let def = ModelSetDef {
@@ -150,35 +140,35 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
             .iter()
             .map(|&d| {
                 if !(1..=crate::datatype::vector::VECTOR_MAX_DIM as i32).contains(&d) {
-                    corrupt(name, &format!("model dimension {d}"))
+                    raise_corrupt_catalog(name, &format!("model dimension {d}"))
                 }
                 d as usize
             })
             .collect(),
         kinds: typnames
             .iter()
-            .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| corrupt(name, &format!("model type {k}"))))
+            .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("model type {k}"))))
             .collect(),
         model_columns,
-        mode: Mode::parse(&mode).unwrap_or_else(|| corrupt(name, &format!("mode {mode:?}"))),
+        mode: Mode::parse(&mode).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("mode {mode:?}"))),
         threshold: row
             .get_by_name::<f64, _>("threshold")
-            .unwrap_or_else(|e| corrupt(name, &e.to_string()))
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
             .unwrap_or(0.05),
-        active_fit: row.get_by_name::<i64, _>("active_fit").unwrap_or_else(|e| corrupt(name, &e.to_string())),
+        active_fit: row.get_by_name::<i64, _>("active_fit").unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
         served: layout("combined_column", "served_multipliers", "served_storage"),
         staging: layout("staging_column", "staging_multipliers", "staging_storage"),
     };
     let k = def.model_columns.len();
     if k == 0 || def.dims.len() != k || def.kinds.len() != k {
-        corrupt(
+        raise_corrupt_catalog(
             name,
             &format!("{k} model columns, {} dimensions, {} types", def.dims.len(), def.kinds.len()),
         );
     }
     for l in [&def.served, &def.staging].into_iter().flatten() {
         if l.multipliers.len() != k || l.multipliers.iter().any(|m| !m.is_finite() || *m < 0.0) {
-            corrupt(name, &format!("multipliers of {} do not fit {k} models", l.column));
+            raise_corrupt_catalog(name, &format!("multipliers of {} do not fit {k} models", l.column));
         }
     }
     def
@@ -192,12 +182,11 @@ pub fn fit_weights(client: &SpiClient<'_>, name: &str, id: i64) -> (Vec<f64>, f6
             Some(1),
             &[id.into(), name.into()],
         )
-        .unwrap_or_else(|e| error!("{e}"))
-        .into_iter()
+        .or_internal()
         .next()
         .map(|r| {
-            let w = r.get::<Vec<f64>>(1).unwrap_or_else(|e| error!("{e}")).expect("weights NOT NULL");
-            let b = r.get::<f64>(2).unwrap_or_else(|e| error!("{e}")).expect("intercept NOT NULL");
+            let w = r.get::<Vec<f64>>(1).or_internal().expect("weights NOT NULL");
+            let b = r.get::<f64>(2).or_internal().expect("intercept NOT NULL");
             (w, b)
         });
     row.unwrap_or_else(|| {
@@ -230,7 +219,7 @@ pub fn require_columns(client: &SpiClient<'_>, relation: &str, columns: &[&str])
             &[relation.into(), cols.into()],
         )
         .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<String>() })
-        .unwrap_or_else(|e| error!("{e}"));
+        .or_internal();
     if let Some(c) = missing {
         ereport!(
             PgLogLevel::ERROR,

@@ -4,13 +4,18 @@
 
 pub mod catalog;
 mod combine_fn;
-mod fit_pairs;
+mod evaluate;
+mod fit_threads;
 mod output;
-mod pairs;
+mod pair_scan;
+mod pair_statistics;
 mod query_vector;
+mod spi_scan;
 mod trigger;
 
-use embedstack_math::combine::{scales, Mode, ScaleError};
+use embedstack_math::combine::{scales, Mode};
+
+use crate::errors::OrRaise;
 use pgrx::prelude::*;
 
 /// Multipliers of the stored blocks for `weights` in `mode` with `threshold`: symmetric mode
@@ -26,19 +31,5 @@ fn block_multipliers(weights: Array<'_, f64>, mode: &str, threshold: f64) -> Vec
             "mode is 'symmetric' or 'query_weighted'"
         );
     };
-    match scales(weights, mode, threshold) {
-        Ok(s) => s.stored,
-        Err(e @ ScaleError::NoPositiveWeight { .. }) => {
-            crate::ereport_hint!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-                "use mode 'query_weighted' (negative weights work there), or refit with nonnegative => true"
-            );
-        }
-        Err(e) => {
-            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
-            unreachable!()
-        }
-    }
+    scales(weights, mode, threshold).or_raise().stored
 }

@@ -7,9 +7,8 @@ use pgrx::prelude::*;
 
 use super::catalog::Storage;
 use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
-use crate::datatype::model_value::{
-    raise_corrupt_value, raise_null_element, ModelKind, ModelValue, ValueError,
-};
+use crate::datatype::model_value::{ModelKind, ModelValue, ValueError};
+use crate::errors::{raise_corrupt_value, raise_null_element, raise_with_message};
 use crate::datatype::vector::VectorOutput;
 
 /// Reads one model value (`None` for SQL NULL), raising 22004 for a NULL element.
@@ -136,26 +135,17 @@ fn combine_or_raise(
     key: &dyn Fn() -> String,
     columns: &dyn Fn(usize) -> String,
 ) {
-    match combine_into(blocks, dims, multipliers, out) {
-        Ok(()) => {}
-        Err(CombineError::Dimension { model, expected, found }) => {
-            crate::ereport_hint!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                format!(
-                    "row with key {}: column {} has {found} dimensions, the model set expects {expected}",
-                    key(),
-                    columns(model - 1)
-                ),
-                "fix or NULL the row's vector; every row of a model column must have the model's dimension"
-            );
-        }
-        Err(CombineError::NonFinite { model, source }) => {
-            ereport!(
-                PgLogLevel::ERROR,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+    if let Err(e) = combine_into(blocks, dims, multipliers, out) {
+        let msg = match &e {
+            CombineError::Dimension { model, expected, found } => format!(
+                "row with key {}: column {} has {found} dimensions, the model set expects {expected}",
+                key(),
+                columns(model - 1)
+            ),
+            CombineError::NonFinite { model, source } => {
                 format!("row with key {}: column {}: {source}", key(), columns(model - 1))
-            );
-        }
+            }
+        };
+        raise_with_message(&e, msg);
     }
 }

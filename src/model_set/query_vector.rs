@@ -10,6 +10,7 @@ use super::output::read_model;
 use crate::datatype::model_value::{check_model_attributes, ModelValue};
 use crate::datatype::vector::VectorOutput;
 use crate::datatype::vector_array::VectorArray;
+use crate::errors::{OrInternal, OrRaise};
 
 /// The served layout and the query multipliers over it.
 fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
@@ -26,10 +27,7 @@ fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64
         Mode::Symmetric => served.multipliers.clone(),
         Mode::QueryWeighted => {
             let (w, _) = catalog::fit_weights(client, &def.name, fit);
-            let s = scales(&w, Mode::QueryWeighted, 0.0).unwrap_or_else(|e| {
-                ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
-                unreachable!()
-            });
+            let s = scales(&w, Mode::QueryWeighted, 0.0).or_raise();
             s.query
         }
     }
@@ -43,15 +41,9 @@ fn build(
     blocks: &[Option<Block<'_>>],
     key: &dyn Fn() -> String,
 ) -> VectorOutput {
-    use embedstack_math::combine::{combine_over_layout, layout_width, CombineError};
+    use embedstack_math::combine::{combine_over_layout, layout_width};
     let mut out = VectorOutput::zeroed(layout_width(&def.dims, stored));
-    if let Err(e) = combine_over_layout(blocks, &def.dims, stored, query, out.as_mut_slice()) {
-        let code = match e {
-            CombineError::Dimension { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            CombineError::NonFinite { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        };
-        ereport!(PgLogLevel::ERROR, code, format!("{}{e}", key()));
-    }
+    combine_over_layout(blocks, &def.dims, stored, query, out.as_mut_slice()).or_raise_in(&key());
     out
 }
 
@@ -94,7 +86,7 @@ fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
             ident(&def.key_column)
         );
         let arg = unsafe { DatumWithOid::new(key.datum(), key.oid()) };
-        let table = client.select(sql.as_str(), Some(2), &[arg]).unwrap_or_else(|e| error!("{e}"));
+        let table = client.select(sql.as_str(), Some(2), &[arg]).or_internal();
         let rows = table.len();
         if rows == 0 {
             ereport!(
@@ -128,7 +120,7 @@ fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
         let row = table.first();
         let mut raw: Vec<Option<RawBlock>> = Vec::with_capacity(def.dims.len());
         for (m, kind) in def.kinds.iter().enumerate() {
-            let d = row.get_datum_by_ordinal(m + 1).unwrap_or_else(|e| error!("{e}"));
+            let d = row.get_datum_by_ordinal(m + 1).or_internal();
             let v: Option<ModelValue> = unsafe {
                 read_model(
                     d.unwrap_or(pg_sys::Datum::from(0usize)),

@@ -21,9 +21,8 @@ pub extern "C" fn pg_finfo_embedstack_refresh_combined() -> &'static pg_sys::Pg_
     &V1
 }
 
-fn fail(msg: &str) -> ! {
-    ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, msg.to_string());
-    unreachable!()
+fn protocol(msg: &str) -> ! {
+    crate::errors::fail(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, msg)
 }
 
 #[no_mangle]
@@ -35,7 +34,7 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
     unsafe {
         let ctx = (*fcinfo).context;
         if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
-            fail("embedstack._refresh_combined() must be called as a trigger");
+            protocol("embedstack._refresh_combined() must be called as a trigger");
         }
         let td = PgBox::from_pg(ctx.cast::<pg_sys::TriggerData>());
         let event = td.tg_event;
@@ -44,11 +43,11 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
         let is_update = op == pg_sys::TRIGGER_EVENT_UPDATE;
         if !before || !row || !(op == pg_sys::TRIGGER_EVENT_INSERT || is_update) {
-            fail("embedstack._refresh_combined() must run BEFORE INSERT OR UPDATE FOR EACH ROW");
+            protocol("embedstack._refresh_combined() must run BEFORE INSERT OR UPDATE FOR EACH ROW");
         }
         let trigger = td.tg_trigger;
         if (*trigger).tgnargs != 1 {
-            fail("embedstack._refresh_combined() takes the model set's name as its only argument");
+            protocol("embedstack._refresh_combined() takes the model set's name as its only argument");
         }
         let name = std::ffi::CStr::from_ptr(*(*trigger).tgargs).to_string_lossy().into_owned();
         let tuple = if is_update { td.tg_newtuple } else { td.tg_trigtuple };
@@ -86,7 +85,7 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
             n
         };
         let key_att = attnum(&def.key_column);
-        let key = || super::pairs::key_text(tuple, desc, key_att);
+        let key = || super::spi_scan::key_text(tuple, desc, key_att);
         // The columns' types now, not as recorded in the catalog (ALTER TABLE may have
         // changed them since).
         let model_atts: Vec<i32> = def.model_columns.iter().map(|c| attnum(c)).collect();

@@ -21,6 +21,7 @@ use pgrx::prelude::*;
 use pgrx::{fcinfo, pg_sys};
 
 use crate::datatype::regclass::RegClass;
+use crate::errors::OrInternal;
 
 /// Is `role` a member of the owner of relation `relid`? `None` when the relation is gone.
 fn owns(relid: pg_sys::Oid, role: pg_sys::Oid) -> Option<bool> {
@@ -193,7 +194,7 @@ fn subject_source(subject: &Subject, args: &[DatumWithOid<'_>]) -> pg_sys::Oid {
             t.first().get_one::<pg_sys::Oid>()
         }
     })
-    .unwrap_or_else(|e| error!("{e}"));
+    .or_internal();
     // Not visible to the caller: the catalog shows a model set to the roles that may read its
     // source, so whoever cannot see it does not own it either.
     found.unwrap_or_else(|| {
@@ -211,7 +212,7 @@ fn catalog_owner() -> pg_sys::Oid {
     let owner: Option<pg_sys::Oid> = Spi::get_one(
         "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'embedstack.model_sets'::pg_catalog.regclass",
     )
-    .unwrap_or_else(|e| error!("{e}"));
+    .or_internal();
     owner.unwrap_or_else(|| error!("the embedstack catalog tables are missing"))
 }
 
@@ -300,7 +301,7 @@ pub unsafe extern "C-unwind" fn embedstack_write(fcinfo: pg_sys::FunctionCallInf
         );
         let result: Option<i64> = PgTryBuilder::new(|| {
             Spi::connect_mut(|c| c.update(*sql, Some(1), &args).and_then(|t| t.first().get_one::<i64>()))
-                .unwrap_or_else(|e| error!("{e}"))
+                .or_internal()
         })
         .finally(|| pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx))
         .execute();

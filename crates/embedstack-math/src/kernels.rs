@@ -11,6 +11,10 @@
 //! and on whether FMA was used (FMA rounds once instead of twice; both are accurate to a few
 //! ulps of the f64 result, far below the f32 input precision).
 
+// The AVX2 kernels call target-feature functions and intrinsics: the one place of the core
+// that needs unsafe code (each use says why it is sound).
+#![allow(unsafe_code)]
+
 /// Independent accumulators per quantity. 16 f64 = 4 AVX2 registers per accumulator set,
 /// 12 registers for the three sets of [`dot_norms`]: enough chains to hide FMA latency.
 const LANES: usize = 16;

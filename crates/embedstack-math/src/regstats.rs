@@ -639,6 +639,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // a matrix indexed by (row, column) reads best as such
     fn packed_index_matches_layout() {
         let mut st = RegStats::new(2);
         st.comoment = (0..6).map(|i| i as f64).collect();

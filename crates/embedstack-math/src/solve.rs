@@ -540,6 +540,7 @@ mod tests {
 
     /// Independent OLS/ridge reference: two-pass centring, normal equations, Gaussian
     /// elimination with partial pivoting (no shared code with the solver).
+    #[allow(clippy::needless_range_loop)] // Gauss-Jordan on an augmented matrix, by index
     fn reference_fit(k: usize, rows: &Rows, ridge: f64) -> (Vec<f64>, f64) {
         let w: f64 = rows.iter().map(|r| r.2).sum();
         let mx: Vec<f64> = (0..k).map(|i| rows.iter().map(|r| r.2 * r.0[i]).sum::<f64>() / w).collect();

@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 
 use embedstack_math::regstats::{split_states, RegStats};
 use embedstack_math::solve::{
-    cross_validate as cv_core, prediction_mse as prediction_mse_core, solve as solve_core, Fit, SolveError,
+    cross_validate as cv_core, prediction_mse as prediction_mse_core, solve as solve_core, Fit,
     SolveOptions,
 };
 use pgrx::prelude::*;
 
-use crate::regression_state::{parse_state, raise_stats_error, OVERFLOW_HINT};
+use crate::errors::OrRaise;
+use crate::regression_state::parse_state;
 
 /// The thread that installed the interrupt hook: the backend's own (`_PG_init` runs on it).
 static BACKEND_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
@@ -35,39 +36,6 @@ fn interrupt_hook() {
 pub fn register_interrupt_hook() {
     let _ = BACKEND_THREAD.set(std::thread::current().id());
     embedstack_math::interrupt::set_interrupt_hook(interrupt_hook);
-}
-
-/// Raises a [`SolveError`] as an ERROR: the one mapping of its variants to SQLSTATEs.
-///
-/// * `InvalidOption` → 22023 `invalid_parameter_value`;
-/// * `State` → as [`raise_stats_error`] (22000 / 22023 / 54000 / 22003);
-/// * `Overflow` (a weight, r², rmse, mse, … beyond float8) → 22003 `numeric_value_out_of_range`;
-/// * `NoConvergence` (the eigen-solver's iteration cap) → 22000 `data_exception`: the data make
-///   the system numerically intractable; a ridge penalty regularises it.
-#[cold]
-pub fn raise_solve_error(e: SolveError) -> ! {
-    let msg = e.to_string();
-    match e {
-        SolveError::InvalidOption(_) => {
-            ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg);
-            unreachable!()
-        }
-        SolveError::State(e) => raise_stats_error(e),
-        SolveError::Overflow(_) => {
-            crate::ereport_hint!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                msg,
-                OVERFLOW_HINT
-            )
-        }
-        SolveError::NoConvergence => crate::ereport_hint!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            msg,
-            "use a small ridge penalty (ridge => 1e-6), or rescale the features"
-        ),
-    }
 }
 
 extension_sql!(
@@ -109,7 +77,7 @@ fn solve_state(
     st: &RegStats,
     opts: SolveOptions,
 ) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
-    let fit = solve_core(st, opts).unwrap_or_else(|e| raise_solve_error(e))?;
+    let fit = solve_core(st, opts).or_raise()?;
     if !fit.collinear.is_empty() {
         let names: Vec<String> = fit.collinear.iter().map(|i| (i + 1).to_string()).collect();
         crate::ereport_hint!(
@@ -163,7 +131,7 @@ fn cross_validate(
     let ridges = crate::datatype::float_array::non_null_slice(&ridges, "ridges").to_vec();
     // A 2-D array of equally long states, one per row; each length comes from its header,
     // whose feature count is checked against MAX_FEATURES first.
-    let folds: Vec<RegStats> = split_states(flat).unwrap_or_else(|e| raise_stats_error(e));
+    let folds: Vec<RegStats> = split_states(flat).or_raise();
     if folds.len() < 2 {
         ereport!(
             PgLogLevel::ERROR,
@@ -172,7 +140,7 @@ fn cross_validate(
         );
     }
     let opts = SolveOptions { ridge: 0.0, nonnegative, fit_intercept };
-    let rows = cv_core(&folds, &ridges, opts).unwrap_or_else(|e| raise_solve_error(e));
+    let rows = cv_core(&folds, &ridges, opts).or_raise();
     TableIterator::new(rows.into_iter().map(|r| (r.ridge, r.mse, r.r2, r.folds as i32)))
 }
 
@@ -205,5 +173,5 @@ fn prediction_mse(state: Array<'_, f64>, weights: Vec<Option<f64>>, intercept: f
             "weights and intercept must be finite"
         );
     }
-    prediction_mse_core(&st, &w, intercept).unwrap_or_else(|e| raise_solve_error(e))
+    prediction_mse_core(&st, &w, intercept).or_raise()
 }

@@ -1,51 +1,14 @@
-//! `pair_statistics` (the regression state of a model set's pair features, computed from the
-//! stored columns) and `evaluate` (held-out correlations per model and for the stack).
+//! `evaluate(model_set, pairs, …)`: held-out correlations of each model's cosine, of the
+//! served score and of the fit's prediction with the labels.
 
 use embedstack_math::combine::scales;
-use embedstack_math::eval::{pearson, spearman};
+use embedstack_math::eval::{pearson_checked, spearman_checked};
 use pgrx::prelude::*;
 
 use super::catalog::{self, ModelSetDef};
-use super::pairs::{for_each_pair, PairSource};
+use super::pair_scan::{for_each_pair, PairSource};
 use crate::datatype::regclass::RegClass;
-
-fn require<T>(v: Option<T>, what: &str) -> T {
-    v.unwrap_or_else(|| {
-        ereport!(
-            PgLogLevel::ERROR,
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{what} must not be NULL")
-        );
-        unreachable!()
-    })
-}
-
-/// The regression statistics state (as `regression_stats` returns) of the pairs' features,
-/// computed from the model set's stored columns: one cosine per model. A pair is skipped and
-/// counted when a key is not in the source, a vector is NULL or zero, or the target or weight
-/// is NULL.
-#[pg_extern(volatile, parallel_unsafe)]
-fn pair_statistics(
-    model_set: Option<&str>,
-    pairs: Option<RegClass>,
-    left_column: Option<&str>,
-    right_column: Option<&str>,
-    target_column: Option<&str>,
-    sample_weight_column: default!(Option<&str>, "NULL"),
-) -> Vec<f64> {
-    let name = require(model_set, "model_set");
-    let pairs = require(pairs, "pairs").0;
-    let (l, r, t) = (
-        require(left_column, "left_column"),
-        require(right_column, "right_column"),
-        require(target_column, "target_column"),
-    );
-    Spi::connect_mut(|client| {
-        let def = catalog::load(client, name);
-        let src = PairSource::new(client, pairs, l, r, t, sample_weight_column);
-        super::pairs::pair_statistics(client, &def, &src).to_vec()
-    })
-}
+use crate::errors::{require, OrInternal, OrRaise};
 
 /// Held-out evaluation: one row per model (its cosine alone), one for `(stack)` — the score
 /// the served vectors rank by, `Σ s_k x_k` over the mode's score weights, a missing or zero
@@ -112,8 +75,9 @@ fn evaluate(
                 pred.1.push(y);
             }
         });
+        // A NaN or infinite label is an error (22023), never a silent NULL correlation.
         let row = |label: String, (x, y): &(Vec<f64>, Vec<f64>)| {
-            (label, x.len() as i64, pearson(x, y), spearman(x, y))
+            (label, x.len() as i64, pearson_checked(x, y).or_raise(), spearman_checked(x, y).or_raise())
         };
         let mut out: Vec<_> =
             def.model_columns.iter().zip(&per_model).map(|(c, d)| row(c.clone(), d)).collect();
@@ -130,5 +94,5 @@ fn latest_fit(client: &pgrx::spi::SpiClient<'_>, name: &str) -> Option<i64> {
     client
         .select("SELECT max(id) FROM embedstack.fits WHERE model_set = $1", Some(1), &[name.into()])
         .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| error!("{e}"))
+        .or_internal()
 }

@@ -15,13 +15,12 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::catalog::{ident, ModelSetDef};
-use crate::datatype::model_value::{
-    check_model_attributes, raise_corrupt_value, raise_null_element, ModelValue, ValueError,
-};
-use crate::regression_state::raise_stats_error;
+use super::fit_threads::run_threads;
+use super::spi_scan::{fetch_raw, key_text, run};
+use crate::datatype::model_value::{check_model_attributes, ModelValue, ValueError};
+use crate::errors::{raise_corrupt_value, raise_null_element, raise_row_error, OrInternal, OrRaise};
 use crate::settings::entity_cache_bytes;
 
-const FETCH: i64 = 10_000;
 
 /// Where the labelled pairs come from.
 pub struct PairSource {
@@ -45,7 +44,7 @@ impl PairSource {
         let table_sql: String = client
             .select("SELECT $1::pg_catalog.regclass::text", Some(1), &[pairs.into()])
             .and_then(|t| t.first().get_one::<String>())
-            .unwrap_or_else(|e| error!("{e}"))
+            .or_internal()
             .unwrap_or_else(|| error!("relation with OID {pairs:?} does not exist"));
         let mut cols = vec![left, right, target];
         cols.extend(weight);
@@ -88,7 +87,7 @@ fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
     let exists = client
         .select("SELECT pg_catalog.to_regclass('pg_temp.embedstack_pair_keys') IS NOT NULL", None, &[])
         .and_then(|t| t.first().get_one::<bool>())
-        .unwrap_or_else(|e| error!("{e}"))
+        .or_internal()
         .unwrap_or(false);
     if exists {
         run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
@@ -121,7 +120,7 @@ fn visit_buckets(
     let n_entities: i64 = client
         .select("SELECT count(*) FROM pg_temp.embedstack_pair_keys", None, &[])
         .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| error!("{e}"))
+        .or_internal()
         .unwrap_or(0);
     let n_entities = n_entities as usize;
 
@@ -235,53 +234,14 @@ pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &Pa
                 pgrx::check_for_interrupts!();
                 let parts = run_threads(threads, segment, |slice| accumulate_pairs(ci, cj, slice));
                 for part in parts {
-                    let st = part.unwrap_or_else(|e| raise_stats_error(e));
-                    total.borrow_mut().merge(&st).unwrap_or_else(|e| raise_stats_error(e));
+                    let st = part.or_raise();
+                    total.borrow_mut().merge(&st).or_raise();
                 }
             }
         },
     );
     run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
     total.into_inner()
-}
-
-/// Runs `f` on up to `threads` contiguous slices of `items` (the first on this thread) and
-/// returns the results in slice order.
-fn run_threads<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
-    let per = items.len().div_ceil(threads.max(1)).max(1);
-    let slices: Vec<&[T]> = items.chunks(per).collect();
-    if slices.len() <= 1 {
-        return slices.into_iter().map(&f).collect();
-    }
-    std::thread::scope(|scope| {
-        // Spawned threads inherit the signal mask: block everything while spawning.
-        let old = block_signals();
-        let handles: Vec<_> = slices[1..].iter().map(|s| scope.spawn(|| f(s))).collect();
-        restore_signals(&old);
-        let mut out = vec![f(slices[0])];
-        out.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| error!("a fit thread panicked"))));
-        out
-    })
-}
-
-fn block_signals() -> libc::sigset_t {
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    }
-}
-
-fn restore_signals(old: &libc::sigset_t) {
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
-    }
-}
-
-fn run(client: &mut SpiClient<'_>, sql: &str) {
-    client.update(sql, None, &[]).unwrap_or_else(|e| error!("{e}"));
 }
 
 fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource) -> Vec<PairRow> {
@@ -319,30 +279,6 @@ fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource) -> Vec<PairRow> {
         }
     }
     rows
-}
-
-/// Fetches up to `FETCH` rows and calls `f` on each raw tuple; frees the batch. Returns the
-/// number of rows.
-fn fetch_raw(
-    cursor: &mut pgrx::spi::SpiCursor<'_>,
-    mut f: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc),
-) -> usize {
-    // Loading entities and pairs can take minutes: answer cancellation between batches.
-    pgrx::check_for_interrupts!();
-    let table = cursor.fetch(FETCH).unwrap_or_else(|e| error!("{e}"));
-    let n = table.len();
-    drop(table);
-    unsafe {
-        let tt = pg_sys::SPI_tuptable;
-        if tt.is_null() {
-            return 0;
-        }
-        for i in 0..n {
-            f(*(*tt).vals.add(i), (*tt).tupdesc);
-        }
-        pg_sys::SPI_freetuptable(tt);
-    }
-    n
 }
 
 /// Reads entities `lo..hi` into a chunk, checking each stored vector.
@@ -404,7 +340,7 @@ fn load_chunk(
                         &def.model_columns[m],
                         &format!("contains an invalid element: {e}"),
                     ),
-                    Ok(n2) if n2 == 0.0 => continue, // a zero vector has no direction: no feature
+                    Ok(0.0) => continue, // a zero vector has no direction: no feature
                     Ok(_) => {}
                 }
                 if let Err(e) = chunk.set(idx, m, block) {
@@ -424,20 +360,3 @@ fn load_chunk(
     chunk
 }
 
-/// Text of column `col` of a tuple (for error messages).
-pub unsafe fn key_text(tup: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, col: i32) -> String {
-    unsafe {
-        let p = pg_sys::SPI_getvalue(tup, desc, col);
-        if p.is_null() {
-            "NULL".into()
-        } else {
-            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
-    }
-}
-
-#[cold]
-pub fn raise_row_error(code: PgSqlErrorCode, key: &str, column: &str, what: &str) -> ! {
-    ereport!(PgLogLevel::ERROR, code, format!("row with key {key}: column {column} {what}"));
-    unreachable!()
-}
