@@ -11,19 +11,12 @@ use std::process::Command;
 
 use postgres::{Client, NoTls};
 
+use crate::pg_bin;
+
 pub struct ThrowawayCluster {
     pub dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
-}
-
-fn pg_bin() -> PathBuf {
-    if let Ok(b) = std::env::var("PG_BIN") {
-        return PathBuf::from(b);
-    }
-    let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "/usr/bin/pg_config".into());
-    let out = Command::new(pg_config).arg("--bindir").output().expect("pg_config --bindir");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// Runs a command as the postgres OS user when we are root, else as ourselves.

@@ -1,4 +1,5 @@
-//! SQL and error helpers shared by the client tests: SQLSTATE checks, quoting.
+//! SQL and error helpers shared by the client tests: SQLSTATE checks, quoting, index names,
+//! the backend of a session.
 
 use postgres::Client;
 
@@ -34,6 +35,11 @@ pub fn expect_code(c: &mut Client, sql: &str, code: &str) -> postgres::Error {
     let e = expect_err(c, sql);
     assert_eq!(sqlstate(&e), code, "{sql}\n  -> {}", all_text(&e));
     e
+}
+
+/// The PID of the backend serving a session.
+pub fn backend_pid(c: &mut Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
 }
 
 /// A SQL string literal.

@@ -2,12 +2,9 @@
 //! scikit-learn's reference, and a forced parallel plan (Partial Aggregate under Gather)
 //! giving the same state as a serial plan.
 
+use embedstack_client_tests::check::close;
 use embedstack_client_tests::fixtures::{load_wordsim, model_array, reference, MODELS};
 use embedstack_client_tests::fresh_db;
-
-fn close(got: f64, want: f64) -> bool {
-    (got - want).abs() <= 1e-9 * want.abs() || (got - want).abs() <= 1e-12
-}
 
 #[test]
 fn wordsim_fits_through_sql_match_scikit_learn() {
@@ -42,9 +39,9 @@ fn wordsim_fits_through_sql_match_scikit_learn() {
         assert_eq!(n as u64, reference["n_train"].as_u64().unwrap());
         for (k, m) in MODELS.iter().enumerate() {
             let ww = want["coef"][m].as_f64().unwrap();
-            assert!(close(w[k], ww), "{name} {m}: {} vs {ww}", w[k]);
+            assert!(close(w[k], ww, 1e-9), "{name} {m}: {} vs {ww}", w[k]);
         }
-        assert!(close(b0, want["intercept"].as_f64().unwrap()), "{name} intercept {b0}");
+        assert!(close(b0, want["intercept"].as_f64().unwrap(), 1e-9), "{name} intercept {b0}");
         assert!((r2 - want["r2_train"].as_f64().unwrap()).abs() <= 1e-9, "{name} r2 {r2}");
     }
     // The one-call aggregate equals solve(state) for OLS.
@@ -60,7 +57,7 @@ fn wordsim_fits_through_sql_match_scikit_learn() {
         )
         .unwrap()
         .get(0);
-    assert!(close(b0, reference["fits"]["ols"]["intercept"].as_f64().unwrap()));
+    assert!(close(b0, reference["fits"]["ols"]["intercept"].as_f64().unwrap(), 1e-9));
 }
 
 #[test]

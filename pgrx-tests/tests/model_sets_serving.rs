@@ -2,10 +2,11 @@
 //! row, HNSW recall against exact inner-product search, the freshness trigger, and bad input
 //! (error codes, injection attempts, awkward identifiers, nothing served changing on failure).
 //!
-//! Every expected value is computed independently in this file, in f64, from the raw data the
-//! test generated (or read back as `real[]`): cosines, normalised blocks, the documented
-//! multipliers (symmetric: `sqrt(w_k / w_max)` for `w_k > threshold · w_max`; query-weighted:
-//! unit stored blocks and query blocks scaled by `w_k / max_j |w_j|`), OLS, Pearson, Spearman.
+//! Every expected value is computed independently on the client (this file and the crate's
+//! `reference` and `stats` modules), in f64, from the raw data the test generated (or read back
+//! as `real[]`): cosines, normalised blocks, the documented multipliers (symmetric:
+//! `sqrt(w_k / w_max)` for `w_k > threshold · w_max`; query-weighted: unit stored blocks and
+//! query blocks scaled by `w_k / max_j |w_j|`), OLS, Pearson, Spearman.
 //! The fitted weights are read from `embedstack.fits` and (where the data allow) checked
 //! against an OLS solved here.
 
@@ -13,259 +14,20 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::Instant;
 
+use embedstack_client_tests::catalog::{active_fit, columns, combined_by_id, fit};
+use embedstack_client_tests::check::assert_close_vec;
+use embedstack_client_tests::data::{
+    copy_field, lit, load_pairs, load_vectors, make_pairs, models_sql, vec_sql, Models, Rng,
+};
 use embedstack_client_tests::fresh_db;
-use embedstack_client_tests::sql::{index_name, qi};
+use embedstack_client_tests::reference::{combined, cos, ols, score, symmetric_multipliers};
+use embedstack_client_tests::sql::{expect_code, index_name, message, qi, sqlstate};
+use embedstack_client_tests::stats::{pearson, spearman};
 use postgres::Client;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// SplitMix64: a small deterministic generator, so every run sees the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unif(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f64 {
-        2.0 * self.unif() - 1.0
-    }
-    /// Uniform integer in [lo, hi].
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-    fn vec(&mut self, d: usize) -> Vec<f32> {
-        (0..d).map(|_| self.sym() as f32).collect()
-    }
-}
-
-/// One row's model vectors (`None` = SQL NULL).
-type Models = Vec<Option<Vec<f32>>>;
-
-/// pgvector text of a vector. Rust prints the shortest f32 representation that round-trips,
-/// and pgvector parses it with strtof: the server stores exactly these f32 values.
-fn lit(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-    format!("[{}]", parts.join(","))
-}
-
-/// SQL expression of one model value as `vector`.
-fn vec_sql(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => format!("'{}'::vector", lit(v)),
-        None => "NULL::vector".into(),
-    }
-}
-
-/// `ARRAY[...]::vector[]` of a row's model vectors.
-fn models_sql(m: &Models) -> String {
-    let parts: Vec<String> = m.iter().map(vec_sql).collect();
-    format!("ARRAY[{}]::vector[]", parts.join(", "))
-}
-
-/// COPY text field of a model value.
-fn copy_field(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => lit(v),
-        None => "\\N".into(),
-    }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// Cosine in f64, `None` when either side is missing or a zero vector (no direction).
-fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return None;
-    }
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    Some(dot / (na * nb))
-}
-
-/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
-fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
-    match v {
-        Some(v) if norm(v) > 0.0 => {
-            let n = norm(v);
-            v.iter().map(|&x| scale * x as f64 / n).collect()
-        }
-        _ => vec![0.0; d],
-    }
-}
-
-/// Symmetric-mode multipliers per model: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`,
-/// else 0 (block left out).
-fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
-    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    assert!(max > 0.0, "test precondition: a positive weight");
-    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
-}
-
-/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
-fn combined(m: &Models, dims: &[usize], mult: &[f64]) -> Vec<f64> {
-    let mut out = Vec::new();
-    for k in 0..dims.len() {
-        if mult[k] != 0.0 {
-            out.extend(unit_block(&m[k], dims[k], mult[k]));
-        }
-    }
-    out
-}
-
-/// `Σ s_k cos_k(a, b)`, a missing or zero vector counting 0.
-fn score(a: &Models, b: &Models, s: &[f64]) -> f64 {
-    (0..s.len()).map(|k| s[k] * cos(&a[k], &b[k]).unwrap_or(0.0)).sum()
-}
-
-/// OLS with intercept (centred normal equations, Gaussian elimination with partial
-/// pivoting): the coefficients, without the intercept.
-fn ols(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
-    let n = x.len() as f64;
-    let k = x[0].len();
-    let mx: Vec<f64> = (0..k).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n).collect();
-    let my = y.iter().sum::<f64>() / n;
-    let mut a = vec![vec![0.0; k + 1]; k];
-    for (r, &yy) in x.iter().zip(y) {
-        for i in 0..k {
-            for j in 0..k {
-                a[i][j] += (r[i] - mx[i]) * (r[j] - mx[j]);
-            }
-            a[i][k] += (r[i] - mx[i]) * (yy - my);
-        }
-    }
-    for c in 0..k {
-        let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
-        a.swap(c, p);
-        let pivot = a[c].clone();
-        for (r, row) in a.iter_mut().enumerate() {
-            if r != c {
-                let f = row[c] / pivot[c];
-                for (x, p) in row[c..].iter_mut().zip(&pivot[c..]) {
-                    *x -= f * p;
-                }
-            }
-        }
-    }
-    (0..k).map(|i| a[i][k] / a[i][i]).collect()
-}
-
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    sxy / (sxx.sqrt() * syy.sqrt())
-}
-
-/// Average (1-based) ranks, ties sharing their mean rank.
-fn ranks(x: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let mut r = vec![0.0; x.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
-            j += 1;
-        }
-        for t in i..=j {
-            r[idx[t]] = (i + j) as f64 / 2.0 + 1.0;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    pearson(&ranks(x), &ranks(y))
-}
-
-/// The SQLSTATE of an error (panics when it is not a server error).
-fn sqlstate(e: &postgres::Error) -> String {
-    e.code().unwrap_or_else(|| panic!("not a database error: {e}")).code().to_string()
-}
-
-/// Runs `sql` (simple protocol, autocommit) expecting an error; returns it.
-fn expect_err(c: &mut Client, sql: &str) -> postgres::Error {
-    match c.batch_execute(sql) {
-        Ok(()) => panic!("expected an error from: {sql}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts `sql` fails with SQLSTATE `code`; returns the error.
-fn expect_code(c: &mut Client, sql: &str, code: &str) -> postgres::Error {
-    let e = expect_err(c, sql);
-    assert_eq!(sqlstate(&e), code, "{sql}\n  -> {}", e.as_db_error().map(|d| d.message()).unwrap_or(""));
-    e
-}
-
-fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
-}
-
-/// Creates `table (id int PRIMARY KEY, m1 vector(d1), …)` and COPYs the rows in.
-fn load_vectors(c: &mut Client, table: &str, dims: &[usize], rows: &BTreeMap<i32, Models>) {
-    let cols: Vec<String> = dims.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
-    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
-    let names: Vec<String> = (1..=dims.len()).map(|k| format!("m{k}")).collect();
-    let mut w = c.copy_in(&format!("COPY {table} (id, {}) FROM STDIN", names.join(", "))).unwrap();
-    for (id, m) in rows {
-        let fields: Vec<String> = m.iter().map(copy_field).collect();
-        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// Creates `table (a int, b int, y float8)` and COPYs the pairs in (f64 printed exactly).
-fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
-    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
-    for (a, b, y) in pairs {
-        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// Random pairs of distinct ids in `lo..=hi`, target `f(cosines)` (missing cosine = 0).
-fn make_pairs(
-    rng: &mut Rng,
-    rows: &BTreeMap<i32, Models>,
-    (lo, hi): (i32, i32),
-    n: usize,
-    f: &dyn Fn(&[f64], &mut Rng) -> f64,
-) -> Vec<(i32, i32, f64)> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let (a, b) = (rng.range(lo, hi), rng.range(lo, hi));
-        if a == b {
-            continue;
-        }
-        let x: Vec<f64> =
-            (0..rows[&a].len()).map(|k| cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).collect();
-        let y = f(&x, rng);
-        out.push((a, b, y));
-    }
-    out
-}
 
 /// The pairs' features as the fit uses them: pairs where every cosine exists.
 fn usable(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)]) -> (Vec<Vec<f64>>, Vec<f64>) {
@@ -278,50 +40,6 @@ fn usable(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)]) -> (Vec<Vec<f
         }
     }
     (x, y)
-}
-
-/// `(id, weights)` of a new fit.
-fn fit(c: &mut Client, set: &str, pairs: &str) -> (i64, Vec<f64>) {
-    let r = c
-        .query_one(
-            "SELECT id, weights FROM embedstack.fit($1, $2::text::regclass, 'a', 'b', 'y')",
-            &[&set, &pairs],
-        )
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
-fn active_fit(c: &mut Client, set: &str) -> Option<i64> {
-    c.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = $1", &[&set]).unwrap().get(0)
-}
-
-/// Live column names of a table.
-fn columns(c: &mut Client, table: &str) -> Vec<String> {
-    c.query(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0
-           AND NOT attisdropped ORDER BY attnum",
-        &[&table],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
-/// `id -> combined::real[]` (NULL -> None).
-fn combined_by_id(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Option<Vec<f32>>> {
-    c.query(&format!("SELECT id, {column}::real[] FROM {table} ORDER BY id"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-fn assert_close_vec(got: &[f32], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: dimension");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((*g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w}");
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,7 +74,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
     rows.get_mut(&31).unwrap()[0] = None;
     rows.get_mut(&31).unwrap()[2] = None;
     rows.get_mut(&42).unwrap()[2] = Some(vec![0.0; 4]);
-    load_vectors(&mut c, "items", &DIMS, &rows);
+    load_vectors(&mut c, "items", &DIMS, &rows, "");
 
     let pairs1 = make_pairs(&mut rng, &rows, (1, 2000), 3000, &|x, r| {
         3.0 * x[0] - 2.0 * x[1] + 0.5 * x[2] + 0.01 * r.sym()
@@ -378,7 +96,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
     // Fit 1: the OLS solved here from the raw data; one weight clearly negative.
     let (f1, w1) = fit(&mut c, "qw", "pairs1");
     let (x1, y1) = usable(&rows, &pairs1);
-    let want1 = ols(&x1, &y1);
+    let want1 = ols(&x1, &y1).0;
     for k in 0..3 {
         assert!((w1[k] - want1[k]).abs() <= 1e-7, "fit 1 weight {k}: got {}, want {}", w1[k], want1[k]);
     }
@@ -411,7 +129,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
     // Fit 2 and the switch: no row rewritten, only the active fit moves.
     let (f2, w2) = fit(&mut c, "qw", "pairs2");
     let (x2, y2) = usable(&rows, &pairs2);
-    let want2 = ols(&x2, &y2);
+    let want2 = ols(&x2, &y2).0;
     for k in 0..3 {
         assert!((w2[k] - want2[k]).abs() <= 1e-7, "fit 2 weight {k}: got {}, want {}", w2[k], want2[k]);
     }
@@ -729,7 +447,7 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
     }
     rows.get_mut(&3).unwrap()[1] = None;
-    load_vectors(&mut c, "t", &DIMS, &rows);
+    load_vectors(&mut c, "t", &DIMS, &rows, "");
     c.batch_execute("ALTER TABLE t ADD COLUMN label text").unwrap();
     // Pairs only among ids 1..200, which the test never modifies: a fit over the final data
     // sees the same features, hence the same weights.
@@ -858,7 +576,7 @@ fn small_setup(c: &mut Client, seed: u64) -> BTreeMap<i32, Models> {
     for id in 1..=60 {
         rows.insert(id, vec![Some(rng.vec(4)), Some(rng.vec(3))]);
     }
-    load_vectors(c, "u", &[4, 3], &rows);
+    load_vectors(c, "u", &[4, 3], &rows, "");
     c.batch_execute("ALTER TABLE u ADD COLUMN txt text DEFAULT 'x', ADD COLUMN nokey int").unwrap();
     let pairs = make_pairs(&mut rng, &rows, (1, 60), 300, &|x, r| x[0] + 0.5 * x[1] + 0.01 * r.sym());
     load_pairs(c, "up", &pairs);
@@ -1051,7 +769,7 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
     for id in 1..=150 {
         rows.insert(id, vec![Some(rng.vec(6)), Some(rng.vec(5))]);
     }
-    load_vectors(&mut c, "s", &[6, 5], &rows);
+    load_vectors(&mut c, "s", &[6, 5], &rows, "");
     let pos = make_pairs(&mut rng, &rows, (1, 150), 600, &|x, r| x[0] + 0.7 * x[1] + 0.01 * r.sym());
     let neg = make_pairs(&mut rng, &rows, (1, 150), 600, &|x, r| -(x[0] + x[1]) / 2.0 + 0.01 * r.sym());
     load_pairs(&mut c, "pos", &pos);
@@ -1316,7 +1034,7 @@ fn awkward_identifiers_work_end_to_end() {
         }
         (x, y)
     };
-    let want = ols(&x, &y);
+    let want = ols(&x, &y).0;
     for k in 0..3 {
         assert!((w[k] - want[k]).abs() <= 1e-7, "weight {k}: {} vs {}", w[k], want[k]);
     }

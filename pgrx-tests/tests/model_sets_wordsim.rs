@@ -4,25 +4,11 @@
 
 use std::collections::HashMap;
 
+use embedstack_client_tests::check::close;
 use embedstack_client_tests::fixtures::{load_wordsim, reference, MODELS};
 use embedstack_client_tests::fresh_db;
+use embedstack_client_tests::reference::cosine;
 use embedstack_client_tests::stats::{pearson, spearman};
-
-fn close(got: f64, want: f64, rel: f64) -> bool {
-    (got - want).abs() <= rel * want.abs() || (got - want).abs() <= 1e-12
-}
-
-/// Cosine in f64 of two f32 vectors (independent of the extension).
-fn cos(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (x as f64, y as f64);
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    d / (na.sqrt() * nb.sqrt())
-}
 
 #[test]
 fn wordsim_model_set_reproduces_the_reference_end_to_end() {
@@ -104,7 +90,9 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
             .iter()
             .enumerate()
             .map(|(k, m)| {
-                ols["scale"].get(*m).and_then(|v| v.as_f64()).unwrap_or(0.0) * cos(&raw[&a][k], &raw[&b][k])
+                ols["scale"].get(*m).and_then(|v| v.as_f64()).unwrap_or(0.0)
+                    * cosine(&raw[&a][k], &raw[&b][k])
+                        .unwrap_or_else(|| panic!("{a}/{b}: a zero vector of {m} has no cosine"))
             })
             .sum();
         assert!((ip - want).abs() <= 1e-5, "{a}/{b}: inner product {ip} vs weighted sum {want}");

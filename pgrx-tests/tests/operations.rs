@@ -2,10 +2,10 @@
 //! lock, the status view, history retention, privileges (owner checks of the catalog writers,
 //! reading only what one may SELECT) and injection attempts through refit's arguments.
 //!
-//! Every expected value is computed independently here: the held-out split by the documented
-//! hash predicate, cosines, OLS fits and held-out prediction MSEs in f64 from the vectors read
-//! back from the server, the documented symmetric multipliers `sqrt(w_k / w_max)` and the
-//! combined vectors. Nothing asserts a duration.
+//! Every expected value is computed independently here (with the crate's `reference` module):
+//! the held-out split by the documented hash predicate, cosines, OLS fits and held-out
+//! prediction MSEs in f64 from the vectors read back from the server, the documented symmetric
+//! multipliers `sqrt(w_k / w_max)` and the combined vectors. Nothing asserts a duration.
 //!
 //! Concurrency is made deterministic without sleeps: the source tables carry a user trigger
 //! (`BEFORE UPDATE ... FOR EACH ROW`) that takes a shared advisory lock for a few chosen keys; a
@@ -15,196 +15,25 @@
 //! `pg_locks`; waiting loops have generous deadlines that only guard against hangs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use embedstack_client_tests::fresh_db;
-use postgres::{Client, NoTls};
+use embedstack_client_tests::catalog::{columns, combined_by_id, row_versions};
+use embedstack_client_tests::check::assert_close_vec;
+use embedstack_client_tests::data::{load_pairs, load_vectors, Models, Rng};
+use embedstack_client_tests::reference::{combined, cos, ols, symmetric_multipliers};
+use embedstack_client_tests::sql::{backend_pid, expect_code, expect_err, message, q, qi, sqlstate};
+use embedstack_client_tests::wait::wait_until;
+use embedstack_client_tests::{connect, fresh_db};
+use postgres::Client;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
-// Helpers (copied from model_sets_serving.rs where they exist there)
+// Helpers (the shared ones are in the crate's modules)
 // ---------------------------------------------------------------------------------------
-
-/// SplitMix64: a small deterministic generator, so every run sees the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unif(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f64 {
-        2.0 * self.unif() - 1.0
-    }
-    /// Uniform integer in [lo, hi].
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-    fn vec(&mut self, d: usize) -> Vec<f32> {
-        (0..d).map(|_| self.sym() as f32).collect()
-    }
-}
-
-/// One row's model vectors (`None` = SQL NULL).
-type Models = Vec<Option<Vec<f32>>>;
 
 /// The models of every test table here: vector(16), vector(24), vector(8).
 const DIMS: [usize; 3] = [16, 24, 8];
-
-/// pgvector text of a vector (shortest round-trip f32 text: the server stores exactly these).
-fn lit(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-    format!("[{}]", parts.join(","))
-}
-
-fn copy_field(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => lit(v),
-        None => "\\N".into(),
-    }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// Cosine in f64, `None` when either side is missing or a zero vector.
-fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return None;
-    }
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    Some(dot / (na * nb))
-}
-
-/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
-fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
-    match v {
-        Some(v) if norm(v) > 0.0 => {
-            let n = norm(v);
-            v.iter().map(|&x| scale * x as f64 / n).collect()
-        }
-        _ => vec![0.0; d],
-    }
-}
-
-/// Symmetric-mode multipliers: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`, else 0.
-fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
-    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    assert!(max > 0.0, "test precondition: a positive weight, {w:?}");
-    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
-}
-
-/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
-fn combined(m: &Models, mult: &[f64]) -> Vec<f64> {
-    let mut out = Vec::new();
-    for k in 0..DIMS.len() {
-        if mult[k] != 0.0 {
-            out.extend(unit_block(&m[k], DIMS[k], mult[k]));
-        }
-    }
-    out
-}
-
-/// OLS with intercept (centred normal equations, Gaussian elimination with partial pivoting):
-/// the coefficients and the intercept.
-fn ols(x: &[Vec<f64>], y: &[f64]) -> (Vec<f64>, f64) {
-    let n = x.len() as f64;
-    let k = x[0].len();
-    let mx: Vec<f64> = (0..k).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n).collect();
-    let my = y.iter().sum::<f64>() / n;
-    let mut a = vec![vec![0.0; k + 1]; k];
-    for (r, &yy) in x.iter().zip(y) {
-        for i in 0..k {
-            for j in 0..k {
-                a[i][j] += (r[i] - mx[i]) * (r[j] - mx[j]);
-            }
-            a[i][k] += (r[i] - mx[i]) * (yy - my);
-        }
-    }
-    for c in 0..k {
-        let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
-        a.swap(c, p);
-        let pivot = a[c].clone();
-        for (r, row) in a.iter_mut().enumerate() {
-            if r != c {
-                let f = row[c] / pivot[c];
-                for (x, p) in row[c..].iter_mut().zip(&pivot[c..]) {
-                    *x -= f * p;
-                }
-            }
-        }
-    }
-    let w: Vec<f64> = (0..k).map(|i| a[i][k] / a[i][i]).collect();
-    let b = my - (0..k).map(|j| w[j] * mx[j]).sum::<f64>();
-    (w, b)
-}
-
-/// The SQLSTATE of an error (panics when it is not a server error).
-fn sqlstate(e: &postgres::Error) -> String {
-    e.code().unwrap_or_else(|| panic!("not a database error: {e}")).code().to_string()
-}
-
-fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
-}
-
-/// Runs `sql` (simple protocol, autocommit) expecting an error; returns it.
-fn expect_err(c: &mut Client, sql: &str) -> postgres::Error {
-    match c.batch_execute(sql) {
-        Ok(()) => panic!("expected an error from: {sql}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts `sql` fails with SQLSTATE `code`; returns the error.
-fn expect_code(c: &mut Client, sql: &str, code: &str) -> postgres::Error {
-    let e = expect_err(c, sql);
-    assert_eq!(sqlstate(&e), code, "{sql}\n  -> {}", message(&e));
-    e
-}
-
-/// A SQL string literal.
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A SQL quoted identifier.
-fn qi(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Another session on database `es_<name>` as `user`.
-fn connect(name: &str, user: &str) -> Client {
-    let port = std::env::var("ES_PGPORT").unwrap_or_else(|_| "54815".into());
-    Client::connect(&format!("host=127.0.0.1 port={port} user={user} dbname=es_{name}"), NoTls)
-        .unwrap_or_else(|e| panic!("connect to es_{name} as {user}: {e}"))
-}
-
-fn backend_pid(c: &mut Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
-}
-
-/// Polls `f` until it holds; the deadline only guards against a hang.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The advisory lock a backend waits for: `(classid, objid, objsubid)`, or None.
 fn awaited_advisory(c: &mut Client, pid: i32) -> Option<(i64, i64, i32)> {
@@ -232,28 +61,6 @@ fn job_locks_held(c: &mut Client, pid: i32) -> i64 {
     .get(0)
 }
 
-/// Creates `table (id int PRIMARY KEY, m1 vector(16), m2 vector(24), m3 vector(8))` with COPY.
-fn load_vectors(c: &mut Client, table: &str, rows: &BTreeMap<i32, Models>) {
-    let cols: Vec<String> = DIMS.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
-    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (id, m1, m2, m3) FROM STDIN")).unwrap();
-    for (id, m) in rows {
-        let fields: Vec<String> = m.iter().map(copy_field).collect();
-        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// Creates `table (a int, b int, y float8)` with COPY (f64 printed exactly).
-fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
-    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
-    for (a, b, y) in pairs {
-        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
-    }
-    w.finish().unwrap();
-}
-
 /// `n` rows of three models and `n_pairs` pairs of distinct ids with target
 /// `1.0·cos1 + 0.5·cos2 + 0.25·cos3 + 0.05·U(-1, 1)`, loaded as `table` and `pairs`.
 fn setup_data(c: &mut Client, seed: u64, table: &str, n: i32, n_pairs: usize) -> BTreeMap<i32, Models> {
@@ -262,7 +69,7 @@ fn setup_data(c: &mut Client, seed: u64, table: &str, n: i32, n_pairs: usize) ->
     for id in 1..=n {
         rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
     }
-    load_vectors(c, table, &rows);
+    load_vectors(c, table, &DIMS, &rows, "");
     let mut pairs = Vec::with_capacity(n_pairs);
     while pairs.len() < n_pairs {
         let (a, b) = (rng.range(1, n), rng.range(1, n));
@@ -457,25 +264,7 @@ fn served(c: &mut Client, set: &str, table: &str) -> Served {
         )
         .unwrap();
     let catalog = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-    let columns = c
-        .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0
-               AND NOT attisdropped ORDER BY attnum",
-            &[&table],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    Served { catalog, columns, rows: row_versions(c, table) }
-}
-
-fn row_versions(c: &mut Client, table: &str) -> Vec<(i32, String, String)> {
-    c.query(&format!("SELECT id, ctid::text, xmin::text FROM {table} ORDER BY id"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    Served { catalog, columns: columns(c, table), rows: row_versions(c, table) }
 }
 
 /// Checks every stored combined vector against the closed form for the fit's weights
@@ -494,20 +283,11 @@ fn check_served_vectors(c: &mut Client, set: &str, table: &str, rows: &BTreeMap<
         .query_one("SELECT combined_column::text FROM embedstack.model_sets WHERE name = $1", &[&set])
         .unwrap()
         .get(0);
-    let got: Vec<(i32, Option<Vec<f32>>)> = c
-        .query(&format!("SELECT id, {}::real[] FROM {table} ORDER BY id", qi(&col)), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let got = combined_by_id(c, table, &qi(&col));
     assert_eq!(got.len(), rows.len());
     for (id, g) in got {
         let g = g.unwrap_or_else(|| panic!("row {id}: combined is NULL"));
-        let want = combined(&rows[&id], &mult);
-        assert_eq!(g.len(), want.len(), "row {id}: dimension");
-        for (i, (x, y)) in g.iter().zip(&want).enumerate() {
-            assert!((*x as f64 - y).abs() <= 1e-6, "row {id} element {i}: got {x}, want {y}");
-        }
+        assert_close_vec(&g, &combined(&rows[&id], &DIMS, &mult), 1e-6, &format!("row {id}"));
     }
 }
 
@@ -1364,7 +1144,7 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
         )
         .unwrap()
         .get(0);
-    let want_q = combined(&rows[&7], &symmetric_multipliers(&fit_w, 0.05));
+    let want_q = combined(&rows[&7], &DIMS, &symmetric_multipliers(&fit_w, 0.05));
     for (g, w) in owner_reads.1.iter().zip(&want_q) {
         assert!((*g as f64 - w).abs() <= 1e-6, "query vector of row 7");
     }

@@ -27,15 +27,18 @@
 //! time (a static lock); cargo runs test binaries one after another.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use embedstack_client_tests::fresh_db;
-use embedstack_client_tests::sql::index_name;
+use embedstack_client_tests::catalog::{columns, combined_by_id, fit};
+use embedstack_client_tests::data::{lit, load_pairs, load_vectors, make_pairs, models_sql, Models, Rng};
+use embedstack_client_tests::reference::{combined, score, symmetric_multipliers};
+use embedstack_client_tests::sql::{backend_pid, index_name};
+use embedstack_client_tests::wait::wait_for;
+use embedstack_client_tests::{config, fresh_db};
 use postgres::{Client, Config, NoTls};
 
 // ---------------------------------------------------------------------------------------
@@ -49,130 +52,21 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// SplitMix64: a small deterministic generator, so every run sees the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unif(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f64 {
-        2.0 * self.unif() - 1.0
-    }
-    /// Uniform integer in [lo, hi].
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-    fn vec(&mut self, d: usize) -> Vec<f32> {
-        (0..d).map(|_| self.sym() as f32).collect()
-    }
-}
-
-/// One row's model vectors (`None` = SQL NULL).
-type Models = Vec<Option<Vec<f32>>>;
-
-/// pgvector text of a vector (shortest round-trip f32 text: the server stores these values).
-fn lit(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-    format!("[{}]", parts.join(","))
-}
-
-fn vec_sql(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => format!("'{}'::vector", lit(v)),
-        None => "NULL::vector".into(),
-    }
-}
-
-/// `ARRAY[...]::vector[]` of a row's model vectors.
-fn models_sql(m: &Models) -> String {
-    let parts: Vec<String> = m.iter().map(vec_sql).collect();
-    format!("ARRAY[{}]::vector[]", parts.join(", "))
-}
-
-fn copy_field(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => lit(v),
-        None => "\\N".into(),
-    }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// Cosine in f64, `None` when either side is missing or a zero vector.
-fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return None;
-    }
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    Some(dot / (na * nb))
-}
-
-/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
-fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
-    match v {
-        Some(v) if norm(v) > 0.0 => {
-            let n = norm(v);
-            v.iter().map(|&x| scale * x as f64 / n).collect()
-        }
-        _ => vec![0.0; d],
-    }
-}
-
-/// Symmetric-mode multipliers: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`, else 0.
-fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
-    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    assert!(max > 0.0, "test precondition: a positive weight");
-    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
-}
-
-/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
-fn combined(m: &Models, dims: &[usize], mult: &[f64]) -> Vec<f64> {
-    let mut out = Vec::new();
-    for k in 0..dims.len() {
-        if mult[k] != 0.0 {
-            out.extend(unit_block(&m[k], dims[k], mult[k]));
-        }
-    }
-    out
-}
-
-/// `Σ s_k cos_k(a, b)`, a missing or zero vector counting 0.
-fn score(a: &Models, b: &Models, s: &[f64]) -> f64 {
-    (0..s.len()).map(|k| s[k] * cos(&a[k], &b[k]).unwrap_or(0.0)).sum()
-}
-
 fn bits_eq(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-/// Connection settings of database `es_<name>` (the database `fresh_db(name)` creates).
-fn config(name: &str) -> Config {
-    let port: u16 = std::env::var("ES_PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(54815);
-    let mut cfg = Config::new();
-    cfg.host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .dbname(&format!("es_{name}"))
-        .connect_timeout(Duration::from_secs(10));
+/// Connection settings of database `es_<name>` (the database `fresh_db(name)` creates) as
+/// postgres, giving up connecting after 10 s (the server may be restarting after a SIGKILL).
+fn session_config(name: &str) -> Config {
+    let mut cfg = config(&format!("es_{name}"), "postgres");
+    cfg.connect_timeout(Duration::from_secs(10));
     cfg
 }
 
-fn connect(name: &str) -> Client {
-    config(name).connect(NoTls).unwrap_or_else(|e| panic!("connect to es_{name}: {e}"))
+/// Another session on `es_<name>`, with [`session_config`].
+fn session(name: &str) -> Client {
+    session_config(name).connect(NoTls).unwrap_or_else(|e| panic!("connect to es_{name}: {e}"))
 }
 
 type Notices = Arc<Mutex<Vec<String>>>;
@@ -181,7 +75,7 @@ type Notices = Arc<Mutex<Vec<String>>>;
 fn connect_with_notices(name: &str) -> (Client, Notices) {
     let notices: Notices = Arc::default();
     let sink = notices.clone();
-    let mut cfg = config(name);
+    let mut cfg = session_config(name);
     cfg.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()));
     (cfg.connect(NoTls).unwrap_or_else(|e| panic!("connect to es_{name}: {e}")), notices)
 }
@@ -190,7 +84,7 @@ fn connect_with_notices(name: &str) -> (Client, Notices) {
 fn reconnect(name: &str, timeout: Duration) -> Client {
     let t = Instant::now();
     loop {
-        let err = match config(name).connect(NoTls) {
+        let err = match session_config(name).connect(NoTls) {
             Ok(mut c) => match c.simple_query("SELECT 1") {
                 Ok(_) => return c,
                 Err(e) => e.to_string(),
@@ -202,79 +96,14 @@ fn reconnect(name: &str, timeout: Duration) -> Client {
     }
 }
 
-/// Polls `f` every 2 ms until it returns `Some`, or panics after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Creates `table (id int PRIMARY KEY, m1 vector(d1), …) <with>` and COPYs the rows in.
-fn load_vectors(c: &mut Client, table: &str, dims: &[usize], rows: &BTreeMap<i32, Models>, with: &str) {
-    let cols: Vec<String> = dims.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
-    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {}) {with}", cols.join(", ")))
-        .unwrap();
-    let names: Vec<String> = (1..=dims.len()).map(|k| format!("m{k}")).collect();
-    let mut w = c.copy_in(&format!("COPY {table} (id, {}) FROM STDIN", names.join(", "))).unwrap();
-    for (id, m) in rows {
-        let fields: Vec<String> = m.iter().map(copy_field).collect();
-        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// Random pairs of distinct ids in `lo..=hi`, target `f(cosines)` (missing cosine = 0), loaded
-/// into `table (a int, b int, y float8)`.
-fn load_pairs(
-    c: &mut Client,
-    table: &str,
-    rng: &mut Rng,
-    rows: &BTreeMap<i32, Models>,
-    (lo, hi): (i32, i32),
-    n: usize,
-    f: &dyn Fn(&[f64], &mut Rng) -> f64,
-) {
-    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
-    let mut k = 0;
-    while k < n {
-        let (a, b) = (rng.range(lo, hi), rng.range(lo, hi));
-        if a == b {
-            continue;
-        }
-        let x: Vec<f64> =
-            (0..rows[&a].len()).map(|j| cos(&rows[&a][j], &rows[&b][j]).unwrap_or(0.0)).collect();
-        let y = f(&x, rng);
-        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
-        k += 1;
-    }
-    w.finish().unwrap();
-}
-
-/// `(id, weights)` of a new fit.
-fn fit(c: &mut Client, set: &str, pairs: &str) -> (i64, Vec<f64>) {
-    let r = c
-        .query_one(
-            "SELECT id, weights FROM embedstack.fit($1, $2::text::regclass, 'a', 'b', 'y')",
-            &[&set, &pairs],
-        )
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
 fn fit_weights(c: &mut Client, fit: i64) -> Vec<f64> {
     c.query_one("SELECT weights FROM embedstack.fits WHERE id = $1", &[&fit]).unwrap().get(0)
 }
 
 /// What a model set serves: active fit, multipliers, storage, index, combined column.
-type Served = (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, String);
+type ServedState = (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, String);
 
-fn served(c: &mut Client, set: &str) -> Served {
+fn served_state(c: &mut Client, set: &str) -> ServedState {
     let r = c
         .query_one(
             "SELECT active_fit, served_multipliers, served_storage, served_index::text, combined_column::text
@@ -312,10 +141,10 @@ struct JobRow {
     outcome: Option<String>,
 }
 
-const JOB_COLS: &str = "id, kind, phase, state, rows_done, rows_total, fit_id, resumed_from, pid,
+const JOB_ROW_COLS: &str = "id, kind, phase, state, rows_done, rows_total, fit_id, resumed_from, pid,
                         coalesce((details->>'waiting')::boolean, false), outcome";
 
-fn job_row(r: &postgres::Row) -> JobRow {
+fn job_row_from(r: &postgres::Row) -> JobRow {
     JobRow {
         id: r.get(0),
         kind: r.get(1),
@@ -331,38 +160,27 @@ fn job_row(r: &postgres::Row) -> JobRow {
     }
 }
 
-fn latest_job(c: &mut Client, set: &str) -> Option<JobRow> {
+fn latest_job_row(c: &mut Client, set: &str) -> Option<JobRow> {
     c.query_opt(
-        &format!("SELECT {JOB_COLS} FROM embedstack.jobs WHERE model_set = $1 ORDER BY id DESC LIMIT 1"),
+        &format!("SELECT {JOB_ROW_COLS} FROM embedstack.jobs WHERE model_set = $1 ORDER BY id DESC LIMIT 1"),
         &[&set],
     )
     .unwrap()
-    .map(|r| job_row(&r))
+    .map(|r| job_row_from(&r))
 }
 
-fn job(c: &mut Client, id: i64) -> JobRow {
-    job_row(&c.query_one(&format!("SELECT {JOB_COLS} FROM embedstack.jobs WHERE id = $1"), &[&id]).unwrap())
+fn job_row(c: &mut Client, id: i64) -> JobRow {
+    job_row_from(
+        &c.query_one(&format!("SELECT {JOB_ROW_COLS} FROM embedstack.jobs WHERE id = $1"), &[&id]).unwrap(),
+    )
 }
 
 /// `(job_id, job_state, phase)` of `embedstack.status`.
-fn status(c: &mut Client, set: &str) -> (Option<i64>, Option<String>, Option<String>) {
+fn job_status(c: &mut Client, set: &str) -> (Option<i64>, Option<String>, Option<String>) {
     let r = c
         .query_one("SELECT job_id, job_state, phase FROM embedstack.status WHERE model_set = $1", &[&set])
         .unwrap();
     (r.get(0), r.get(1), r.get(2))
-}
-
-/// Live column names of a table.
-fn columns(c: &mut Client, table: &str) -> Vec<String> {
-    c.query(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0
-           AND NOT attisdropped ORDER BY attnum",
-        &[&table],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// `Some(indisvalid)` of an index, `None` when it does not exist.
@@ -373,7 +191,13 @@ fn index_valid(c: &mut Client, index: &str) -> Option<bool> {
 }
 
 /// The served k-NN answers `(id, distance)` of each query (`hnsw.ef_search = 200`).
-fn knn(c: &mut Client, set: &str, table: &str, col: &str, queries: &[String]) -> Vec<Vec<(i32, f64)>> {
+fn knn_answers(
+    c: &mut Client,
+    set: &str,
+    table: &str,
+    col: &str,
+    queries: &[String],
+) -> Vec<Vec<(i32, f64)>> {
     c.batch_execute("SET hnsw.ef_search = 200").unwrap();
     queries
         .iter()
@@ -403,15 +227,6 @@ fn assert_index_used(c: &mut Client, set: &str, table: &str, col: &str, q: &str,
         .map(|r| r.get(0))
         .collect();
     assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {index}"))), "{what}: plan {plan:#?}");
-}
-
-/// `id -> combined::real[]` (NULL -> None).
-fn combined_by_id(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Option<Vec<f32>>> {
-    c.query(&format!("SELECT id, {column}::real[] FROM {table} ORDER BY id"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// The number in a NOTICE `... (N already done)`.
@@ -465,12 +280,14 @@ fn fault_setup(name: &str, seed: u64, default_table: bool) -> FaultDb {
     for t in ["ft", "tw"] {
         load_vectors(&mut c, t, &FDIMS, &rows, if default_table { "" } else { "WITH (fillfactor = 25)" });
     }
-    load_pairs(&mut c, "p0", &mut rng, &rows, (1, FROWS), 3000, &|x, r| {
+    let p0 = make_pairs(&mut rng, &rows, (1, FROWS), 3000, &|x, r| {
         1.0 * x[0] + 0.5 * x[1] + 0.2 * x[2] + 0.01 * r.sym()
     });
-    load_pairs(&mut c, "p1", &mut rng, &rows, (1, FROWS), 3000, &|x, r| {
+    load_pairs(&mut c, "p0", &p0);
+    let p1 = make_pairs(&mut rng, &rows, (1, FROWS), 3000, &|x, r| {
         0.3 * x[0] + 1.0 * x[1] + 0.6 * x[2] + 0.01 * r.sym()
     });
+    load_pairs(&mut c, "p1", &p1);
     c.batch_execute(
         "SELECT embedstack.create_model_set('fa', 'ft', 'id', ARRAY['m1', 'm2', 'm3']);
          SELECT embedstack.create_model_set('tb', 'tw', 'id', ARRAY['m1', 'm2', 'm3'])",
@@ -522,11 +339,11 @@ struct Runner {
 
 /// Runs `call` in a session of its own (after `setup`), on a thread.
 fn start_runner(name: &str, setup: &str, call: &str) -> Runner {
-    let mut c = connect(name);
+    let mut c = session(name);
     if !setup.is_empty() {
         c.batch_execute(setup).unwrap();
     }
-    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid = backend_pid(&mut c);
     let call = call.to_string();
     Runner { pid, handle: thread::spawn(move || c.batch_execute(&call)) }
 }
@@ -558,11 +375,11 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
             format!("CALL embedstack.refit('fa', 'p1', 'a', 'b', 'y', cutover => 'always', batch_size => {FBATCH})")
         }
     };
-    let twin = served(&mut f.c, "tb");
+    let twin = served_state(&mut f.c, "tb");
     let twin_weights = fit_weights(&mut f.c, twin.0.unwrap());
-    let before = served(&mut f.c, "fa");
+    let before = served_state(&mut f.c, "fa");
     assert_ne!(before.1, twin.1, "test precondition: the second fit has other multipliers");
-    let answers = knn(&mut f.c, "fa", "ft", "fa_combined", &queries);
+    let answers = knn_answers(&mut f.c, "fa", "ft", "fa_combined", &queries);
     assert!(answers.iter().all(|a| a.len() == 10));
     assert_index_used(
         &mut f.c,
@@ -577,7 +394,7 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     // (c): a read-only transaction older than the staging writes holds the cut-over back.
     let mut old = None;
     if fault == Fault::BeforeCutover {
-        let mut o = connect(&db);
+        let mut o = session(&db);
         o.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1").unwrap();
         old = Some(o);
     }
@@ -586,13 +403,13 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     // without it the job does not wait.
     let setup = if fault == Fault::BeforeCutover { "SET max_parallel_maintenance_workers = 0" } else { "" };
     let runner = start_runner(&db, setup, &call);
-    let mut mon = connect(&db);
+    let mut mon = session(&db);
     let mut build_phase = String::new();
     let seen = wait_for(&format!("{fault:?} point of the job"), Duration::from_secs(600), || {
         if runner.handle.is_finished() {
-            panic!("the job ended before the {fault:?} point: {:?}", latest_job(&mut mon, "fa"));
+            panic!("the job ended before the {fault:?} point: {:?}", latest_job_row(&mut mon, "fa"));
         }
-        let j = latest_job(&mut mon, "fa").filter(|j| j.pid == runner.pid && j.state == "running")?;
+        let j = latest_job_row(&mut mon, "fa").filter(|j| j.pid == runner.pid && j.state == "running")?;
         match fault {
             // A quarter of the rows or more committed, several batches still to go.
             Fault::MidBatch | Fault::Sigkill => (j.phase == "write"
@@ -656,19 +473,19 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     }
 
     // After the kill: nothing served changed, the job shows as interrupted.
-    let killed = job(&mut mon, seen.id);
+    let killed = job_row(&mut mon, seen.id);
     let total = killed.rows_total.expect("rows_total of the killed job");
     assert_eq!(total, FROWS as i64);
     assert_eq!(killed.state, "running", "{killed:?}");
     assert_eq!(killed.phase, seen.phase, "{killed:?}");
     assert_eq!(
-        status(&mut mon, "fa"),
+        job_status(&mut mon, "fa"),
         (Some(killed.id), Some("interrupted".to_string()), Some(killed.phase.clone())),
         "embedstack.status after the kill"
     );
-    assert_eq!(served(&mut mon, "fa"), before, "served catalog state after the kill");
+    assert_eq!(served_state(&mut mon, "fa"), before, "served catalog state after the kill");
     assert_eq!(
-        knn(&mut mon, "fa", "ft", "fa_combined", &queries),
+        knn_answers(&mut mon, "fa", "ft", "fa_combined", &queries),
         answers,
         "served k-NN answers after the kill"
     );
@@ -707,12 +524,12 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     rc.batch_execute(&call).unwrap_or_else(|e| panic!("re-run of {call}: {e}"));
     let resume_secs = t1.elapsed().as_secs_f64();
     let notices = notices.lock().unwrap().clone();
-    let resumed = latest_job(&mut f.c, "fa").unwrap();
+    let resumed = latest_job_row(&mut f.c, "fa").unwrap();
     assert_eq!(resumed.resumed_from, Some(killed.id), "{resumed:?}");
     assert_eq!((resumed.state.as_str(), resumed.phase.as_str()), ("succeeded", "done"), "{resumed:?}");
     assert_eq!(resumed.fit_id, Some(new_fit));
     assert_eq!(resumed.rows_done, total, "{resumed:?}");
-    assert_eq!(job(&mut f.c, killed.id).state, "interrupted");
+    assert_eq!(job_row(&mut f.c, killed.id).state, "interrupted");
     if kind == JobKind::Refit {
         assert!(
             notices[0].contains(&format!("resuming the interrupted refit {} (fit {new_fit})", killed.id)),
@@ -745,7 +562,7 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
     }
 
     // The new fit is served, and the column equals the twin's bitwise.
-    let after = served(&mut f.c, "fa");
+    let after = served_state(&mut f.c, "fa");
     assert_eq!(after.0, Some(new_fit));
     assert!(
         bits_eq(&fit_weights(&mut f.c, new_fit), &twin_weights),
@@ -791,7 +608,7 @@ fn run_fault(name: &str, seed: u64, kind: JobKind, fault: Fault) {
         &index_name("public", "ft", "fa_combined", false),
         "after the resume",
     );
-    assert_eq!(status(&mut f.c, "fa").1.as_deref(), Some("succeeded"));
+    assert_eq!(job_status(&mut f.c, "fa").1.as_deref(), Some("succeeded"));
     println!(
         "{name}: {kind:?} killed by {fault:?} in phase {} at {}/{} rows{}; resumed (job {} from {}, {} rows already done) \
          in {resume_secs:.1}s; {} rows equal to the twin's bitwise; {:.1}s in all",
@@ -861,7 +678,7 @@ struct WriterStats {
 /// Inserts, updates (one or two models, sometimes to NULL) and deletes rows of its own id
 /// range `base + 1 ..`, one row per statement, until `stop`.
 fn writer(name: String, w: usize, start: Instant, stop: Arc<AtomicBool>) -> WriterStats {
-    let mut c = connect(&name);
+    let mut c = session(&name);
     let mut rng = Rng(0xB0B0_0000 + w as u64);
     let base = 1_000_000 * (w as i32 + 1);
     let mut st = WriterStats { base, ..Default::default() };
@@ -952,7 +769,7 @@ fn reader(
     start: Instant,
     stop: Arc<AtomicBool>,
 ) -> ReaderStats {
-    let mut c = connect(&name);
+    let mut c = session(&name);
     c.batch_execute("SET hnsw.ef_search = 100").unwrap();
     let mut st = ReaderStats::default();
     let mut i = r * 7;
@@ -1003,12 +820,14 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     // inserts every row into the served HNSW index as well (about 100 rows/s here under this
     // load with the default fillfactor, a 19-minute refit); the test is about consistency.
     load_vectors(&mut c, "big", &LDIMS, &rows, "WITH (fillfactor = 20)");
-    load_pairs(&mut c, "pa", &mut rng, &rows, (1, LROWS), 4000, &|x, r| {
+    let pa = make_pairs(&mut rng, &rows, (1, LROWS), 4000, &|x, r| {
         1.0 * x[0] + 0.5 * x[1] + 0.2 * x[2] + 0.01 * r.sym()
     });
-    load_pairs(&mut c, "pb", &mut rng, &rows, (1, LROWS), 4000, &|x, r| {
+    load_pairs(&mut c, "pa", &pa);
+    let pb = make_pairs(&mut rng, &rows, (1, LROWS), 4000, &|x, r| {
         0.2 * x[0] + 0.6 * x[1] + 1.0 * x[2] + 0.01 * r.sym()
     });
+    load_pairs(&mut c, "pb", &pb);
     c.batch_execute("SELECT embedstack.create_model_set('ld', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
         .unwrap();
     let (fa, wa) = fit(&mut c, "ld", "pa");
@@ -1018,7 +837,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     c.batch_execute("ANALYZE big").unwrap();
     let mult_a = symmetric_multipliers(&wa, 0.05);
     assert!(mult_a.iter().all(|&m| m > 0.0), "test precondition: every model kept under fit A: {wa:?}");
-    let s0 = served(&mut c, "ld");
+    let s0 = served_state(&mut c, "ld");
     assert_eq!(s0.0, Some(fa));
     for (g, w) in s0.1.as_ref().unwrap().iter().zip(&mult_a) {
         assert!((g - w).abs() <= 1e-12, "fit A multipliers {:?} vs {mult_a:?}", s0.1);
@@ -1066,7 +885,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     // The job's phases as they commit: `(seconds since the start, phase)`.
     let phases: JoinHandle<Vec<(f64, String)>> = {
         let s = stop.clone();
-        let mut m = connect(name);
+        let mut m = session(name);
         thread::spawn(move || {
             let mut seen: Vec<(f64, String)> = Vec::new();
             while !s.load(Ordering::Relaxed) {
@@ -1110,7 +929,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     assert!(errors.is_empty(), "statements failed under load: {errors:#?}");
 
     // The refit: fit B served.
-    let j = latest_job(&mut c, "ld").unwrap();
+    let j = latest_job_row(&mut c, "ld").unwrap();
     assert_eq!(
         (j.kind.as_str(), j.state.as_str(), j.phase.as_str()),
         ("refit", "succeeded", "done"),
@@ -1121,7 +940,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     let wb = fit_weights(&mut c, fb);
     let mult_b = symmetric_multipliers(&wb, 0.05);
     assert!(mult_b.iter().all(|&m| m > 0.0), "test precondition: every model kept under fit B: {wb:?}");
-    let s1 = served(&mut c, "ld");
+    let s1 = served_state(&mut c, "ld");
     assert_eq!(s1.0, Some(fb));
     for (g, w) in s1.1.as_ref().unwrap().iter().zip(&mult_b) {
         assert!((g - w).abs() <= 1e-12, "fit B multipliers {:?} vs {mult_b:?}", s1.1);
@@ -1243,7 +1062,7 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
         }
         checked += 1;
     }
-    let mut fresh = connect(name);
+    let mut fresh = session(name);
     assert_index_used(
         &mut fresh,
         "ld",
@@ -1317,20 +1136,20 @@ fn cutover_with_older_snapshot(name: &str, seed: u64, default_table: bool, runne
     let mut f = fault_setup(name, seed, default_table);
     let db = f.name.clone();
     let (fm, _) = fit(&mut f.c, "fa", "p1");
-    let before = served(&mut f.c, "fa");
-    let mut old = connect(&db);
+    let before = served_state(&mut f.c, "fa");
+    let mut old = session(&db);
     old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1").unwrap();
     let runner = start_runner(
         &db,
         runner_setup,
         &format!("CALL embedstack.materialize('fa', {fm}, batch_size => {FBATCH})"),
     );
-    let mut mon = connect(&db);
+    let mut mon = session(&db);
     let waiting = wait_for("the job to wait or finish", Duration::from_secs(600), || {
         if runner.handle.is_finished() {
             return Some(false);
         }
-        latest_job(&mut mon, "fa")
+        latest_job_row(&mut mon, "fa")
             .filter(|j| j.pid == runner.pid && j.phase == "wait" && j.waiting)
             .map(|_| true)
     });
@@ -1341,7 +1160,7 @@ fn cutover_with_older_snapshot(name: &str, seed: u64, default_table: bool, runne
             .query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'fa'", &[])
             .unwrap()
             .get(0);
-        let knn_old = knn(&mut old, "fa", "ft", "fa_combined", &f.queries[..1]);
+        let knn_old = knn_answers(&mut old, "fa", "ft", "fa_combined", &f.queries[..1]);
         old.batch_execute("COMMIT").unwrap();
         let res = runner.handle.join().expect("runner thread");
         let r = mon
@@ -1357,19 +1176,19 @@ fn cutover_with_older_snapshot(name: &str, seed: u64, default_table: bool, runne
              now serving fit {:?}; new index indcheckxmin = {checkxmin}, HOT updates of ft so far {hot}); in that \
              transaction the served column fa_combined reads {nn} non-NULL values of {n} rows, the catalog says \
              active fit {seen:?}, and a served k-NN query returns {:?}",
-            served(&mut mon, "fa").0,
+            served_state(&mut mon, "fa").0,
             knn_old[0]
         );
     }
     thread::sleep(Duration::from_secs(1));
     assert!(!runner.handle.is_finished(), "the job must wait for the older transaction");
-    assert_eq!(served(&mut mon, "fa"), before);
+    assert_eq!(served_state(&mut mon, "fa"), before);
     let nn: i64 = old.query_one("SELECT count(fa_combined) FROM ft", &[]).unwrap().get(0);
     assert_eq!(nn, FROWS as i64, "the older transaction reads the old served column, complete");
     old.batch_execute("COMMIT").unwrap();
     runner.handle.join().expect("runner thread").unwrap();
-    assert_eq!(served(&mut mon, "fa").0, Some(fm));
-    assert_eq!(latest_job(&mut mon, "fa").unwrap().state, "succeeded");
+    assert_eq!(served_state(&mut mon, "fa").0, Some(fm));
+    assert_eq!(latest_job_row(&mut mon, "fa").unwrap().state, "succeeded");
     println!(
         "{name}: the cut-over waited for the older read-only transaction; {:.1}s",
         t0.elapsed().as_secs_f64()

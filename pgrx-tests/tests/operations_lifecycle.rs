@@ -15,183 +15,24 @@
 //! Expected combined vectors are computed here, in f64, from the raw data the test generated.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use embedstack_client_tests::sql::index_name;
-use embedstack_client_tests::{admin, fresh_db};
+use embedstack_client_tests::catalog::{active_fit, fit, row_versions};
+use embedstack_client_tests::check::assert_close_vec;
+use embedstack_client_tests::data::{load_pairs, load_vectors, make_pairs, models_sql, vec_sql, Models, Rng};
+use embedstack_client_tests::reference::{combined, symmetric_multipliers};
+use embedstack_client_tests::sql::{backend_pid, expect_code, index_name, message};
+use embedstack_client_tests::{admin, config, connect_as, create_db, drop_db, fresh_db, pg_bin, port};
 use postgres::{Client, NoTls};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// SplitMix64: a small deterministic generator, so every run sees the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unif(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f64 {
-        2.0 * self.unif() - 1.0
-    }
-    /// Uniform integer in [lo, hi].
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-    fn vec(&mut self, d: usize) -> Vec<f32> {
-        (0..d).map(|_| self.sym() as f32).collect()
-    }
-}
-
-/// One row's model vectors (`None` = SQL NULL).
-type Models = Vec<Option<Vec<f32>>>;
-
 /// Model dimensions of every table of this file: `m1 vector(8), m2 vector(12), m3 vector(4)`.
 const DIMS: [usize; 3] = [8, 12, 4];
-
-/// pgvector text of a vector (shortest round-tripping f32 text: the server stores exactly it).
-fn lit(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-    format!("[{}]", parts.join(","))
-}
-
-fn vec_sql(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => format!("'{}'::vector", lit(v)),
-        None => "NULL::vector".into(),
-    }
-}
-
-/// `ARRAY[...]::vector[]` of a row's model vectors.
-fn models_sql(m: &Models) -> String {
-    let parts: Vec<String> = m.iter().map(vec_sql).collect();
-    format!("ARRAY[{}]::vector[]", parts.join(", "))
-}
-
-fn copy_field(v: &Option<Vec<f32>>) -> String {
-    match v {
-        Some(v) => lit(v),
-        None => "\\N".into(),
-    }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// Cosine in f64, `None` when either side is missing or a zero vector.
-fn cos(a: &Option<Vec<f32>>, b: &Option<Vec<f32>>) -> Option<f64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let (na, nb) = (norm(a), norm(b));
-    if na == 0.0 || nb == 0.0 {
-        return None;
-    }
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    Some(dot / (na * nb))
-}
-
-/// `scale · v / ‖v‖` in f64; zeros for a missing or zero vector.
-fn unit_block(v: &Option<Vec<f32>>, d: usize, scale: f64) -> Vec<f64> {
-    match v {
-        Some(v) if norm(v) > 0.0 => {
-            let n = norm(v);
-            v.iter().map(|&x| scale * x as f64 / n).collect()
-        }
-        _ => vec![0.0; d],
-    }
-}
-
-/// Symmetric-mode multipliers: `sqrt(w_k / w_max)` when `w_k > threshold · w_max`, else 0.
-fn symmetric_multipliers(w: &[f64], threshold: f64) -> Vec<f64> {
-    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    assert!(max > 0.0, "test precondition: a positive weight");
-    w.iter().map(|&x| if x > threshold * max { (x / max).sqrt() } else { 0.0 }).collect()
-}
-
-/// Concatenation of `mult_k · normalise(v_k)` over the blocks with a non-zero multiplier.
-fn combined(m: &Models, mult: &[f64]) -> Vec<f64> {
-    let mut out = Vec::new();
-    for k in 0..DIMS.len() {
-        if mult[k] != 0.0 {
-            out.extend(unit_block(&m[k], DIMS[k], mult[k]));
-        }
-    }
-    out
-}
-
-fn assert_close_vec(got: &[f32], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: dimension");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((*g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w}");
-    }
-}
-
-fn port() -> String {
-    std::env::var("ES_PGPORT").unwrap_or_else(|_| "54815".into())
-}
-
-fn connect_as(db: &str, user: &str) -> Client {
-    Client::connect(&format!("host=127.0.0.1 port={} user={user} dbname={db}", port()), NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to {db} as {user}: {e}"))
-}
-
-fn connect(db: &str) -> Client {
-    connect_as(db, "postgres")
-}
-
-/// A new empty database `db` (dropped first if it exists), without any extension.
-fn create_db(db: &str) -> Client {
-    let mut a = admin();
-    a.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
-    a.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    connect(db)
-}
-
-fn drop_db(db: &str) {
-    admin().batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
-}
-
-fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
-}
-
-/// Asserts `sql` fails with SQLSTATE `code`; returns the message.
-fn expect_code(c: &mut Client, sql: &str, code: &str) -> String {
-    match c.batch_execute(sql) {
-        Ok(()) => panic!("expected SQLSTATE {code} from: {sql}"),
-        Err(e) => {
-            let got = e.code().map(|s| s.code().to_string()).unwrap_or_default();
-            assert_eq!(got, code, "{sql}\n  -> {}", message(&e));
-            message(&e)
-        }
-    }
-}
-
-/// The PostgreSQL client binaries: `$PG_BIN`, else `pg_config --bindir`, else the PG 15 default.
-fn pg_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("PG_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
-        if o.status.success() {
-            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        }
-    }
-    PathBuf::from("/usr/lib/postgresql/15/bin")
-}
 
 /// Runs a client tool against the project cluster; asserts exit code 0 and an empty stderr.
 fn run_tool(tool: &str, args: &[&str]) -> String {
@@ -208,28 +49,6 @@ fn run_tool(tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Creates `table (id int PRIMARY KEY, m1 vector(8), m2 vector(12), m3 vector(4))` with the rows.
-fn load_vectors(c: &mut Client, table: &str, rows: &BTreeMap<i32, Models>) {
-    let cols: Vec<String> = DIMS.iter().enumerate().map(|(k, d)| format!("m{} vector({d})", k + 1)).collect();
-    c.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, {})", cols.join(", "))).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (id, m1, m2, m3) FROM STDIN")).unwrap();
-    for (id, m) in rows {
-        let fields: Vec<String> = m.iter().map(copy_field).collect();
-        writeln!(w, "{id}\t{}", fields.join("\t")).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// Creates `table (a int, b int, y float8)` with the pairs.
-fn load_pairs(c: &mut Client, table: &str, pairs: &[(i32, i32, f64)]) {
-    c.batch_execute(&format!("CREATE TABLE {table} (a int NOT NULL, b int NOT NULL, y float8)")).unwrap();
-    let mut w = c.copy_in(&format!("COPY {table} (a, b, y) FROM STDIN")).unwrap();
-    for (a, b, y) in pairs {
-        writeln!(w, "{a}\t{b}\t{y:?}").unwrap();
-    }
-    w.finish().unwrap();
-}
-
 /// `n` rows with ids `1..=n`, every model present except a few NULLs.
 fn make_rows(rng: &mut Rng, n: i32) -> BTreeMap<i32, Models> {
     let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
@@ -241,19 +60,16 @@ fn make_rows(rng: &mut Rng, n: i32) -> BTreeMap<i32, Models> {
     rows
 }
 
-/// Random pairs of distinct ids, target `Σ coef_k cos_k` (missing cosine = 0) plus small noise.
-fn make_pairs(rng: &mut Rng, rows: &BTreeMap<i32, Models>, n: usize, coef: [f64; 3]) -> Vec<(i32, i32, f64)> {
+/// Random pairs of distinct ids in `1..=` the last id, target `Σ coef_k cos_k` (missing
+/// cosine = 0) plus small noise.
+fn linear_pairs(
+    rng: &mut Rng,
+    rows: &BTreeMap<i32, Models>,
+    n: usize,
+    coef: [f64; 3],
+) -> Vec<(i32, i32, f64)> {
     let hi = *rows.keys().last().unwrap();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let (a, b) = (rng.range(1, hi), rng.range(1, hi));
-        if a == b {
-            continue;
-        }
-        let y: f64 = (0..3).map(|k| coef[k] * cos(&rows[&a][k], &rows[&b][k]).unwrap_or(0.0)).sum();
-        out.push((a, b, y + 0.01 * rng.sym()));
-    }
-    out
+    make_pairs(rng, rows, (1, hi), n, &|x, r| (0..3).map(|k| coef[k] * x[k]).sum::<f64>() + 0.01 * r.sym())
 }
 
 /// The standard data set of a test: `items` (2000 rows) and pairs `pairs` (target
@@ -261,27 +77,13 @@ fn make_pairs(rng: &mut Rng, rows: &BTreeMap<i32, Models>, n: usize, coef: [f64;
 fn load_items(c: &mut Client, seed: u64) -> BTreeMap<i32, Models> {
     let mut rng = Rng(seed);
     let rows = make_rows(&mut rng, 2000);
-    load_vectors(c, "items", &rows);
-    let p1 = make_pairs(&mut rng, &rows, 3000, [2.0, 1.0, 0.5]);
-    let p2 = make_pairs(&mut rng, &rows, 3000, [1.0, 2.0, 0.3]);
+    load_vectors(c, "items", &DIMS, &rows, "");
+    let p1 = linear_pairs(&mut rng, &rows, 3000, [2.0, 1.0, 0.5]);
+    let p2 = linear_pairs(&mut rng, &rows, 3000, [1.0, 2.0, 0.3]);
     load_pairs(c, "pairs", &p1);
     load_pairs(c, "pairs2", &p2);
     c.batch_execute("ANALYZE").unwrap();
     rows
-}
-
-fn fit(c: &mut Client, set: &str, pairs: &str) -> (i64, Vec<f64>) {
-    let r = c
-        .query_one(
-            "SELECT id, weights FROM embedstack.fit($1, $2::text::regclass, 'a', 'b', 'y')",
-            &[&set, &pairs],
-        )
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
-fn active_fit(c: &mut Client, set: &str) -> Option<i64> {
-    c.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = $1", &[&set]).unwrap().get(0)
 }
 
 /// Every row of `embedstack.model_sets` and `embedstack.fits`, all columns as text.
@@ -307,15 +109,6 @@ fn column_text(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Optio
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-/// `(id, ctid, xmin)` of every row: unchanged iff no row was rewritten.
-fn row_versions(c: &mut Client, table: &str) -> Vec<(i32, String, String)> {
-    c.query(&format!("SELECT id, ctid::text, xmin::text FROM {table} ORDER BY id"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect()
 }
 
@@ -449,12 +242,12 @@ fn check_trigger_on_insert(c: &mut Client, table: &str, set: &str, id: i32, rng:
         c.query_one(&format!("SELECT {column}::real[] FROM {table} WHERE id = {id}"), &[]).unwrap().get(0);
     let got = got
         .unwrap_or_else(|| panic!("{set}: the inserted row {id} has no combined vector (trigger missing?)"));
-    assert_close_vec(&got, &combined(&m, &mult), 1e-6, &format!("{set}: inserted row {id}"));
+    assert_close_vec(&got, &combined(&m, &DIMS, &mult), 1e-6, &format!("{set}: inserted row {id}"));
 }
 
 /// One row of `embedstack.status`.
 #[derive(Debug, Clone, PartialEq)]
-struct Status {
+struct StatusSummary {
     active_fit: Option<i64>,
     job_id: Option<i64>,
     job_kind: Option<String>,
@@ -464,7 +257,7 @@ struct Status {
     last_error: Option<String>,
 }
 
-fn status(c: &mut Client, set: &str) -> Status {
+fn status_summary(c: &mut Client, set: &str) -> StatusSummary {
     let r = c
         .query_one(
             "SELECT active_fit, job_id, job_kind, job_state, job_fit, outcome, last_error
@@ -472,7 +265,7 @@ fn status(c: &mut Client, set: &str) -> Status {
             &[&set],
         )
         .unwrap();
-    Status {
+    StatusSummary {
         active_fit: r.get(0),
         job_id: r.get(1),
         job_kind: r.get(2),
@@ -629,9 +422,7 @@ struct CronGuard(String);
 
 impl Drop for CronGuard {
     fn drop(&mut self) {
-        if let Ok(mut a) =
-            Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port()), NoTls)
-        {
+        if let Ok(mut a) = config("postgres", "postgres").connect(NoTls) {
             let _ = a.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1", &[&self.0]);
         }
     }
@@ -690,8 +481,8 @@ fn pg_cron_runs_the_scheduled_refit() {
     let (f1, _) = fit(&mut c, set, "pairs");
     c.batch_execute(&format!("CALL embedstack.materialize('{set}', {f1})")).unwrap();
     assert_eq!(active_fit(&mut c, set), Some(f1));
-    let first_job = status(&mut c, set).job_id.expect("materialize records a job");
-    let my_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let first_job = status_summary(&mut c, set).job_id.expect("materialize records a job");
+    let my_pid = backend_pid(&mut c);
 
     // The recipe, literally.
     let recipe = format!(
@@ -716,9 +507,9 @@ fn pg_cron_runs_the_scheduled_refit() {
     let run = loop {
         let runs = cron_runs(&mut a, jobid);
         if let Some(bad) = runs.iter().find(|r| r.status == "failed") {
-            panic!("the scheduled refit failed: {bad:?}\nstatus: {:?}", status(&mut c, set));
+            panic!("the scheduled refit failed: {bad:?}\nstatus: {:?}", status_summary(&mut c, set));
         }
-        let st = status(&mut c, set);
+        let st = status_summary(&mut c, set);
         if let Some(ok) = runs.iter().find(|r| r.status == "succeeded") {
             if st.job_kind.as_deref() == Some("refit") && st.job_state.as_deref() == Some("succeeded") {
                 break ok.runid;
@@ -732,12 +523,12 @@ fn pg_cron_runs_the_scheduled_refit() {
     };
     // From here on another session holds the model set's job lock, so the next scheduled runs
     // (every minute) cannot change what the checks below look at; they must fail as busy.
-    let mut holder = connect(db);
-    let holder_pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut holder = connect_as(db, "postgres");
+    let holder_pid = backend_pid(&mut holder);
     holder.batch_execute(&format!("SELECT pg_advisory_lock(1701667443, hashtext('{set}'))")).unwrap();
     let locked_at: f64 =
         holder.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).unwrap().get(0);
-    let st = status(&mut c, set);
+    let st = status_summary(&mut c, set);
     eprintln!("cron: run {run} succeeded, checked at {:.1}s: {st:?}", t0.elapsed().as_secs_f64());
     assert_eq!(
         (st.job_kind.as_deref(), st.job_state.as_deref()),
@@ -784,7 +575,7 @@ fn pg_cron_runs_the_scheduled_refit() {
     check_trigger_on_insert(&mut c, "items", set, 5001, &mut Rng(0x11FE_0003));
 
     // A run that finds the model set busy fails cleanly and changes nothing.
-    let before = status(&mut c, set);
+    let before = status_summary(&mut c, set);
     assert_eq!(before.job_state.as_deref(), Some("succeeded"));
     let deadline = Instant::now() + Duration::from_secs(150);
     let busy = loop {
@@ -812,7 +603,7 @@ fn pg_cron_runs_the_scheduled_refit() {
         msg.contains(&format!("model set \"{set}\" is busy")) && msg.contains(&format!("(pid {holder_pid})")),
         "{msg}"
     );
-    let after = status(&mut c, set);
+    let after = status_summary(&mut c, set);
     assert_eq!(after.active_fit, before.active_fit);
     assert_eq!(after.job_id, before.job_id, "a busy refit records no job");
     assert_eq!(after.job_state.as_deref(), Some("succeeded"));
@@ -831,7 +622,7 @@ fn pg_cron_runs_the_scheduled_refit() {
 
 /// Everything a served database answers, for comparing two databases.
 #[derive(Debug, PartialEq)]
-struct Served {
+struct ServedDb {
     catalog: (Vec<String>, Vec<String>),
     sym_column: BTreeMap<i32, Option<String>>,
     qw_column: BTreeMap<i32, Option<String>>,
@@ -844,7 +635,7 @@ struct Served {
     fits_seq: (i64, bool),
 }
 
-fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Models>) -> Served {
+fn served_db(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Models>) -> ServedDb {
     let mut sym_knn = Vec::new();
     for q in queries(items, 0xD0_0001) {
         let got = knn(c, "items", "sym", "sym_combined", &q);
@@ -864,7 +655,7 @@ fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Mo
         qw_knn.push(got);
     }
     let seq = c.query_one("SELECT last_value, is_called FROM embedstack.fits_id_seq", &[]).unwrap();
-    Served {
+    ServedDb {
         catalog: catalog(c),
         sym_column: column_text(c, "items", "sym_combined"),
         qw_column: column_text(c, "app.docs", "qw_vec"),
@@ -884,8 +675,8 @@ fn served(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Mo
     }
 }
 
-/// Asserts two `Served` are equal, naming the first differing part.
-fn assert_same_served(a: &Served, b: &Served, what: &str) {
+/// Asserts two `ServedDb` are equal, naming the first differing part.
+fn assert_same_served(a: &ServedDb, b: &ServedDb, what: &str) {
     assert_eq!(a.catalog.0, b.catalog.0, "{what}: embedstack.model_sets rows");
     assert_eq!(a.catalog.1, b.catalog.1, "{what}: embedstack.fits rows");
     assert!(a.sym_column == b.sym_column, "{what}: items.sym_combined values differ");
@@ -909,8 +700,8 @@ fn setup_served(c: &mut Client, seed: u64) -> (BTreeMap<i32, Models>, BTreeMap<i
     let mut rng = Rng(seed ^ 0xABCD);
     let docs = make_rows(&mut rng, 2000);
     c.batch_execute("CREATE SCHEMA app").unwrap();
-    load_vectors(c, "app.docs", &docs);
-    let dp = make_pairs(&mut rng, &docs, 1500, [1.5, -0.7, 0.8]);
+    load_vectors(c, "app.docs", &DIMS, &docs, "");
+    let dp = linear_pairs(&mut rng, &docs, 1500, [1.5, -0.7, 0.8]);
     load_pairs(c, "app.doc_pairs", &dp);
     c.batch_execute("ANALYZE app.docs").unwrap();
     c.batch_execute(
@@ -924,7 +715,7 @@ fn setup_served(c: &mut Client, seed: u64) -> (BTreeMap<i32, Models>, BTreeMap<i
 /// The database `es_<name>` with the served model sets of `setup_served` (`sym`: fit 1
 /// then fit 2 materialised, fit 1 in the history; `qw` materialised), what it serves, and its
 /// `pg_dump -Fc` (exit code 0, nothing on stderr) in a temporary file.
-fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>, Served, PathBuf) {
+fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>, ServedDb, PathBuf) {
     let mut c = fresh_db(name);
     let (items, docs) = setup_served(&mut c, 0xD0_1000);
     let (f1, w1) = fit(&mut c, "sym", "pairs");
@@ -938,7 +729,7 @@ fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Mode
     let jobs: i64 = c.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
     assert_eq!(jobs, 3);
     c.batch_execute("ANALYZE").unwrap();
-    let orig = served(&mut c, &items, &docs);
+    let orig = served_db(&mut c, &items, &docs);
     assert_eq!(orig.catalog.1.len(), 3, "fits 1, 2 (sym) and the qw fit");
     assert_eq!(orig.items_triggers.len(), 1);
     assert_eq!(orig.docs_triggers.len(), 1);
@@ -983,7 +774,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     run_tool("pg_restore", &["--exit-on-error", "-j", "4", "--section=post-data", "-d", dst_j, &file_s]);
     let _ = std::fs::remove_file(&file);
     rj.batch_execute("ANALYZE").unwrap();
-    let rest_j = served(&mut rj, &items, &docs);
+    let rest_j = served_db(&mut rj, &items, &docs);
     assert_same_served(&orig, &rest_j, "restored in sections with -j 4 vs original");
     drop(rj);
     drop_db(dst_j);
@@ -1015,7 +806,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
         r.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
     assert_eq!(ver, current_version(&mut r));
     r.batch_execute("ANALYZE").unwrap();
-    let rest = served(&mut r, &items, &docs);
+    let rest = served_db(&mut r, &items, &docs);
     assert_same_served(&orig, &rest, "restored vs original");
     let mut diffs = Vec::new();
     for sql in [EXTOBJS_SQL, EXTDETAIL_SQL, EXTMETA_SQL] {
@@ -1049,7 +840,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     let jobs: i64 = r.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
     assert_eq!(jobs, 0, "jobs are not dumped");
     for set in ["sym", "qw"] {
-        let st = status(&mut r, set);
+        let st = status_summary(&mut r, set);
         assert_eq!(st.active_fit, active_fit(&mut c, set));
         assert_eq!(
             (st.job_id, st.job_state.clone(), st.last_error.clone()),
@@ -1066,7 +857,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     let max_id: i64 = r.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
     assert_eq!(orig.fits_seq, (max_id, true));
     r.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
-    let st = status(&mut r, "sym");
+    let st = status_summary(&mut r, "sym");
     assert_eq!(st.job_kind.as_deref(), Some("refit"));
     assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
     assert_eq!(st.job_fit, Some(max_id + 1), "the new fit takes the next id: {st:?}");
@@ -1089,7 +880,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     let before = row_versions(&mut r, "app.docs");
     r.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
         .unwrap();
-    let st = status(&mut r, "qw");
+    let st = status_summary(&mut r, "qw");
     assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 2)), "{st:?}");
     assert_eq!(row_versions(&mut r, "app.docs"), before, "a query-weighted refit rewrites no row");
     drop(r);
@@ -1123,7 +914,7 @@ fn parallel_pg_restore_keeps_what_is_served() {
         orig.catalog.1.len()
     );
     r.batch_execute("ANALYZE").unwrap();
-    let rest = served(&mut r, &items, &docs);
+    let rest = served_db(&mut r, &items, &docs);
     assert_same_served(&orig, &rest, "restored with -j 4 vs original");
     drop(r);
     drop_db(dst);
@@ -1172,7 +963,7 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     let t0 = Instant::now();
     let db = "es_life_upgrade";
     let (mut c, items, docs) = setup_0_1_0(db, 0x0F_0100);
-    let before = served(&mut c, &items, &docs);
+    let before = served_db(&mut c, &items, &docs);
     let items_rows = row_versions(&mut c, "items");
     let docs_rows = row_versions(&mut c, "app.docs");
 
@@ -1180,7 +971,7 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     let ver: String =
         c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
     assert_eq!(ver, current_version(&mut c));
-    let after = served(&mut c, &items, &docs);
+    let after = served_db(&mut c, &items, &docs);
     assert_same_served(&before, &after, "after the upgrade vs before");
     assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
     assert_eq!(row_versions(&mut c, "app.docs"), docs_rows, "the upgrade rewrote rows of app.docs");
@@ -1211,11 +1002,11 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
 
     // 0.2.0 operations on the upgraded sets.
     let f2 = active_fit(&mut c, "sym").unwrap();
-    let st = status(&mut c, "sym");
+    let st = status_summary(&mut c, "sym");
     assert_eq!((st.active_fit, st.job_id), (Some(f2), None), "{st:?}");
     let max_id: i64 = c.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
     c.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y')").unwrap();
-    let st = status(&mut c, "sym");
+    let st = status_summary(&mut c, "sym");
     assert_eq!(
         (st.job_kind.as_deref(), st.job_state.as_deref()),
         (Some("refit"), Some("succeeded")),
@@ -1251,19 +1042,19 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     check_trigger_on_insert(&mut c, "items", "sym", 4002, &mut Rng(0x0F_0104));
 
     c.batch_execute("CALL embedstack.refit('sym', 'pairs2', 'a', 'b', 'y', cutover => 'never')").unwrap();
-    let st2 = status(&mut c, "sym");
+    let st2 = status_summary(&mut c, "sym");
     assert_eq!((st2.job_state.as_deref(), st2.active_fit), (Some("kept"), Some(max_id + 1)), "{st2:?}");
     assert_eq!(st2.job_fit, Some(max_id + 2));
 
     let before_qw = row_versions(&mut c, "app.docs");
     c.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
         .unwrap();
-    let st = status(&mut c, "qw");
+    let st = status_summary(&mut c, "qw");
     assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 3)), "{st:?}");
     assert_eq!(row_versions(&mut c, "app.docs"), before_qw, "a query-weighted refit rewrites no row");
 
     c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2}, 300, wait => true)")).unwrap();
-    let st = status(&mut c, "sym");
+    let st = status_summary(&mut c, "sym");
     assert_eq!(
         (st.job_kind.as_deref(), st.job_state.as_deref(), st.active_fit),
         (Some("materialize"), Some("succeeded"), Some(f2))
@@ -1325,12 +1116,12 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     assert_eq!(is_super, "off");
     let mut rng = Rng(0x0F_0201);
     let rows = make_rows(&mut rng, 2000);
-    load_vectors(&mut u, "mine.t", &rows);
-    let pairs = make_pairs(&mut rng, &rows, 2000, [2.0, 1.0, 0.5]);
+    load_vectors(&mut u, "mine.t", &DIMS, &rows, "");
+    let pairs = linear_pairs(&mut rng, &rows, 2000, [2.0, 1.0, 0.5]);
     load_pairs(&mut u, "mine.p", &pairs);
     u.batch_execute("ANALYZE mine.t").unwrap();
     let create = "SELECT embedstack.create_model_set('mine', 'mine.t', 'id', ARRAY['m1', 'm2', 'm3'])";
-    let m = expect_code(&mut u, create, "42501");
+    let m = message(&expect_code(&mut u, create, "42501"));
     assert!(m.contains("schema embedstack"), "0.1.0: {m}");
 
     c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
@@ -1353,7 +1144,7 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     assert_eq!(got.len(), rows.len());
     for (id, m) in &rows {
         let g = got[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
-        assert_close_vec(g, &combined(m, &mult), 1e-6, &format!("row {id}"));
+        assert_close_vec(g, &combined(m, &DIMS, &mult), 1e-6, &format!("row {id}"));
     }
     for q in queries(&rows, 0x0F_0202) {
         assert_uses_index(
@@ -1371,7 +1162,7 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     }
     check_trigger_on_insert(&mut u, "mine.t", "mine", 9001, &mut Rng(0x0F_0203));
     u.batch_execute("CALL embedstack.refit('mine', 'mine.p', 'a', 'b', 'y', cutover => 'always')").unwrap();
-    let st = status(&mut u, "mine");
+    let st = status_summary(&mut u, "mine");
     assert_eq!(
         (st.job_kind.as_deref(), st.job_state.as_deref()),
         (Some("refit"), Some("succeeded")),
