@@ -55,7 +55,8 @@ pub trait PgError: std::fmt::Display {
 }
 
 /// HINT of every 22003 raised for statistics or results out of the float8 range.
-pub const OVERFLOW_HINT: &str = "rescale the features or the labels (for example divide the labels by a constant) \
+pub const OVERFLOW_HINT: &str =
+    "rescale the features or the labels (for example divide the labels by a constant) \
      so that their squares and cross-products fit in double precision";
 
 /// Dimension mismatch → 22000 (pgvector's wording style); a NaN or infinite element → 22023.
@@ -79,7 +80,8 @@ impl PgError for CombineError {
     fn hint(&self) -> Option<String> {
         match self {
             CombineError::Dimension { .. } => Some(
-                "fix or NULL the row's vector; every row of a model column must have the model's dimension".into(),
+                "fix or NULL the row's vector; every row of a model column must have the model's dimension"
+                    .into(),
             ),
             CombineError::NonFinite { .. } => None,
         }
@@ -95,7 +97,8 @@ impl PgError for ScaleError {
     fn hint(&self) -> Option<String> {
         match self {
             ScaleError::NoPositiveWeight { .. } => Some(
-                "use mode 'query_weighted' (negative weights work there), or refit with nonnegative => true".into(),
+                "use mode 'query_weighted' (negative weights work there), or refit with nonnegative => true"
+                    .into(),
             ),
             _ => None,
         }
@@ -151,7 +154,9 @@ impl PgError for SolveError {
             SolveError::InvalidOption(_) => None,
             SolveError::State(e) => e.hint(),
             SolveError::Overflow(_) => Some(OVERFLOW_HINT.into()),
-            SolveError::NoConvergence => Some("use a small ridge penalty (ridge => 1e-6), or rescale the features".into()),
+            SolveError::NoConvergence => {
+                Some("use a small ridge penalty (ridge => 1e-6), or rescale the features".into())
+            }
         }
     }
 }
@@ -225,7 +230,9 @@ impl<T, E: std::fmt::Display> OrInternal<T> for Result<T, E> {
 
 /// ERROR 22004 for a required argument given as NULL.
 pub fn require<T>(v: Option<T>, what: &str) -> T {
-    v.unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL")))
+    v.unwrap_or_else(|| {
+        fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"))
+    })
 }
 
 // ---------------------------------------------------------------- errors about a stored row

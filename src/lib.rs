@@ -14,12 +14,12 @@ use pgrx::prelude::*;
 
 mod datatype;
 mod errors;
-mod solve;
 mod model_set;
 mod operations;
 mod primitives;
 mod regression_state;
 mod settings;
+mod solve;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -8,8 +8,7 @@ use std::sync::OnceLock;
 
 use embedstack_math::regstats::{split_states, RegStats};
 use embedstack_math::solve::{
-    cross_validate as cv_core, prediction_mse as prediction_mse_core, solve as solve_core, Fit,
-    SolveOptions,
+    cross_validate as cv_core, prediction_mse as prediction_mse_core, solve as solve_core, Fit, SolveOptions,
 };
 use pgrx::prelude::*;
 

@@ -753,10 +753,13 @@ fn writer(name: String, w: usize, start: Instant, stop: Arc<AtomicBool>) -> Writ
     st
 }
 
+/// A k-NN answer: `(id, distance)` per neighbour.
+type Answer = Vec<(i32, f64)>;
+
 #[derive(Default)]
 struct ReaderStats {
     /// `(query index, answer, seconds since the start)`.
-    answers: Vec<(usize, Vec<(i32, f64)>, f64)>,
+    answers: Vec<(usize, Answer, f64)>,
     max_latency: Duration,
     errors: Vec<String>,
 }

@@ -55,7 +55,10 @@ impl<'a> VectorArray<'a> {
         unsafe {
             let plain = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
             let arr = RawArray::parse_header(plain).unwrap_or_else(|e| {
-                crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("corrupt vector[] value: {e:?}"))
+                crate::errors::fail(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    format!("corrupt vector[] value: {e:?}"),
+                )
             });
             VectorArray { arr, _marker: PhantomData }
         }
@@ -80,14 +83,20 @@ impl<'a> VectorArray<'a> {
             let addr = p as usize;
             let aligned = (addr + align - 1) & !(align - 1);
             if aligned + 4 > end {
-                crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "corrupt vector[] value: element past its end")
+                crate::errors::fail(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    "corrupt vector[] value: element past its end",
+                )
             }
             unsafe {
                 p = p.add(aligned - addr);
                 let elem = p;
                 let size = pgrx::varlena::varsize_any(elem.cast());
                 if aligned + size > end {
-                    crate::errors::fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "corrupt vector[] value: element past its end")
+                    crate::errors::fail(
+                        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                        "corrupt vector[] value: element past its end",
+                    )
                 }
                 p = p.add(size);
                 Some(VectorInput::from_raw_datum(pg_sys::Datum::from(elem)))

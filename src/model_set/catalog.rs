@@ -95,16 +95,20 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
         );
     };
     let text = |col: &str| -> Option<String> {
-        row.get_by_name::<String, _>(col).unwrap_or_else(|e| raise_corrupt_catalog(name, &format!("{col}: {e}")))
+        row.get_by_name::<String, _>(col)
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &format!("{col}: {e}")))
     };
-    let required = |col: &str| text(col).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} is NULL")));
+    let required =
+        |col: &str| text(col).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} is NULL")));
     // Multipliers: NULL elements are not 0, they are a broken row.
     let floats = |col: &str| -> Option<Vec<f64>> {
         row.get_by_name::<Vec<Option<f64>>, _>(col)
             .unwrap_or_else(|e| raise_corrupt_catalog(name, &format!("{col}: {e}")))
             .map(|v| {
                 v.into_iter()
-                    .map(|x| x.unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} contains NULL"))))
+                    .map(|x| {
+                        x.unwrap_or_else(|| raise_corrupt_catalog(name, &format!("{col} contains NULL")))
+                    })
                     .collect()
             })
     };
@@ -147,7 +151,10 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
             .collect(),
         kinds: typnames
             .iter()
-            .map(|k| ModelKind::from_typname(k).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("model type {k}"))))
+            .map(|k| {
+                ModelKind::from_typname(k)
+                    .unwrap_or_else(|| raise_corrupt_catalog(name, &format!("model type {k}")))
+            })
             .collect(),
         model_columns,
         mode: Mode::parse(&mode).unwrap_or_else(|| raise_corrupt_catalog(name, &format!("mode {mode:?}"))),
@@ -155,7 +162,9 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
             .get_by_name::<f64, _>("threshold")
             .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string()))
             .unwrap_or(0.05),
-        active_fit: row.get_by_name::<i64, _>("active_fit").unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
+        active_fit: row
+            .get_by_name::<i64, _>("active_fit")
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
         served: layout("combined_column", "served_multipliers", "served_storage"),
         staging: layout("staging_column", "staging_multipliers", "staging_storage"),
     };

@@ -8,8 +8,8 @@ use pgrx::prelude::*;
 use super::catalog::Storage;
 use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
 use crate::datatype::model_value::{ModelKind, ModelValue, ValueError};
-use crate::errors::{raise_corrupt_value, raise_null_element, raise_with_message};
 use crate::datatype::vector::VectorOutput;
+use crate::errors::{raise_corrupt_value, raise_null_element, raise_with_message};
 
 /// Reads one model value (`None` for SQL NULL), raising 22004 for a NULL element.
 ///

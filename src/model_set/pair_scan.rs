@@ -21,7 +21,6 @@ use crate::datatype::model_value::{check_model_attributes, ModelValue, ValueErro
 use crate::errors::{raise_corrupt_value, raise_null_element, raise_row_error, OrInternal, OrRaise};
 use crate::settings::entity_cache_bytes;
 
-
 /// Where the labelled pairs come from.
 pub struct PairSource {
     /// The pairs table as SQL text.
@@ -359,4 +358,3 @@ fn load_chunk(
     }
     chunk
 }
-
