@@ -29,8 +29,10 @@ demo: cluster
 # Every test layer, cheapest first.
 test: setup lint test-core test-pg cluster test-regress test-client bench-smoke
 
-# Formatting and clippy with warnings denied, over the whole workspace (lints: Cargo.toml).
+# The README walk-through is the file pg_regress runs; formatting and clippy with warnings denied,
+# over the whole workspace (lints: Cargo.toml).
 lint: setup
+	bash scripts/check-readme.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features pg15 -- -D warnings
 

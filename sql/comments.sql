@@ -146,6 +146,28 @@ COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double p
 COMMENT ON VIEW embedstack.status IS
   'Per model set: active fit, served index, the latest job (kind, state: running | interrupted | succeeded | '
   'kept | failed, phase, rows done / total, started_at, rows per second, pid, outcome) and the latest error.';
+COMMENT ON COLUMN embedstack.status.model_set IS 'The model set''s name.';
+COMMENT ON COLUMN embedstack.status.source IS 'Its source table.';
+COMMENT ON COLUMN embedstack.status.combined_column IS 'The column of the source that serves the combined vectors.';
+COMMENT ON COLUMN embedstack.status.mode IS 'symmetric or query_weighted.';
+COMMENT ON COLUMN embedstack.status.active_fit IS 'The fit being served (embedstack.fits.id); NULL before the first materialise.';
+COMMENT ON COLUMN embedstack.status.active_fit_created_at IS 'When the active fit was computed.';
+COMMENT ON COLUMN embedstack.status.served_index IS 'The HNSW index on the combined column.';
+COMMENT ON COLUMN embedstack.status.job_id IS 'The latest materialize or refit job (embedstack.jobs.id).';
+COMMENT ON COLUMN embedstack.status.job_kind IS 'materialize or refit.';
+COMMENT ON COLUMN embedstack.status.job_state IS 'running, interrupted (marked running but its session no longer holds the job lock), succeeded, kept (refit: the new fit was not better), or failed.';
+COMMENT ON COLUMN embedstack.status.phase IS 'The job''s step: fit, prepare, write, index, wait, cutover or done.';
+COMMENT ON COLUMN embedstack.status.job_fit IS 'The fit the job materialises.';
+COMMENT ON COLUMN embedstack.status.rows_done IS 'Rows written so far (committed batches).';
+COMMENT ON COLUMN embedstack.status.rows_total IS 'Rows to write (counted when the job prepared).';
+COMMENT ON COLUMN embedstack.status.started_at IS 'When the job started.';
+COMMENT ON COLUMN embedstack.status.updated_at IS 'When the job last reported progress.';
+COMMENT ON COLUMN embedstack.status.rows_per_second IS 'rows_done divided by the time between started_at and updated_at.';
+COMMENT ON COLUMN embedstack.status.pid IS 'The backend running (or that ran) the job.';
+COMMENT ON COLUMN embedstack.status.outcome IS 'What a finished job did (served fit, kept decision with both held-out MSEs).';
+COMMENT ON COLUMN embedstack.status.last_error IS 'Message of the latest failed job of this model set.';
+COMMENT ON COLUMN embedstack.status.last_error_sqlstate IS 'Its SQLSTATE.';
+COMMENT ON COLUMN embedstack.status.last_error_at IS 'When it failed.';
 COMMENT ON TABLE embedstack.jobs IS
   'One row per materialize / refit call: progress committed with each batch, outcome, error. '
   'Trimmed to embedstack.keep_history rows per model set; not dumped.';
