@@ -271,9 +271,11 @@ def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps):
         ctx.check("materialize", "seed's multipliers == embedstack.block_multipliers", dm < 1e-6, f"max difference {dm:.2e}")
         dw = max(float(np.max(np.abs(np.array(w_seed) - weights))), 0.0)
         ctx.check("refit", "seed end to end weights == embedstack.fit", dw < 1e-6, f"max difference {dw:.2e}")
+        # The served index by the catalog's name for it (<table>_<column>_<md5 prefix>_hnsw since 0.2.1).
         idx = conn.execute("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
-                           "WHERE x.indrelid = 'items'::regclass AND c.relname = 'bench_combined_hnsw' AND x.indisvalid").fetchone()[0]
-        ctx.check("materialize", "served HNSW index bench_combined_hnsw is valid", idx == 1, f"{idx} valid index")
+                           "WHERE x.indrelid = 'items'::regclass AND x.indisvalid AND c.relname = "
+                           "(SELECT served_index FROM embedstack.model_sets WHERE name = 'bench')").fetchone()[0]
+        ctx.check("materialize", "the served HNSW index of 'bench' is valid", idx == 1, f"{idx} valid index")
 
         # Served scores == weighted sums of the cosines, for sampled labelled pairs.
         np_ = min(300, d.n_pairs)

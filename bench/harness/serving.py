@@ -50,8 +50,9 @@ def run(ctx):
         # Small tables get a sequential scan by cost: the recall is the index's.
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q_ann.replace("%s", "'" + qvec[0] + "'")).fetchall())
-        ctx.check("serving", "the top-10 query uses the HNSW index", "bench_combined_hnsw" in plan,
-                  plan.splitlines()[0] if "bench_combined_hnsw" not in plan else "Index Scan using bench_combined_hnsw")
+        index = conn.execute("SELECT served_index FROM embedstack.model_sets WHERE name = 'bench'").fetchone()[0]
+        ctx.check("serving", "the top-10 query uses the HNSW index", f"Index Scan using {index}" in plan,
+                  plan.splitlines()[0] if index not in plan else f"Index Scan using {index}")
         for ef in (40, 100):
             conn.execute(f"SET hnsw.ef_search = {ef}")
             hits = 0

@@ -621,7 +621,7 @@ fn pg_cron_runs_the_scheduled_refit() {
 // ---------------------------------------------------------------------------------------
 
 /// Everything a served database answers, for comparing two databases.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct ServedDb {
     catalog: (Vec<String>, Vec<String>),
     sym_column: BTreeMap<i32, Option<String>>,
@@ -1083,6 +1083,102 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     );
     drop(c);
     eprintln!("upgrade: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// `ALTER EXTENSION embedstack UPDATE` from 0.2.0 (the hardening release 0.2.1), with model sets
+/// made by 0.2.0: `sym` and `qw` of `setup_served`, and `long` (a name of 60 bytes on `items`,
+/// whose 0.2.0 trigger name `embedstack_` + its first 52 characters the upgrade renames):
+/// * the served columns are unchanged, no row rewritten (ctid/xmin), the answers the same;
+/// * the freshness triggers work, `long`'s under its new unique name (the old one is gone);
+/// * the catalog writers are no longer executable by PUBLIC, the catalog rows are visible to a
+///   role only when it may read the source, and a refit cuts over under the new names.
+#[test]
+fn upgrade_from_0_2_0_renames_long_triggers_and_keeps_serving() {
+    let db = "es_life_upgrade_020";
+    let reader = "es_life_reader_020";
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
+    let mut c = create_db(db);
+    c.batch_execute("CREATE EXTENSION embedstack VERSION '0.2.0' CASCADE").unwrap();
+    let (items, docs) = setup_served(&mut c, 0x0F_0300);
+    let long = format!("{}_long_set", "l".repeat(51));
+    assert_eq!(long.len(), 60);
+    let (f1, _) = fit(&mut c, "sym", "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f1})")).unwrap();
+    let (fq, _) = fit(&mut c, "qw", "app.doc_pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('qw', {fq})")).unwrap();
+    c.batch_execute(&format!(
+        "SELECT embedstack.create_model_set('{long}', 'items', 'id', ARRAY['m1', 'm2', 'm3'], combined_column => 'lc')"
+    ))
+    .unwrap();
+    let (fl, _) = fit(&mut c, &long, "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('{long}', {fl})")).unwrap();
+    let old_trigger = format!("embedstack_{}", &long[..52]);
+    let trig = |c: &mut Client| -> Vec<String> {
+        c.query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal ORDER BY 1", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert!(trig(&mut c).contains(&old_trigger), "0.2.0 named the trigger {old_trigger}: {:?}", trig(&mut c));
+    c.batch_execute("ANALYZE").unwrap();
+    let before = served_db(&mut c, &items, &docs);
+    let items_rows = row_versions(&mut c, "items");
+    let lc_before = column_text(&mut c, "items", "lc");
+
+    // The documented rule for a name that does not fit: 'embedstack_' || name cut to leave room
+    // for '_' || 8 hex digits of its md5 || '_trg' (63 bytes in all).
+    let base = format!("embedstack_{long}");
+    let expected_trigger =
+        format!("{}_{}_trg", &base[..50], &format!("{:x}", md5::compute(base.as_bytes()))[..8]);
+    let mut expected = before.clone();
+    expected.items_triggers = before
+        .items_triggers
+        .iter()
+        .map(|t| t.replacen(&format!("TRIGGER {old_trigger} "), &format!("TRIGGER {expected_trigger} "), 1))
+        .collect();
+
+    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
+    let ver: String =
+        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
+    assert_eq!(ver, current_version(&mut c));
+    assert_same_served(&expected, &served_db(&mut c, &items, &docs), "after the upgrade from 0.2.0");
+    assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
+    assert_eq!(column_text(&mut c, "items", "lc"), lc_before);
+
+    // The long name's trigger now has its unique name, and fires.
+    let new_trigger: String =
+        c.query_one("SELECT embedstack._trigger_name($1)::text", &[&long]).unwrap().get(0);
+    assert_eq!(new_trigger, expected_trigger);
+    let t = trig(&mut c);
+    assert!(t.contains(&new_trigger) && !t.contains(&old_trigger), "{t:?}");
+    check_trigger_on_insert(&mut c, "items", "sym", 5001, &mut Rng(0x0F_0301));
+    check_trigger_on_insert(&mut c, "items", &long, 5002, &mut Rng(0x0F_0302));
+
+    // Writers not executable by PUBLIC; catalog rows visible to readers of the source only.
+    c.batch_execute(&format!("CREATE ROLE {reader} LOGIN")).unwrap();
+    let mut r = connect_as(db, reader);
+    expect_code(&mut r, "SELECT embedstack._w_delete_model_set('sym')", "42501");
+    let visible = |r: &mut Client| -> i64 {
+        r.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get(0)
+    };
+    assert_eq!(visible(&mut r), 0, "no SELECT on items or app.docs: nothing visible");
+    c.batch_execute(&format!("GRANT SELECT ON items TO {reader}")).unwrap();
+    assert_eq!(visible(&mut r), 2, "SELECT on items: sym and the long-named set");
+    drop(r);
+
+    // A refit after the upgrade cuts over to the new index name.
+    c.batch_execute("CALL embedstack.refit('sym', 'pairs2', 'a', 'b', 'y', cutover => 'always')").unwrap();
+    assert_eq!(served_index(&mut c, "sym"), index_name("public", "items", "sym_combined", false));
+    let q = &queries(&items, 0x0F_0303)[0];
+    assert_eq!(
+        knn(&mut c, "items", "sym", "sym_combined", q),
+        knn_exact(&mut c, "items", "sym", "sym_combined", q)
+    );
+    drop(c);
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
