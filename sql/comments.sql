@@ -201,6 +201,8 @@ COMMENT ON FUNCTION embedstack._write(text, "any") IS
   'Internal: the one door to the catalog writers: checks that the calling role and the outer role own the model set''s table, then runs the writer as the catalog''s owner.';
 COMMENT ON FUNCTION embedstack._job_lock(integer, boolean) IS 'Internal: takes a model set''s job lock (session advisory lock released on abort).';
 COMMENT ON FUNCTION embedstack._job_unlock(integer) IS 'Internal: releases a model set''s job lock.';
+COMMENT ON FUNCTION embedstack._require_no_transaction_block(text) IS
+  'Internal: 2D000 with a hint when materialize or refit is called inside a transaction block (they commit per step).';
 COMMENT ON FUNCTION embedstack._keep_history() IS 'Internal: the value of embedstack.keep_history.';
 COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): inserts a model set.';

@@ -228,6 +228,16 @@ COMMENT ON EVENT TRIGGER embedstack_source_dropped IS
 ALTER VIEW embedstack.status SET (security_invoker = true);
 
 
+-- materialize and refit refuse to start inside a transaction block (2D000 with a HINT).
+CREATE  FUNCTION "_require_no_transaction_block"(
+	"procedure" TEXT /* &str */
+) RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_require_no_transaction_block_wrapper';
+COMMENT ON FUNCTION embedstack._require_no_transaction_block(text) IS
+  'Internal: 2D000 with a hint when materialize or refit is called inside a transaction block (they commit per step).';
+
 -- 4. The public functions and steps that call the writers (now through embedstack._write), check
 -- the actual column types, refuse temporary sources, and name what they create uniquely.
 
@@ -620,7 +630,9 @@ BEGIN
     IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new column to finish (pids %)',
             j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
-                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid());
+                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid()
+                             AND a.datname = current_database()
+                             AND a.backend_type IN ('client backend', 'background worker'));
         PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
     END IF;
     PERFORM pg_sleep(0.1);
@@ -811,7 +823,12 @@ DECLARE
     job bigint;
 BEGIN
     IF fid IS NULL THEN
-        SELECT max(f.id) INTO fid FROM embedstack.fits f WHERE f.model_set = ms.name;
+        -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
+        -- new one as kept: serving it by default would undo that decision).
+        SELECT max(f.id) INTO fid FROM embedstack.fits f
+         WHERE f.model_set = ms.name
+           AND NOT EXISTS (SELECT 1 FROM embedstack.jobs j
+                            WHERE j.model_set = ms.name AND j.kind = 'refit' AND j.state = 'kept' AND j.fit_id = f.id);
         IF fid IS NULL THEN
             RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
                 HINT = 'run embedstack.fit first';
@@ -819,6 +836,8 @@ BEGIN
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
     PERFORM embedstack._lock_model_set(ms.name, wait);
+    -- (After the lock, like the COMMIT it stands for: a failure here releases the lock as any.)
+    PERFORM embedstack._require_no_transaction_block('materialize');
     job := embedstack._write('job_start', ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
         (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
     PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, fid);
@@ -880,6 +899,7 @@ BEGIN
         'nonnegative', nonnegative, 'holdout_fraction', holdout_fraction, 'cutover', cutover, 'tolerance', tolerance,
         'batch_size', batch_size);
     PERFORM embedstack._lock_model_set(ms.name, wait);
+    PERFORM embedstack._require_no_transaction_block('refit');
 
     SELECT * INTO prev FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running' ORDER BY j.id DESC LIMIT 1;
     IF FOUND AND prev.kind = 'refit' AND prev.params - 'batch_size' = params - 'batch_size' AND prev.fit_id IS NOT NULL
@@ -895,6 +915,34 @@ BEGIN
     CALL embedstack._run_job(job);
 END $$;
 
+
+-- (PARALLEL RESTRICTED: it calls pg_backend_pid().)
+CREATE OR REPLACE FUNCTION embedstack._cutover_ready(horizon xid8, hidden text[]) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    horizon_age integer := age((horizon::text::numeric % 4294967296)::text::xid);
+BEGIN
+    IF pg_snapshot_xmin(pg_current_snapshot()) <= horizon THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_stat_activity a
+                WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
+                  AND a.backend_type IN ('client backend', 'background worker')
+                  AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= horizon_age
+                  AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))) THEN
+        RETURN false;
+    END IF;
+    RETURN NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (hidden));
+END $$;
+
+-- (PARALLEL RESTRICTED: it calls pg_backend_pid().)
+CREATE OR REPLACE FUNCTION embedstack._hidden_transactions() RETURNS text[]
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'virtualxid' AND l.granted AND a.pid <> pg_backend_pid()
+       AND a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+       AND a.state IS NULL AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+$$;
 
 -- 5. Freshness triggers of model sets whose names are longer than 52 bytes: 0.2.0 cut the name
 -- (so two such model sets of one table shared one trigger); rename each to its new unique name.

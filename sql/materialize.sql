@@ -75,6 +75,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                                 AND a.attname = col) END
 $$;
 
+-- (Both checks below call pg_backend_pid(): PARALLEL RESTRICTED, as it is.)
 -- May the cut-over happen? Not while a transaction older than the last batch still runs: the
 -- cut-over renames columns, which is not MVCC-safe, so such a transaction would afterwards read
 -- the new column through its old snapshot as NULL (its rows' versions predate the batches). And
@@ -88,7 +89,7 @@ $$;
 -- materialize or refit queued with wait => true holds its statement's snapshot while it waits
 -- for the job lock: waiting for it would deadlock).
 CREATE FUNCTION embedstack._cutover_ready(horizon xid8, hidden text[]) RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     horizon_age integer := age((horizon::text::numeric % 4294967296)::text::xid);
 BEGIN
@@ -107,7 +108,7 @@ END $$;
 
 -- The virtual xids of this database's other sessions whose details the caller may not see.
 CREATE FUNCTION embedstack._hidden_transactions() RETURNS text[]
-LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'virtualxid' AND l.granted AND a.pid <> pg_backend_pid()
        AND a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
@@ -272,7 +273,9 @@ BEGIN
     IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new column to finish (pids %)',
             j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
-                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid());
+                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid()
+                             AND a.datname = current_database()
+                             AND a.backend_type IN ('client backend', 'background worker'));
         PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
     END IF;
     PERFORM pg_sleep(0.1);

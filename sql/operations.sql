@@ -215,7 +215,12 @@ DECLARE
     job bigint;
 BEGIN
     IF fid IS NULL THEN
-        SELECT max(f.id) INTO fid FROM embedstack.fits f WHERE f.model_set = ms.name;
+        -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
+        -- new one as kept: serving it by default would undo that decision).
+        SELECT max(f.id) INTO fid FROM embedstack.fits f
+         WHERE f.model_set = ms.name
+           AND NOT EXISTS (SELECT 1 FROM embedstack.jobs j
+                            WHERE j.model_set = ms.name AND j.kind = 'refit' AND j.state = 'kept' AND j.fit_id = f.id);
         IF fid IS NULL THEN
             RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
                 HINT = 'run embedstack.fit first';
@@ -223,6 +228,8 @@ BEGIN
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
     PERFORM embedstack._lock_model_set(ms.name, wait);
+    -- (After the lock, like the COMMIT it stands for: a failure here releases the lock as any.)
+    PERFORM embedstack._require_no_transaction_block('materialize');
     job := embedstack._write('job_start', ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
         (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
     PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, fid);
@@ -291,6 +298,7 @@ BEGIN
         'nonnegative', nonnegative, 'holdout_fraction', holdout_fraction, 'cutover', cutover, 'tolerance', tolerance,
         'batch_size', batch_size);
     PERFORM embedstack._lock_model_set(ms.name, wait);
+    PERFORM embedstack._require_no_transaction_block('refit');
 
     SELECT * INTO prev FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running' ORDER BY j.id DESC LIMIT 1;
     IF FOUND AND prev.kind = 'refit' AND prev.params - 'batch_size' = params - 'batch_size' AND prev.fit_id IS NOT NULL

@@ -1128,3 +1128,69 @@ fn awkward_identifiers_work_end_to_end() {
     assert_close_vec(&g, &combined(&m, &DIMS, &mult), 1e-6, "inserted row");
     eprintln!("weird names: {:.1}s", t0.elapsed().as_secs_f64());
 }
+
+/// `query_vector` is built once per query, not once per row: when the planner sorts instead of
+/// using the index (here forced: a small table, index scans off), the ORDER BY calls it for every
+/// row, and each build reads the catalog and, for the key form, the key's row. Counted from the
+/// tables' scan statistics: one build = one read of `embedstack.model_sets` (and one of the
+/// source for the key form, besides the query's own scan), whatever the number of rows (60).
+/// The answers equal the ones of a query that computes the vector once in a CTE.
+#[test]
+fn query_vector_is_built_once_per_query() {
+    let db = "ms_qv_once";
+    let mut c = fresh_db(db);
+    small_setup(&mut c, 0x5EED_0011);
+    c.batch_execute(
+        "SELECT embedstack.create_model_set('once', 'u', 'id', ARRAY['m1', 'm2']);
+         SELECT embedstack.fit('once', 'up', 'a', 'b', 'y');",
+    )
+    .unwrap();
+    c.batch_execute("CALL embedstack.materialize('once')").unwrap();
+    // Scans of a table so far, as this session's statistics report them (flushed first).
+    let scans = |c: &mut Client, table: &str| -> i64 {
+        c.batch_execute("SELECT pg_stat_force_next_flush()").unwrap();
+        c.batch_execute("SELECT pg_stat_clear_snapshot()").unwrap();
+        c.query_one(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_all_tables WHERE relid = $1::text::regclass",
+            &[&table],
+        )
+        .unwrap()
+        .get(0)
+    };
+    c.batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off").unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM u", &[]).unwrap().get(0);
+    assert_eq!(rows, 60);
+
+    for (form, qv) in [
+        ("key", "embedstack.query_vector('once', 7)"),
+        ("vectors", "embedstack.query_vector('once', ARRAY[(SELECT m1 FROM u WHERE id = 7), NULL])"),
+    ] {
+        let (cat0, src0) = (scans(&mut c, "embedstack.model_sets"), scans(&mut c, "u"));
+        let got: Vec<i32> = c
+            .query(&format!("SELECT id FROM u ORDER BY once_combined <#> {qv} LIMIT 10"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let (cat1, src1) = (scans(&mut c, "embedstack.model_sets"), scans(&mut c, "u"));
+        let want: Vec<i32> = c
+            .query(
+                &format!("WITH q AS MATERIALIZED (SELECT {qv} AS v) SELECT id FROM u, q ORDER BY once_combined <#> q.v LIMIT 10"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want, "{form}: the answers");
+        assert_eq!(
+            cat1 - cat0,
+            1,
+            "{form}: the catalog was read {} times for one query over {rows} rows",
+            cat1 - cat0
+        );
+        // The query's own scan of u; the key form reads the key's row once more; the vectors
+        // form reads it in its sub-select.
+        assert_eq!(src1 - src0, 2, "{form}: u was scanned {} times", src1 - src0);
+    }
+}

@@ -749,8 +749,8 @@ fn job_lock_serialises_and_is_released_by_failed_calls() {
 /// (a savepoint, as drivers with automatic savepoints or psql's ON_ERROR_ROLLBACK do, or a
 /// PL/pgSQL exception block), must not leave the lock behind: afterwards, with that session
 /// still connected and idle, another session's refit with `wait => false` must run.
-/// Two shapes: `CALL refit` in a transaction block (fails with 2D000 at its first COMMIT,
-/// after the lock) and `drop_model_set(..., drop_columns => true)` failing with 2BP01 on a
+/// Two shapes: `CALL refit` in a transaction block (refused with 2D000 right after it took
+/// the lock, where its first COMMIT would have failed) and `drop_model_set(..., drop_columns => true)` failing with 2BP01 on a
 /// view that depends on the combined column.
 #[test]
 fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {

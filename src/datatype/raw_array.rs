@@ -147,6 +147,11 @@ impl RawArray {
         unsafe { self.base.add(self.data_start) }
     }
 
+    /// The whole value's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.base, self.size) }
+    }
+
     /// One past the last byte of the value (for walking variable-length elements).
     pub fn end(&self) -> *const u8 {
         unsafe { self.base.add(self.size) }

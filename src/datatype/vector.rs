@@ -136,6 +136,25 @@ impl VectorOutput {
         }
     }
 
+    /// A copy of a vector's bytes (as [`VectorOutput::as_bytes`] gave them) in the current
+    /// memory context.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        assert!(bytes.len() >= HEADER, "a vector's bytes");
+        unsafe {
+            let p = pg_sys::palloc(bytes.len()).cast::<u8>();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+            VectorOutput { ptr: NonNull::new_unchecked(p.cast()) }
+        }
+    }
+
+    /// The whole value (header and elements).
+    pub fn as_bytes(&self) -> &[u8] {
+        unsafe {
+            let dim = (*self.ptr.as_ptr()).dim as usize;
+            std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), HEADER + 4 * dim)
+        }
+    }
+
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         unsafe {

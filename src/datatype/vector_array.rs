@@ -69,6 +69,11 @@ impl<'a> VectorArray<'a> {
         self.arr.len
     }
 
+    /// The whole array value's bytes (to compare arguments).
+    pub fn bytes(&self) -> &[u8] {
+        self.arr.bytes()
+    }
+
     /// The elements in storage order; `None` for a NULL element.
     pub fn iter(&self) -> impl Iterator<Item = Option<VectorInput<'a>>> + '_ {
         let align = if self.arr.len > 0 { vector_typalign(self.arr.elemtype) } else { 4 };

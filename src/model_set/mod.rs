@@ -2,6 +2,7 @@
 //! features and evaluation from stored columns, the materialise row kernel, the serving query
 //! vector and the freshness trigger.
 
+mod call_cache;
 pub mod catalog;
 mod combine_fn;
 mod evaluate;

@@ -17,8 +17,11 @@ use pgrx::spi::SpiClient;
 use super::catalog::{ident, ModelSetDef};
 use super::fit_threads::run_threads;
 use super::spi_scan::{fetch_raw, key_text, run};
+use crate::datatype::model_value::format_type;
 use crate::datatype::model_value::{check_model_attributes, ModelValue, ValueError};
-use crate::errors::{raise_corrupt_value, raise_null_element, raise_row_error, OrInternal, OrRaise};
+use crate::errors::{
+    fail_hint, raise_corrupt_value, raise_null_element, raise_row_error, OrInternal, OrRaise,
+};
 use crate::settings::entity_cache_bytes;
 
 /// Where the labelled pairs come from.
@@ -81,6 +84,7 @@ fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
     let mut cols: Vec<&str> = vec![&def.key_column];
     cols.extend(def.model_columns.iter().map(String::as_str));
     super::catalog::require_columns(client, &def.source_sql, &cols);
+    check_key_types(client, def, pairs);
     let key = ident(&def.key_column);
     let (l, r) = (ident(&pairs.left), ident(&pairs.right));
     let exists = client
@@ -104,6 +108,57 @@ fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
     // Entities are numbered in key order, not scan order, so the features reach the
     // statistics in the same order after the table's rows move (UPDATE, VACUUM FULL, restore).
     run(client, "ANALYZE pg_temp.embedstack_pair_keys");
+}
+
+/// The pair keys must compare with the source's key (an `=` between their types, as the parser
+/// resolves it, implicit casts included): checked up front, so that a mismatch is 42804 naming
+/// both types instead of "operator does not exist" from deep inside the scan.
+fn check_key_types(client: &SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
+    let column_type = |rel: &str, col: &str| -> pg_sys::Oid {
+        client
+            .select(
+                "SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = $1::pg_catalog.regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                Some(1),
+                &[rel.into(), col.into()],
+            )
+            .and_then(|t| t.first().get_one::<pg_sys::Oid>())
+            .or_internal()
+            .unwrap_or(pg_sys::InvalidOid)
+    };
+    let key_type = column_type(&def.source_sql, &def.key_column);
+    for col in [&pairs.left, &pairs.right] {
+        let t = column_type(&pairs.table_sql, col);
+        if !has_equality(key_type, t) {
+            fail_hint(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "column \"{col}\" of {} has type {}, which cannot be compared with the key \"{}\" of {} ({})",
+                    pairs.table_sql,
+                    format_type(t, -1),
+                    def.key_column,
+                    def.source_sql,
+                    format_type(key_type, -1)
+                ),
+                "the pair columns hold keys of the source table: give them the key's type (or pass a view that casts them)",
+            );
+        }
+    }
+}
+
+/// Is there an `=` operator for (a, b), as the parser would find it?
+fn has_equality(a: pg_sys::Oid, b: pg_sys::Oid) -> bool {
+    unsafe {
+        let name = pg_sys::makeString(pg_sys::pstrdup(c"=".as_ptr()));
+        let names = pg_sys::lappend(std::ptr::null_mut(), name.cast());
+        let op = pg_sys::oper(std::ptr::null_mut(), names, a, b, true, -1);
+        if op.is_null() {
+            false
+        } else {
+            pg_sys::ReleaseSysCache(op);
+            true
+        }
+    }
 }
 
 /// Reads the pairs, calls `missing` for those with a key not in the source, and
@@ -223,11 +278,15 @@ pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &Pa
     prepare(client, def, pairs);
     let threads = crate::settings::fit_threads();
     let total = std::cell::RefCell::new(RegStats::new(def.dims.len()));
+    let missing = std::cell::Cell::new(0u64);
     visit_buckets(
         client,
         def,
         pairs,
-        |_| total.borrow_mut().skip(),
+        |_| {
+            missing.set(missing.get() + 1);
+            total.borrow_mut().skip()
+        },
         |ci, cj, known| {
             for segment in known.chunks(SEGMENT) {
                 pgrx::check_for_interrupts!();
@@ -240,7 +299,35 @@ pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &Pa
         },
     );
     run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
-    total.into_inner()
+    let st = total.into_inner();
+    report_skipped(def, pairs, &st, missing.get());
+    st
+}
+
+/// Says how many pairs were skipped and why: a NOTICE, or a WARNING when more than half were
+/// (0.2.0 skipped them silently, and a wrong key column looked like a small training set).
+fn report_skipped(def: &ModelSetDef, pairs: &PairSource, st: &RegStats, missing: u64) {
+    if st.skipped == 0 {
+        return;
+    }
+    let all = st.n + st.skipped;
+    let msg = format!(
+        "model set \"{}\": {} of {all} pairs of {} skipped ({missing} with a key not in {}, {} with a NULL or \
+         zero vector, a NULL target or a NULL or zero weight)",
+        def.name,
+        st.skipped,
+        pairs.table_sql,
+        def.source_sql,
+        st.skipped - missing
+    );
+    let hint =
+        "a pair is used when both keys exist in the source table, every model vector of both is present \
+                and non-zero, and the target (and weight) are not NULL";
+    if st.skipped * 2 > all {
+        crate::ereport_hint!(WARNING, PgSqlErrorCode::ERRCODE_WARNING, msg, hint);
+    } else {
+        crate::ereport_hint!(NOTICE, PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, msg, hint);
+    }
 }
 
 fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource) -> Vec<PairRow> {

@@ -5,6 +5,7 @@ use embedstack_math::combine::{scales, Block, Mode};
 use pgrx::datum::{AnyElement, DatumWithOid};
 use pgrx::prelude::*;
 
+use super::call_cache;
 use super::catalog::{self, ident, ModelSetDef};
 use super::output::read_model;
 use crate::datatype::model_value::{check_model_attributes, ModelValue};
@@ -49,7 +50,18 @@ fn build(
 
 /// The query-side vector of the active fit for one vector per model (NULL = missing model).
 #[pg_extern(stable, strict, parallel_safe, name = "query_vector")]
-fn query_vector_from_vectors(model_set: &str, models: VectorArray<'_>) -> VectorOutput {
+fn query_vector_from_vectors(
+    model_set: &str,
+    models: VectorArray<'_>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> VectorOutput {
+    let mut args = model_set.as_bytes().to_vec();
+    args.push(0);
+    args.extend_from_slice(models.bytes());
+    call_cache::vector_once(fcinfo, args, || build_from_vectors(model_set, &models))
+}
+
+fn build_from_vectors(model_set: &str, models: &VectorArray<'_>) -> VectorOutput {
     let (def, query) = Spi::connect(|client| {
         let def = catalog::load(client, model_set);
         let q = query_layout(client, &def);
@@ -72,7 +84,15 @@ fn query_vector_from_vectors(model_set: &str, models: VectorArray<'_>) -> Vector
 
 /// The query-side vector of the active fit for the stored row with this key (item-to-item).
 #[pg_extern(stable, strict, parallel_safe, name = "query_vector")]
-fn query_vector_from_key(model_set: &str, key: AnyElement) -> VectorOutput {
+fn query_vector_from_key(model_set: &str, key: AnyElement, fcinfo: pg_sys::FunctionCallInfo) -> VectorOutput {
+    let mut args = model_set.as_bytes().to_vec();
+    args.push(0);
+    // SAFETY: a non-null argument (the function is strict) of the type pgrx reports.
+    unsafe { call_cache::datum_bytes(key.oid(), key.datum(), &mut args) };
+    call_cache::vector_once(fcinfo, args, || build_from_key(model_set, &key))
+}
+
+fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
     // Read the row inside SPI, but build the vector outside it: SPI's memory is freed at
     // disconnect, and the result must outlive it.
     let (def, query, raw) = Spi::connect(|client| {

@@ -107,6 +107,14 @@ RESET enable_indexscan;
 SELECT embedstack.fit('nope', 'demo.pairs_train', 'a', 'b', 'similarity');
 SELECT embedstack.fit('demo', 'demo.pairs_train', 'a', 'b', 'no_such_column');
 SELECT embedstack.create_model_set('bad', 'demo.items', 'id', ARRAY['label']);
+-- Pair keys of a type that cannot be compared with the source's key: 42804 naming both types,
+-- before any work (0.2.0: "operator does not exist: integer = text" from inside the scan).
+CREATE TABLE demo.text_pairs AS SELECT a::text AS a, b::text AS b, similarity FROM demo.pairs;
+SELECT embedstack.fit('demo', 'demo.text_pairs', 'a', 'b', 'similarity');
+-- materialize and refit commit after every step: refused inside a transaction block, with a hint.
+BEGIN;
+CALL embedstack.materialize('demo');
+ROLLBACK;
 -- Every weight negative (dissimilarity = 5 − cos_text − cos_glove; cf's weight is 0 up to
 -- rounding): symmetric mode refuses, and nothing served changes.
 SELECT (SELECT array_agg(round(w::numeric, 9) + 0) FROM unnest(weights) w) AS weights

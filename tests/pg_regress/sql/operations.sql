@@ -78,6 +78,14 @@ CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', ridge => 100);
 RESET client_min_messages;
 SELECT job_state, phase, active_fit <> job_fit AS active_fit_kept, outcome LIKE '%the active fit stays' AS says_why
 FROM embedstack.status WHERE model_set = 'qw';
+-- materialize without a fit id serves the latest fit that no refit rejected: not the one just kept out.
+SET client_min_messages = warning;
+CALL embedstack.materialize('qw');
+RESET client_min_messages;
+SELECT m.active_fit <> (SELECT max(f.id) FROM embedstack.fits f WHERE f.model_set = 'qw') AS rejected_fit_not_served,
+       m.active_fit = (SELECT j.fit_id FROM embedstack.jobs j WHERE j.model_set = 'qw' AND j.kind = 'materialize'
+                        ORDER BY j.id DESC LIMIT 1) AS materialised_the_active_fit
+FROM embedstack.model_sets m WHERE m.name = 'qw';
 -- cutover => 'never' records the fit only; 'always' serves it even though it is worse.
 SET client_min_messages = warning;
 CALL embedstack.refit('qw', 'pairs', 'l', 'r', 'y', cutover => 'never');
