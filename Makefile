@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test lint test-core test-pg test-regress test-client \
-        bench-primitives bench-fit bench bench-smoke stop clean fmt
+        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop
 
 setup:
 	bash scripts/setup.sh
@@ -85,6 +85,18 @@ bench-smoke: cluster
 	  && "$$py" bench/harness/run.py --entities 1000 --pairs 5000 --reps 1 --queries 50 --exact-queries 5 \
 	       --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
 	  && echo "bench-smoke: report in $$out"
+
+# Citus, opt-in (not part of `make test` yet): build and install Citus 13.2.2 for the system
+# PostgreSQL 15 from its source release (CITUS_TARBALL=/path/to/citus-13.2.2.tar.gz, else the
+# release archive is downloaded), then a local coordinator + 2 workers (ports 9700-9702).
+setup-citus: setup
+	bash scripts/setup-citus.sh
+
+citus-cluster: setup-citus install
+	bash scripts/citus-cluster.sh start
+
+citus-stop:
+	bash scripts/citus-cluster.sh stop
 
 stop:
 	$(CLUSTER) stop
