@@ -60,21 +60,6 @@ impl ModelKind {
     }
 }
 
-/// `pg_type.typname` of `oid` from the syscache.
-pub(crate) fn type_name(oid: pg_sys::Oid) -> Option<String> {
-    unsafe {
-        let tup =
-            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(oid));
-        if tup.is_null() {
-            return None;
-        }
-        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tup);
-        let name = std::ffi::CStr::from_ptr((*form).typname.data.as_ptr()).to_string_lossy().into_owned();
-        pg_sys::ReleaseSysCache(tup);
-        Some(name)
-    }
-}
-
 /// A detoasted model value.
 pub struct ModelValue {
     plain: *mut pg_sys::varlena,

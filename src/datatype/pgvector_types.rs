@@ -29,7 +29,7 @@ pub fn pgvector_type(oid: pg_sys::Oid) -> Option<PgvectorType> {
     if let Some(k) = KNOWN.with(|c| c.borrow().iter().find(|(o, _)| *o == oid).map(|(_, k)| *k)) {
         return Some(k);
     }
-    let name = super::model_value::type_name(oid)?;
+    let name = type_name(oid)?;
     let kind = match name.as_str() {
         "vector" => PgvectorType::Vector,
         "halfvec" => PgvectorType::Halfvec,
@@ -50,4 +50,19 @@ pub fn pgvector_type(oid: pg_sys::Oid) -> Option<PgvectorType> {
     }
     KNOWN.with(|c| c.borrow_mut().push((oid, kind)));
     Some(kind)
+}
+
+/// `pg_type.typname` of `oid` from the syscache.
+fn type_name(oid: pg_sys::Oid) -> Option<String> {
+    unsafe {
+        let tup =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(oid));
+        if tup.is_null() {
+            return None;
+        }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tup);
+        let name = std::ffi::CStr::from_ptr((*form).typname.data.as_ptr()).to_string_lossy().into_owned();
+        pg_sys::ReleaseSysCache(tup);
+        Some(name)
+    }
 }

@@ -43,47 +43,29 @@ pub fn combined_datum(
     columns: &dyn Fn(usize) -> String,
 ) -> pg_sys::Datum {
     let blocks: Vec<Option<Block<'_>>> = values.iter().map(|v| v.as_ref().map(ModelValue::block)).collect();
-    check_layout(dims, multipliers);
+    check_layout(dims, multipliers, storage);
     let width = layout_width(dims, multipliers);
     match storage {
         Storage::Vector => {
             let mut out = VectorOutput::zeroed(width);
             combine_or_raise(&blocks, dims, multipliers, out.as_mut_slice(), key, columns);
-            check_finite(out.as_mut_slice(), key);
             out.into_datum().expect("non-null")
         }
         Storage::Halfvec => {
-            if width > HALFVEC_MAX_DIM {
-                ereport!(
-                    PgLogLevel::ERROR,
-                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                    format!("halfvec cannot have more than {HALFVEC_MAX_DIM} dimensions, got {width}")
-                );
-            }
             let mut tmp = vec![0f32; width];
             combine_or_raise(&blocks, dims, multipliers, &mut tmp, key, columns);
-            // binary16 overflows above 65504: pgvector rejects an infinite halfvec element.
-            if let Some(i) = tmp.iter().position(|x| !half::f16::from_f32(*x).is_finite()) {
-                ereport!(
-                    PgLogLevel::ERROR,
-                    PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                    format!(
-                        "{}combined element {} ({}) is out of range for halfvec",
-                        key_prefix(key),
-                        i + 1,
-                        tmp[i]
-                    )
-                );
-            }
             HalfvecOutput::from_f32(&tmp).into_datum()
         }
     }
 }
 
-/// A layout the kernels can use: one finite, non-negative multiplier and a dimension in
-/// 1..=16000 per model. The catalog and the materialise steps only ever pass such layouts; a
-/// direct call of the internal row kernels with other values is refused here.
-pub fn check_layout(dims: &[usize], multipliers: &[f64]) {
+/// A layout the kernels can use: one dimension in 1..=16000 and one finite, non-negative
+/// multiplier per model, small enough that no element can overflow the storage type (a block
+/// is a unit vector, so every element is at most its multiplier: checked once here instead of
+/// scanning every output), and a width the storage type holds. The catalog and the materialise
+/// steps only ever pass such layouts; a direct call of the internal row kernels with others is
+/// refused here.
+pub fn check_layout(dims: &[usize], multipliers: &[f64], storage: Storage) {
     if dims.len() != multipliers.len() {
         ereport!(
             PgLogLevel::ERROR,
@@ -105,24 +87,24 @@ pub fn check_layout(dims: &[usize], multipliers: &[f64]) {
             format!("multipliers must be finite and non-negative, got {m}")
         );
     }
-}
-
-fn key_prefix(key: &dyn Fn() -> String) -> String {
-    let k = key();
-    if k.is_empty() {
-        k
-    } else {
-        format!("row with key {k}: ")
-    }
-}
-
-/// pgvector rejects NaN and infinite elements: a product that overflowed f32 is an error.
-fn check_finite(out: &[f32], key: &dyn Fn() -> String) {
-    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+    // The largest finite element of each type (binary16 overflows above 65504).
+    let (name, largest) = match storage {
+        Storage::Vector => ("vector", f32::MAX as f64),
+        Storage::Halfvec => ("halfvec", 65504.0),
+    };
+    if let Some(m) = multipliers.iter().find(|&&m| m > largest) {
         ereport!(
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-            format!("{}combined element {} is out of range for vector", key_prefix(key), i + 1)
+            format!("multiplier {m} is out of range for {name}: combined elements could exceed {largest}")
+        );
+    }
+    let width = layout_width(dims, multipliers);
+    if storage == Storage::Halfvec && width > HALFVEC_MAX_DIM {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("halfvec cannot have more than {HALFVEC_MAX_DIM} dimensions, got {width}")
         );
     }
 }

@@ -23,9 +23,9 @@ use pgrx::{fcinfo, pg_sys};
 use crate::datatype::regclass::RegClass;
 use crate::errors::OrInternal;
 
-/// Is `role` a member of the owner of relation `relid`? `None` when the relation is gone.
-fn owns(relid: pg_sys::Oid, role: pg_sys::Oid) -> Option<bool> {
-    let exists = unsafe {
+/// Does relation `relid` exist?
+fn relation_exists(relid: pg_sys::Oid) -> bool {
+    unsafe {
         pg_sys::SearchSysCacheExists(
             pg_sys::SysCacheIdentifier::RELOID as i32,
             pg_sys::Datum::from(relid),
@@ -33,8 +33,12 @@ fn owns(relid: pg_sys::Oid, role: pg_sys::Oid) -> Option<bool> {
             pg_sys::Datum::from(0),
             pg_sys::Datum::from(0),
         )
-    };
-    exists.then(|| unsafe { pg_sys::pg_class_ownercheck(relid, role) })
+    }
+}
+
+/// Is `role` a member of the owner of the existing relation `relid`?
+fn owns(relid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    unsafe { pg_sys::pg_class_ownercheck(relid, role) }
 }
 
 fn rel_name(relid: pg_sys::Oid) -> String {
@@ -54,20 +58,19 @@ fn rel_name(relid: pg_sys::Oid) -> String {
 pub fn require_owner(relid: pg_sys::Oid) {
     let current = unsafe { pg_sys::GetUserId() };
     let outer = unsafe { pg_sys::GetOuterUserId() };
-    let ok = match (owns(relid, current), owns(relid, outer)) {
-        (Some(a), Some(b)) => a && b,
-        _ => unsafe { pg_sys::superuser_arg(current) && pg_sys::superuser_arg(outer) },
-    };
-    if ok {
-        return;
-    }
-    if owns(relid, current).is_none() {
+    if !relation_exists(relid) {
+        if unsafe { pg_sys::superuser_arg(current) && pg_sys::superuser_arg(outer) } {
+            return;
+        }
         crate::ereport_hint!(
             ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("the source table (OID {}) of this model set no longer exists", relid.to_u32()),
             "a superuser can drop the model set (embedstack.drop_model_set)"
         );
+    }
+    if owns(relid, current) && owns(relid, outer) {
+        return;
     }
     crate::ereport_hint!(
         ERROR,
@@ -83,7 +86,7 @@ pub fn require_owner(relid: pg_sys::Oid) {
 #[pg_extern(stable, strict, parallel_safe)]
 fn _check_owner(source: RegClass) {
     let relid = source.0;
-    if owns(relid, unsafe { pg_sys::GetUserId() }).is_none() {
+    if !relation_exists(relid) {
         ereport!(
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -100,20 +103,16 @@ fn _check_owner(source: RegClass) {
 pub fn _may_read(source: RegClass) -> bool {
     let relid = source.0;
     let role = unsafe { pg_sys::GetUserId() };
-    match owns(relid, role) {
-        None => false,
-        Some(true) => true,
-        Some(false) => unsafe {
-            pg_sys::pg_class_aclcheck(relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-                || pg_sys::pg_attribute_aclcheck_all(
-                    relid,
-                    role,
-                    pg_sys::ACL_SELECT as pg_sys::AclMode,
-                    pg_sys::AclMaskHow::ACLMASK_ANY,
-                ) == pg_sys::AclResult::ACLCHECK_OK
-        },
+    if !relation_exists(relid) {
+        return false;
     }
+    let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
+    owns(relid, role)
+        || unsafe {
+            pg_sys::pg_class_aclcheck(relid, role, select) == pg_sys::AclResult::ACLCHECK_OK
+                || pg_sys::pg_attribute_aclcheck_all(relid, role, select, pg_sys::AclMaskHow::ACLMASK_ANY)
+                    == pg_sys::AclResult::ACLCHECK_OK
+        }
 }
 
 /// What a writer changes: how the gate finds the source table whose owner must be calling.
@@ -266,14 +265,17 @@ pub unsafe extern "C-unwind" fn embedstack_write(fcinfo: pg_sys::FunctionCallInf
                     error!("embedstack._write: cannot determine the type of argument {i}");
                 }
                 // UNKNOWN literals are C strings: pass them as text (the statement casts).
-                let typ = if typ == pg_sys::UNKNOWNOID { pg_sys::TEXTOID } else { typ };
+                let unknown = typ == pg_sys::UNKNOWNOID;
+                let typ = if unknown { pg_sys::TEXTOID } else { typ };
                 if fcinfo::pg_arg_is_null(fcinfo, i) {
                     DatumWithOid::null_oid(typ)
                 } else {
-                    let mut d = fcinfo::pg_getarg_datum_raw(fcinfo, i);
-                    if pg_sys::get_fn_expr_argtype(flinfo, i as i32) == pg_sys::UNKNOWNOID {
-                        d = pg_sys::Datum::from(pg_sys::cstring_to_text(d.cast_mut_ptr()));
-                    }
+                    let d = fcinfo::pg_getarg_datum_raw(fcinfo, i);
+                    let d = if unknown {
+                        pg_sys::Datum::from(pg_sys::cstring_to_text(d.cast_mut_ptr()))
+                    } else {
+                        d
+                    };
                     DatumWithOid::new(d, typ)
                 }
             })
