@@ -20,12 +20,35 @@ CREATE TABLE embedstack.model_sets (
     served_multipliers  double precision[],
     served_storage      text CHECK (served_storage IN ('vector', 'halfvec')),
     served_index        name,
-    staging_column      name,
-    staging_fit         bigint,
-    staging_multipliers double precision[],
-    staging_storage     text CHECK (staging_storage IN ('vector', 'halfvec')),
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    view_name           name NOT NULL,
+    served_generation   bigint,
+    previous_fit        bigint,
+    previous_generation bigint
 );
+
+-- The served vectors (0.3.0): each materialisation writes a generation, a table of the
+-- extension's making (key, combined vector) in the source's schema, owned by the source's owner,
+-- with its HNSW index; the model set's view (model_sets.view_name) selects from the served one.
+-- state: building (being written by a job), served (the view reads it), retained (kept for
+-- rollback, and kept fresh like the served one). cursor_key / rows_written: how far the writing
+-- got (a resumed job continues there). Dumped: the tables are ordinary user tables.
+CREATE TABLE embedstack.generations (
+    id           bigserial PRIMARY KEY,
+    model_set    text NOT NULL,
+    relation     regclass,
+    index_name   name,
+    fit_id       bigint NOT NULL,
+    multipliers  double precision[] NOT NULL,
+    storage      text NOT NULL CHECK (storage IN ('vector', 'halfvec')),
+    width        integer NOT NULL CHECK (width BETWEEN 1 AND 4000),
+    state        text NOT NULL CHECK (state IN ('building', 'served', 'retained')),
+    cursor_key   text,
+    rows_written bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    served_at    timestamptz
+);
+CREATE INDEX generations_model_set_idx ON embedstack.generations (model_set, id);
 
 CREATE TABLE embedstack.fits (
     id              bigserial PRIMARY KEY,
@@ -61,18 +84,21 @@ CREATE TABLE embedstack.jobs (
     resumed_from bigint,
     started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
-    finished_at  timestamptz
+    finished_at  timestamptz,
+    generation   bigint
 );
 CREATE INDEX jobs_model_set_idx ON embedstack.jobs (model_set, id);
 
 SELECT pg_catalog.pg_extension_config_dump('embedstack.model_sets', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits', '');
 SELECT pg_catalog.pg_extension_config_dump('embedstack.fits_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('embedstack.generations', '');
+SELECT pg_catalog.pg_extension_config_dump('embedstack.generations_id_seq', '');
 
 -- Everyone may use the extension's functions (each checks what it needs: SELECT on the vectors it
 -- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
 GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
 
 -- Read by everyone, written only through the extension's functions (sql/catalog_writers.sql).
-REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs FROM PUBLIC;
-GRANT SELECT ON embedstack.model_sets, embedstack.fits, embedstack.jobs TO PUBLIC;
+REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations FROM PUBLIC;
+GRANT SELECT ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations TO PUBLIC;

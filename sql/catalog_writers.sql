@@ -18,15 +18,16 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'embedstack_write';
 
 CREATE FUNCTION embedstack._w_insert_model_set(
     name text, source regclass, key_column name, model_columns name[], model_dims integer[],
-    model_types regtype[], mode text, threshold double precision, combined_column name, storage text)
+    model_types regtype[], mode text, threshold double precision, combined_column name, storage text, view_name name)
 RETURNS embedstack.model_sets
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r embedstack.model_sets;
 BEGIN
     INSERT INTO embedstack.model_sets AS m (name, source, key_column, model_columns, model_dims, model_types,
-                                            mode, threshold, combined_column, storage)
-    VALUES (name, source, key_column, model_columns, model_dims, model_types, mode, threshold, combined_column, storage)
+                                            mode, threshold, combined_column, storage, view_name)
+    VALUES (name, source, key_column, model_columns, model_dims, model_types, mode, threshold, combined_column, storage,
+            view_name)
     RETURNING m.* INTO r;
     RETURN r;
 END $$;
@@ -35,11 +36,12 @@ CREATE FUNCTION embedstack._w_delete_model_set(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
+    DELETE FROM embedstack.generations g WHERE g.model_set = _w_delete_model_set.model_set;
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
 END $$;
 
 -- Records a fit, then trims the history to embedstack.keep_history fits and jobs per model set
--- (never the active fit, a fit being materialised, or the fit of a running job).
+-- (never the active fit, the previous one, the fit of a generation, or the fit of a running job).
 CREATE FUNCTION embedstack._w_insert_fit(
     model_set text, options jsonb, weights double precision[], intercept double precision,
     diagnostics jsonb, state double precision[], training_source jsonb)
@@ -57,8 +59,9 @@ BEGIN
          WHERE f.model_set = _w_insert_fit.model_set
            AND f.id < (SELECT min(x.id) FROM (SELECT g.id FROM embedstack.fits g WHERE g.model_set = _w_insert_fit.model_set
                                                ORDER BY g.id DESC LIMIT keep) x)
-           AND f.id NOT IN (SELECT v FROM embedstack.model_sets m, LATERAL (VALUES (m.active_fit), (m.staging_fit)) u(v)
+           AND f.id NOT IN (SELECT v FROM embedstack.model_sets m, LATERAL (VALUES (m.active_fit), (m.previous_fit)) u(v)
                              WHERE m.name = _w_insert_fit.model_set AND v IS NOT NULL)
+           AND f.id NOT IN (SELECT g.fit_id FROM embedstack.generations g WHERE g.model_set = _w_insert_fit.model_set)
            AND f.id NOT IN (SELECT j.fit_id FROM embedstack.jobs j
                              WHERE j.model_set = _w_insert_fit.model_set AND j.state = 'running' AND j.fit_id IS NOT NULL);
         DELETE FROM embedstack.jobs j
@@ -69,31 +72,69 @@ BEGIN
     RETURN r;
 END $$;
 
--- The staging column of a materialisation in progress (all NULL: none).
-CREATE FUNCTION embedstack._w_set_staging(model_set text, column_name name, fit_id bigint,
-                                          multipliers double precision[], storage text) RETURNS void
+-- A new generation being written (its table is created and recorded next, by _w_generation_set).
+CREATE FUNCTION embedstack._w_insert_generation(model_set text, fit_id bigint, multipliers double precision[],
+                                                storage text, width integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint;
 BEGIN
-    UPDATE embedstack.model_sets m
-       SET staging_column = _w_set_staging.column_name, staging_fit = _w_set_staging.fit_id,
-           staging_multipliers = _w_set_staging.multipliers, staging_storage = _w_set_staging.storage
-     WHERE m.name = _w_set_staging.model_set;
+    INSERT INTO embedstack.generations AS g (model_set, fit_id, multipliers, storage, width, state)
+    VALUES (model_set, fit_id, multipliers, storage, width, 'building')
+    RETURNING g.id INTO id;
+    RETURN id;
 END $$;
 
--- What is served: the active fit and the stored layout (the staging state is cleared). Called
--- in the cut-over transaction, or alone when only the active fit changes (query-weighted mode).
-CREATE FUNCTION embedstack._w_serve(model_set text, fit_id bigint, multipliers double precision[],
-                                    storage text, index_name name) RETURNS void
+-- A generation's table and index, or its writing progress: NULL arguments leave a column as is.
+CREATE FUNCTION embedstack._w_generation_set(model_set text, generation bigint, relation regclass,
+    index_name name, cursor_key text, rows_written bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE embedstack.generations g
+       SET relation = coalesce(_w_generation_set.relation, g.relation),
+           index_name = coalesce(_w_generation_set.index_name, g.index_name),
+           cursor_key = coalesce(_w_generation_set.cursor_key, g.cursor_key),
+           rows_written = coalesce(_w_generation_set.rows_written, g.rows_written)
+     WHERE g.id = generation AND g.model_set = _w_generation_set.model_set;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'generation % of model set "%" does not exist', generation, model_set USING ERRCODE = '42704';
+    END IF;
+END $$;
+
+CREATE FUNCTION embedstack._w_delete_generation(model_set text, generation bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set;
+END $$;
+
+-- What is served: fit `fit_id` from generation `generation`. The generation served so far is
+-- retained (with its fit, as what a rollback serves again); called in the cut-over
+-- transaction, by a rollback, or alone when only the active fit changes (query-weighted mode).
+CREATE FUNCTION embedstack._w_serve(model_set text, fit_id bigint, generation bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g embedstack.generations;
+    m embedstack.model_sets;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.id = fit_id AND f.model_set = _w_serve.model_set) THEN
         RAISE EXCEPTION 'fit % of model set "%" does not exist', fit_id, model_set USING ERRCODE = '42704';
     END IF;
-    UPDATE embedstack.model_sets m
-       SET active_fit = _w_serve.fit_id, served_multipliers = _w_serve.multipliers, served_storage = _w_serve.storage,
-           served_index = _w_serve.index_name,
-           staging_column = NULL, staging_fit = NULL, staging_multipliers = NULL, staging_storage = NULL
-     WHERE m.name = _w_serve.model_set;
+    SELECT * INTO g FROM embedstack.generations x WHERE x.id = generation AND x.model_set = _w_serve.model_set;
+    IF NOT FOUND OR g.relation IS NULL THEN
+        RAISE EXCEPTION 'generation % of model set "%" does not exist', generation, model_set USING ERRCODE = '42704';
+    END IF;
+    SELECT * INTO m FROM embedstack.model_sets x WHERE x.name = _w_serve.model_set FOR UPDATE;
+    UPDATE embedstack.generations x SET state = 'retained'
+     WHERE x.model_set = _w_serve.model_set AND x.state = 'served' AND x.id <> generation;
+    UPDATE embedstack.generations x SET state = 'served', served_at = clock_timestamp() WHERE x.id = generation;
+    UPDATE embedstack.model_sets x
+       SET active_fit = _w_serve.fit_id, served_generation = generation, served_multipliers = g.multipliers,
+           served_storage = g.storage, served_index = g.index_name,
+           previous_fit = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id OR m.served_generation IS DISTINCT FROM generation
+                               THEN m.active_fit ELSE x.previous_fit END,
+           previous_generation = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id OR m.served_generation IS DISTINCT FROM generation
+                                      THEN m.served_generation ELSE x.previous_generation END
+     WHERE x.name = _w_serve.model_set;
 END $$;
 
 CREATE FUNCTION embedstack._w_job_start(model_set text, kind text, params jsonb, phase text, resumed_from bigint)
@@ -114,7 +155,7 @@ END $$;
 -- Progress of a running job: NULL arguments leave the column as it is.
 CREATE FUNCTION embedstack._w_job_update(job_id bigint, phase text, rows_done bigint DEFAULT NULL,
     rows_total bigint DEFAULT NULL, cursor_key text DEFAULT NULL, fit_id bigint DEFAULT NULL,
-    index_name name DEFAULT NULL, details jsonb DEFAULT NULL) RETURNS void
+    index_name name DEFAULT NULL, details jsonb DEFAULT NULL, generation bigint DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE embedstack.jobs j
@@ -125,6 +166,7 @@ BEGIN
            fit_id = coalesce(_w_job_update.fit_id, j.fit_id),
            index_name = coalesce(_w_job_update.index_name, j.index_name),
            details = j.details || coalesce(_w_job_update.details, '{}'),
+           generation = coalesce(_w_job_update.generation, j.generation),
            updated_at = clock_timestamp()
      WHERE j.id = job_id AND j.state = 'running';
 END $$;
@@ -145,12 +187,14 @@ END $$;
 
 -- Only the extension's owner executes the writers (through embedstack._write).
 REVOKE EXECUTE ON FUNCTION
-    embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text),
+    embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
     embedstack._w_delete_model_set(text),
     embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb),
-    embedstack._w_set_staging(text, name, bigint, double precision[], text),
-    embedstack._w_serve(text, bigint, double precision[], text, name),
+    embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
+    embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
+    embedstack._w_delete_generation(text, bigint),
+    embedstack._w_serve(text, bigint, bigint),
     embedstack._w_job_start(text, text, jsonb, text, bigint),
-    embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb),
+    embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
     embedstack._w_job_finish(bigint, text, text, jsonb)
   FROM PUBLIC;

@@ -75,17 +75,34 @@ COMMENT ON COLUMN embedstack.model_sets.mode IS
   'symmetric: stored blocks sqrt(w_k/w_max)*u_k over kept models; query_weighted: stored blocks u_k, '
   'weights applied to the query only (a refit rewrites no row).';
 COMMENT ON COLUMN embedstack.model_sets.threshold IS 'Symmetric mode keeps models with w_k > threshold * w_max.';
-COMMENT ON COLUMN embedstack.model_sets.combined_column IS 'Column of the source table that serves the combined vector.';
+COMMENT ON COLUMN embedstack.model_sets.combined_column IS 'Name of the combined-vector column of the served view and of the generation tables.';
 COMMENT ON COLUMN embedstack.model_sets.storage IS 'auto (vector up to 2000 dims, else halfvec up to 4000), vector or halfvec.';
 COMMENT ON COLUMN embedstack.model_sets.active_fit IS 'The fit whose weights are served (NULL until the first materialize).';
-COMMENT ON COLUMN embedstack.model_sets.served_multipliers IS 'Per-model multiplier of the stored blocks of the served column (0 = left out).';
-COMMENT ON COLUMN embedstack.model_sets.served_storage IS 'Type of the served column: vector or halfvec.';
-COMMENT ON COLUMN embedstack.model_sets.served_index IS 'Name of the HNSW (inner product) index on the served column.';
-COMMENT ON COLUMN embedstack.model_sets.staging_column IS 'Column being written by a materialize in progress (NULL when none).';
-COMMENT ON COLUMN embedstack.model_sets.staging_fit IS 'Fit being materialised into the staging column.';
-COMMENT ON COLUMN embedstack.model_sets.staging_multipliers IS 'Per-model multipliers of the staging column.';
-COMMENT ON COLUMN embedstack.model_sets.staging_storage IS 'Type of the staging column.';
+COMMENT ON COLUMN embedstack.model_sets.served_multipliers IS 'Per-model multiplier of the stored blocks of the served generation (0 = left out).';
+COMMENT ON COLUMN embedstack.model_sets.served_storage IS 'Type of the served vectors: vector or halfvec.';
+COMMENT ON COLUMN embedstack.model_sets.served_index IS 'Name of the HNSW (inner product) index of the served generation.';
 COMMENT ON COLUMN embedstack.model_sets.created_at IS 'When the model set was created.';
+COMMENT ON COLUMN embedstack.model_sets.view_name IS 'The served view (in the source''s schema): key and combined vector of the served generation.';
+COMMENT ON COLUMN embedstack.model_sets.served_generation IS 'The generation the view reads (embedstack.generations.id).';
+COMMENT ON COLUMN embedstack.model_sets.previous_fit IS 'The fit served before the last switch (what rollback serves).';
+COMMENT ON COLUMN embedstack.model_sets.previous_generation IS 'The generation served before the last switch (what rollback serves).';
+COMMENT ON TABLE embedstack.generations IS
+  'Generations: tables of combined vectors (key, vector) the extension wrote, one per materialisation, in the '
+  'source''s schema, owned by its owner: building (a job writes it), served (the view reads it), retained (for '
+  'rollback, kept fresh). Dumped by pg_dump, with the tables.';
+COMMENT ON COLUMN embedstack.generations.id IS 'Generation id (the table is <view>_g<id>).';
+COMMENT ON COLUMN embedstack.generations.model_set IS 'The model set.';
+COMMENT ON COLUMN embedstack.generations.relation IS 'The generation table.';
+COMMENT ON COLUMN embedstack.generations.index_name IS 'Its HNSW (inner product) index.';
+COMMENT ON COLUMN embedstack.generations.fit_id IS 'The fit it was written for (query-weighted mode: any fit of the same layout serves from it).';
+COMMENT ON COLUMN embedstack.generations.multipliers IS 'Per-model multipliers of its stored blocks.';
+COMMENT ON COLUMN embedstack.generations.storage IS 'vector or halfvec.';
+COMMENT ON COLUMN embedstack.generations.width IS 'Dimensions of its vectors.';
+COMMENT ON COLUMN embedstack.generations.state IS 'building, served or retained.';
+COMMENT ON COLUMN embedstack.generations.cursor_key IS 'The last key written by the batches (a resumed job continues after it).';
+COMMENT ON COLUMN embedstack.generations.rows_written IS 'Rows written by the batches.';
+COMMENT ON COLUMN embedstack.generations.created_at IS 'When the generation was started.';
+COMMENT ON COLUMN embedstack.generations.served_at IS 'When it was last switched to.';
 COMMENT ON TABLE embedstack.fits IS
   'Fit history: one row per embedstack.fit or refit. Written only by the embedstack functions; trimmed to '
   'embedstack.keep_history fits per model set (never the active one); dumped by pg_dump.';
@@ -99,14 +116,16 @@ COMMENT ON COLUMN embedstack.fits.diagnostics IS 'r2, rmse, n_used, n_skipped, c
 COMMENT ON COLUMN embedstack.fits.state IS 'The regression statistics state (as regression_stats returns): merge or re-solve it later.';
 COMMENT ON COLUMN embedstack.fits.training_source IS 'Pairs table and columns the fit was trained on.';
 
-COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[]) IS
+COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[], name) IS
   'Registers a model set: source table, key column (NOT NULL, single-column unique index), model columns '
   '(vector(n), real[] or double precision[]; dims from the typmod, model_dims, or the first row), mode '
-  'symmetric | query_weighted, threshold, combined column name (default <name>_combined), storage. '
-  'Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, 42710 duplicate name, 42701 name clash.';
+  'symmetric | query_weighted, threshold, combined column name (default <name>_combined), storage, served view '
+  'name (default <source>_<name>). Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, '
+  '42710 duplicate name, 42701/42P07 name clash.';
 COMMENT ON FUNCTION embedstack.drop_model_set(text, boolean) IS
-  'Removes a model set, its fit history and its freshness trigger; with drop_columns => true also the '
-  'combined (and any staging) column with its index. Unknown model set: 42704.';
+  'Removes a model set, its fit history, freshness triggers, served view and generation tables (2BP01 when '
+  'objects of yours depend on the view); drop_columns => true also drops a combined column a 0.2 release left '
+  'in the source. Unknown model set: 42704.';
 COMMENT ON FUNCTION embedstack.fit(text, regclass, name, name, name, double precision, boolean, name) IS
   'Fits the stacking weights on labelled pairs (keys of the source table and a target): one cosine per model '
   'from the stored columns, each referenced entity read once (embedstack.entity_cache_size), OLS with intercept '
@@ -130,29 +149,19 @@ COMMENT ON FUNCTION embedstack.query_vector(text, vector[]) IS
 COMMENT ON FUNCTION embedstack.query_vector(text, anyelement) IS
   'Query-side vector of the active fit for the stored row with this key (item-to-item search). '
   'No such row: P0002. STABLE.';
-COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
-  'Writes the combined column for a fit (default: the latest): a staging column filled in batches that each '
-  'COMMIT (NOTICE progress, embedstack.status), an HNSW index (vector_ip_ops / halfvec_ip_ops), then an atomic '
-  'cut-over; the served column, index and active fit are unchanged until then. Vectors already stored in the '
-  'fit''s layout (query-weighted mode): only the active fit switches. Too wide: 54000. Not owner / no UPDATE: '
-  '42501. Another materialize or refit of the set running: 55P03, or queue with wait => true. Call outside a '
-  'transaction block; re-running after an interruption continues from the last committed batch.';
 COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double precision, boolean, name, double precision, text, double precision, boolean, integer) IS
   'fit + decide + (materialize) + cut over, as one job, safe to schedule (pg_cron: a lone CALL). Pairs are split '
   'by a hash of their keys; holdout_fraction of them score the new and the active fit (prediction MSE). cutover: '
   'if_not_worse (default: serve the new fit when its held-out MSE <= active * (1 + tolerance), else keep the '
   'active one and record why), always, never (record only). Decision and progress: embedstack.jobs / status. '
   'Busy: 55P03 or wait => true. Re-running after an interruption finishes the interrupted refit.';
-COMMENT ON VIEW embedstack.status IS
-  'Per model set: active fit, served index, the latest job (kind, state: running | interrupted | succeeded | '
-  'kept | failed, phase, rows done / total, started_at, rows per second, pid, outcome) and the latest error.';
 COMMENT ON COLUMN embedstack.status.model_set IS 'The model set''s name.';
 COMMENT ON COLUMN embedstack.status.source IS 'Its source table.';
-COMMENT ON COLUMN embedstack.status.combined_column IS 'The column of the source that serves the combined vectors.';
+COMMENT ON COLUMN embedstack.status.combined_column IS 'The combined-vector column of the served view.';
 COMMENT ON COLUMN embedstack.status.mode IS 'symmetric or query_weighted.';
 COMMENT ON COLUMN embedstack.status.active_fit IS 'The fit being served (embedstack.fits.id); NULL before the first materialise.';
 COMMENT ON COLUMN embedstack.status.active_fit_created_at IS 'When the active fit was computed.';
-COMMENT ON COLUMN embedstack.status.served_index IS 'The HNSW index on the combined column.';
+COMMENT ON COLUMN embedstack.status.served_index IS 'The HNSW index of the served generation.';
 COMMENT ON COLUMN embedstack.status.job_id IS 'The latest materialize or refit job (embedstack.jobs.id).';
 COMMENT ON COLUMN embedstack.status.job_kind IS 'materialize or refit.';
 COMMENT ON COLUMN embedstack.status.job_state IS 'running, interrupted (marked running but its session no longer holds the job lock), succeeded, kept (refit: the new fit was not better), or failed.';
@@ -168,6 +177,10 @@ COMMENT ON COLUMN embedstack.status.outcome IS 'What a finished job did (served 
 COMMENT ON COLUMN embedstack.status.last_error IS 'Message of the latest failed job of this model set.';
 COMMENT ON COLUMN embedstack.status.last_error_sqlstate IS 'Its SQLSTATE.';
 COMMENT ON COLUMN embedstack.status.last_error_at IS 'When it failed.';
+COMMENT ON COLUMN embedstack.status.view IS 'The served view (in the source''s schema): query it joined to the source.';
+COMMENT ON COLUMN embedstack.status.served_generation IS 'The generation the view reads.';
+COMMENT ON COLUMN embedstack.status.previous_fit IS 'What rollback would serve: this fit ...';
+COMMENT ON COLUMN embedstack.status.previous_generation IS '... from this generation.';
 COMMENT ON TABLE embedstack.jobs IS
   'One row per materialize / refit call: progress committed with each batch, outcome, error. '
   'Trimmed to embedstack.keep_history rows per model set; not dumped.';
@@ -176,11 +189,12 @@ COMMENT ON COLUMN embedstack.jobs.model_set IS 'The model set.';
 COMMENT ON COLUMN embedstack.jobs.kind IS 'materialize or refit.';
 COMMENT ON COLUMN embedstack.jobs.params IS 'Arguments of the call.';
 COMMENT ON COLUMN embedstack.jobs.fit_id IS 'The fit being materialised (for a refit: the new fit, once made).';
-COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new column), cutover, done.';
+COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new generation), cutover, done.';
 COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows of the staging column written (committed).';
 COMMENT ON COLUMN embedstack.jobs.rows_total IS 'Rows of the source table when the job started writing.';
 COMMENT ON COLUMN embedstack.jobs.cursor_key IS 'Key of the last row of the last committed batch (text).';
-COMMENT ON COLUMN embedstack.jobs.index_name IS 'The HNSW index built on the staging column.';
+COMMENT ON COLUMN embedstack.jobs.index_name IS 'The HNSW index of the generation being written.';
+COMMENT ON COLUMN embedstack.jobs.generation IS 'The generation the job writes (embedstack.generations.id).';
 COMMENT ON COLUMN embedstack.jobs.state IS 'running, succeeded, kept (refit decided not to cut over), failed, interrupted (its session ended).';
 COMMENT ON COLUMN embedstack.jobs.outcome IS 'What the job did or decided, in words.';
 COMMENT ON COLUMN embedstack.jobs.details IS 'Refit decision: holdout_pairs, new_mse, active_fit, active_mse, decision.';
@@ -204,39 +218,29 @@ COMMENT ON FUNCTION embedstack._job_unlock(integer) IS 'Internal: releases a mod
 COMMENT ON FUNCTION embedstack._require_no_transaction_block(text) IS
   'Internal: 2D000 with a hint when materialize or refit is called inside a transaction block (they commit per step).';
 COMMENT ON FUNCTION embedstack._keep_history() IS 'Internal: the value of embedstack.keep_history.';
-COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text) IS
+COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): inserts a model set.';
 COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): deletes a model set.';
 COMMENT ON FUNCTION embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): records a fit and trims the history.';
-COMMENT ON FUNCTION embedstack._w_set_staging(text, name, bigint, double precision[], text) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the staging column of a materialisation.';
-COMMENT ON FUNCTION embedstack._w_serve(text, bigint, double precision[], text, name) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the served fit and layout.';
+COMMENT ON FUNCTION embedstack._w_insert_generation(text, bigint, double precision[], text, integer) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): registers a generation being written.';
+COMMENT ON FUNCTION embedstack._w_generation_set(text, bigint, regclass, name, text, bigint) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a generation''s table, index or progress.';
+COMMENT ON FUNCTION embedstack._w_delete_generation(text, bigint) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): forgets a generation.';
+COMMENT ON FUNCTION embedstack._w_serve(text, bigint, bigint) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the served fit and generation.';
 COMMENT ON FUNCTION embedstack._w_job_start(text, text, jsonb, text, bigint) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): starts a job.';
-COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb) IS
+COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s progress.';
 COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
   'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s end.';
 COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double precision, boolean, jsonb, jsonb) IS
   'Internal: solves a state and records it as a fit.';
-COMMENT ON FUNCTION embedstack._layout(text, bigint) IS 'Internal: stored multipliers, storage and width of a fit, or 54000.';
-COMMENT ON FUNCTION embedstack._index_name(text, boolean) IS
-  'Internal: name of a model set''s served (final) or staging HNSW index, derived from its table and column with a hash.';
-COMMENT ON FUNCTION embedstack._index_of(name, name, regclass, name) IS
-  'Internal: whether an index of that name is the table''s index on that column (NULL when no such relation exists).';
 COMMENT ON FUNCTION embedstack._derived_name(text, text, text) IS
   'Internal: a name for an object the extension creates, unique by construction (hash suffix when long or asked for).';
-COMMENT ON FUNCTION embedstack._own_trigger(regclass, text) IS
-  'Internal: whether the table carries this model set''s freshness trigger.';
-COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS 'Internal: has every transaction older than the horizon (the last batch) ended?';
-COMMENT ON FUNCTION embedstack._hidden_transactions() IS 'Internal: virtual xids of this database''s sessions whose details the caller may not see.';
-COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS 'Internal materialise step: layout, staging column, trigger.';
-COMMENT ON FUNCTION embedstack._mat_write(bigint) IS 'Internal materialise step: one batch.';
-COMMENT ON FUNCTION embedstack._mat_index(bigint) IS 'Internal materialise step: the HNSW index on the staging column.';
-COMMENT ON FUNCTION embedstack._mat_wait(bigint) IS 'Internal materialise step: wait until the new index is usable by all.';
-COMMENT ON FUNCTION embedstack._mat_cutover(bigint) IS 'Internal materialise step: the atomic cut-over.';
 COMMENT ON FUNCTION embedstack._lock_model_set(text, boolean) IS 'Internal: a model set''s job lock, or 55P03 naming the holder.';
 COMMENT ON FUNCTION embedstack._reraise(text, text, text, text) IS 'Internal: raises a recorded error again.';
 COMMENT ON FUNCTION embedstack._in_holdout(text, text, double precision) IS 'Internal: is a pair held out of a refit''s training (hash of its keys)?';
@@ -244,14 +248,12 @@ COMMENT ON FUNCTION embedstack._refit_fit(bigint) IS 'Internal refit step: fit o
 COMMENT ON FUNCTION embedstack._job_step(bigint, text) IS 'Internal: runs one step of a job.';
 COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
 COMMENT ON FUNCTION embedstack._check_writer(text, integer, boolean) IS 'Internal: checks shared by materialize and refit.';
-COMMENT ON FUNCTION embedstack._combine_vector(double precision[], integer[], text[], VARIADIC "any") IS
-  'Internal (materialize''s row kernel): combined vector of one row from its key and model values.';
-COMMENT ON FUNCTION embedstack._combine_halfvec(double precision[], integer[], text[], VARIADIC "any") IS
-  'Internal (materialize''s row kernel): combined halfvec of one row from its key and model values.';
-COMMENT ON FUNCTION embedstack._refresh_combined() IS
-  'Internal: the freshness trigger materialize installs; recomputes a written row''s combined (and staging) vector.';
 COMMENT ON FUNCTION embedstack._column(regclass, name) IS 'Internal: attnum, type and typmod of a column, or 42703.';
 COMMENT ON FUNCTION embedstack._vector_schema() IS 'Internal: schema of the vector extension.';
 COMMENT ON FUNCTION embedstack._model_set(text) IS 'Internal: a model set''s catalog row, or 42704.';
-COMMENT ON FUNCTION embedstack._trigger_name(text) IS 'Internal: name of a model set''s freshness trigger.';
-COMMENT ON FUNCTION embedstack._stored_multipliers(text, bigint) IS 'Internal: stored-block multipliers of a fit of a model set.';
+COMMENT ON FUNCTION embedstack._trigger_name(text) IS 'Internal: name of the row trigger releases 0.1-0.2 installed.';
+COMMENT ON FUNCTION embedstack._trigger_names(text) IS 'Internal: names of a model set''s four freshness triggers.';
+COMMENT ON FUNCTION embedstack._own_trigger(regclass, text, name) IS
+  'Internal: is this trigger on the source the model set''s own (extension function, model set argument)?';
+COMMENT ON FUNCTION embedstack._drop_triggers(embedstack.model_sets) IS 'Internal: drops a model set''s freshness triggers.';
+COMMENT ON FUNCTION embedstack._served_view_name(name, text) IS 'Internal: the default served view name, <source>_<model set>.';

@@ -1,12 +1,32 @@
--- Row kernels and the freshness trigger (raw V1 functions in src/model_set/).
+-- Serving (0.3.0): the combined vectors live in generation tables of the extension's making
+-- (key, combined vector; one table per materialisation, in the source's schema, owned by the
+-- source's owner, with its HNSW index), and users query one stable view per model set that
+-- selects from the served generation. Nothing here writes, locks or alters the source table: a
+-- refit writes a new generation and redefines the view; the freshness triggers on the source
+-- are statement-level and write only generation tables.
+
+-- Row kernels (raw V1 functions in src/model_set/combine_fn.rs).
 CREATE FUNCTION embedstack._combine_vector(multipliers double precision[], dims integer[], columns text[], VARIADIC "any")
 RETURNS vector LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'embedstack_combine_vector';
+COMMENT ON FUNCTION embedstack._combine_vector(double precision[], integer[], text[], "any") IS
+  'Internal row kernel: the combined vector of one row (key, then one value per model) for the given '
+  'per-model multipliers and dimensions.';
 CREATE FUNCTION embedstack._combine_halfvec(multipliers double precision[], dims integer[], columns text[], VARIADIC "any")
 RETURNS halfvec LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'embedstack_combine_halfvec';
-CREATE FUNCTION embedstack._refresh_combined() RETURNS trigger
-LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'embedstack_refresh_combined';
+COMMENT ON FUNCTION embedstack._combine_halfvec(double precision[], integer[], text[], "any") IS
+  'Internal row kernel: as _combine_vector, as halfvec.';
+
+-- The freshness trigger (src/model_set/freshness.rs): AFTER ... FOR EACH STATEMENT with
+-- transition tables, on the source; runs the statements _freshness_sql builds as the source's
+-- owner (a restricted operation, search_path pinned), so that a role that may write the source
+-- but holds no grant on the generation tables keeps them fresh.
+CREATE FUNCTION embedstack._refresh_generations() RETURNS trigger
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'embedstack_refresh_generations';
+COMMENT ON FUNCTION embedstack._refresh_generations() IS
+  'Internal statement-level trigger: applies the rows a statement inserted, updated, deleted or truncated in a '
+  'model set''s source to its live generation tables.';
 
 -- Per-model multipliers of the stored blocks for a fit (0 = block left out), or an error
 -- (22023 with a hint when symmetric mode has no positive weight).
@@ -22,13 +42,8 @@ BEGIN
     END IF;
     RETURN embedstack.block_multipliers(w, ms.mode, ms.threshold);
 END $$;
-
--- Materialising is a job (sql/operations.sql runs it): a sequence of steps, each one short
--- transaction, committed by the driver. All state lives in the table and the catalog (the
--- staging column, the staging index, the job row), so a run killed at any point is continued
--- by the next call, and the served column, its index and the active fit change only in the
--- cut-over step.
---   prepare -> write (one batch per step) -> index -> wait -> cutover -> done
+COMMENT ON FUNCTION embedstack._stored_multipliers(text, bigint) IS
+  'Internal: per-model multipliers of the stored vector blocks for a fit.';
 
 -- The stored layout of a fit: per-model multipliers, storage type and width, or 54000.
 CREATE FUNCTION embedstack._layout(model_set text, fit_id bigint,
@@ -52,59 +67,466 @@ BEGIN
                    'low-weight models (symmetric mode), drop models from the set, or use lower-dimensional models';
     END IF;
 END $$;
+COMMENT ON FUNCTION embedstack._layout(text, bigint) IS
+  'Internal: the stored layout (multipliers, vector or halfvec, width) of a fit, or ERROR 54000.';
 
--- Names of the served (final => true) and the staging HNSW index. Index names share the
--- schema's namespace with every table and index in it, so they are derived from the table and
--- the combined column with a hash of both (two model sets of one schema never compute the
--- same name; the steps still check that a name is free or theirs before using it).
-CREATE FUNCTION embedstack._index_name(model_set text, final boolean) RETURNS name
+-- The source's schema and owner, the key's type and its btree operators (strategy 3 is =,
+-- 5 is >) as OPERATOR(schema.op): generated statements run with search_path = pg_catalog, so
+-- every operator they use is named with its schema.
+CREATE FUNCTION embedstack._source_info(ms embedstack.model_sets, OUT nsp name, OUT owner name, OUT persistence "char",
+    OUT key_type text, OUT key_eq text, OUT key_gt text)
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT embedstack._derived_name(c.relname || '_' || m.combined_column, CASE WHEN final THEN 'hnsw' ELSE 'hnsw_next' END,
-                                    format('%I.%I.%I', n.nspname, c.relname, m.combined_column))
-      FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE m.name = model_set
+    SELECT n.nspname, pg_get_userbyid(c.relowner), c.relpersistence, format_type(a.atttypid, a.atttypmod),
+           (SELECT format('OPERATOR(%I.%s)', onsp.nspname, o.oprname)
+              FROM pg_index i JOIN pg_opclass oc ON oc.oid = i.indclass[0]
+              JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3
+                             AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+              JOIN pg_operator o ON o.oid = ao.amopopr JOIN pg_namespace onsp ON onsp.oid = o.oprnamespace
+             WHERE i.indrelid = ms.source AND i.indisunique AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum
+             LIMIT 1),
+           (SELECT format('OPERATOR(%I.%s)', onsp.nspname, o.oprname)
+              FROM pg_index i JOIN pg_opclass oc ON oc.oid = i.indclass[0]
+              JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 5
+                             AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+              JOIN pg_operator o ON o.oid = ao.amopopr JOIN pg_namespace onsp ON onsp.oid = o.oprnamespace
+             WHERE i.indrelid = ms.source AND i.indisunique AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum
+             LIMIT 1)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = ms.key_column AND NOT a.attisdropped
+     WHERE c.oid = ms.source
 $$;
+COMMENT ON FUNCTION embedstack._source_info(embedstack.model_sets) IS
+  'Internal: schema, owner and persistence of a model set''s source, its key type and the key''s = and > operators.';
 
--- Is relation `nsp.idx` an index of `source` on column `col` (or absent: NULL)? Used before
--- dropping or keeping an index by name.
-CREATE FUNCTION embedstack._index_of(nsp name, idx name, source regclass, col name) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN to_regclass(format('%I.%I', nsp, idx)) IS NULL THEN NULL
-                ELSE EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                              WHERE i.indexrelid = to_regclass(format('%I.%I', nsp, idx)) AND i.indrelid = source
-                                AND a.attname = col) END
+-- The name of generation `generation`'s table: <view>_g<id>, hashed when long.
+CREATE FUNCTION embedstack._generation_name(ms embedstack.model_sets, generation bigint) RETURNS name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT embedstack._derived_name(ms.view_name, 'g' || generation,
+                                    CASE WHEN octet_length(ms.view_name || '_g' || generation) > 63 THEN ms.view_name END)
 $$;
+COMMENT ON FUNCTION embedstack._generation_name(embedstack.model_sets, bigint) IS
+  'Internal: the table name of a generation.';
+
+-- Is relation <schema>.<view_name> this model set's served view (a view whose rule reads one of
+-- its generation tables)? NULL when no such relation exists; false when something else has the name.
+CREATE FUNCTION embedstack._is_served_view(ms embedstack.model_sets) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN v.oid IS NULL THEN NULL
+                ELSE v.relkind = 'v' AND EXISTS (
+                    SELECT 1 FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                      JOIN embedstack.generations g ON g.relation::oid = d.refobjid AND g.model_set = ms.name
+                     WHERE r.ev_class = v.oid) END
+      FROM (SELECT to_regclass(format('%I.%I', n.nspname, ms.view_name)) AS oid
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source) x
+      LEFT JOIN pg_class v ON v.oid = x.oid
+$$;
+COMMENT ON FUNCTION embedstack._is_served_view(embedstack.model_sets) IS
+  'Internal: whether the model set''s view name is its served view (NULL: no such relation).';
+
+-- Drops a generation's table (with its index) and its catalog row. Only the relation recorded
+-- for it; one that queries still read (a lock held) is left for a later job when `nowait`.
+CREATE FUNCTION embedstack._drop_generation(ms embedstack.model_sets, generation bigint, nowait boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    SELECT g.relation INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
+    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
+        IF nowait THEN
+            BEGIN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', rel);
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE NOTICE 'embedstack: model set "%": generation % (%) is in use, dropped by a later job', ms.name,
+                    generation, rel;
+                RETURN false;
+            END;
+        END IF;
+        EXECUTE format('DROP TABLE %s', rel);
+    END IF;
+    PERFORM embedstack._write('delete_generation', ms.name, generation);
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION embedstack._drop_generation(embedstack.model_sets, bigint, boolean) IS
+  'Internal: drops a generation table and its catalog row (nowait: skip it when in use).';
+
+-- The live generations of a model set: the ones the freshness triggers keep up to date (the
+-- served one, the ones retained for rollback, the one being written), with an existing table.
+CREATE FUNCTION embedstack._live_generations(model_set text) RETURNS SETOF embedstack.generations
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT g.* FROM embedstack.generations g JOIN pg_class c ON c.oid = g.relation
+     WHERE g.model_set = _live_generations.model_set ORDER BY g.id
+$$;
+COMMENT ON FUNCTION embedstack._live_generations(text) IS
+  'Internal: the generations whose tables exist (served, retained, being written).';
+
+-- The combined-vector expression over a row alias `r` for a generation's layout.
+CREATE FUNCTION embedstack._combine_expr(ms embedstack.model_sets, g embedstack.generations, r text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('embedstack.%I(%L::float8[], %L::int4[], %L::text[], %I.%I, %s)', '_combine_' || g.storage,
+                  g.multipliers, ms.model_dims, ms.model_columns::text[], r, ms.key_column,
+                  (SELECT string_agg(format('%I.%I', r, c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)))
+$$;
+COMMENT ON FUNCTION embedstack._combine_expr(embedstack.model_sets, embedstack.generations, text) IS
+  'Internal: SQL of the combined vector of row alias r for a generation''s layout.';
+
+-- The statements that apply one source statement's changes to every live generation (called by
+-- the trigger, with the transition tables embedstack_new / embedstack_old in scope). STABLE: it
+-- reads the catalog with the trigger's snapshot, the latest one (a generation registered by a
+-- job that committed after the writing transaction began is seen). A generation's row is
+-- replaced by DELETE + INSERT, never UPDATE: a HOT update would leave a broken HOT chain that
+-- makes the generation's new HNSW index unusable (indcheckxmin) to every snapshot older than
+-- the build in the whole cluster. UPDATE: only the keys whose model values changed (compared
+-- inside the statement: a trigger with transition tables cannot have a column list).
+CREATE FUNCTION embedstack._freshness_sql(model_set text, relid oid, event text) RETURNS text[]
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets;
+    si record;
+    g embedstack.generations;
+    vnsp name := embedstack._vector_schema();
+    k text;
+    differ text;
+    changed_old text;
+    changed_new text;
+    out text[] := '{}';
+BEGIN
+    SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
+    IF NOT FOUND OR ms.source::oid <> relid THEN
+        RAISE EXCEPTION 'embedstack._refresh_generations(''%'') fired on a table that is not the source of model set "%"',
+            model_set, model_set USING ERRCODE = '39P01',
+            HINT = 'this trigger function is installed by embedstack.materialize on a model set''s source table only; drop this trigger';
+    END IF;
+    si := embedstack._source_info(ms);
+    k := format('%I', ms.key_column);
+    -- Model values of o and n differ (NULL = NULL counts as the same).
+    SELECT string_agg(format('NOT coalesce(o.%1$I %2$s n.%1$I, o.%1$I IS NULL AND n.%1$I IS NULL)', c,
+                             CASE WHEN t::oid IN (SELECT ty.oid FROM pg_type ty WHERE ty.typnamespace =
+                                                    (SELECT x.oid FROM pg_namespace x WHERE x.nspname = vnsp))
+                                  THEN format('OPERATOR(%I.=)', vnsp) ELSE 'OPERATOR(pg_catalog.=)' END), ' OR ')
+      INTO differ FROM unnest(ms.model_columns, ms.model_types) u(c, t);
+    changed_old := format('SELECT o.%1$s FROM embedstack_old o LEFT JOIN embedstack_new n ON n.%1$s %2$s o.%1$s '
+                          'WHERE n.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
+    changed_new := format('SELECT n.* FROM embedstack_new n LEFT JOIN embedstack_old o ON o.%1$s %2$s n.%1$s '
+                          'WHERE o.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
+    FOR g IN SELECT * FROM embedstack._live_generations(ms.name) LOOP
+        IF event = 'TRUNCATE' THEN
+            out := out || format('TRUNCATE %s', g.relation);
+        ELSIF event = 'DELETE' THEN
+            out := out || format('DELETE FROM %1$s g USING embedstack_old o WHERE g.%2$s %3$s o.%2$s', g.relation, k, si.key_eq);
+        ELSIF event = 'INSERT' THEN
+            out := out || format('INSERT INTO %1$s (%2$s, %3$I) SELECT n.%2$s, %4$s FROM embedstack_new n', g.relation, k,
+                                 ms.combined_column, embedstack._combine_expr(ms, g, 'n'));
+        ELSIF event = 'UPDATE' THEN
+            out := out || format('DELETE FROM %1$s g USING (%2$s) d WHERE g.%3$s %4$s d.%3$s', g.relation, changed_old, k, si.key_eq)
+                       || format('INSERT INTO %1$s (%2$s, %3$I) SELECT n.%2$s, %4$s FROM (%5$s) n', g.relation, k, ms.combined_column,
+                                 embedstack._combine_expr(ms, g, 'n'), changed_new);
+        ELSE
+            RAISE EXCEPTION 'unknown trigger event %', event USING ERRCODE = '39P01';
+        END IF;
+    END LOOP;
+    RETURN out;
+END $$;
+COMMENT ON FUNCTION embedstack._freshness_sql(text, oid, text) IS
+  'Internal: the statements that apply a source statement''s transition tables to the live generations.';
+
+-- Installs the four freshness triggers (or keeps them), checking that their names are free.
+CREATE FUNCTION embedstack._install_triggers(ms embedstack.model_sets) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    names name[] := embedstack._trigger_names(ms.name);
+    events text[] := ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'];
+    refs text[] := ARRAY['REFERENCING NEW TABLE AS embedstack_new',
+                         'REFERENCING OLD TABLE AS embedstack_old NEW TABLE AS embedstack_new',
+                         'REFERENCING OLD TABLE AS embedstack_old', ''];
+BEGIN
+    FOR i IN 1 .. 4 LOOP
+        CONTINUE WHEN embedstack._own_trigger(ms.source, ms.name, names[i]);
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ms.source AND t.tgname = names[i]) THEN
+            RAISE EXCEPTION 'trigger "%" on % is in the way of model set "%"', names[i], ms.source, ms.name
+                USING ERRCODE = '42710', HINT = 'rename or drop that trigger';
+        END IF;
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations(%L)',
+                       names[i], events[i], ms.source, refs[i], ms.name);
+    END LOOP;
+    -- The row trigger of 0.2.x, if a model set upgraded from it still has one.
+    IF embedstack._own_trigger(ms.source, ms.name, embedstack._trigger_name(ms.name)) THEN
+        EXECUTE format('DROP TRIGGER %I ON %s', embedstack._trigger_name(ms.name), ms.source);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
+  'Internal: creates the model set''s statement-level freshness triggers on its source.';
+
+-- The served view over generation g: key and combined vector, the vector cast to its type
+-- without a dimension (so that a refit that changes the width can redefine the view in place,
+-- and views users built on it keep working), gated by _may_read_served.
+CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE embedstack._may_read_served(%L)',
+                  CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
+                  ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
+                  g.relation, ms.name)
+$$;
+COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
+  'Internal: the definition of a model set''s served view over a generation.';
+
+-- Points the served view at generation g: created the first time (owned by the source's owner,
+-- readable by PUBLIC behind its gate), redefined in place after that; dropped and created again
+-- only when the storage type changes (vector <-> halfvec), which views built on it prevent
+-- (2BP01). Takes the view's lock with at most lock_timeout_ms of waiting (55P03 otherwise;
+-- NULL: the session's lock_timeout).
+CREATE FUNCTION embedstack._point_view(ms embedstack.model_sets, g embedstack.generations, lock_timeout_ms integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    si record := embedstack._source_info(ms);
+    ours boolean := embedstack._is_served_view(ms);
+    prev_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF ours IS NULL THEN
+        EXECUTE embedstack._view_sql(ms, g, false);
+        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
+        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+        RETURN;
+    END IF;
+    IF NOT ours THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
+    IF lock_timeout_ms IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true);
+    END IF;
+    EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', si.nsp, ms.view_name);
+    PERFORM set_config('lock_timeout', prev_timeout, true);
+    IF ms.served_storage IS NOT DISTINCT FROM g.storage THEN
+        EXECUTE embedstack._view_sql(ms, g, true);
+    ELSE
+        BEGIN
+            EXECUTE format('DROP VIEW %I.%I', si.nsp, ms.view_name);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'the served view %.% of model set "%" changes type from % to %, and objects depend on it',
+                si.nsp, ms.view_name, ms.name, ms.served_storage, g.storage USING ERRCODE = '2BP01',
+                HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+        END;
+        EXECUTE embedstack._view_sql(ms, g, false);
+        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
+        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._point_view(embedstack.model_sets, embedstack.generations, integer) IS
+  'Internal: creates or redefines the served view to read a generation.';
+
+-- Materialising is a job (sql/jobs.sql runs it): a sequence of steps, each one short
+-- transaction, committed by the driver. All state lives in the catalog and the generation
+-- table, so a run killed at any point is continued by the next call, and the view, the served
+-- generation and the active fit change only in the cut-over step.
+--   prepare -> write (one batch per step) -> index -> wait -> cutover -> done
+
+-- prepare: the layout; when the served generation already holds it, switching the active fit
+-- is all there is to do (always so in query-weighted mode). Otherwise the generation being
+-- written: resumed when it is this fit's and layout's, replaced otherwise; created (table with
+-- its key's primary key, owned by the source's owner) and registered, with the triggers.
+CREATE FUNCTION embedstack._mat_prepare(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    si record;
+    lay record;
+    g embedstack.generations;
+    gname name;
+    total bigint;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    lay := embedstack._layout(ms.name, j.fit_id);
+    si := embedstack._source_info(ms);
+    IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage
+       AND embedstack._is_served_view(ms) THEN
+        PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.served_generation);
+        PERFORM embedstack._write('job_update', job_id, 'done');
+        PERFORM embedstack._write('job_finish', job_id, 'succeeded',
+            format('stored vectors unchanged; fit %s is active', j.fit_id));
+        RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
+        RETURN 'done';
+    END IF;
+    -- A storage type change drops and recreates the view: refuse now, not after the writing.
+    IF ms.served_storage IS DISTINCT FROM lay.storage AND embedstack._is_served_view(ms) AND EXISTS (
+        SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass(format('%I.%I', si.nsp, ms.view_name))
+           AND r.ev_class <> d.refobjid) THEN
+        RAISE EXCEPTION 'fit % stores % vectors, the served view %.% of model set "%" has %, and objects depend on it',
+            j.fit_id, lay.storage, si.nsp, ms.view_name, ms.name, ms.served_storage USING ERRCODE = '2BP01',
+            HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+    END IF;
+
+    SELECT * INTO g FROM embedstack.generations x WHERE x.model_set = ms.name AND x.state = 'building' ORDER BY x.id DESC LIMIT 1;
+    IF FOUND AND (g.fit_id <> j.fit_id OR g.multipliers <> lay.multipliers OR g.storage <> lay.storage
+                  OR g.relation IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)) THEN
+        PERFORM embedstack._drop_generation(ms, g.id);
+        g := NULL;
+    END IF;
+    IF g.id IS NULL THEN
+        g.id := embedstack._write('insert_generation', ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
+        gname := embedstack._generation_name(ms, g.id);
+        IF to_regclass(format('%I.%I', si.nsp, gname)) IS NOT NULL THEN
+            RAISE EXCEPTION 'relation %.% is in the way of a generation of model set "%"', si.nsp, gname, ms.name
+                USING ERRCODE = '42P07', HINT = 'rename or drop it';
+        END IF;
+        EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL PRIMARY KEY, %I %I.%s(%s))',
+                       CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END, si.nsp, gname,
+                       ms.key_column, si.key_type, ms.combined_column, embedstack._vector_schema(), lay.storage, lay.width);
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, gname, si.owner);
+        EXECUTE format('COMMENT ON TABLE %I.%I IS %L', si.nsp, gname,
+                       format('embedstack: generation %s of model set "%s" (fit %s); read it through %I.%I', g.id, ms.name,
+                              j.fit_id, si.nsp, ms.view_name));
+        PERFORM embedstack._write('generation_set', ms.name, g.id, format('%I.%I', si.nsp, gname)::regclass,
+                                  embedstack._derived_name(gname, 'hnsw'));
+        SELECT * INTO g FROM embedstack.generations x WHERE x.id = g.id;
+    END IF;
+    PERFORM embedstack._install_triggers(ms);
+    EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO total;
+    PERFORM embedstack._write('job_update', job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
+                              jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written), g.id);
+    RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into generation % (%)%', ms.name, total,
+        lay.storage, lay.width, g.id, g.relation,
+        CASE WHEN g.cursor_key IS NOT NULL THEN format(', resuming after %s rows', g.rows_written) ELSE '' END;
+    RETURN 'write';
+END $$;
+COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS
+  'Internal materialise step: layout, generation table (new or resumed), freshness triggers.';
+
+-- write: one batch of batch_size source rows in key order after the last one (keyset
+-- pagination), inserted into the generation. Before the first batch: wait for the transactions
+-- that were writing the source when the generation was registered (their triggers may not have
+-- seen it; later ones do). Each batch holds SHARE on the generation table, so a trigger's
+-- change to it waits for the batch and then replaces what the batch wrote (the trigger reads
+-- with the latest snapshot); a row a trigger wrote first is left alone (ON CONFLICT DO NOTHING).
+CREATE FUNCTION embedstack._mat_write(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    g embedstack.generations;
+    si record;
+    n bigint;
+    last_key text;
+    done bigint;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation AND x.model_set = ms.name;
+    IF NOT FOUND OR g.relation IS NULL THEN
+        RAISE EXCEPTION 'the generation job % writes is gone', job_id USING ERRCODE = '55000',
+            HINT = 'CALL the procedure again: it starts a new generation';
+    END IF;
+    IF NOT coalesce((j.details->>'writers_synced')::boolean, true) THEN
+        PERFORM embedstack._wait_for_writers(ms.source);
+        PERFORM embedstack._write('job_update', job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
+        RETURN 'write';
+    END IF;
+    si := embedstack._source_info(ms);
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
+    EXECUTE format(
+        'WITH b AS (SELECT s.%1$I AS k, %2$s AS v FROM %3$s s WHERE ($1::text IS NULL OR s.%1$I %4$s $1::text::%5$s) '
+        '           ORDER BY s.%1$I LIMIT $2), '
+        '     i AS (INSERT INTO %6$s (%1$I, %7$I) SELECT b.k, b.v FROM b ON CONFLICT DO NOTHING) '
+        'SELECT count(*), (SELECT b.k::text FROM b ORDER BY b.k DESC LIMIT 1) FROM b',
+        ms.key_column, embedstack._combine_expr(ms, g, 's'), ms.source, si.key_gt, si.key_type, g.relation,
+        ms.combined_column)
+    INTO n, last_key
+    USING g.cursor_key, (j.params->>'batch_size')::integer;
+    IF last_key IS NULL THEN
+        -- Every row is written: transactions whose snapshot predates this one could read the
+        -- generation without these rows; the cut-over waits for them (see _cutover_ready).
+        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL,
+            jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
+        RETURN 'index';
+    END IF;
+    done := g.rows_written + n;
+    PERFORM embedstack._write('generation_set', ms.name, g.id, NULL, NULL, last_key, done);
+    PERFORM embedstack._write('job_update', job_id, 'write', done, NULL, last_key);
+    RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
+        CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
+        round((done - coalesce((j.details->>'resumed_rows')::bigint, 0))
+              / greatest(extract(epoch FROM clock_timestamp() - j.started_at), 0.001));
+    RETURN 'write';
+END $$;
+COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
+  'Internal materialise step: one batch of rows into the generation being written.';
+
+-- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
+-- on the generation. An index left valid by an interrupted run is kept; an invalid one rebuilt.
+CREATE FUNCTION embedstack._mat_index(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    g embedstack.generations;
+    si record;
+    idx regclass;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation;
+    si := embedstack._source_info(ms);
+    idx := to_regclass(format('%I.%I', si.nsp, g.index_name));
+    IF idx IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = idx AND i.indrelid = g.relation) THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the HNSW index of model set "%"', si.nsp, g.index_name, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
+    IF idx IS NOT NULL AND NOT (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = idx) THEN
+        EXECUTE format('DROP INDEX %s', idx);
+        idx := NULL;
+    END IF;
+    IF idx IS NULL THEN
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;
+        EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
+                       embedstack._vector_schema(), g.storage || '_ip_ops');
+    ELSE
+        RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it',
+            ms.name, si.nsp, g.index_name;
+    END IF;
+    PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, g.index_name,
+                              jsonb_build_object('wait_started', clock_timestamp()));
+    RETURN 'wait';
+END $$;
+COMMENT ON FUNCTION embedstack._mat_index(bigint) IS
+  'Internal materialise step: the HNSW index of the generation.';
 
 -- (Both checks below call pg_backend_pid(): PARALLEL RESTRICTED, as it is.)
--- May the cut-over happen? Not while a transaction older than the last batch still runs: the
--- cut-over renames columns, which is not MVCC-safe, so such a transaction would afterwards read
--- the new column through its old snapshot as NULL (its rows' versions predate the batches). And
--- when the batches were HOT updates, CREATE INDEX marks the new index indcheckxmin: the planner
--- ignores it in those transactions. So, as CREATE INDEX CONCURRENTLY does, wait for them:
---   horizon: an xid taken after the last batch committed (in the index step's transaction);
---   every session of this database whose xid or snapshot xmin we can see must be newer than it;
+-- May the cut-over happen? Not while a transaction of this database older than the last batch
+-- still runs: through the redefined view it would read the new generation with a snapshot that
+-- predates its rows, i.e. as (partly) empty. So, as CREATE INDEX CONCURRENTLY does, wait:
+--   horizon: the xid of the transaction that found nothing left to write;
+--   every session of this database whose xid or snapshot xmin we can see must be newer;
 --   sessions whose details we may not see (other roles', without pg_read_all_stats) must have
---   ended the transaction they were in when the index step ran (hidden: their virtual xids).
--- Autovacuum plans no query and is not waited for; nor are sessions blocked by this one (a
--- materialize or refit queued with wait => true holds its statement's snapshot while it waits
--- for the job lock: waiting for it would deadlock).
+--   ended the transaction they were in when the writing finished (hidden: their virtual xids).
+-- Sessions of other databases cannot read this database's tables and are not waited for (the
+-- generation's index never needs an old-snapshot wait: its table is only ever inserted into and
+-- deleted from, so CREATE INDEX never marks it indcheckxmin). Autovacuum plans no query; and
+-- sessions blocked by this one are not waited for (a materialize or refit queued with
+-- wait => true holds its statement's snapshot while it waits for the job lock).
 CREATE FUNCTION embedstack._cutover_ready(horizon xid8, hidden text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    horizon_age integer := age((horizon::text::numeric % 4294967296)::text::xid);
 BEGIN
-    IF pg_snapshot_xmin(pg_current_snapshot()) <= horizon THEN
-        RETURN false;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_stat_activity a
-                WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
-                  AND a.backend_type IN ('client backend', 'background worker')
-                  AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= horizon_age
-                  AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))) THEN
-        RETURN false;
-    END IF;
-    RETURN NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (hidden));
+    RETURN NOT EXISTS (SELECT 1 FROM embedstack._old_transactions(horizon))
+       AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (hidden));
 END $$;
+COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS
+  'Internal: true when no transaction of this database that predates the horizon is still running.';
+
+-- The pids of this database's client sessions whose transaction or snapshot predates `horizon`.
+CREATE FUNCTION embedstack._old_transactions(horizon xid8) RETURNS SETOF integer
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.pid FROM pg_stat_activity a
+     WHERE a.pid <> pg_backend_pid() AND a.datname = current_database()
+       AND a.backend_type IN ('client backend', 'background worker')
+       AND greatest(age(a.backend_xid), age(a.backend_xmin)) >= age((horizon::text::numeric % 4294967296)::text::xid)
+       AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+$$;
+COMMENT ON FUNCTION embedstack._old_transactions(xid8) IS
+  'Internal: pids of this database''s sessions whose transaction or snapshot is older than the horizon.';
 
 -- The virtual xids of this database's other sessions whose details the caller may not see.
 CREATE FUNCTION embedstack._hidden_transactions() RETURNS text[]
@@ -114,226 +536,167 @@ LANGUAGE sql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp 
        AND a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
        AND a.state IS NULL AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
 $$;
-
--- prepare: the layout; when the vectors are already stored in it, switching the active fit is
--- all there is to do. Otherwise the staging column (resumed when it belongs
--- to this fit and layout, replaced otherwise) and the freshness trigger, which also keeps the
--- staging column right for rows written while the job runs.
-CREATE FUNCTION embedstack._mat_prepare(job_id bigint) RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    j embedstack.jobs;
-    ms embedstack.model_sets;
-    lay record;
-    vnsp name := embedstack._vector_schema();
-    stg name;
-    collist text;
-    total bigint;
-    done bigint;
-BEGIN
-    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
-    ms := embedstack._model_set(j.model_set);
-    lay := embedstack._layout(ms.name, j.fit_id);
-    -- Same multipliers and storage: the stored vectors are already exactly what this fit would
-    -- write (always so in query-weighted mode, where they do not depend on the weights).
-    IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage THEN
-        PERFORM embedstack._write('serve', ms.name, j.fit_id, lay.multipliers, lay.storage, ms.served_index);
-        PERFORM embedstack._write('job_update', job_id, 'done');
-        PERFORM embedstack._write('job_finish', job_id, 'succeeded',
-            format('stored vectors unchanged; fit %s is active', j.fit_id));
-        RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
-        RETURN 'done';
-    END IF;
-
-    stg := ms.staging_column;
-    IF stg IS NOT NULL AND (ms.staging_fit IS DISTINCT FROM j.fit_id OR ms.staging_multipliers IS DISTINCT FROM lay.multipliers
-                            OR ms.staging_storage IS DISTINCT FROM lay.storage) THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, stg);
-        stg := NULL;
-    END IF;
-    IF stg IS NULL THEN
-        stg := embedstack._derived_name(ms.combined_column, 'next');
-        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = stg AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION 'column "%" of % is in the way of the staging column', stg, ms.source USING ERRCODE = '42701',
-                HINT = 'rename or drop it, or create the model set with another combined_column';
-        END IF;
-        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %I.%s(%s)', ms.source, stg, vnsp, lay.storage, lay.width);
-        PERFORM embedstack._write('set_staging', ms.name, stg, j.fit_id, lay.multipliers, lay.storage);
-    END IF;
-    SELECT string_agg(format('%I', c), ', ' ORDER BY o) INTO collist FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
-    IF NOT embedstack._own_trigger(ms.source, ms.name) AND EXISTS (
-        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ms.source AND t.tgname = embedstack._trigger_name(ms.name)) THEN
-        RAISE EXCEPTION 'trigger "%" on % is in the way of model set "%"', embedstack._trigger_name(ms.name), ms.source, ms.name
-            USING ERRCODE = '42710', HINT = 'rename or drop that trigger';
-    END IF;
-    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW '
-                   'EXECUTE FUNCTION embedstack._refresh_combined(%L)',
-                   embedstack._trigger_name(ms.name), collist, ms.source, ms.name);
-    EXECUTE format('SELECT count(*), count(%I) FROM %s', stg, ms.source) INTO total, done;
-    PERFORM embedstack._write('job_update', job_id, 'write', done, total);
-    RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into %.% (% already done)',
-        ms.name, total - done, lay.storage, lay.width, ms.source, stg, done;
-    RETURN 'write';
-END $$;
-
--- write: one batch of batch_size rows whose staging value is missing, in key order after the
--- last batch (keyset pagination; rows written meanwhile are kept right by the trigger).
-CREATE FUNCTION embedstack._mat_write(job_id bigint) RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    j embedstack.jobs;
-    ms embedstack.model_sets;
-    keytype text;
-    cols text;
-    n bigint;
-    last_key text;
-    done bigint;
-BEGIN
-    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
-    ms := embedstack._model_set(j.model_set);
-    SELECT format_type(a.atttypid, a.atttypmod) INTO keytype FROM pg_attribute a
-     WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped;
-    SELECT string_agg(format('t.%I', c), ', ' ORDER BY o) INTO cols FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o);
-    EXECUTE format(
-        'WITH b AS (SELECT %1$I AS k FROM %2$s WHERE ($1::text IS NULL OR %1$I > $1::text::%3$s) AND %4$I IS NULL '
-        '           ORDER BY %1$I LIMIT $2), '
-        '     u AS (UPDATE %2$s t SET %4$I = embedstack.%5$I($3, $4, $5, t.%1$I, %6$s) FROM b WHERE t.%1$I = b.k RETURNING t.%1$I AS k) '
-        'SELECT count(*), (SELECT k::text FROM b ORDER BY k DESC LIMIT 1) FROM u',
-        ms.key_column, ms.source, keytype, ms.staging_column, '_combine_' || ms.staging_storage, cols)
-    INTO n, last_key
-    USING j.cursor_key, (j.params->>'batch_size')::integer, ms.staging_multipliers, ms.model_dims, ms.model_columns::text[];
-    IF last_key IS NULL THEN
-        PERFORM embedstack._write('job_update', job_id, 'index');
-        RETURN 'index';
-    END IF;
-    done := j.rows_done + n;
-    PERFORM embedstack._write('job_update', job_id, 'write', done, NULL, last_key);
-    RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
-        CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
-        round(done / greatest(extract(epoch FROM clock_timestamp() - j.started_at), 0.001));
-    RETURN 'write';
-END $$;
-
--- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
--- on the staging column, built before the cut-over so queries keep using the old one. An
--- index left by an interrupted run on the same staging column is kept (the trigger and the
--- batches maintained it like any index).
-CREATE FUNCTION embedstack._mat_index(job_id bigint) RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    j embedstack.jobs;
-    ms embedstack.model_sets;
-    nsp name;
-    idx name;
-    idx_oid regclass;
-BEGIN
-    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
-    ms := embedstack._model_set(j.model_set);
-    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
-    idx := embedstack._index_name(ms.name, false);
-    IF NOT embedstack._index_of(nsp, idx, ms.source, ms.staging_column) THEN
-        RAISE EXCEPTION 'relation %.% is in the way of the staging index of model set "%"', nsp, idx, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
-    END IF;
-    idx_oid := to_regclass(format('%I.%I', nsp, idx));
-    IF idx_oid IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE i.indexrelid = idx_oid AND i.indrelid = ms.source AND i.indisvalid AND a.attname = ms.staging_column) THEN
-        EXECUTE format('DROP INDEX %I.%I', nsp, idx);
-        idx_oid := NULL;
-    END IF;
-    IF idx_oid IS NULL THEN
-        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, nsp, idx;
-        EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', idx, ms.source, ms.staging_column,
-                       embedstack._vector_schema(), ms.staging_storage || '_ip_ops');
-    ELSE
-        RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it', ms.name, nsp, idx;
-    END IF;
-    PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, idx,
-        jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
-    RETURN 'wait';
-END $$;
+COMMENT ON FUNCTION embedstack._hidden_transactions() IS
+  'Internal: virtual xids of this database''s sessions the caller may not inspect.';
 
 -- wait: until no transaction older than the last batch runs (see _cutover_ready); the old
--- column serves meanwhile. Sleeps 0.1 s per step; the driver commits between steps.
+-- generation serves meanwhile. Sleeps 0.1 s per step; the driver commits between steps. Gives
+-- up after embedstack.cutover_wait_timeout (55000; a new call resumes here).
 CREATE FUNCTION embedstack._mat_wait(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j embedstack.jobs;
-    nsp name;
+    timeout_ms integer := embedstack._cutover_wait_timeout();
+    waited interval;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
-    SELECT n.nspname INTO nsp FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE m.name = j.model_set;
     IF embedstack._cutover_ready((j.details->>'horizon')::xid8,
                                  ARRAY(SELECT jsonb_array_elements_text(j.details->'hidden'))) THEN
         PERFORM embedstack._write('job_update', job_id, 'cutover');
         RETURN 'cutover';
     END IF;
+    waited := clock_timestamp() - coalesce((j.details->>'wait_started')::timestamptz, clock_timestamp());
+    IF timeout_ms > 0 AND waited > timeout_ms * interval '1 ms' THEN
+        RAISE EXCEPTION 'model set "%": gave up waiting after % for transactions older than the new generation (pids %)',
+            j.model_set, date_trunc('second', waited),
+            coalesce((SELECT string_agg(p::text, ', ') FROM embedstack._old_transactions((j.details->>'horizon')::xid8) p), 'not visible to you')
+            USING ERRCODE = '55000',
+            HINT = 'the new generation is complete and indexed, the old one still serves: CALL the procedure again to '
+                   'resume the wait, end those transactions, or raise embedstack.cutover_wait_timeout';
+    END IF;
     IF NOT coalesce((j.details->>'waiting')::boolean, false) THEN
-        RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new column to finish (pids %)',
-            j.model_set, (SELECT string_agg(a.pid::text, ', ') FROM pg_stat_activity a
-                           WHERE (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL) AND a.pid <> pg_backend_pid()
-                             AND a.datname = current_database()
-                             AND a.backend_type IN ('client backend', 'background worker'));
+        RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new generation to finish (pids %)',
+            j.model_set, coalesce((SELECT string_agg(p::text, ', ') FROM embedstack._old_transactions((j.details->>'horizon')::xid8) p),
+                                  'not visible to you');
         PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
     END IF;
     PERFORM pg_sleep(0.1);
     RETURN 'wait';
 END $$;
+COMMENT ON FUNCTION embedstack._mat_wait(bigint) IS
+  'Internal materialise step: waits for older transactions of this database, bounded by embedstack.cutover_wait_timeout.';
 
--- cutover: one short transaction under ACCESS EXCLUSIVE on the source: the old column and index
--- go, the staging ones take their names, the catalog says what is served.
+-- Drops the retained generations beyond embedstack.keep_generations (newest served first; the
+-- previous one, which rollback serves, is kept while the setting is at least 1), skipping any
+-- still in use.
+CREATE FUNCTION embedstack._retain(model_set text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+    keep integer := embedstack._keep_generations();
+    g record;
+BEGIN
+    FOR g IN SELECT x.id FROM embedstack.generations x
+              WHERE x.model_set = ms.name AND x.state = 'retained'
+              ORDER BY x.id = ms.previous_generation DESC, x.served_at DESC NULLS LAST, x.id DESC OFFSET keep LOOP
+        PERFORM embedstack._drop_generation(ms, g.id, true);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION embedstack._retain(text) IS
+  'Internal: drops retained generations beyond embedstack.keep_generations.';
+
+-- cutover: one short transaction that locks only the served view: the view reads the new
+-- generation, the catalog says what is served, older generations beyond the retention go.
 CREATE FUNCTION embedstack._mat_cutover(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j embedstack.jobs;
     ms embedstack.model_sets;
-    nsp name;
-    idx_final name;
-    prev_timeout text;
+    g embedstack.generations;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
-    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
-    idx_final := embedstack._index_name(ms.name, true);
-    IF NOT embedstack._index_of(nsp, idx_final, ms.source, ms.combined_column)
-       AND idx_final IS DISTINCT FROM ms.served_index THEN
-        RAISE EXCEPTION 'relation %.% is in the way of the served index of model set "%"', nsp, idx_final, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
-    END IF;
-    -- ACCESS EXCLUSIVE waits for running queries, and queries queue behind a waiting lock:
-    -- wait at most 2 s, then let them through and try again in the next step.
-    prev_timeout := current_setting('lock_timeout');
-    PERFORM set_config('lock_timeout', '2s', true);
+    SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation;
+    -- ACCESS EXCLUSIVE on the view waits for running queries on it, and queries queue behind a
+    -- waiting lock: wait at most 2 s, then let them through and try again in the next step.
     BEGIN
-        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', ms.source);
+        PERFORM embedstack._point_view(ms, g, 2000);
     EXCEPTION WHEN lock_not_available THEN
-        RAISE NOTICE 'embedstack: model set "%": the cut-over waits for queries on % (retrying)', ms.name, ms.source;
+        RAISE NOTICE 'embedstack: model set "%": the cut-over waits for queries on its view (retrying)', ms.name;
         PERFORM pg_sleep(0.5);
         RETURN 'cutover';
     END;
-    PERFORM set_config('lock_timeout', prev_timeout, true);
-    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ms.source AND a.attname = ms.combined_column
-                  AND NOT a.attisdropped) THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN %I', ms.source, ms.combined_column);
-    END IF;
-    -- The index served so far (by its recorded name: 0.2.0 named it differently), and one
-    -- left under the final name, each only when it is this table's index on the column.
-    IF ms.served_index IS NOT NULL AND embedstack._index_of(nsp, ms.served_index, ms.source, ms.combined_column) THEN
-        EXECUTE format('DROP INDEX %I.%I', nsp, ms.served_index);
-    END IF;
-    IF embedstack._index_of(nsp, idx_final, ms.source, ms.combined_column) THEN
-        EXECUTE format('DROP INDEX %I.%I', nsp, idx_final);
-    END IF;
-    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', ms.source, ms.staging_column, ms.combined_column);
-    EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, j.index_name, idx_final);
-    PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.staging_multipliers, ms.staging_storage, idx_final);
+    PERFORM embedstack._write('serve', ms.name, j.fit_id, g.id);
+    PERFORM embedstack._retain(ms.name);
     PERFORM embedstack._write('job_update', job_id, 'done');
     PERFORM embedstack._write('job_finish', job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
-        || format('serving fit %s from %s.%I (%s), index %I.%I', j.fit_id, ms.source, ms.combined_column,
-                  ms.staging_storage, nsp, idx_final));
-    RAISE NOTICE 'embedstack: model set "%": serving fit % from %.% (%), index %.%', ms.name, j.fit_id, ms.source,
-        ms.combined_column, ms.staging_storage, nsp, idx_final;
+        || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
+                  (embedstack._source_info(ms)).nsp, ms.view_name));
+    RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (%) through %.%', ms.name, j.fit_id, g.id,
+        g.relation, (embedstack._source_info(ms)).nsp, ms.view_name;
     RETURN 'done';
 END $$;
+COMMENT ON FUNCTION embedstack._mat_cutover(bigint) IS
+  'Internal materialise step: points the served view at the new generation and records it.';
+
+-- Writes the model set's combined vectors for a fit into a new generation table, in batches of
+-- batch_size rows each committed, then builds its HNSW index (inner product) and cuts over in
+-- one short transaction that redefines the served view. The view, what it serves and the
+-- active fit stay as they were until that last transaction; the source table is only read.
+-- Must be called outside an explicit transaction block (it COMMITs); re-running it after an
+-- interruption continues with the rows not written yet. One materialize, refit or rollback per
+-- model set at a time: another caller gets 55P03 at once, or with wait => true queues behind it.
+CREATE PROCEDURE embedstack.materialize(model_set text, fit_id bigint DEFAULT NULL, batch_size integer DEFAULT 10000,
+                                        wait boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    fid bigint := fit_id;
+    job bigint;
+BEGIN
+    IF fid IS NULL THEN
+        -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
+        -- new one as kept: serving it by default would undo that decision).
+        SELECT max(f.id) INTO fid FROM embedstack.fits f
+         WHERE f.model_set = ms.name
+           AND NOT EXISTS (SELECT 1 FROM embedstack.jobs j
+                            WHERE j.model_set = ms.name AND j.kind = 'refit' AND j.state = 'kept' AND j.fit_id = f.id);
+        IF fid IS NULL THEN
+            RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
+                HINT = 'run embedstack.fit first';
+        END IF;
+    END IF;
+    PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
+    PERFORM embedstack._lock_model_set(ms.name, wait);
+    -- (After the lock, like the COMMIT it stands for: a failure here releases the lock as any.)
+    PERFORM embedstack._require_no_transaction_block('materialize');
+    job := embedstack._write('job_start', ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
+        (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
+    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, fid);
+    COMMIT;
+    CALL embedstack._run_job(job);
+END $$;
+COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
+  'Writes the combined vectors of a fit (default: the newest fit no refit rejected) into a new generation table '
+  'in committed batches, builds its HNSW index and switches the served view to it in one short transaction. '
+  'Resumable; one job per model set at a time (55P03, or wait => true). Outside a transaction block only (2D000).';
+
+-- Serves the previous fit and generation again (undoes the last switch; calling it again
+-- switches back): no rewrite, no index build. The previous generation was kept fresh all along.
+-- Runs in one transaction; takes the model set's job lock like materialize (55P03 or wait).
+CREATE PROCEDURE embedstack.rollback(model_set text, wait boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._check_writer(model_set, 1, wait);
+    g embedstack.generations;
+BEGIN
+    PERFORM embedstack._lock_model_set(ms.name, wait);
+    ms := embedstack._model_set(ms.name);
+    SELECT * INTO g FROM embedstack.generations x
+     WHERE x.id = ms.previous_generation AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.relation);
+    IF ms.previous_fit IS NULL OR NOT FOUND
+       OR NOT EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.id = ms.previous_fit) THEN
+        PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+        RAISE EXCEPTION 'model set "%" has nothing to roll back to', ms.name USING ERRCODE = '55000',
+            HINT = 'rollback serves the fit and generation served before the last switch; embedstack.keep_generations = 0 keeps none';
+    END IF;
+    IF g.id <> ms.served_generation THEN
+        PERFORM embedstack._point_view(ms, g, NULL);
+    END IF;
+    PERFORM embedstack._write('serve', ms.name, ms.previous_fit, g.id);
+    RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % again', ms.name, ms.previous_fit, g.id;
+    PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+END $$;
+COMMENT ON PROCEDURE embedstack.rollback(text, boolean) IS
+  'Serves the fit and generation served before the last switch again, at once (no rewrite, no index build); '
+  'calling it again switches back. 55000 when there is none (embedstack.keep_generations = 0).';

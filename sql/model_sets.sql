@@ -69,7 +69,8 @@ CREATE FUNCTION embedstack.create_model_set(
     threshold double precision DEFAULT 0.05,
     combined_column name DEFAULT NULL,
     storage text DEFAULT 'auto',
-    model_dims integer[] DEFAULT NULL)
+    model_dims integer[] DEFAULT NULL,
+    view_name name DEFAULT NULL)
 RETURNS embedstack.model_sets
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -82,6 +83,8 @@ DECLARE
     v_dim integer;
     v_typname pg_catalog.name;
     v_combined pg_catalog.name;
+    v_view pg_catalog.name;
+    v_nsp pg_catalog.name;
     v_vnsp pg_catalog.name := embedstack._vector_schema();
 BEGIN
     IF name IS NULL OR source IS NULL OR key_column IS NULL OR model_columns IS NULL
@@ -178,73 +181,124 @@ BEGIN
     END LOOP;
 
     v_combined := coalesce(combined_column, embedstack._derived_name(name, 'combined'));
-    IF v_combined = key_column OR v_combined = ANY (model_columns) THEN
-        RAISE EXCEPTION 'combined column "%" is the key or a model column', v_combined USING ERRCODE = '42701';
+    IF v_combined = key_column THEN
+        RAISE EXCEPTION 'combined column "%" is the key column', v_combined USING ERRCODE = '42701',
+            HINT = 'the served view has two columns, the key and the combined vector: name them differently';
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = source AND a.attname = v_combined AND NOT a.attisdropped) THEN
-        RAISE EXCEPTION 'column "%" already exists in %', v_combined, source USING ERRCODE = '42701',
-            HINT = 'materialize creates the combined column; choose another name with combined_column';
+    -- The served view: <source>_<model set> in the source's schema unless named; it is created by
+    -- the first materialise, the name is checked (and reserved in the catalog) now.
+    SELECT c.relname, n.nspname INTO v_typname, v_nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = source;
+    v_view := coalesce(view_name, embedstack._served_view_name(v_typname, name));
+    IF to_regclass(format('%I.%I', v_nsp, v_view)) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation %.% already exists', v_nsp, v_view USING ERRCODE = '42P07',
+            HINT = 'the model set serves its vectors through a view of that name: pass another view_name';
     END IF;
-    IF EXISTS (SELECT 1 FROM embedstack.model_sets m WHERE m.source = create_model_set.source
-                AND m.combined_column = v_combined) THEN
-        RAISE EXCEPTION 'model set "%" already serves column "%" of %',
-            (SELECT m.name FROM embedstack.model_sets m WHERE m.source = create_model_set.source
-                AND m.combined_column = v_combined), v_combined, source USING ERRCODE = '42701';
+    IF EXISTS (SELECT 1 FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source
+                WHERE m.view_name = v_view AND c.relnamespace = (SELECT x.relnamespace FROM pg_class x WHERE x.oid = source)) THEN
+        RAISE EXCEPTION 'another model set serves its vectors through %.%', v_nsp, v_view USING ERRCODE = '42P07',
+            HINT = 'pass another view_name';
     END IF;
 
     PERFORM embedstack._write('insert_model_set', name, source, key_column, model_columns, v_dims, v_types, mode,
-                              threshold, v_combined, storage);
+                              threshold, v_combined, storage, v_view);
     RETURN embedstack._model_set(name);
 END $$;
 
+-- The default served view name: <source>_<model set> when it fits in 63 bytes, else cut with a
+-- hash of both (see _derived_name).
+CREATE FUNCTION embedstack._served_view_name(source_name name, model_set text) RETURNS name
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN octet_length(source_name || '_' || model_set) <= 63 THEN (source_name || '_' || model_set)::name
+                ELSE embedstack._derived_name(source_name || '_' || model_set, 'served', source_name || '.' || model_set) END
+$$;
+
+-- Drops the model set: its freshness triggers, served view and generation tables (the
+-- extension made them), then its catalog rows. A user's view built on the served view makes
+-- this fail (2BP01) until the user drops it: objects of the user's making are never dropped.
+-- drop_columns: also drop the combined and staging columns a 0.1/0.2 release left in the
+-- source table (0.3.0 no longer writes into the source).
 CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(name);
+    nsp name;
+    g record;
 BEGIN
     -- Not while a materialize or refit of it runs (the lock is released at the end of this
     -- transaction by the abort callback, or explicitly below).
     PERFORM embedstack._lock_model_set(ms.name, false);
     IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = ms.source) THEN
-        -- The source is gone (its trigger, columns and indexes with it): only the catalog rows
-        -- remain, which embedstack._write lets a superuser delete.
+        -- The source is gone (event trigger disabled): only the catalog rows remain, which
+        -- embedstack._write lets a superuser delete.
         PERFORM embedstack._write('delete_model_set', ms.name);
         PERFORM embedstack._job_unlock(hashtext(ms.name));
         RETURN;
     END IF;
     PERFORM embedstack._check_owner(ms.source);
-    IF embedstack._own_trigger(ms.source, ms.name) THEN
-        EXECUTE format('DROP TRIGGER %I ON %s', embedstack._trigger_name(ms.name), ms.source);
-    END IF;
+    PERFORM embedstack._drop_triggers(ms);
+    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
+    BEGIN
+        IF embedstack._is_served_view(ms) THEN
+            EXECUTE format('DROP VIEW %I.%I', nsp, ms.view_name);
+        END IF;
+        FOR g IN SELECT x.id FROM embedstack.generations x WHERE x.model_set = ms.name LOOP
+            PERFORM embedstack._drop_generation(ms, g.id);
+        END LOOP;
+    EXCEPTION WHEN dependent_objects_still_exist THEN
+        RAISE EXCEPTION 'cannot drop model set "%": objects depend on its served view %.%', ms.name, nsp, ms.view_name
+            USING ERRCODE = '2BP01', HINT = 'drop the views or functions built on it first';
+    END;
     IF drop_columns THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
-        IF ms.staging_column IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.staging_column);
-        END IF;
+        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, embedstack._derived_name(ms.combined_column, 'next'));
     END IF;
     PERFORM embedstack._write('delete_model_set', ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));
 END $$;
-
--- The freshness trigger's name on the source: 'embedstack_' || name when it fits (as in 0.2.0),
--- else with a hash of the name (0.2.0 cut long names at 52 characters, so two model sets of
--- one table whose names shared them replaced each other's trigger).
+-- The row trigger of releases 0.1.0-0.2.x on the source: 'embedstack_' || name when it fits,
+-- else with a hash of the name. The 0.3.0 upgrade replaces it by the statement triggers below.
 CREATE FUNCTION embedstack._trigger_name(model_set text) RETURNS name
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN octet_length('embedstack_' || model_set) <= 63 THEN ('embedstack_' || model_set)::name
                 ELSE embedstack._derived_name('embedstack_' || model_set, 'trg') END
 $$;
 
--- Does the source carry this model set's freshness trigger (its name, the extension's function
--- and this model set as argument)? A trigger of that name that is not it is left alone.
-CREATE FUNCTION embedstack._own_trigger(source regclass, model_set text) RETURNS boolean
+-- The four freshness triggers' names (insert, update, delete, truncate): PostgreSQL allows
+-- transition tables only on triggers of a single event. Hashed like the others when long.
+CREATE FUNCTION embedstack._trigger_names(model_set text) RETURNS name[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT embedstack._derived_name('embedstack_' || model_set, t,
+                                                 CASE WHEN octet_length('embedstack_' || model_set || '_trunc') > 63
+                                                      THEN 'embedstack_' || model_set END)
+                   FROM unnest(ARRAY['ins', 'upd', 'del', 'trunc']) WITH ORDINALITY u(t, o) ORDER BY o)
+$$;
+
+-- Is trigger `tgname` on the source this model set's (the extension's function, this model set
+-- as argument)? A trigger of that name that is not it is left alone.
+CREATE FUNCTION embedstack._own_trigger(source regclass, model_set text, tgname name) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM pg_trigger t
-                    WHERE t.tgrelid = source AND t.tgname = embedstack._trigger_name(model_set)
-                      AND t.tgfoid = 'embedstack._refresh_combined()'::regprocedure AND t.tgnargs = 1
+                    WHERE t.tgrelid = source AND t.tgname = _own_trigger.tgname
+                      AND t.tgfoid IN (SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace
+                                          AND p.proname IN ('_refresh_generations', '_refresh_combined'))
+                      AND t.tgnargs = 1
                       AND t.tgargs = convert_to(model_set, getdatabaseencoding()) || '\x00'::bytea)
 $$;
+
+-- Drops the model set's freshness triggers (and a 0.2.x row trigger), only its own.
+CREATE FUNCTION embedstack._drop_triggers(ms embedstack.model_sets) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t name;
+BEGIN
+    FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
+        IF embedstack._own_trigger(ms.source, ms.name, t) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', t, ms.source);
+        END IF;
+    END LOOP;
+END $$;
 
 -- Solves a regression state and records it as a fit of the model set (22023 with a hint when
 -- no pair was usable).

@@ -49,7 +49,9 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
 extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["model_sets"]);
-extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["materialize"]);
+extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["materialize"]);
+extension_sql_file!("../sql/refit.sql", name = "refit", requires = ["jobs"]);
+extension_sql_file!("../sql/status.sql", name = "status", requires = ["refit"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -12,7 +12,39 @@ pub static FIT_THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// `embedstack.keep_history`: fits and jobs kept per model set (0 = all).
 pub static KEEP_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(100);
 
+/// `embedstack.keep_generations`: generations kept besides the served one (1 = the previous one,
+/// for rollback; 0 = none).
+pub static KEEP_GENERATIONS: GucSetting<i32> = GucSetting::<i32>::new(1);
+
+/// `embedstack.cutover_wait_timeout` (ms): how long a materialise waits for older transactions
+/// before the cut-over (0 = no limit).
+pub static CUTOVER_WAIT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10 * 60 * 1000);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"embedstack.keep_generations",
+        c"Generations of served vectors kept per model set besides the served one.",
+        c"1 keeps the previously served generation, so that embedstack.rollback serves it again at once; \
+          every kept generation is also kept up to date by the freshness triggers (each write to the \
+          source is applied once per kept generation). 0 keeps none (no rollback).",
+        &KEEP_GENERATIONS,
+        0,
+        100,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"embedstack.cutover_wait_timeout",
+        c"How long a materialise waits for older transactions of the database before its cut-over.",
+        c"A transaction whose snapshot predates the new generation would read it as incomplete, so the \
+          cut-over waits for them; after this long the job fails with 55000, the new generation complete, \
+          and a new call resumes the wait. 0 waits without limit.",
+        &CUTOVER_WAIT_TIMEOUT_MS,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_int_guc(
         c"embedstack.keep_history",
         c"Fits and jobs kept per model set; older ones are deleted after each fit (0 keeps all).",
@@ -63,4 +95,16 @@ pub fn fit_threads() -> usize {
 #[pgrx::pg_extern(stable, parallel_safe)]
 fn _keep_history() -> i32 {
     KEEP_HISTORY.get()
+}
+
+/// The generation retention, for the PL/pgSQL steps.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _keep_generations() -> i32 {
+    KEEP_GENERATIONS.get()
+}
+
+/// The cut-over wait bound in milliseconds (0: none), for the PL/pgSQL steps.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _cutover_wait_timeout() -> i32 {
+    CUTOVER_WAIT_TIMEOUT_MS.get()
 }

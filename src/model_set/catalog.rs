@@ -31,7 +31,7 @@ impl Storage {
     }
 }
 
-/// The stored layout of a combined (or staging) column.
+/// The stored layout of the served vectors (or of a 0.2.x staging column).
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub column: String,
@@ -63,6 +63,19 @@ SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::
        ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
                JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::text AS combined_column, m.served_multipliers,
+       m.served_storage, NULL::text AS staging_column, NULL::float8[] AS staging_multipliers,
+       NULL::text AS staging_storage, m.threshold
+  FROM embedstack.model_sets m WHERE m.name = $1";
+
+/// The catalog of releases 0.1.0-0.2.x (a staging column in the source), read only by the row
+/// trigger those releases installed (src/model_set/legacy_row_trigger.rs), which runs with this
+/// library until ALTER EXTENSION UPDATE replaces it.
+const LEGACY_QUERY: &str = "
+SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::text AS key_column,
+       m.model_columns::text[] AS model_columns, m.model_dims,
+       ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
+               JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o) AS model_typnames,
+       m.mode, m.active_fit, m.combined_column::text AS combined_column, m.served_multipliers,
        m.served_storage, m.staging_column::text AS staging_column, m.staging_multipliers,
        m.staging_storage, m.threshold
   FROM embedstack.model_sets m WHERE m.name = $1";
@@ -71,7 +84,16 @@ SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::
 /// lengths of the per-model arrays, dimensions, multipliers), so that no code downstream
 /// indexes or allocates from a row it cannot trust.
 pub fn load(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
-    let table = client.select(QUERY, Some(1), &[name.into()]).or_internal();
+    load_with(client, name, QUERY)
+}
+
+/// As `load`, from a catalog of release 0.1.0-0.2.x (with its staging column).
+pub fn load_legacy(client: &SpiClient<'_>, name: &str) -> ModelSetDef {
+    load_with(client, name, LEGACY_QUERY)
+}
+
+fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
+    let table = client.select(query, Some(1), &[name.into()]).or_internal();
     let Some(row) = table.into_iter().next() else {
         // Row security hides the model sets of tables the caller may not read.
         let hidden = client

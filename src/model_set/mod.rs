@@ -12,7 +12,8 @@ mod pair_scan;
 mod pair_statistics;
 mod query_vector;
 mod spi_scan;
-mod trigger;
+mod freshness;
+mod legacy_row_trigger;
 
 use embedstack_math::combine::{scales, Mode};
 

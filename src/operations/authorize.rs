@@ -131,7 +131,7 @@ const WRITERS: &[(&str, &str, Subject)] = &[
     (
         "insert_model_set",
         "SELECT NULL::bigint FROM embedstack._w_insert_model_set($1::text, $2::pg_catalog.regclass, $3::name, \
-         $4::name[], $5::integer[], $6::pg_catalog.regtype[], $7::text, $8::float8, $9::name, $10::text)",
+         $4::name[], $5::integer[], $6::pg_catalog.regtype[], $7::text, $8::float8, $9::name, $10::text, $11::name)",
         Subject::Source(1),
     ),
     ("delete_model_set", "SELECT NULL::bigint FROM embedstack._w_delete_model_set($1::text)", Subject::ModelSet(0)),
@@ -142,13 +142,24 @@ const WRITERS: &[(&str, &str, Subject)] = &[
         Subject::ModelSet(0),
     ),
     (
-        "set_staging",
-        "SELECT NULL::bigint FROM embedstack._w_set_staging($1::text, $2::name, $3::bigint, $4::float8[], $5::text)",
+        "insert_generation",
+        "SELECT embedstack._w_insert_generation($1::text, $2::bigint, $3::float8[], $4::text, $5::integer)",
+        Subject::ModelSet(0),
+    ),
+    (
+        "generation_set",
+        "SELECT NULL::bigint FROM embedstack._w_generation_set($1::text, $2::bigint, $3::pg_catalog.regclass, \
+         $4::name, $5::text, $6::bigint)",
+        Subject::ModelSet(0),
+    ),
+    (
+        "delete_generation",
+        "SELECT NULL::bigint FROM embedstack._w_delete_generation($1::text, $2::bigint)",
         Subject::ModelSet(0),
     ),
     (
         "serve",
-        "SELECT NULL::bigint FROM embedstack._w_serve($1::text, $2::bigint, $3::float8[], $4::text, $5::name)",
+        "SELECT NULL::bigint FROM embedstack._w_serve($1::text, $2::bigint, $3::bigint)",
         Subject::ModelSet(0),
     ),
     (
@@ -159,7 +170,7 @@ const WRITERS: &[(&str, &str, Subject)] = &[
     (
         "job_update",
         "SELECT NULL::bigint FROM embedstack._w_job_update($1::bigint, $2::text, $3::bigint, $4::bigint, \
-         $5::text, $6::bigint, $7::name, $8::jsonb)",
+         $5::text, $6::bigint, $7::name, $8::jsonb, $9::bigint)",
         Subject::Job(0),
     ),
     (

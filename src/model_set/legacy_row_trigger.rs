@@ -1,8 +1,10 @@
-//! `embedstack._refresh_combined()`: the freshness trigger `materialize` installs on a model
+//! `embedstack._refresh_combined()`: the row trigger releases 0.1.0-0.2.x installed on a model
 //! set's source table (`BEFORE INSERT OR UPDATE OF <model columns> … FOR EACH ROW`, argument:
-//! the model set's name). It computes the row's combined vector for the served column and,
-//! while a materialisation is in progress, for the staging column too, so that rows written
-//! during a materialisation are right in both.
+//! the model set's name), which wrote the combined vector into a column of the source. 0.3.0
+//! serves from generation tables (src/model_set/freshness.rs) and its upgrade script replaces
+//! this trigger; the symbol stays so that a database still on an older version's SQL keeps
+//! working with this library until `ALTER EXTENSION embedstack UPDATE` (and so that the
+//! upgrade tests can build a 0.2.0 served column with it). It reads the old catalog shape.
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgBox};
@@ -53,7 +55,7 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         let tuple = if is_update { td.tg_newtuple } else { td.tg_trigtuple };
         let desc = (*td.tg_relation).rd_att;
 
-        let def: ModelSetDef = Spi::connect(|client| catalog::load(client, &name));
+        let def: ModelSetDef = Spi::connect(|client| catalog::load_legacy(client, &name));
         // Only on the table the extension installed it on: a trigger that a user points at
         // another model set (or at one of another table) would otherwise write that set's
         // vectors into whatever columns of this table carry its column names.

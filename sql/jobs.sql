@@ -1,0 +1,113 @@
+-- Jobs: one materialize or refit per model set at a time (the job lock), run as a sequence of
+-- short steps, each committed by the driver (_run_job), with the progress and the outcome in
+-- embedstack.jobs. The steps are in materialize.sql and refit.sql.
+
+-- The job lock of a model set (src/operations/job_lock.rs), or 55P03 naming the holder.
+CREATE FUNCTION embedstack._lock_model_set(model_set text, wait boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    holder integer;
+BEGIN
+    IF NOT embedstack._job_lock(hashtext(model_set), wait) THEN
+        SELECT l.pid INTO holder FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+           AND l.classid = 1701667443::oid AND l.objid::bigint = (hashtext(model_set)::bigint & 4294967295)
+           AND l.objsubid = 2 AND l.granted;
+        RAISE EXCEPTION 'model set "%" is busy: a materialize or refit of it runs in another session (pid %)',
+            model_set, coalesce(holder::text, 'unknown') USING ERRCODE = '55P03',
+            HINT = 'wait for it to finish (embedstack.status shows its progress), or call with wait => true to queue behind it';
+    END IF;
+END $$;
+
+-- Raises an error again after the driver recorded it (RAISE cannot take NULL options).
+CREATE FUNCTION embedstack._reraise(sqlstate text, message text, detail text, hint text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(detail, '') <> '' AND coalesce(hint, '') <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, DETAIL = detail, HINT = hint;
+    ELSIF coalesce(detail, '') <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, DETAIL = detail;
+    ELSIF coalesce(hint, '') <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, HINT = hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message;
+    END IF;
+END $$;
+
+CREATE FUNCTION embedstack._job_step(job_id bigint, phase text) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF phase = 'fit' THEN RETURN embedstack._refit_fit(job_id);
+    ELSIF phase = 'prepare' THEN RETURN embedstack._mat_prepare(job_id);
+    ELSIF phase = 'write' THEN RETURN embedstack._mat_write(job_id);
+    ELSIF phase = 'index' THEN RETURN embedstack._mat_index(job_id);
+    ELSIF phase = 'wait' THEN RETURN embedstack._mat_wait(job_id);
+    ELSIF phase = 'cutover' THEN RETURN embedstack._mat_cutover(job_id);
+    END IF;
+    RAISE EXCEPTION 'job % is in unknown phase "%"', job_id, phase USING ERRCODE = 'XX000';
+END $$;
+
+-- Runs a job's steps, committing after each. A failing step is recorded in the job row
+-- (committed) and its error raised again; the job lock ends with the call either way.
+-- No exception block may contain a COMMIT, hence the step-by-step structure. The steps run
+-- in READ COMMITTED whatever the session's default (a write step takes its snapshot after it
+-- locked the generation; a repeatable-read transaction would have taken it before): the
+-- default is set for the job's transactions and put back at the end.
+CREATE PROCEDURE embedstack._run_job(job_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    isolation text := pg_catalog.current_setting('default_transaction_isolation');
+    phase text;
+    key integer;
+    failed boolean;
+    e_state text;
+    e_msg text;
+    e_detail text;
+    e_hint text;
+    e_ctx text;
+BEGIN
+    SELECT pg_catalog.hashtext(j.model_set), j.phase INTO key, phase FROM embedstack.jobs j WHERE j.id = job_id;
+    PERFORM pg_catalog.set_config('default_transaction_isolation', 'read committed', false);
+    LOOP
+        failed := false;
+        BEGIN
+            phase := embedstack._job_step(job_id, phase);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL,
+                                    e_hint = PG_EXCEPTION_HINT, e_ctx = PG_EXCEPTION_CONTEXT;
+            failed := true;
+        END;
+        IF failed THEN
+            PERFORM embedstack._write('job_finish', job_id, 'failed', e_msg,
+                pg_catalog.jsonb_build_object('sqlstate', e_state, 'message', e_msg, 'detail', nullif(e_detail, ''),
+                                              'hint', nullif(e_hint, ''), 'context', nullif(e_ctx, '')));
+            COMMIT;
+            PERFORM pg_catalog.set_config('default_transaction_isolation', isolation, false);
+            PERFORM embedstack._job_unlock(key);
+            PERFORM embedstack._reraise(e_state, e_msg, e_detail, e_hint);
+        END IF;
+        COMMIT;
+        EXIT WHEN phase = 'done';
+    END LOOP;
+    PERFORM pg_catalog.set_config('default_transaction_isolation', isolation, false);
+    PERFORM embedstack._job_unlock(key);
+END $$;
+
+-- Checks shared by materialize and refit; returns the model set.
+CREATE FUNCTION embedstack._check_writer(model_set text, batch_size integer, wait boolean) RETURNS embedstack.model_sets
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF wait IS NULL THEN
+        RAISE EXCEPTION 'wait must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- The generation tables and the view are created in the source's schema and given to the
+    -- source's owner: its owners (members of the owning role) run these.
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN ms;
+END $$;
+

@@ -1,0 +1,46 @@
+-- Per model set: what is served, the latest job (a job marked running whose session no longer
+-- holds the model set's job lock was interrupted) and the latest error.
+CREATE VIEW embedstack.status WITH (security_invoker = true) AS
+SELECT m.name AS model_set,
+       m.source,
+       m.combined_column,
+       m.mode,
+       m.active_fit,
+       af.created_at AS active_fit_created_at,
+       m.served_index,
+       j.id AS job_id,
+       j.kind AS job_kind,
+       CASE WHEN j.state = 'running' AND NOT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.pid = j.pid AND l.granted AND l.objsubid = 2
+                   AND l.classid = 1701667443::oid AND l.objid::bigint = (pg_catalog.hashtext(m.name)::bigint & 4294967295)
+                   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+            THEN 'interrupted' ELSE j.state END AS job_state,
+       j.phase,
+       j.fit_id AS job_fit,
+       j.rows_done,
+       j.rows_total,
+       j.started_at,
+       j.updated_at,
+       CASE WHEN j.rows_done > 0 AND j.updated_at > j.started_at
+            THEN round(j.rows_done / extract(epoch FROM j.updated_at - j.started_at)) END AS rows_per_second,
+       j.pid,
+       j.outcome,
+       e.error ->> 'message' AS last_error,
+       e.error ->> 'sqlstate' AS last_error_sqlstate,
+       e.finished_at AS last_error_at,
+       m.view_name AS view,
+       m.served_generation,
+       m.previous_fit,
+       m.previous_generation
+  FROM embedstack.model_sets m
+  LEFT JOIN embedstack.fits af ON af.id = m.active_fit
+  LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name ORDER BY x.id DESC LIMIT 1) j ON true
+  LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name AND x.state = 'failed'
+                      ORDER BY x.id DESC LIMIT 1) e ON true;
+GRANT SELECT ON embedstack.status TO PUBLIC;
+-- security_invoker: the catalog's row security applies to the role querying the view (a view
+-- otherwise reads its tables as the view's owner, who sees every row).
+COMMENT ON VIEW embedstack.status IS
+  'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
+  'latest job (interrupted when its session is gone) with progress, and the latest error.';

@@ -1,0 +1,177 @@
+//! `embedstack._refresh_generations()`: the freshness trigger on a model set's source table,
+//! `AFTER INSERT | UPDATE | DELETE | TRUNCATE … FOR EACH STATEMENT` with transition tables
+//! (`embedstack_new`, `embedstack_old`), argument: the model set's name. A bulk `INSERT …
+//! SELECT` or `COPY` of N rows costs a few statements per live generation, not N.
+//!
+//! The work is SQL that `embedstack._freshness_sql` builds from the catalog (one home for the
+//! quoting of names); this glue only provides what SQL cannot:
+//! - **identity**: the statements run as the source's owner (who owns the generation tables),
+//!   as a restricted operation with `search_path = pg_catalog, pg_temp`, so that a role that may
+//!   write the source but holds no grant on the generations keeps them fresh, and nothing it
+//!   controls (its search_path, its temporary objects) reaches code running with those rights;
+//! - **the latest snapshot**: the catalog is read, and the generations written, with a fresh
+//!   snapshot even in a repeatable-read transaction (as PostgreSQL's foreign-key triggers do):
+//!   a generation a job registered after this transaction began is written too, and a row a
+//!   job's batch committed meanwhile is replaced, not duplicated.
+//!
+//! `_wait_for_writers(source)` is the job's side of the same hand-shake (see
+//! `_mat_write` in sql/materialize.sql).
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgBox};
+
+use crate::datatype::regclass::RegClass;
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_embedstack_refresh_generations() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+fn protocol(msg: &str) -> ! {
+    crate::errors::fail(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, msg)
+}
+
+#[no_mangle]
+#[doc(hidden)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn embedstack_refresh_generations(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    unsafe {
+        let ctx = (*fcinfo).context;
+        if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+            protocol("embedstack._refresh_generations() must be called as a trigger");
+        }
+        let td = PgBox::from_pg(ctx.cast::<pg_sys::TriggerData>());
+        let event = td.tg_event;
+        let after = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
+        let statement = event & pg_sys::TRIGGER_EVENT_ROW == 0;
+        let op = match event & pg_sys::TRIGGER_EVENT_OPMASK {
+            pg_sys::TRIGGER_EVENT_INSERT => "INSERT",
+            pg_sys::TRIGGER_EVENT_UPDATE => "UPDATE",
+            pg_sys::TRIGGER_EVENT_DELETE => "DELETE",
+            pg_sys::TRIGGER_EVENT_TRUNCATE => "TRUNCATE",
+            _ => protocol("embedstack._refresh_generations(): unknown trigger event"),
+        };
+        if !after || !statement {
+            protocol("embedstack._refresh_generations() must run AFTER ... FOR EACH STATEMENT");
+        }
+        let trigger = td.tg_trigger;
+        if (*trigger).tgnargs != 1 {
+            protocol("embedstack._refresh_generations() takes the model set's name as its only argument");
+        }
+        let name = std::ffi::CStr::from_ptr(*(*trigger).tgargs).to_string_lossy().into_owned();
+        let relation = td.tg_relation;
+        let relid = (*relation).rd_id;
+        let owner = (*(*relation).rd_rel).relowner;
+
+        // As the source's owner, restricted; search_path pinned for the statements (both undone
+        // by the (sub)transaction abort on error, as for a SECURITY DEFINER function).
+        let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0i32);
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        apply(td.as_ptr(), &name, relid, op);
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+/// Runs the statements `_freshness_sql` builds, each with the latest snapshot.
+unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op: &str) {
+    unsafe {
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            error!("embedstack._refresh_generations: SPI_connect failed");
+        }
+        if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
+            error!("embedstack._refresh_generations: SPI_register_trigger_data failed");
+        }
+        let mut types = [pg_sys::TEXTOID, pg_sys::OIDOID, pg_sys::TEXTOID];
+        let plan = pg_sys::SPI_prepare(
+            c"SELECT embedstack._freshness_sql($1, $2, $3)".as_ptr(),
+            3,
+            types.as_mut_ptr(),
+        );
+        if plan.is_null() {
+            error!("embedstack._refresh_generations: SPI_prepare failed");
+        }
+        let mut values = [
+            name.into_datum().expect("text datum"),
+            pg_sys::Datum::from(relid),
+            op.into_datum().expect("text datum"),
+        ];
+        let nulls = c"   ";
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+            error!("embedstack._refresh_generations: reading the catalog failed ({rc})");
+        }
+        let tt = pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let d = pg_sys::SPI_getbinval(*(*tt).vals, (*tt).tupdesc, 1, &mut isnull);
+        let statements: Vec<String> = Vec::<String>::from_datum(d, isnull).unwrap_or_default();
+        pg_sys::SPI_freeplan(plan);
+        for sql in statements {
+            let c = std::ffi::CString::new(sql).expect("generated SQL has no NUL");
+            let plan = pg_sys::SPI_prepare(c.as_ptr(), 0, std::ptr::null_mut());
+            if plan.is_null() {
+                error!("embedstack._refresh_generations: SPI_prepare failed");
+            }
+            let rc = pg_sys::SPI_execute_snapshot(
+                plan,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                pg_sys::GetLatestSnapshot(),
+                std::ptr::null_mut(),
+                false,
+                true,
+                0,
+            );
+            if rc < 0 {
+                error!("embedstack._refresh_generations: statement failed ({rc})");
+            }
+            pg_sys::SPI_freeplan(plan);
+        }
+        pg_sys::SPI_finish();
+    }
+}
+
+/// Waits until every transaction that holds a lock on `source` conflicting with SHARE (every
+/// transaction writing it) has ended, without taking a lock itself (as CREATE INDEX
+/// CONCURRENTLY does): run after a new generation is registered, it makes sure that no writer
+/// whose freshness trigger read the catalog before the registration is still uncommitted when
+/// the job starts reading the source.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _wait_for_writers(source: RegClass) {
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: source.0.to_u32(),
+        locktag_field3: 0,
+        locktag_field4: 0,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_RELATION as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+    };
+    unsafe { pg_sys::WaitForLockers(tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false) };
+}
