@@ -149,12 +149,6 @@ COMMENT ON FUNCTION embedstack.query_vector(text, vector[]) IS
 COMMENT ON FUNCTION embedstack.query_vector(text, anyelement) IS
   'Query-side vector of the active fit for the stored row with this key (item-to-item search). '
   'No such row: P0002. STABLE.';
-COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double precision, boolean, name, double precision, text, double precision, boolean, integer) IS
-  'fit + decide + (materialize) + cut over, as one job, safe to schedule (pg_cron: a lone CALL). Pairs are split '
-  'by a hash of their keys; holdout_fraction of them score the new and the active fit (prediction MSE). cutover: '
-  'if_not_worse (default: serve the new fit when its held-out MSE <= active * (1 + tolerance), else keep the '
-  'active one and record why), always, never (record only). Decision and progress: embedstack.jobs / status. '
-  'Busy: 55P03 or wait => true. Re-running after an interruption finishes the interrupted refit.';
 COMMENT ON COLUMN embedstack.status.model_set IS 'The model set''s name.';
 COMMENT ON COLUMN embedstack.status.source IS 'Its source table.';
 COMMENT ON COLUMN embedstack.status.combined_column IS 'The combined-vector column of the served view.';
@@ -241,13 +235,6 @@ COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double prec
   'Internal: solves a state and records it as a fit.';
 COMMENT ON FUNCTION embedstack._derived_name(text, text, text) IS
   'Internal: a name for an object the extension creates, unique by construction (hash suffix when long or asked for).';
-COMMENT ON FUNCTION embedstack._lock_model_set(text, boolean) IS 'Internal: a model set''s job lock, or 55P03 naming the holder.';
-COMMENT ON FUNCTION embedstack._reraise(text, text, text, text) IS 'Internal: raises a recorded error again.';
-COMMENT ON FUNCTION embedstack._in_holdout(text, text, double precision) IS 'Internal: is a pair held out of a refit''s training (hash of its keys)?';
-COMMENT ON FUNCTION embedstack._refit_fit(bigint) IS 'Internal refit step: fit on the training pairs, compare on the held-out ones, decide.';
-COMMENT ON FUNCTION embedstack._job_step(bigint, text) IS 'Internal: runs one step of a job.';
-COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
-COMMENT ON FUNCTION embedstack._check_writer(text, integer, boolean) IS 'Internal: checks shared by materialize and refit.';
 COMMENT ON FUNCTION embedstack._column(regclass, name) IS 'Internal: attnum, type and typmod of a column, or 42703.';
 COMMENT ON FUNCTION embedstack._vector_schema() IS 'Internal: schema of the vector extension.';
 COMMENT ON FUNCTION embedstack._model_set(text) IS 'Internal: a model set''s catalog row, or 42704.';

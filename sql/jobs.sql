@@ -18,6 +18,7 @@ BEGIN
             HINT = 'wait for it to finish (embedstack.status shows its progress), or call with wait => true to queue behind it';
     END IF;
 END $$;
+COMMENT ON FUNCTION embedstack._lock_model_set(text, boolean) IS 'Internal: a model set''s job lock, or 55P03 naming the holder.';
 
 -- Raises an error again after the driver recorded it (RAISE cannot take NULL options).
 CREATE FUNCTION embedstack._reraise(sqlstate text, message text, detail text, hint text) RETURNS void
@@ -33,6 +34,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message;
     END IF;
 END $$;
+COMMENT ON FUNCTION embedstack._reraise(text, text, text, text) IS 'Internal: raises a recorded error again.';
 
 CREATE FUNCTION embedstack._job_step(job_id bigint, phase text) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -46,6 +48,7 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'job % is in unknown phase "%"', job_id, phase USING ERRCODE = 'XX000';
 END $$;
+COMMENT ON FUNCTION embedstack._job_step(bigint, text) IS 'Internal: runs one step of a job.';
 
 -- Runs a job's steps, committing after each. A failing step is recorded in the job row
 -- (committed) and its error raised again; the job lock ends with the call either way.
@@ -92,6 +95,7 @@ BEGIN
     PERFORM pg_catalog.set_config('default_transaction_isolation', isolation, false);
     PERFORM embedstack._job_unlock(key);
 END $$;
+COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
 
 -- Checks shared by materialize and refit; returns the model set.
 CREATE FUNCTION embedstack._check_writer(model_set text, batch_size integer, wait boolean) RETURNS embedstack.model_sets
@@ -110,4 +114,5 @@ BEGIN
     PERFORM embedstack._check_owner(ms.source);
     RETURN ms;
 END $$;
+COMMENT ON FUNCTION embedstack._check_writer(text, integer, boolean) IS 'Internal: checks shared by materialize and refit.';
 

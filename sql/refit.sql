@@ -7,6 +7,7 @@ CREATE FUNCTION embedstack._in_holdout(left_key text, right_key text, fraction d
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT (pg_catalog.hashtextextended(left_key || pg_catalog.chr(31) || right_key, 0) & 1048575) < fraction * 1048576
 $$;
+COMMENT ON FUNCTION embedstack._in_holdout(text, text, double precision) IS 'Internal: is a pair held out of a refit''s training (hash of its keys)?';
 
 -- fit (refit's first step): train on the pairs not held out, score the new and the active fit
 -- on the held-out ones (prediction MSE, exact from the held-out regression state), and decide.
@@ -94,6 +95,7 @@ BEGIN
     RAISE NOTICE 'embedstack: model set "%": %; cutting over', ms.name, decision;
     RETURN 'prepare';
 END $$;
+COMMENT ON FUNCTION embedstack._refit_fit(bigint) IS 'Internal refit step: fit on the training pairs, compare on the held-out ones, decide.';
 
 -- fit -> decide -> (materialise) -> cut over, as one job. The pairs are split by a hash of
 -- their keys: holdout_fraction of them are held out of training and used to compare the new fit
@@ -171,4 +173,10 @@ BEGIN
     COMMIT;
     CALL embedstack._run_job(job);
 END $$;
+COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double precision, boolean, name, double precision, text, double precision, boolean, integer) IS
+  'fit + decide + (materialize) + cut over, as one job, safe to schedule (pg_cron: a lone CALL). Pairs are split '
+  'by a hash of their keys; holdout_fraction of them score the new and the active fit (prediction MSE). cutover: '
+  'if_not_worse (default: serve the new fit when its held-out MSE <= active * (1 + tolerance), else keep the '
+  'active one and record why), always, never (record only). Decision and progress: embedstack.jobs / status. '
+  'Busy: 55P03 or wait => true. Re-running after an interruption finishes the interrupted refit.';
 
