@@ -11,6 +11,9 @@
 //! * [`catalog`]: what the extension records and serves, read back;
 //! * [`sql`]: SQLSTATE checks, quoting, index names; [`check`]: tolerance checks;
 //!   [`wait`]: polling other sessions;
+//! * [`served`] (0.3.0): the served view, generation tables, freshness triggers and the source's
+//!   untouched state, with the documented names computed independently; [`gate`]: stopping a
+//!   materialisation inside a chosen batch;
 //! * [`fixtures`]: the WordSim-353 fixture; [`cluster`]: a throw-away cluster of a test's own.
 
 use std::path::PathBuf;
@@ -23,7 +26,9 @@ pub mod check;
 pub mod cluster;
 pub mod data;
 pub mod fixtures;
+pub mod gate;
 pub mod reference;
+pub mod served;
 pub mod sql;
 pub mod stats;
 pub mod wait;

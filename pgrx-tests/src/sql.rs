@@ -65,10 +65,11 @@ pub fn quote_ident(s: &str) -> String {
     }
 }
 
-/// The name `materialize` gives a model set's served (`staging = false`) or staging HNSW index,
+/// The name 0.1/0.2 `materialize` gave a model set's served (`staging = false`) or staging HNSW index,
 /// by the documented rule: `<table>_<column>_<h>_hnsw` (`_hnsw_next` for the staging one) where
 /// `<h>` is the first 8 hex digits of md5 of `<schema>.<table>.<column>`, each part quoted as
 /// an identifier when it needs quotes (short names only: long ones are cut to fit 63 bytes).
+/// 0.3.0 indexes generation tables instead: see [`crate::served::generation_index_name`].
 pub fn index_name(schema: &str, table: &str, column: &str, staging: bool) -> String {
     let key = format!("{}.{}.{}", quote_ident(schema), quote_ident(table), quote_ident(column));
     let h = format!("{:x}", md5::compute(key.as_bytes()));
