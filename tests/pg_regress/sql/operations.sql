@@ -1,6 +1,7 @@
--- Operations (0.2.0): prediction_mse, refit and its cut-over policy, the status view, the jobs
--- history, argument errors. Expected values are closed forms or independent SQL recomputations.
--- (pg_regress runs every file in one database: the model_sets file's model set is there too.)
+-- Operations (0.2.0; served through generations and a view since 0.3.0): prediction_mse, refit
+-- and its cut-over policy, the status view, the jobs history, retention, argument errors.
+-- Expected values are closed forms or independent SQL recomputations.
+-- (pg_regress runs every file in one database; the model_sets file drops what it made.)
 CREATE EXTENSION IF NOT EXISTS embedstack CASCADE;
 
 -- prediction_mse: rows x = 1, 2, 3 with y = 2, 4, 7.
@@ -95,13 +96,26 @@ RESET client_min_messages;
 SELECT job_state, active_fit = job_fit AS served FROM embedstack.status WHERE model_set = 'qw';
 SELECT kind, state, phase FROM embedstack.jobs WHERE model_set = 'qw' ORDER BY id;
 
--- Retention: keep_history = 2 keeps the two newest fits and the active one.
+-- Retention: keep_history = 2 keeps the two newest fits and the fits still in use: the active
+-- one, the previous one (what rollback serves) and the one each generation was written for
+-- (query-weighted: the first fit materialised). Here: the new fit and the newest before it
+-- (the active one), the previous one (the refit's y fit) and the generation's (the y2 fit).
+SELECT count(*) AS fits_before, max(id) AS newest_before FROM embedstack.fits WHERE model_set = 'qw' \gset
 SET embedstack.keep_history = 2;
-SELECT weights IS NOT NULL AS fitted FROM embedstack.fit('qw', 'pairs', 'l', 'r', 'y');
-SELECT count(*) AS fits, bool_or(id = (SELECT active_fit FROM embedstack.model_sets WHERE name = 'qw')) AS has_active,
-       max(id) = (SELECT max(id) FROM embedstack.fits) AS has_newest
-FROM embedstack.fits WHERE model_set = 'qw';
+SELECT id AS new_fit FROM embedstack.fit('qw', 'pairs', 'l', 'r', 'y') \gset
 RESET embedstack.keep_history;
+SELECT :fits_before AS fits_before, count(*) AS fits,
+       array_agg(f.id ORDER BY f.id) = (SELECT array_agg(DISTINCT x ORDER BY x) FROM (
+           SELECT :new_fit::bigint UNION ALL SELECT :newest_before::bigint
+           UNION ALL SELECT m.active_fit FROM embedstack.model_sets m WHERE m.name = 'qw'
+           UNION ALL SELECT m.previous_fit FROM embedstack.model_sets m WHERE m.name = 'qw'
+           UNION ALL SELECT g.fit_id FROM embedstack.generations g WHERE g.model_set = 'qw') u(x)
+         WHERE x IS NOT NULL) AS kept_exactly_those,
+       bool_or(f.id = (SELECT active_fit FROM embedstack.model_sets WHERE name = 'qw')) AS has_active,
+       bool_or(f.id = (SELECT previous_fit FROM embedstack.model_sets WHERE name = 'qw')) AS has_previous,
+       bool_or(f.id = (SELECT min(fit_id) FROM embedstack.generations WHERE model_set = 'qw')) AS has_generation_fit,
+       max(f.id) = :new_fit AS has_newest
+FROM embedstack.fits f WHERE f.model_set = 'qw';
 
 -- Argument errors (nothing runs, nothing changes).
 \set VERBOSITY terse

@@ -64,8 +64,9 @@ FROM (SELECT embedstack.solve(
                                max(state) FILTER (WHERE fold = 4) f4 FROM walk.fold_stats) folds),
                ridge => 0) AS s) x;
 
--- 5. A model set: the same from the stored columns, with a fits history.
-SELECT name, source, model_columns, model_dims, mode, combined_column
+-- 5. A model set: the same from the stored columns, with a fits history. Its combined vectors
+--    will be served through the view walk.items_walk (the key and the combined vector).
+SELECT name, source, model_columns, model_dims, mode, combined_column, view_name
 FROM embedstack.create_model_set('walk', 'walk.items', 'id', ARRAY['m_text', 'm_glove', 'm_cf']);
 SELECT (SELECT array_agg(round(w::numeric, 6)) FROM unnest(weights) w) AS weights,
        round(intercept::numeric, 6) AS intercept, diagnostics->>'n_used' AS n_used
@@ -75,28 +76,53 @@ FROM embedstack.fit('walk', 'walk.pairs_train', 'a', 'b', 'y');
 SELECT model, n, round(pearson::numeric, 4) AS pearson, round(spearman::numeric, 4) AS spearman
 FROM embedstack.evaluate('walk', 'walk.pairs_test', 'a', 'b', 'y');
 
--- 7. Materialise: the combined column and its HNSW index (a procedure that commits per batch:
---    call it outside a transaction block).
+-- 7. Materialise: the combined vectors are written into a new table (a generation,
+--    walk.items_walk_g<id>) with its HNSW index, and the view walk.items_walk is pointed at
+--    it; walk.items is only read. A procedure that commits per batch: call it outside a
+--    transaction block.
 SET client_min_messages = warning;
 CALL embedstack.materialize('walk');
 RESET client_min_messages;
 
--- 8. The items most similar to item 1 under the learned weights. On 12 rows the planner prefers
---    a sort; with enable_seqscan off the plan shows the HNSW index serving the same query.
-SELECT id, round((-(walk_combined <#> embedstack.query_vector('walk', 1)))::numeric, 6) AS score
-FROM walk.items
-ORDER BY walk_combined <#> embedstack.query_vector('walk', 1)
+-- 8. The items most similar to item 1 under the learned weights: join the view to the items
+--    and order by inner product (<#>) with the query vector. On 12 rows the planner prefers a
+--    sort; with enable_seqscan off the plan shows the HNSW index serving the same query.
+SELECT i.id, round((-(v.walk_combined <#> embedstack.query_vector('walk', 1)))::numeric, 6) AS score
+FROM walk.items i JOIN walk.items_walk v USING (id)
+ORDER BY v.walk_combined <#> embedstack.query_vector('walk', 1)
+LIMIT 5;
+-- The score is the fit's weighted sum of cosines, Σ (w_k / w_max)·cos_k over the models kept:
+-- with weights {2, 3, 0}, 2/3·cos_text + cos_glove. Computed directly, the same five items:
+SELECT i.id, round((2.0 / 3 * coalesce(embedstack.cosine(q.m_text, i.m_text), 0)
+                    + coalesce(embedstack.cosine(q.m_glove, i.m_glove), 0))::numeric, 5) AS score
+FROM walk.items i, walk.items q WHERE q.id = 1
+ORDER BY score DESC
 LIMIT 5;
 SET enable_seqscan = off;
-EXPLAIN (COSTS OFF) SELECT id FROM walk.items
-ORDER BY walk_combined <#> embedstack.query_vector('walk', 1)
+EXPLAIN (COSTS OFF) SELECT i.id FROM walk.items i JOIN walk.items_walk v USING (id)
+ORDER BY v.walk_combined <#> embedstack.query_vector('walk', 1)
 LIMIT 5;
 RESET enable_seqscan;
 -- ... or from vectors that are not stored (one per model, NULL for a missing one).
-SELECT id FROM walk.items
-ORDER BY walk_combined <#> embedstack.query_vector('walk', ARRAY['[1,0]'::vector, '[1,0]'::vector, NULL])
+SELECT i.id FROM walk.items i JOIN walk.items_walk v USING (id)
+ORDER BY v.walk_combined <#> embedstack.query_vector('walk', ARRAY['[1,0]'::vector, '[1,0]'::vector, NULL])
 LIMIT 3;
 
--- 9. What is served, and the last job.
-SELECT model_set, served_index, job_kind, job_state, rows_done, rows_total
+-- 9. Serve another fit, then roll back. A ridge fit has other weights, so other stored vectors:
+--    materialise writes a new generation and switches the view to it; the previous generation
+--    is kept (embedstack.keep_generations = 1) and kept up to date, so rollback serves it again
+--    at once, and a second rollback would switch back.
+SELECT id, options->>'ridge' AS ridge FROM embedstack.fit('walk', 'walk.pairs_train', 'a', 'b', 'y', ridge => 1);
+SET client_min_messages = warning;
+CALL embedstack.materialize('walk');
+RESET client_min_messages;
+SELECT active_fit, served_generation, previous_fit, previous_generation FROM embedstack.status WHERE model_set = 'walk';
+CALL embedstack.rollback('walk');
+SELECT active_fit, served_generation, previous_fit, previous_generation FROM embedstack.status WHERE model_set = 'walk';
+SELECT i.id FROM walk.items i JOIN walk.items_walk v USING (id)
+ORDER BY v.walk_combined <#> embedstack.query_vector('walk', 1)
+LIMIT 5;
+
+-- 10. What is served (the view, the generation and its index), and the last job.
+SELECT model_set, view, served_generation, served_index, job_kind, job_state, rows_done, rows_total
 FROM embedstack.status WHERE model_set = 'walk';
