@@ -1,6 +1,12 @@
 //! Model sets served end to end against a real server: query-weighted refits that rewrite no
-//! row, HNSW recall against exact inner-product search, the freshness trigger, and bad input
-//! (error codes, injection attempts, awkward identifiers, nothing served changing on failure).
+//! row, HNSW recall against exact inner-product search, the README's query (source JOIN served
+//! view) planned on the generation's HNSW index, the freshness triggers, and bad input (error
+//! codes, injection attempts, awkward identifiers, nothing served changing on failure).
+//!
+//! 0.3.0 storage (docs/design.md §7): the combined vectors live in generation tables
+//! `<view>_g<id>` with their HNSW index `<table>_hnsw`, read through the served view
+//! `<source>_<set>`; the source table is never altered, rewritten or locked by the extension.
+//! The names are computed here by the documented rules (crate module `served`).
 //!
 //! Every expected value is computed independently on the client (this file and the crate's
 //! `reference` and `stats` modules), in f64, from the raw data the test generated (or read back
@@ -14,14 +20,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::Instant;
 
-use embedstack_client_tests::catalog::{active_fit, columns, combined_by_id, fit};
+use embedstack_client_tests::catalog::{active_fit, columns, fit};
 use embedstack_client_tests::check::assert_close_vec;
 use embedstack_client_tests::data::{
     copy_field, lit, load_pairs, load_vectors, make_pairs, models_sql, vec_sql, Models, Rng,
 };
 use embedstack_client_tests::fresh_db;
 use embedstack_client_tests::reference::{combined, cos, ols, score, symmetric_multipliers};
-use embedstack_client_tests::sql::{expect_code, index_name, message, qi, sqlstate};
+use embedstack_client_tests::served::{
+    assert_freshness_triggers, attributes, default_view_name, extension_triggers, generation_index_name,
+    generation_row_versions, generation_table_name, generations, relation_exists, served_by_id,
+    served_generation, source_state, trigger_names, view_exists, view_name, view_reads, Generation,
+};
+use embedstack_client_tests::sql::{expect_code, message, q, qi, quote_ident, sqlstate};
 use embedstack_client_tests::stats::{pearson, spearman};
 use postgres::Client;
 
@@ -42,6 +53,31 @@ fn usable(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)]) -> (Vec<Vec<f
     (x, y)
 }
 
+/// The served generation of `set` over table `source` (schema public, default view name), with
+/// the documented names checked: view `<source>_<set>`, table `<view>_g<id>`, index
+/// `<table>_hnsw` (an HNSW index with the inner-product operator class of its storage type), and
+/// the view reading that table.
+fn checked_served_generation(c: &mut Client, set: &str, source: &str) -> Generation {
+    let view = default_view_name(source, set);
+    assert_eq!(view_name(c, set), view, "{set}: the view name");
+    let g = served_generation(c, set).unwrap_or_else(|| panic!("{set}: nothing served"));
+    assert_eq!(g.state, "served", "{g:?}");
+    let table = generation_table_name(&view, g.id);
+    assert_eq!(g.table.as_deref(), Some(table.as_str()), "{set}: generation table name");
+    let index = generation_index_name(&table);
+    assert_eq!(g.index_name.as_deref(), Some(index.as_str()), "{set}: generation index name");
+    let def: String = c
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1 AND indexname = $2",
+            &[&table, &index],
+        )
+        .unwrap_or_else(|e| panic!("{set}: index {index} on {table}: {e}"))
+        .get(0);
+    assert!(def.contains("USING hnsw") && def.contains(&format!("{}_ip_ops", g.storage)), "{def}");
+    assert_eq!(view_reads(c, set), Some(quote_ident(&table)), "{set}: the view reads the served generation");
+    g
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Query-weighted mode
 // ---------------------------------------------------------------------------------------
@@ -50,8 +86,12 @@ fn usable(rows: &BTreeMap<i32, Models>, pairs: &[(i32, i32, f64)]) -> (Vec<Vec<f
 /// refit is a catalog switch:
 /// * fit 1 (target `3·cos1 − 2·cos2 + 0.5·cos3` + noise) gives the OLS weights solved here,
 ///   one of them clearly negative; the stored vectors are the unweighted unit blocks;
-/// * materialising fit 2 (target `cos1 − cos2 + 4·cos3`) rewrites no row (every row's
-///   `(ctid, xmin)` is unchanged) and only moves `active_fit`;
+/// * materialising fit 1 writes generation 1 (table, HNSW index and view by the documented
+///   names, four statement-level freshness triggers) and leaves the source as it was (its
+///   attributes, storage, indexes and every row's `(ctid, xmin)`);
+/// * materialising fit 2 (target `cos1 − cos2 + 4·cos3`) rewrites no row (every source and
+///   generation row's `(ctid, xmin)` is unchanged), writes no new generation, and only moves
+///   `active_fit`;
 /// * for several query rows (incl. a NULL model and a zero vector), `−(row <#> query)` equals
 ///   `Σ s_k cos_k` with `s_k = w_k / max|w|` of fit 2 for every row, the key form of
 ///   `query_vector` equals the array form, and the exact top-10 matches the top-10 by the
@@ -92,6 +132,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
         "SELECT embedstack.create_model_set('qw', 'items', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted')",
     )
     .unwrap();
+    let source0 = source_state(&mut c, "items");
 
     // Fit 1: the OLS solved here from the raw data; one weight clearly negative.
     let (f1, w1) = fit(&mut c, "qw", "pairs1");
@@ -109,22 +150,25 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
 
     c.batch_execute("CALL embedstack.materialize('qw')").unwrap();
     assert_eq!(active_fit(&mut c, "qw"), Some(f1));
-    // Stored: the unweighted unit blocks of every model.
-    let stored = combined_by_id(&mut c, "items", "qw_combined");
+    let g1 = checked_served_generation(&mut c, "qw", "items");
+    assert_eq!((g1.fit_id, g1.storage.as_str(), g1.width), (f1, "vector", 18), "{g1:?}");
+    assert_eq!(source_state(&mut c, "items"), source0, "materialize must leave the source as it was");
+    assert_freshness_triggers(&mut c, "items", "qw");
+    // Stored: the unweighted unit blocks of every model, read through the view.
+    let stored = served_by_id(&mut c, "qw");
+    assert_eq!(stored.len(), rows.len());
     for (id, m) in &rows {
         let got = stored[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
         assert_close_vec(got, &combined(m, &DIMS, &[1.0; 3]), 1e-6, &format!("stored row {id}"));
     }
 
-    let snapshot = |c: &mut Client| -> Vec<(i32, String, String)> {
-        c.query("SELECT id, ctid::text, xmin::text FROM items ORDER BY id", &[])
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
+    let gen_table = g1.relation.clone().unwrap();
+    let snapshot = |c: &mut Client| {
+        (source_state(c, "items"), generations(c, "qw"), generation_row_versions(c, &gen_table, "id"))
     };
     let before = snapshot(&mut c);
-    assert_eq!(before.len(), 2000);
+    assert_eq!(before.0.rows.len(), 2000);
+    assert_eq!(before.2.len(), 2000);
 
     // Fit 2 and the switch: no row rewritten, only the active fit moves.
     let (f2, w2) = fit(&mut c, "qw", "pairs2");
@@ -137,8 +181,10 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
     c.batch_execute(&format!("CALL embedstack.materialize('qw', {f2})")).unwrap();
     assert_eq!(active_fit(&mut c, "qw"), Some(f2));
     let after = snapshot(&mut c);
-    assert_eq!(before, after, "a query-weighted refit must not rewrite any row");
-    assert!(columns(&mut c, "items").iter().all(|col| col != "qw_combined_next"));
+    assert_eq!(before.0, after.0, "a query-weighted refit must leave the source as it was");
+    assert_eq!(before.1, after.1, "a query-weighted refit writes no new generation");
+    assert_eq!(before.2, after.2, "a query-weighted refit must not rewrite any generation row");
+    assert_eq!(served_generation(&mut c, "qw").map(|g| g.id), Some(g1.id));
 
     // Score weights of fit 2.
     let maxabs = w2.iter().fold(0.0f64, |m, w| m.max(w.abs()));
@@ -161,7 +207,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
             .query(
                 &format!(
                     "WITH q AS MATERIALIZED (SELECT {qv} AS v)
-                     SELECT i.id, (i.qw_combined <#> q.v)::float8 FROM items i, q ORDER BY i.id"
+                     SELECT i.id, (i.qw_combined <#> q.v)::float8 FROM items_qw i, q ORDER BY i.id"
                 ),
                 &[],
             )
@@ -178,7 +224,7 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
         // Exact top-10 (sequential scan) against the top-10 by the score computed here.
         c.batch_execute("SET enable_indexscan = off").unwrap();
         let top: Vec<i32> = c
-            .query(&format!("SELECT id FROM items ORDER BY qw_combined <#> {qv} LIMIT 10"), &[])
+            .query(&format!("SELECT id FROM items_qw ORDER BY qw_combined <#> {qv} LIMIT 10"), &[])
             .unwrap()
             .iter()
             .map(|r| r.get(0))
@@ -245,8 +291,9 @@ fn query_weighted_refit_rewrites_nothing_and_ranks_by_the_weighted_sum() {
 /// with `setseed`; 2% of the rows miss model 3), symmetric mode, the index's top-10 for 62
 /// query rows has mean recall@10
 /// ≥ 0.95 against the exact top-10 of a sequential scan, and that exact top-10 is the top-10
-/// by the weighted cosine sum computed here from the raw vectors. The served query's plan is
-/// an `Index Scan using hs_combined_hnsw` with default planner settings.
+/// by the weighted cosine sum computed here from the raw vectors. The served query over the view
+/// `big_hs` plans as an `Index Scan using big_hs_g<id>_hnsw` (the generation's index) with
+/// default planner settings; the generation stores `vector(36)`, the view serves `vector`.
 ///
 /// For the index side the test sets `enable_seqscan = off` (to be sure the index answers) and
 /// `hnsw.ef_search = 100` (pgvector's default is 40; the recall target is stated for 100).
@@ -301,26 +348,26 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
     let t1 = Instant::now();
     c.batch_execute("CALL embedstack.materialize('hs')").unwrap();
     eprintln!("hnsw: materialize (50k rows + index) {:.1}s", t1.elapsed().as_secs_f64());
-    c.batch_execute("ANALYZE big").unwrap();
+    c.batch_execute("ANALYZE").unwrap();
 
     let width: usize = DIMS.iter().sum();
-    let ty: String = c
-        .query_one(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-              WHERE attrelid = 'big'::regclass AND attname = 'hs_combined' AND NOT attisdropped",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(ty, format!("vector({width})"));
-    let idx: String = c
-        .query_one(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
-            &[&index_name("public", "big", "hs_combined", false)],
-        )
-        .unwrap()
-        .get(0);
-    assert!(idx.contains("USING hnsw") && idx.contains("vector_ip_ops"), "{idx}");
+    let g = checked_served_generation(&mut c, "hs", "big");
+    assert_eq!((g.storage.as_str(), g.width as usize), ("vector", width), "{g:?}");
+    let types: Vec<String> = [("big_hs", "hs_combined"), (g.relation.as_deref().unwrap(), "hs_combined")]
+        .iter()
+        .map(|(rel, col)| {
+            c.query_one(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                  WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped",
+                &[rel, col],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .collect();
+    assert_eq!(types, ["vector".to_string(), format!("vector({width})")], "view, generation");
+    assert_eq!(columns(&mut c, "big"), ["id", "m1", "m2", "m3"], "the source gets no column");
+    let index = g.index_name.clone().unwrap();
 
     // The raw vectors, for the independent ranking.
     let rows: BTreeMap<i32, Models> = c
@@ -336,7 +383,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
     let plan: Vec<String> = c
         .query(
             &format!(
-                "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', {}) LIMIT 10",
+                "EXPLAIN SELECT id FROM big_hs ORDER BY hs_combined <#> embedstack.query_vector('hs', {}) LIMIT 10",
                 models_sql(q1)
             ),
             &[],
@@ -345,25 +392,17 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(
-        plan.iter().any(|l| l
-            .contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))),
-        "{plan:#?}"
-    );
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {index}"))), "{plan:#?}");
     let plan: Vec<String> = c
         .query(
-            "EXPLAIN SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
+            "EXPLAIN SELECT id FROM big_hs ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
             &[&1i32],
         )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(
-        plan.iter().any(|l| l
-            .contains(&format!("Index Scan using {}", index_name("public", "big", "hs_combined", false)))),
-        "{plan:#?}"
-    );
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {index}"))), "{plan:#?}");
 
     let queries: Vec<i32> = (0..60).map(|k| 1 + k * 833).chain([50, 25000]).collect();
     let mut recall_sum = 0.0;
@@ -372,7 +411,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
         c.batch_execute("SET enable_indexscan = off; RESET enable_seqscan").unwrap();
         let exact: Vec<i32> = c
             .query(
-                "SELECT id FROM big ORDER BY hs_combined <#> (SELECT embedstack.query_vector('hs', $1::int)) LIMIT 10",
+                "SELECT id FROM big_hs ORDER BY hs_combined <#> (SELECT embedstack.query_vector('hs', $1::int)) LIMIT 10",
                 &[&q],
             )
             .unwrap()
@@ -383,7 +422,7 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
             .unwrap();
         let approx: Vec<i32> = c
             .query(
-                "SELECT id FROM big ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
+                "SELECT id FROM big_hs ORDER BY hs_combined <#> embedstack.query_vector('hs', $1::int) LIMIT 10",
                 &[&q],
             )
             .unwrap()
@@ -427,15 +466,128 @@ fn hnsw_recall_at_10_against_exact_search_on_50k_rows() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 2b. The README's query
+// ---------------------------------------------------------------------------------------
+
+/// The README's query, `SELECT … FROM items s JOIN items_stack v USING (id) ORDER BY
+/// v.stack_combined <#> embedstack.query_vector('stack', <key>) LIMIT 10`, on 4000 rows
+/// (models of 8/6/4 dimensions, symmetric mode, a source column `category` = id mod 7):
+/// * its plan is an `Index Scan using <generation>_hnsw` of the served generation (default
+///   planner settings), and so is the plan with `WHERE s.category = 3` under
+///   `SET hnsw.iterative_scan = strict_order` (the scan goes on until 10 rows pass the filter);
+/// * for several query rows, the filtered answer through the index (the plan of that very
+///   statement checked, with `hnsw.ef_search = 200`; above about 400 the planner prefers to sort
+///   every row) equals exact search (`enable_indexscan = off`: every row ordered), and that exact
+///   answer is the top-10 of category 3 by the weighted cosine sum computed here from the raw
+///   vectors (scores compared; ids too where no near-tie could reorder them).
+#[test]
+fn readme_query_uses_the_generation_index_and_filters_like_exact_search() {
+    let t0 = Instant::now();
+    let mut c = fresh_db("ms_readme_query");
+    const DIMS: [usize; 3] = [8, 6, 4];
+    let mut rng = Rng(0x5EED_0012);
+    let mut rows: BTreeMap<i32, Models> = BTreeMap::new();
+    for id in 1..=4000 {
+        rows.insert(id, DIMS.iter().map(|&d| Some(rng.vec(d))).collect());
+    }
+    rows.get_mut(&11).unwrap()[2] = None;
+    load_vectors(&mut c, "items", &DIMS, &rows, "");
+    c.batch_execute("ALTER TABLE items ADD COLUMN category int; UPDATE items SET category = id % 7").unwrap();
+    let pairs = make_pairs(&mut rng, &rows, (1, 4000), 3000, &|x, r| {
+        1.0 * x[0] + 0.6 * x[1] + 0.3 * x[2] + 0.01 * r.sym()
+    });
+    load_pairs(&mut c, "pairs", &pairs);
+    c.batch_execute("SELECT embedstack.create_model_set('stack', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
+        .unwrap();
+    let (_, w) = fit(&mut c, "stack", "pairs");
+    let mult = symmetric_multipliers(&w, 0.05);
+    assert!(mult.iter().all(|&m| m > 0.0), "test precondition: every model kept, weights {w:?}");
+    let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
+    c.batch_execute("CALL embedstack.materialize('stack')").unwrap();
+    c.batch_execute("ANALYZE").unwrap();
+    let g = checked_served_generation(&mut c, "stack", "items");
+    let index = g.index_name.clone().unwrap();
+
+    let readme = |filter: &str, key: i32| {
+        format!(
+            "SELECT s.id FROM items s JOIN items_stack v USING (id) {filter}
+              ORDER BY v.stack_combined <#> embedstack.query_vector('stack', {key}) LIMIT 10"
+        )
+    };
+    let uses_index = |c: &mut Client, sql: &str| -> (bool, Vec<String>) {
+        let plan: Vec<String> =
+            c.query(&format!("EXPLAIN {sql}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        (plan.iter().any(|l| l.contains(&format!("Index Scan using {index} "))), plan)
+    };
+    let (ok, plan) = uses_index(&mut c, &readme("", 42));
+    assert!(ok, "the README query with default settings:\n{}", plan.join("\n"));
+    let filtered = |key: i32| readme("WHERE s.category = 3", key);
+    c.batch_execute("SET hnsw.iterative_scan = strict_order").unwrap();
+    let (ok, plan) = uses_index(&mut c, &filtered(42));
+    assert!(ok, "the filtered README query under strict_order:\n{}", plan.join("\n"));
+
+    for q in [42, 11, 777, 2024, 3999] {
+        // Through the index: the plan of exactly this statement, then its answer.
+        c.batch_execute("SET hnsw.ef_search = 200").unwrap();
+        let (ok, plan) = uses_index(&mut c, &filtered(q));
+        assert!(ok, "query {q}: the filtered query must use the index:\n{}", plan.join("\n"));
+        let approx: Vec<i32> = c.query(&filtered(q), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        c.batch_execute("RESET hnsw.ef_search").unwrap();
+
+        // Exact search: every row ordered, no index.
+        c.batch_execute("SET enable_indexscan = off").unwrap();
+        let (ok, plan) = uses_index(&mut c, &filtered(q));
+        assert!(!ok, "exact search must not use the index:\n{}", plan.join("\n"));
+        let exact: Vec<i32> = c.query(&filtered(q), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        c.batch_execute("RESET enable_indexscan").unwrap();
+
+        // The top-10 of category 3 by the score computed here.
+        let qm = &rows[&q];
+        let mut want: Vec<(i32, f64)> =
+            rows.iter().filter(|(id, _)| *id % 7 == 3).map(|(id, m)| (*id, score(qm, m, &s))).collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!((exact.len(), approx.len()), (10, 10), "query {q}");
+        for (i, id) in exact.iter().enumerate() {
+            assert_eq!(id % 7, 3, "query {q}: row {id} is not of category 3");
+            let sc = score(qm, &rows[id], &s);
+            assert!(
+                (sc - want[i].1).abs() <= 1e-5,
+                "query {q}: exact rank {i} is row {id} (score {sc}), want score {} (row {})",
+                want[i].1,
+                want[i].0
+            );
+        }
+        for (i, id) in approx.iter().enumerate() {
+            let sc = score(qm, &rows[id], &s);
+            assert!(
+                (sc - want[i].1).abs() <= 1e-5,
+                "query {q}: the index's rank {i} is row {id} (score {sc}), exact search has row {} (score {}); \
+                 index {approx:?}, exact {exact:?}",
+                exact[i],
+                want[i].1
+            );
+        }
+        let clear = (0..10).all(|i| want[i].1 - want[i + 1].1 > 1e-5);
+        if clear {
+            assert_eq!(approx, exact, "query {q}: the index's answer vs exact search");
+        }
+    }
+    eprintln!("readme query: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
 // 3. The freshness trigger
 // ---------------------------------------------------------------------------------------
 
-/// After materialize, rows written by INSERT and UPDATE (one model, several models, a model
-/// set to NULL, to a zero vector, every model NULL, a non-model column, a user-supplied
-/// garbage combined value) have exactly the combined vector a fresh materialisation gives:
-/// compared per id with (a) the closed form computed here from the final raw data and the
-/// fit's weights (symmetric mode, one model below the threshold so it is left out) and
-/// (b) a second model set materialised from scratch over a copy of the final table.
+/// After materialize, rows written by INSERT, COPY and UPDATE (one model, several models, a
+/// model set to NULL, to a zero vector, every model NULL, a non-model column, a changed key) and
+/// removed by DELETE have, through the served view, exactly the combined vectors a fresh
+/// materialisation gives: compared per id with (a) the closed form computed here from the final
+/// raw data and the fit's weights (symmetric mode, one model below the threshold so it is left
+/// out) and (b) a second model set materialised from scratch over a copy of the final table.
+/// The freshness triggers are the four documented statement-level triggers (no row trigger),
+/// the source's columns are the user's only (dropped ones included), and an UPDATE of a
+/// non-model column rewrites no generation row.
 #[test]
 fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
     let t0 = Instant::now();
@@ -457,6 +609,7 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
     load_pairs(&mut c, "p", &pairs);
     c.batch_execute("SELECT embedstack.create_model_set('trig', 't', 'id', ARRAY['m1', 'm2', 'm3'])")
         .unwrap();
+    let attributes0 = attributes(&mut c, "t");
     let (_, w) = fit(&mut c, "trig", "p");
     let mult = symmetric_multipliers(&w, 0.05);
     assert!(
@@ -465,6 +618,11 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
     );
     let width: usize = (0..3).filter(|&k| mult[k] > 0.0).map(|k| DIMS[k]).sum();
     c.batch_execute("CALL embedstack.materialize('trig')").unwrap();
+    let g = checked_served_generation(&mut c, "trig", "t");
+    let gen_table = g.relation.clone().unwrap();
+    assert_freshness_triggers(&mut c, "t", "trig");
+    let ours = extension_triggers(&mut c, "t");
+    assert_eq!(ours.len(), 4, "the four freshness triggers and nothing else of the extension: {ours:?}");
 
     // Writes after materialize, mirrored in `rows`.
     let set = |c: &mut Client, rows: &mut BTreeMap<i32, Models>, id: i32, k: usize, v: Option<Vec<f32>>| {
@@ -494,10 +652,23 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         values.join(", ")
     ))
     .unwrap();
-    // A non-model column.
+    // A non-model column: no generation row is rewritten.
+    let gen_rows = generation_row_versions(&mut c, &gen_table, "id");
     c.batch_execute("UPDATE t SET label = 'relabelled' WHERE id BETWEEN 240 AND 245").unwrap();
-    // New rows: complete, a NULL model, a zero vector, every model NULL, and one with a
-    // garbage combined value supplied by the user (the trigger replaces it).
+    assert_eq!(
+        generation_row_versions(&mut c, &gen_table, "id"),
+        gen_rows,
+        "an UPDATE of a non-model column rewrote generation rows"
+    );
+    // A changed key, and deleted rows.
+    c.batch_execute("UPDATE t SET id = 1290 WHERE id = 290").unwrap();
+    let moved = rows.remove(&290).unwrap();
+    rows.insert(1290, moved);
+    c.batch_execute("DELETE FROM t WHERE id BETWEEN 260 AND 265").unwrap();
+    for id in 260..=265 {
+        rows.remove(&id);
+    }
+    // New rows: complete, a NULL model, a zero vector, every model NULL; then two by COPY.
     let mut inserts = Vec::new();
     for id in 301..=320 {
         let mut m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
@@ -512,21 +683,23 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         rows.insert(id, m);
     }
     c.batch_execute(&format!("INSERT INTO t (id, m1, m2, m3) VALUES {}", inserts.join(", "))).unwrap();
-    let m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
-    c.batch_execute(&format!(
-        "INSERT INTO t (id, m1, m2, m3, trig_combined) VALUES (321, {}, {}, {}, '{}')",
-        vec_sql(&m[0]),
-        vec_sql(&m[1]),
-        vec_sql(&m[2]),
-        lit(&vec![9.0f32; width])
-    ))
-    .unwrap();
-    rows.insert(321, m);
+    let mut copy = c.copy_in("COPY t (id, m1, m2, m3) FROM STDIN").unwrap();
+    for id in [321, 322] {
+        let mut m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
+        if id == 322 {
+            m[1] = None;
+        }
+        let fields: Vec<String> = m.iter().map(copy_field).collect();
+        writeln!(copy, "{id}\t{}", fields.join("\t")).unwrap();
+        rows.insert(id, m);
+    }
+    copy.finish().unwrap();
+    assert_eq!(attributes(&mut c, "t"), attributes0, "the source's columns are the user's only");
 
     // An inserted row: not NULL, the served dimension.
-    for id in [305, 307, 321] {
+    for id in [305, 307, 321, 322, 1290] {
         let dim: Option<i32> = c
-            .query_one(&format!("SELECT vector_dims(trig_combined) FROM t WHERE id = {id}"), &[])
+            .query_one(&format!("SELECT vector_dims(trig_combined) FROM t_trig WHERE id = {id}"), &[])
             .unwrap()
             .get(0);
         assert_eq!(
@@ -537,7 +710,7 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
     }
 
     // (a) The closed form.
-    let got = combined_by_id(&mut c, "t", "trig_combined");
+    let got = served_by_id(&mut c, "trig");
     assert_eq!(got.len(), rows.len());
     for (id, m) in &rows {
         let g = got[id].as_ref().unwrap_or_else(|| panic!("row {id}: combined is NULL"));
@@ -555,7 +728,7 @@ fn trigger_keeps_combined_vectors_equal_to_a_fresh_materialisation() {
         assert!((w2[k] - w[k]).abs() <= 1e-9, "same pairs, same features: weights {w:?} vs {w2:?}");
     }
     c.batch_execute("CALL embedstack.materialize('trig2')").unwrap();
-    let fresh = combined_by_id(&mut c, "t2", "trig2_combined");
+    let fresh = served_by_id(&mut c, "trig2");
     assert_eq!(fresh.len(), got.len());
     for (id, g) in &got {
         let f = fresh[id].as_ref().unwrap_or_else(|| panic!("t2 row {id}: combined is NULL"));
@@ -631,8 +804,8 @@ fn bad_input_unknown_names_and_catalog_rules() {
 
 /// A stored `real[]` vector with the wrong dimension (model set over `real[]` columns with
 /// `model_dims`): a fit whose pairs reach it and a materialize both raise 22000 naming the
-/// row's key (4242); the failed materialize serves nothing (no active fit, no combined
-/// column).
+/// row's key (4242); the failed materialize serves nothing (no active fit, no served
+/// generation, no view) and leaves the source's columns as they were.
 #[test]
 fn bad_input_wrong_dimension_row_names_its_key() {
     let t0 = Instant::now();
@@ -674,17 +847,26 @@ fn bad_input_wrong_dimension_row_names_its_key() {
     assert!(message(&e).contains("4242"), "fit error must name the key: {}", message(&e));
     assert_eq!(c.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get::<_, i64>(0), 0);
     fit(&mut c, "rd", "p_ok");
+    let attributes0 = attributes(&mut c, "r");
     let e = expect_code(&mut c, "CALL embedstack.materialize('rd')", "22000");
     assert!(message(&e).contains("4242"), "materialize error must name the key: {}", message(&e));
     assert_eq!(active_fit(&mut c, "rd"), None);
-    assert!(!columns(&mut c, "r").contains(&"rd_combined".to_string()), "{:?}", columns(&mut c, "r"));
+    assert_eq!(served_generation(&mut c, "rd"), None);
+    assert!(
+        generations(&mut c, "rd").iter().all(|g| g.state == "building"),
+        "{:?}",
+        generations(&mut c, "rd")
+    );
+    assert!(!view_exists(&mut c, "rd") && !relation_exists(&mut c, "r_rd"), "no view is served");
+    assert_eq!(attributes(&mut c, "r"), attributes0);
     eprintln!("bad dim: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 /// Too wide: three 1500-dimension models in query-weighted mode (4500 > 4000) and two in
 /// `storage => 'vector'` (3000 > 2000) make materialize raise 54000 and serve nothing (no
-/// active fit, no combined or staging column); the same two models with `storage => 'auto'`
-/// are served as `halfvec(3000)` holding the unit blocks (checked against the raw data).
+/// active fit, no generation, no view, the source's columns unchanged); the same two models with
+/// `storage => 'auto'` are served as `halfvec` (a `halfvec(3000)` generation) holding the unit
+/// blocks (checked against the raw data).
 #[test]
 fn bad_input_too_wide_combined_vector() {
     let t0 = Instant::now();
@@ -706,11 +888,13 @@ fn bad_input_too_wide_combined_vector() {
     )
     .unwrap();
     fit(&mut c, "wide", "wp");
+    let attributes0 = attributes(&mut c, "w");
     let e = expect_code(&mut c, "CALL embedstack.materialize('wide')", "54000");
     eprintln!("54000 message: {}", message(&e));
     assert_eq!(active_fit(&mut c, "wide"), None);
-    let cols = columns(&mut c, "w");
-    assert!(!cols.iter().any(|x| x.starts_with("wide_combined")), "{cols:?}");
+    assert_eq!(generations(&mut c, "wide"), vec![], "nothing written");
+    assert!(!relation_exists(&mut c, "w_wide"), "no view");
+    assert_eq!(attributes(&mut c, "w"), attributes0);
 
     c.batch_execute(
         "SELECT embedstack.create_model_set('wv', 'w', 'id', ARRAY['m1', 'm2'], mode => 'query_weighted', storage => 'vector')",
@@ -719,8 +903,9 @@ fn bad_input_too_wide_combined_vector() {
     fit(&mut c, "wv", "wp");
     expect_code(&mut c, "CALL embedstack.materialize('wv')", "54000");
     assert_eq!(active_fit(&mut c, "wv"), None);
-    let cols = columns(&mut c, "w");
-    assert!(!cols.iter().any(|x| x.starts_with("wv_combined")), "{cols:?}");
+    assert_eq!(generations(&mut c, "wv"), vec![], "nothing written");
+    assert!(!relation_exists(&mut c, "w_wv"), "no view");
+    assert_eq!(attributes(&mut c, "w"), attributes0);
 
     // Within halfvec's limit: served as halfvec(3000).
     c.batch_execute(
@@ -730,19 +915,31 @@ fn bad_input_too_wide_combined_vector() {
     let (fh, _) = fit(&mut c, "wh", "wp");
     c.batch_execute("CALL embedstack.materialize('wh')").unwrap();
     assert_eq!(active_fit(&mut c, "wh"), Some(fh));
+    let g = checked_served_generation(&mut c, "wh", "w");
+    assert_eq!((g.storage.as_str(), g.width), ("halfvec", 3000), "{g:?}");
     let r = c
         .query_one(
             "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                      WHERE attrelid = 'w'::regclass AND attname = 'wh_combined' AND NOT attisdropped),
+                      WHERE attrelid = $1::text::regclass AND attname = 'wh_combined' AND NOT attisdropped),
+                    (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                      WHERE attrelid = 'w_wh'::regclass AND attname = 'wh_combined' AND NOT attisdropped),
                     (SELECT served_storage FROM embedstack.model_sets WHERE name = 'wh')",
-            &[],
+            &[&g.relation.as_deref().unwrap()],
         )
         .unwrap();
-    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("halfvec(3000)"));
-    assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("halfvec"));
-    for row in
-        c.query("SELECT id, m1::real[], m2::real[], wh_combined::real[] FROM w ORDER BY id", &[]).unwrap()
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("halfvec(3000)"), "the generation");
+    assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("halfvec"), "the view");
+    assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some("halfvec"));
+    assert_eq!(attributes(&mut c, "w"), attributes0, "the source gets no column");
+    let mut n_rows = 0;
+    for row in c
+        .query(
+            "SELECT id, m1::real[], m2::real[], v.wh_combined::real[] FROM w JOIN w_wh v USING (id) ORDER BY id",
+            &[],
+        )
+        .unwrap()
     {
+        n_rows += 1;
         let id: i32 = row.get(0);
         let m: Models = vec![row.get(1), row.get(2)];
         let want = combined(&m, &[1500, 1500], &[1.0, 1.0]);
@@ -753,13 +950,15 @@ fn bad_input_too_wide_combined_vector() {
             assert!((*g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-7, "row {id} element {i}: {g} vs {w}");
         }
     }
+    assert_eq!(n_rows, 30, "every row served");
     eprintln!("too wide: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 /// Symmetric mode with every fitted weight ≤ 0 (target `−(cos1 + cos2)/2`): materialize
 /// raises 22023 with a hint, with the fit id given and with the latest fit, and what is
-/// served does not change: the active fit, the multipliers, every stored combined vector,
-/// and no staging column is left behind.
+/// served does not change: the active fit, the multipliers, the served generation, every stored
+/// combined vector (every generation row's ctid/xmin), no new generation is left behind, and
+/// the source keeps its columns.
 #[test]
 fn bad_input_symmetric_without_positive_weight_changes_nothing() {
     let t0 = Instant::now();
@@ -778,7 +977,10 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
     let (f1, w1) = fit(&mut c, "sym", "pos");
     c.batch_execute("CALL embedstack.materialize('sym')").unwrap();
     let mult = symmetric_multipliers(&w1, 0.05);
-    let served = combined_by_id(&mut c, "s", "sym_combined");
+    let g = checked_served_generation(&mut c, "sym", "s");
+    let gen_table = g.relation.clone().unwrap();
+    let served = served_by_id(&mut c, "sym");
+    assert_eq!(served.len(), rows.len());
     for (id, m) in &rows {
         assert_close_vec(
             served[id].as_ref().unwrap(),
@@ -787,18 +989,21 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
             &format!("row {id}"),
         );
     }
-    let catalog = |c: &mut Client| -> (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>) {
+    type Catalog =
+        (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, Option<i64>, Vec<Generation>);
+    let catalog = |c: &mut Client| -> Catalog {
         let r = c
             .query_one(
-                "SELECT active_fit, served_multipliers, served_storage, staging_column::text
+                "SELECT active_fit, served_multipliers, served_storage, served_index::text, served_generation
                    FROM embedstack.model_sets WHERE name = 'sym'",
                 &[],
             )
             .unwrap();
-        (r.get(0), r.get(1), r.get(2), r.get(3))
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), generations(c, "sym"))
     };
     let before = catalog(&mut c);
-    assert_eq!(before.0, Some(f1));
+    assert_eq!((before.0, before.4), (Some(f1), Some(g.id)));
+    let gen_rows = generation_row_versions(&mut c, &gen_table, "id");
 
     let (f2, w2) = fit(&mut c, "sym", "neg");
     assert!(w2.iter().all(|&x| x <= 0.0), "test precondition: no positive weight, {w2:?}");
@@ -813,10 +1018,11 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
             no_hint.push(format!("{sql}: hint {:?}, detail {:?}", db.hint(), db.detail()));
         }
     }
-    assert_eq!(catalog(&mut c), before, "the served state must not change");
-    assert_eq!(combined_by_id(&mut c, "s", "sym_combined"), served, "stored vectors must not change");
+    assert_eq!(catalog(&mut c), before, "the served state must not change, no generation is added");
+    assert_eq!(served_by_id(&mut c, "sym"), served, "stored vectors must not change");
+    assert_eq!(generation_row_versions(&mut c, &gen_table, "id"), gen_rows, "no generation row rewritten");
     let cols = columns(&mut c, "s");
-    assert_eq!(cols, ["id", "m1", "m2", "sym_combined"], "no staging column");
+    assert_eq!(cols, ["id", "m1", "m2"], "the source keeps its columns");
     assert!(no_hint.is_empty(), "22023 must carry a hint:\n{}", no_hint.join("\n"));
     eprintln!("no positive weight: {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -825,8 +1031,9 @@ fn bad_input_symmetric_without_positive_weight_changes_nothing() {
 /// `m1; DROP TABLE t` or `"m1"` are unknown columns (42703 in create_model_set, a class-42
 /// error in fit / evaluate), a pairs name with SQL in it is not a relation; a model set named
 /// `x'); DROP TABLE t; --` and a combined column named `c"; DROP TABLE t; --` work end to end
-/// (create, fit, materialize, query, drop with its columns). Afterwards `t` and the pairs
-/// table still exist with all their rows.
+/// (create, fit, materialize, query through the view `u_<name>` whose vector column has that
+/// name, drop: view, generation tables and triggers gone). Afterwards `t` and the pairs table
+/// still exist with all their rows and the source its columns.
 #[test]
 fn bad_input_injection_attempts_are_inert() {
     let t0 = Instant::now();
@@ -929,7 +1136,11 @@ fn bad_input_injection_attempts_are_inert() {
         // CALL with the name as a literal (quotes doubled), as a DBA would type it.
         c.batch_execute(&format!("CALL embedstack.materialize('{}')", name.replace('\'', "''")))
             .unwrap_or_else(|e| panic!("materialize({name:?}): {e}"));
-        assert!(columns(&mut c, "u").contains(&col), "{:?}", columns(&mut c, "u"));
+        let g = checked_served_generation(&mut c, name, "u");
+        let view = format!("public.{}", quote_ident(&default_view_name("u", name)));
+        assert_eq!(columns(&mut c, &view), ["id".to_string(), col.clone()], "{name:?}: the view's columns");
+        assert_eq!(columns(&mut c, "u"), ["id", "m1", "m2", "txt", "nokey"], "the source keeps its columns");
+        assert_freshness_triggers(&mut c, "u", name);
         let quoted = format!("\"{}\"", col.replace('"', "\"\""));
         let mult = symmetric_multipliers(&w, 0.05);
         let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
@@ -937,7 +1148,7 @@ fn bad_input_injection_attempts_are_inert() {
         let got: Vec<(i32, f64)> = c
             .query(
                 &format!(
-                    "SELECT id, ({quoted} <#> (SELECT embedstack.query_vector($1, 5::int)))::float8 FROM u ORDER BY id"
+                    "SELECT id, ({quoted} <#> (SELECT embedstack.query_vector($1, 5::int)))::float8 FROM {view} ORDER BY id"
                 ),
                 &[&name],
             )
@@ -951,24 +1162,36 @@ fn bad_input_injection_attempts_are_inert() {
             assert!((-ip - want).abs() <= 1e-5, "{name:?} row {id}: {} vs {want}", -ip);
         }
         c.query_one("SELECT embedstack.drop_model_set($1, drop_columns => true)", &[&name]).unwrap();
-        assert!(!columns(&mut c, "u").contains(&col));
+        assert!(!relation_exists(&mut c, &view), "{name:?}: the view is dropped");
+        assert!(
+            !relation_exists(&mut c, g.relation.as_deref().unwrap()),
+            "{name:?}: the generation is dropped"
+        );
+        assert!(
+            extension_triggers(&mut c, "u").iter().all(|(_, arg)| arg != name),
+            "{name:?}: its triggers are dropped"
+        );
+        assert_eq!(columns(&mut c, "u"), ["id", "m1", "m2", "txt", "nokey"]);
         assert_eq!(exists(&mut c), start);
     }
-    // Triggers of the dropped sets are gone: an insert works and adds no combined column.
+    // Only the triggers of 'ok' are left: an insert works, and 'ok' serves the new row.
     c.batch_execute("INSERT INTO u (id, m1, m2) VALUES (1000, '[1,2,3,4]', '[1,2,3]')").unwrap();
-    let trig: i64 = c
-        .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'u'::regclass AND tgname LIKE 'embedstack_%' AND tgname <> 'embedstack_ok'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(trig, 0);
+    let mut left: Vec<String> = extension_triggers(&mut c, "u").into_iter().map(|(n, _)| n).collect();
+    left.sort();
+    let mut want = trigger_names("ok").to_vec();
+    want.sort();
+    assert_eq!(left, want);
+    assert!(served_by_id(&mut c, "ok")[&1000].is_some(), "'ok' serves the inserted row");
     eprintln!("injection: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 /// A table literally named `we ird"t` with columns `k ey`, `m 1` (vector), `M2` (real[],
 /// dimension discovered), `m"3` (float8[]) and pairs `pa irs("le ft", "ri ght", "ta rget")`
 /// work end to end: create_model_set with `'"we ird""t"'::regclass`, fit (the OLS solved
-/// here), materialize, the served query (index scan, every row's score equal to the weighted
-/// cosine sum), query_vector by key, evaluate, and the trigger on insert.
+/// here), materialize (view `we ird"t_we ird set`, its generation table and index by the
+/// documented names), the served query over the view (an index scan of the generation, every
+/// row's score equal to the weighted cosine sum), query_vector by key, evaluate, and the
+/// freshness triggers on insert.
 #[test]
 fn awkward_identifiers_work_end_to_end() {
     let t0 = Instant::now();
@@ -1039,7 +1262,10 @@ fn awkward_identifiers_work_end_to_end() {
         assert!((w[k] - want[k]).abs() <= 1e-7, "weight {k}: {} vs {}", w[k], want[k]);
     }
     c.batch_execute("CALL embedstack.materialize('we ird set')").unwrap();
-    c.batch_execute(r#"ANALYZE "we ird""t""#).unwrap();
+    c.batch_execute("ANALYZE").unwrap();
+    let g = checked_served_generation(&mut c, "we ird set", "we ird\"t");
+    assert_freshness_triggers(&mut c, r#""we ird""t""#, "we ird set");
+    let view = r#""we ird""t_we ird set""#;
     let mult = symmetric_multipliers(&w, 0.05);
     let s: Vec<f64> = mult.iter().map(|m| m * m).collect();
 
@@ -1048,7 +1274,9 @@ fn awkward_identifiers_work_end_to_end() {
     let qv = format!("embedstack.query_vector('we ird set', {})", models_sql(q));
     let got: Vec<(i32, f64)> = c
         .query(
-            &format!(r#"SELECT "k ey", ("we ird set_combined" <#> (SELECT {qv}))::float8 FROM "we ird""t" ORDER BY 1"#),
+            &format!(
+                r#"SELECT "k ey", ("we ird set_combined" <#> (SELECT {qv}))::float8 FROM {view} ORDER BY 1"#
+            ),
             &[],
         )
         .unwrap()
@@ -1063,27 +1291,17 @@ fn awkward_identifiers_work_end_to_end() {
     c.batch_execute("SET enable_seqscan = off").unwrap();
     let plan: Vec<String> = c
         .query(
-            &format!(
-                r#"EXPLAIN SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#
-            ),
+            &format!(r#"EXPLAIN SELECT "k ey" FROM {view} ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#),
             &[],
         )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(
-        plan.iter().any(|l| l.contains(&format!(
-            "Index Scan using {}",
-            qi(&index_name("public", "we ird\"t", "we ird set_combined", false))
-        ))),
-        "{plan:#?}"
-    );
+    let index = qi(g.index_name.as_deref().unwrap());
+    assert!(plan.iter().any(|l| l.contains(&format!("Index Scan using {index}"))), "{plan:#?}");
     let top: Vec<i32> = c
-        .query(
-            &format!(r#"SELECT "k ey" FROM "we ird""t" ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#),
-            &[],
-        )
+        .query(&format!(r#"SELECT "k ey" FROM {view} ORDER BY "we ird set_combined" <#> {qv} LIMIT 5"#), &[])
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -1122,7 +1340,7 @@ fn awkward_identifiers_work_end_to_end() {
     ))
     .unwrap();
     let g: Vec<f32> = c
-        .query_one(r#"SELECT "we ird set_combined"::real[] FROM "we ird""t" WHERE "k ey" = 500"#, &[])
+        .query_one(&format!(r#"SELECT "we ird set_combined"::real[] FROM {view} WHERE "k ey" = 500"#), &[])
         .unwrap()
         .get(0);
     assert_close_vec(&g, &combined(&m, &DIMS, &mult), 1e-6, "inserted row");
@@ -1130,11 +1348,13 @@ fn awkward_identifiers_work_end_to_end() {
 }
 
 /// `query_vector` is built once per query, not once per row: when the planner sorts instead of
-/// using the index (here forced: a small table, index scans off), the ORDER BY calls it for every
-/// row, and each build reads the catalog and, for the key form, the key's row. Counted from the
-/// tables' scan statistics: one build = one read of `embedstack.model_sets` (and one of the
-/// source for the key form, besides the query's own scan), whatever the number of rows (60).
-/// The answers equal the ones of a query that computes the vector once in a CTE.
+/// using the index (here forced: a small table, index scans off), the ORDER BY over the served
+/// view calls it for every row, and each build reads the catalog and, for the key form, the
+/// key's row. Counted from the tables' scan statistics against the same query with the vector
+/// given as a constant (which reads what the view itself reads: its gate, the generation): one
+/// build = one more read of `embedstack.model_sets` and one more of the source (the key's row,
+/// or the vectors form's sub-select), whatever the number of rows (60). The answers equal the
+/// ones of a query that computes the vector once in a CTE.
 #[test]
 fn query_vector_is_built_once_per_query() {
     let db = "ms_qv_once";
@@ -1146,6 +1366,7 @@ fn query_vector_is_built_once_per_query() {
     )
     .unwrap();
     c.batch_execute("CALL embedstack.materialize('once')").unwrap();
+    let gen_table = served_generation(&mut c, "once").unwrap().relation.unwrap();
     // Scans of a table so far, as this session's statistics report them (flushed first).
     let scans = |c: &mut Client, table: &str| -> i64 {
         c.batch_execute("SELECT pg_stat_force_next_flush()").unwrap();
@@ -1157,6 +1378,9 @@ fn query_vector_is_built_once_per_query() {
         .unwrap()
         .get(0)
     };
+    let counts = |c: &mut Client| -> [i64; 3] {
+        [scans(c, "embedstack.model_sets"), scans(c, "u"), scans(c, &gen_table)]
+    };
     c.batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off").unwrap();
     let rows: i64 = c.query_one("SELECT count(*) FROM u", &[]).unwrap().get(0);
     assert_eq!(rows, 60);
@@ -1165,32 +1389,35 @@ fn query_vector_is_built_once_per_query() {
         ("key", "embedstack.query_vector('once', 7)"),
         ("vectors", "embedstack.query_vector('once', ARRAY[(SELECT m1 FROM u WHERE id = 7), NULL])"),
     ] {
-        let (cat0, src0) = (scans(&mut c, "embedstack.model_sets"), scans(&mut c, "u"));
-        let got: Vec<i32> = c
-            .query(&format!("SELECT id FROM u ORDER BY once_combined <#> {qv} LIMIT 10"), &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let (cat1, src1) = (scans(&mut c, "embedstack.model_sets"), scans(&mut c, "u"));
-        let want: Vec<i32> = c
-            .query(
-                &format!("WITH q AS MATERIALIZED (SELECT {qv} AS v) SELECT id FROM u, q ORDER BY once_combined <#> q.v LIMIT 10"),
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(got, want, "{form}: the answers");
-        assert_eq!(
-            cat1 - cat0,
-            1,
-            "{form}: the catalog was read {} times for one query over {rows} rows",
-            cat1 - cat0
+        let constant: String = c.query_one(&format!("SELECT ({qv})::text"), &[]).unwrap().get(0);
+        let ids = |c: &mut Client, sql: &str| -> Vec<i32> {
+            c.query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+        };
+        let n0 = counts(&mut c);
+        let base = ids(
+            &mut c,
+            &format!("SELECT id FROM u_once ORDER BY once_combined <#> {} LIMIT 10", q(&constant)),
         );
-        // The query's own scan of u; the key form reads the key's row once more; the vectors
-        // form reads it in its sub-select.
-        assert_eq!(src1 - src0, 2, "{form}: u was scanned {} times", src1 - src0);
+        let n1 = counts(&mut c);
+        let got = ids(&mut c, &format!("SELECT id FROM u_once ORDER BY once_combined <#> {qv} LIMIT 10"));
+        let n2 = counts(&mut c);
+        let want = ids(
+            &mut c,
+            &format!("WITH q AS MATERIALIZED (SELECT {qv} AS v) SELECT id FROM u_once, q ORDER BY once_combined <#> q.v LIMIT 10"),
+        );
+        assert_eq!(got, want, "{form}: the answers");
+        assert_eq!(got, base, "{form}: the answers with the vector as a constant");
+        let (view_reads, query_reads): (Vec<i64>, Vec<i64>) =
+            (0..3).map(|k| (n1[k] - n0[k], n2[k] - n1[k])).unzip();
+        eprintln!(
+            "{form}: the view reads (catalog, source, generation) {view_reads:?}, the query {query_reads:?}"
+        );
+        assert_eq!(view_reads[1], 0, "{form}: the view reads no source row");
+        assert_eq!(view_reads[2], 1, "{form}: the query scans the generation once");
+        assert_eq!(
+            query_reads,
+            [view_reads[0] + 1, 1, 1],
+            "{form}: one build of the query vector over {rows} rows reads the catalog once and the source once"
+        );
     }
 }
