@@ -1,6 +1,7 @@
 //! The model-set pipeline end to end on the WordSim-353 fixture, against the independent
 //! reference (numpy float64 + scikit-learn): create_model_set → fit → materialize → serve →
-//! evaluate.
+//! evaluate. Served (0.3.0) through the view `words_ws` over a generation table; the source
+//! table `words` keeps its columns.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,9 @@ use embedstack_client_tests::check::close;
 use embedstack_client_tests::fixtures::{load_wordsim, reference, MODELS};
 use embedstack_client_tests::fresh_db;
 use embedstack_client_tests::reference::cosine;
+use embedstack_client_tests::served::{
+    attributes, generation_index_name, generation_table_name, served_by_key, served_generation, view_name,
+};
 use embedstack_client_tests::stats::{pearson, spearman};
 
 #[test]
@@ -19,6 +23,7 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     let models: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();
 
     c.execute("SELECT embedstack.create_model_set('ws', 'words', 'word', $1::name[])", &[&models]).unwrap();
+    let attributes0 = attributes(&mut c, "words");
 
     // fit() from the stored columns reproduces scikit-learn's LinearRegression.
     let row = c
@@ -63,8 +68,20 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
             mult[k] * mult[k]
         );
     }
-    let dim: i32 = c.query_one("SELECT vector_dims(ws_combined) FROM words LIMIT 1", &[]).unwrap().get(0);
+    // Served through the view words_ws, from generation table words_ws_g<id> and its index.
+    assert_eq!(view_name(&mut c, "ws"), "words_ws");
+    let g = served_generation(&mut c, "ws").expect("a served generation");
+    let table = generation_table_name("words_ws", g.id);
+    assert_eq!(g.table.as_deref(), Some(table.as_str()));
+    assert_eq!(g.index_name.as_deref(), Some(generation_index_name(&table).as_str()));
+    assert_eq!((g.fit_id, g.storage.as_str(), g.width), (fit_id, "vector", 384 + 384 + 256 + 64 + 100));
+    let dim: i32 = c.query_one("SELECT vector_dims(ws_combined) FROM words_ws LIMIT 1", &[]).unwrap().get(0);
     assert_eq!(dim, 384 + 384 + 256 + 64 + 100);
+    let served = served_by_key::<String>(&mut c, "ws");
+    let n_words: i64 = c.query_one("SELECT count(*) FROM words", &[]).unwrap().get(0);
+    assert_eq!(served.len() as i64, n_words, "every word served");
+    assert!(served.values().all(|v| v.is_some()), "no NULL combined vector");
+    assert_eq!(attributes(&mut c, "words"), attributes0, "the source keeps its columns");
 
     // Raw vectors, to compute the expected scores independently.
     let mut raw: HashMap<String, Vec<Vec<f32>>> = HashMap::new();
@@ -77,7 +94,7 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     let pairs = c
         .query(
             "SELECT p.a, p.b, p.y, -(wa.ws_combined <#> wb.ws_combined), 1 - (wa.ws_combined <=> wb.ws_combined)
-               FROM pairs_test p JOIN words wa ON wa.word = p.a JOIN words wb ON wb.word = p.b",
+               FROM pairs_test p JOIN words_ws wa ON wa.word = p.a JOIN words_ws wb ON wb.word = p.b",
             &[],
         )
         .unwrap();
@@ -133,11 +150,12 @@ fn wordsim_model_set_reproduces_the_reference_end_to_end() {
     let (_, p_stack, _) = by["(stack)"];
     assert!((pearson(&ips, &ys) - p_stack).abs() <= 1e-5, "(stack) pearson {p_stack}");
 
-    // Item-to-item: the stored row's query vector equals its stored combined vector
-    // (symmetric mode), so a word is its own nearest neighbour.
+    // Item-to-item with the README's query (source JOIN view): the stored row's query vector
+    // equals its stored combined vector (symmetric mode), so a word is its own nearest neighbour.
     let first: String = c
         .query_one(
-            "SELECT word FROM words ORDER BY ws_combined <#> embedstack.query_vector('ws', 'tiger'::text) LIMIT 1",
+            "SELECT s.word FROM words s JOIN words_ws v USING (word)
+              ORDER BY v.ws_combined <#> embedstack.query_vector('ws', 'tiger'::text) LIMIT 1",
             &[],
         )
         .unwrap()
