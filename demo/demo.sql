@@ -2,8 +2,10 @@
 -- 381 words with seven real embedding models each, and human similarity ratings of 304 word
 -- pairs split 213 train / 91 test. Load -> model set -> fit on the train pairs -> evaluate on the
 -- held-out pairs against scikit-learn's reference numbers -> materialise the combined vectors and
--- their HNSW index -> nearest words through the index -> the same in query-weighted mode, with the
--- served score checked against the regression's weighted sum -> a scheduled-style refit.
+-- their HNSW index (a generation table, read through the view wordsim.words_wordsim joined to the
+-- words) -> nearest words through the index, also with a filter -> the same in query-weighted
+-- mode, with the served score checked against the regression's weighted sum -> a scheduled-style
+-- refit and a rollback.
 --
 -- `make demo` runs it from the repository root; from elsewhere, pass the fixture directory:
 --   psql -v ON_ERROR_STOP=1 -v fixtures=/path/to/wordsim353 -f demo/demo.sql
@@ -88,9 +90,10 @@ FROM wordsim.pairs_train p JOIN wordsim.words x ON x.word = p.a JOIN wordsim.wor
 
 \echo
 \echo '== 3. A model set: the table, its key and the model columns that form the stack'
-\echo '   (symmetric mode, threshold 0.05: a model is served only if its weight exceeds 5% of the largest)'
+\echo '   (symmetric mode, threshold 0.05: a model is served only if its weight exceeds 5% of the largest;'
+\echo '    the combined vectors will be served through the view wordsim.words_wordsim: word, wordsim_combined)'
 \set ECHO queries
-SELECT name, key_column, model_dims, mode, threshold, combined_column
+SELECT name, key_column, model_dims, mode, threshold, combined_column, view_name
 FROM embedstack.create_model_set('wordsim', 'wordsim.words', 'word',
        ARRAY['minilm_l6', 'para_minilm_l3', 'wordllama_l2s256', 'static_m2v64', 'w2v_sg100', 'ppmi_svd300', 'char_ngram']);
 \set ECHO none
@@ -143,33 +146,40 @@ WHERE stack.model = '(stack)' AND fit.model = '(fit)' \gset comparison_
 
 \echo
 \echo '== 6. Materialise: one combined vector per word (a weighted concatenation of the kept models) and its HNSW index'
-\echo '   (its inner product is the stack''s score, so one pgvector index serves the learned similarity)'
+\echo '   (its inner product is the stack''s score, so one pgvector index serves the learned similarity; the vectors go'
+\echo '    into a table of their own, a generation, and the view wordsim.words_wordsim reads it: wordsim.words is only read)'
 \set ECHO queries
 CALL embedstack.materialize('wordsim');
 \set ECHO none
-SELECT s.combined_column, s.active_fit, s.served_storage, s.served_index,
-       (SELECT vector_dims(wordsim_combined) FROM wordsim.words LIMIT 1) AS width,
-       (SELECT count(*) FROM wordsim.words WHERE wordsim_combined IS NOT NULL) AS rows
-FROM embedstack.model_sets s WHERE s.name = 'wordsim';
-\echo '   width 1188 = 384 + 384 + 256 + 64 + 100, the five kept models'
+SELECT s.view_name AS view, s.combined_column, s.active_fit, s.served_generation, g.relation AS generation_table,
+       s.served_storage, s.served_index,
+       (SELECT vector_dims(v.wordsim_combined) FROM wordsim.words_wordsim v LIMIT 1) AS width,
+       (SELECT count(*) FROM wordsim.words_wordsim) AS rows
+FROM embedstack.model_sets s JOIN embedstack.generations g ON g.id = s.served_generation WHERE s.name = 'wordsim';
+\echo '   width 1188 = 384 + 384 + 256 + 64 + 100, the five kept models; the words table keeps its own 8 columns:'
+SELECT string_agg(attname, ' ' ORDER BY attnum) AS "wordsim.words columns"
+FROM pg_attribute WHERE attrelid = 'wordsim.words'::regclass AND attnum > 0 AND NOT attisdropped;
 
 \echo
-\echo '== 7. The nearest words under the learned similarity, through the HNSW index'
-\echo '   (381 rows are so few that the planner would rather sort them all; enable_seqscan = off shows the index path)'
+\echo '== 7. The nearest words under the learned similarity, through the HNSW index: join the view to the words'
+\echo '   (381 rows are so few that the planner would rather join and sort them all; enable_seqscan and enable_sort off'
+\echo '    show the path it takes on a large table: the HNSW scan of the generation, each row joined to wordsim.words by'
+\echo '    its primary key, LIMIT stopping the scan)'
 SET enable_seqscan = off;
+SET enable_sort = off;
 \set ECHO queries
 EXPLAIN (COSTS off)
-SELECT word FROM wordsim.words
-ORDER BY wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)
+SELECT w.* FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+ORDER BY v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)
 LIMIT 6;
 \set ECHO none
 SELECT q.word AS query,
        string_agg(format('%s %s', n.word, round(n.score::numeric, 3)), ', ' ORDER BY n.score DESC) AS "5 nearest words (score)"
 FROM unnest(ARRAY['money', 'computer', 'king', 'tiger', 'drink']) WITH ORDINALITY q(word, i)
 CROSS JOIN LATERAL (
-  SELECT w.word, -(w.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)) AS score
-  FROM wordsim.words w
-  ORDER BY w.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)
+  SELECT w.word, -(v.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)) AS score
+  FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+  ORDER BY v.wordsim_combined <#> embedstack.query_vector('wordsim', q.word)
   LIMIT 6) n
 WHERE n.word <> q.word
 GROUP BY q.word, q.i
@@ -179,8 +189,34 @@ WITH q AS MATERIALIZED (SELECT word, embedstack.query_vector('wordsim', word) AS
 SELECT count(*) AS queries, round(avg(h.hits) / 10, 4) AS recall_at_10
 FROM q CROSS JOIN LATERAL (
   SELECT count(*) AS hits
-  FROM (SELECT word FROM wordsim.words ORDER BY wordsim_combined <#> q.qv LIMIT 10) ann
-  JOIN (SELECT word FROM wordsim.words ORDER BY (wordsim_combined <#> q.qv) + 0 LIMIT 10) exact USING (word)) h;
+  FROM (SELECT v.word FROM wordsim.words_wordsim v ORDER BY v.wordsim_combined <#> q.qv LIMIT 10) ann
+  JOIN (SELECT v.word FROM wordsim.words_wordsim v ORDER BY (v.wordsim_combined <#> q.qv) + 0 LIMIT 10) exact USING (word)) h;
+\echo '   with a filter on the words (here: words of 7 letters or more, 175 of 381), the index scan stops after'
+\echo '   hnsw.ef_search candidates (40 by default), so fewer than LIMIT 30 rows pass, unless pgvector 0.8''s iterative'
+\echo '   scan lets it go on until LIMIT rows pass the filter; strict_order keeps them in exact score order:'
+SELECT count(*) AS rows_without_iterative_scan
+FROM (SELECT w.word FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+      WHERE length(w.word) >= 7
+      ORDER BY v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text) LIMIT 30) t;
+\set ECHO queries
+SET hnsw.iterative_scan = strict_order;
+SELECT w.word, round((-(v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)))::numeric, 3) AS score
+FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+WHERE length(w.word) >= 7
+ORDER BY v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)
+LIMIT 5;
+\set ECHO none
+SELECT count(*) AS rows_with_iterative_scan,
+       array_agg(word ORDER BY i) = (SELECT array_agg(word ORDER BY d, word) FROM (
+           SELECT w.word, (v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text)) + 0 AS d
+           FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+           WHERE length(w.word) >= 7 ORDER BY d, w.word LIMIT 30) e) AS same_as_exact_filtered_top_30
+FROM (SELECT w.word, row_number() OVER () AS i
+      FROM (SELECT w.word FROM wordsim.words w JOIN wordsim.words_wordsim v USING (word)
+            WHERE length(w.word) >= 7
+            ORDER BY v.wordsim_combined <#> embedstack.query_vector('wordsim', 'money'::text) LIMIT 30) w) t;
+RESET hnsw.iterative_scan;
+RESET enable_sort;
 RESET enable_seqscan;
 
 \echo
@@ -189,7 +225,7 @@ RESET enable_seqscan;
 \echo '    width, 2,512, is over HNSW''s 2,000 for vector and would be stored as 16-bit halfvec, whose rounding (about'
 \echo '    1e-4 on these scores) would blur the exactness check of step 9; without it the width is 1,488)'
 \set ECHO queries
-SELECT name, model_dims, mode, combined_column
+SELECT name, model_dims, mode, combined_column, view_name
 FROM embedstack.create_model_set('wordsim_qw', 'wordsim.words', 'word',
        ARRAY['minilm_l6', 'para_minilm_l3', 'wordllama_l2s256', 'static_m2v64', 'w2v_sg100', 'ppmi_svd300'],
        mode => 'query_weighted');
@@ -207,9 +243,9 @@ CALL embedstack.materialize('wordsim_qw');
 SET enable_seqscan = off;
 SELECT 'money' AS query,
        string_agg(format('%s %s', n.word, round(n.score::numeric, 3)), ', ' ORDER BY n.score DESC) AS "5 nearest words (score)"
-FROM (SELECT word, -(wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)) AS score
-      FROM wordsim.words
-      ORDER BY wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)
+FROM (SELECT w.word, -(v.wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)) AS score
+      FROM wordsim.words w JOIN wordsim.words_wordsim_qw v USING (word)
+      ORDER BY v.wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', 'money'::text)
       LIMIT 6) n
 WHERE n.word <> 'money';
 RESET enable_seqscan;
@@ -235,11 +271,13 @@ WITH pairs AS (SELECT a, b, y, false AS test FROM wordsim.pairs_train
        FROM embedstack.model_sets s JOIN embedstack.fits f ON f.id = s.active_fit),
      scored AS (
        SELECT s.name, s.mode, c.test, c.y,
-              CASE s.name WHEN 'wordsim' THEN -(x.wordsim_combined <#> embedstack.query_vector('wordsim', c.b))
-                          ELSE -(x.wordsim_qw_combined <#> embedstack.query_vector('wordsim_qw', c.b)) END AS served,
+              CASE s.name WHEN 'wordsim' THEN -((SELECT v.wordsim_combined FROM wordsim.words_wordsim v WHERE v.word = c.a)
+                                                <#> embedstack.query_vector('wordsim', c.b))
+                          ELSE -((SELECT v.wordsim_qw_combined FROM wordsim.words_wordsim_qw v WHERE v.word = c.a)
+                                 <#> embedstack.query_vector('wordsim_qw', c.b)) END AS served,
               (SELECT sum(u.w / s.w_max * u.cos) FROM unnest(s.weights, s.mult, c.cos) u(w, mult, cos)
                 WHERE s.mode = 'query_weighted' OR u.mult > 0) AS weighted_sum
-       FROM sets s CROSS JOIN cosines c JOIN wordsim.words x ON x.word = c.a),
+       FROM sets s CROSS JOIN cosines c),
      -- Spearman = Pearson correlation of ranks, ties sharing their average rank
      ranked AS (
        SELECT name,
@@ -267,4 +305,16 @@ SELECT id AS job, model_set, kind, fit_id, state, details->>'holdout_pairs' AS h
 FROM embedstack.jobs ORDER BY id;
 \set ECHO queries
 SELECT model_set, mode, active_fit, job_kind, job_state, outcome FROM embedstack.status;
+\set ECHO none
+
+\echo
+\echo '== 11. Rollback: serve the previous fit again, at once (no row written, no index built; a refit that changed the'
+\echo '    stored layout would switch the view back to the previous generation, kept up to date for this), and again'
+\set ECHO queries
+CALL embedstack.rollback('wordsim_qw');
+SELECT model_set, view, active_fit, served_generation, served_index, previous_fit, previous_generation
+FROM embedstack.status ORDER BY model_set;
+CALL embedstack.rollback('wordsim_qw');
+SELECT model_set, active_fit, served_generation, previous_fit, previous_generation
+FROM embedstack.status WHERE model_set = 'wordsim_qw';
 \set ECHO none
