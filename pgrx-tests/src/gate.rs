@@ -18,7 +18,8 @@ pub const GATE: i64 = 910_000_000;
 
 /// Installs (once per database; the superuser must run it) the gate on every table created whose
 /// name is `<view>_g<digits>` in schema `public` (generation tables of the model set served
-/// through `view`; with `view` = `""`, every `…_g<digits>` table). The key column must be `id`.
+/// through `view`; with `view` = `""`, every `…_g<digits>` table) that has a column `id` (the key
+/// column must be `id`; a user's table of such a name without one is left alone).
 pub fn install_generation_gate(c: &mut Client, view: &str) {
     let like = format!("{}\\_g%", view.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%"));
     c.batch_execute(&format!(
@@ -38,7 +39,9 @@ pub fn install_generation_gate(c: &mut Client, view: &str) {
                         JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'r'
                        WHERE d.command_tag = 'CREATE TABLE' AND d.classid = 'pg_class'::regclass
                          AND c.relnamespace = 'public'::regnamespace
-                         AND c.relname LIKE {like} AND c.relname ~ '_g[0-9]+$' LOOP
+                         AND c.relname LIKE {like} AND c.relname ~ '_g[0-9]+$'
+                         AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'id'
+                                        AND a.attnum > 0 AND NOT a.attisdropped) LOOP
                  EXECUTE format('CREATE TRIGGER embedstack_test_gate BEFORE INSERT ON %s FOR EACH ROW '
                                 'EXECUTE FUNCTION public.embedstack_test_gate()', r.rel);
              END LOOP;

@@ -1,27 +1,39 @@
-//! Operations (0.2.0) against the real running cluster: the refit policy, the per-model-set job
-//! lock, the status view, history retention, privileges (owner checks of the catalog writers,
-//! reading only what one may SELECT) and injection attempts through refit's arguments.
+//! Operations (0.2.0, on the 0.3.0 storage) against the real running cluster: the refit policy,
+//! the per-model-set job lock, the status view, history retention, privileges (owner checks of
+//! the catalog writers, reading only what one may SELECT, the served view's gate) and injection
+//! attempts through refit's arguments.
 //!
 //! Every expected value is computed independently here (with the crate's `reference` module):
 //! the held-out split by the documented hash predicate, cosines, OLS fits and held-out
 //! prediction MSEs in f64 from the vectors read back from the server, the documented symmetric
 //! multipliers `sqrt(w_k / w_max)` and the combined vectors. Nothing asserts a duration.
 //!
-//! Concurrency is made deterministic without sleeps: the source tables carry a user trigger
-//! (`BEFORE UPDATE ... FOR EACH ROW`) that takes a shared advisory lock for a few chosen keys; a
-//! "gate" session holding that lock exclusively stops a materialisation inside exactly one batch
-//! (the batches are keyset-ordered, so the committed progress at that moment is known exactly),
-//! and releasing it lets the run go on. Sessions are observed through `pg_stat_activity` /
-//! `pg_locks`; waiting loops have generous deadlines that only guard against hangs.
+//! 0.3.0 storage (docs/design.md §7): a materialisation writes a generation table read through
+//! the model set's view; the source is only read. "Everything served" is the catalog's served
+//! state, the generations, the served generation's rows (ctid/xmin) and the source's own state.
+//!
+//! Concurrency is made deterministic without sleeps: each generation table of a model set gets,
+//! as it is created, a user trigger (`BEFORE INSERT ... FOR EACH ROW`, crate module `gate`) that
+//! takes a shared advisory lock for a few chosen keys; a "gate" session holding that lock
+//! exclusively stops a materialisation inside exactly one batch (the batches are keyset-ordered,
+//! so the committed progress at that moment is known exactly), and releasing it lets the run go
+//! on. Sessions are observed through `pg_stat_activity` / `pg_locks`; waiting loops have
+//! generous deadlines that only guard against hangs.
 
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Instant;
 
-use embedstack_client_tests::catalog::{columns, combined_by_id, row_versions};
 use embedstack_client_tests::check::assert_close_vec;
 use embedstack_client_tests::data::{load_pairs, load_vectors, Models, Rng};
+use embedstack_client_tests::gate::{
+    at_gate, awaited_advisory, close_gate, install_generation_gate, open_gate, wait_at_gate,
+};
 use embedstack_client_tests::reference::{combined, cos, ols, symmetric_multipliers};
+use embedstack_client_tests::served::{
+    default_view_name, generation_row_versions, generation_table_name, generations, relation_exists,
+    served_by_id, served_generation, source_state, view_name, Generation, SourceState,
+};
 use embedstack_client_tests::sql::{backend_pid, expect_code, expect_err, message, q, qi, sqlstate};
 use embedstack_client_tests::wait::wait_until;
 use embedstack_client_tests::{connect, fresh_db};
@@ -34,17 +46,6 @@ use serde_json::Value;
 
 /// The models of every test table here: vector(16), vector(24), vector(8).
 const DIMS: [usize; 3] = [16, 24, 8];
-
-/// The advisory lock a backend waits for: `(classid, objid, objsubid)`, or None.
-fn awaited_advisory(c: &mut Client, pid: i32) -> Option<(i64, i64, i32)> {
-    c.query_opt(
-        "SELECT classid::bigint, objid::bigint, objsubid::int FROM pg_locks
-          WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
-        &[&pid],
-    )
-    .unwrap()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-}
 
 /// The job-lock key space of the extension ('embs', objsubid 2).
 const JOB_LOCK_CLASS: i64 = 1_701_667_443;
@@ -244,31 +245,38 @@ fn status(c: &mut Client, set: &str) -> Status {
 }
 
 /// Everything that is served for a model set over `table`: the catalog's served state, the
-/// table's live columns, and every row's `(id, ctid, xmin)` (a rewritten row changes both).
-/// `(active_fit, served_multipliers, served_storage, served_index, staging_column)`.
-type ServedCatalog = (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, Option<String>);
+/// generations, the served generation's rows `(id, ctid, xmin)` (a rewritten row changes both),
+/// and the source's own state (attributes, storage, indexes, every row's ctid/xmin).
+/// `(active_fit, served_multipliers, served_storage, served_index, served_generation)`.
+type ServedCatalog = (Option<i64>, Option<Vec<f64>>, Option<String>, Option<String>, Option<i64>);
 
 #[derive(Debug, PartialEq)]
 struct Served {
     catalog: ServedCatalog,
-    columns: Vec<String>,
-    rows: Vec<(i32, String, String)>,
+    generations: Vec<Generation>,
+    generation_rows: Vec<(i32, String, String)>,
+    source: SourceState,
 }
 
 fn served(c: &mut Client, set: &str, table: &str) -> Served {
     let r = c
         .query_one(
-            "SELECT active_fit, served_multipliers, served_storage, served_index::text, staging_column::text
+            "SELECT active_fit, served_multipliers, served_storage, served_index::text, served_generation
                FROM embedstack.model_sets WHERE name = $1",
             &[&set],
         )
         .unwrap();
     let catalog = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-    Served { catalog, columns: columns(c, table), rows: row_versions(c, table) }
+    let generation_rows = match served_generation(c, set).and_then(|g| g.relation) {
+        Some(rel) => generation_row_versions(c, &rel, "id"),
+        None => Vec::new(),
+    };
+    Served { catalog, generations: generations(c, set), generation_rows, source: source_state(c, table) }
 }
 
-/// Checks every stored combined vector against the closed form for the fit's weights
-/// (symmetric mode, threshold 0.05), and the catalog's served multipliers.
+/// Checks every combined vector served through the model set's view against the closed form
+/// for the fit's weights (symmetric mode, threshold 0.05), the catalog's served multipliers, and
+/// that the served generation is the fit's layout, in the table of the documented name.
 fn check_served_vectors(c: &mut Client, set: &str, table: &str, rows: &BTreeMap<i32, Models>, fit: i64) {
     let (w, _) = fit_row(c, fit);
     let mult = symmetric_multipliers(&w, 0.05);
@@ -279,11 +287,12 @@ fn check_served_vectors(c: &mut Client, set: &str, table: &str, rows: &BTreeMap<
     for k in 0..3 {
         assert!((cat[k] - mult[k]).abs() <= 1e-12, "served multipliers {cat:?}, want {mult:?}");
     }
-    let col: String = c
-        .query_one("SELECT combined_column::text FROM embedstack.model_sets WHERE name = $1", &[&set])
-        .unwrap()
-        .get(0);
-    let got = combined_by_id(c, table, &qi(&col));
+    let view = default_view_name(table, set);
+    assert_eq!(view_name(c, set), view);
+    let g = served_generation(c, set).expect("a served generation");
+    assert_eq!(g.table.as_deref(), Some(generation_table_name(&view, g.id).as_str()), "{g:?}");
+    assert_eq!(g.multipliers, cat, "{g:?}");
+    let got = served_by_id(c, set);
     assert_eq!(got.len(), rows.len());
     for (id, g) in got {
         let g = g.unwrap_or_else(|| panic!("row {id}: combined is NULL"));
@@ -294,43 +303,6 @@ fn check_served_vectors(c: &mut Client, set: &str, table: &str, rows: &BTreeMap<
 /// `CALL embedstack.refit(set, pairs, 'a', 'b', 'y' <extra>)`.
 fn refit_sql(set: &str, extra: &str) -> String {
     format!("CALL embedstack.refit({}, 'pairs', 'a', 'b', 'y'{extra})", q(set))
-}
-
-/// A user trigger on `table` that, for ids ≡ 1 (mod 1500), takes the shared advisory lock
-/// `GATE + id` while the row is updated: a session holding that key exclusively stops the
-/// batch containing the row (ids 1501, 3001, 4501, …).
-const GATE: i64 = 910_000_000;
-
-fn install_gate(c: &mut Client, table: &str) {
-    c.batch_execute(&format!(
-        "CREATE FUNCTION gate_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.id % 1500 = 1 THEN
-                 PERFORM pg_advisory_xact_lock_shared({GATE} + NEW.id);
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER gate BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION gate_{table}();"
-    ))
-    .unwrap();
-}
-
-/// Closes the gate at `id` (a session-level lock: no transaction stays open).
-fn close_gate(gate: &mut Client, id: i64) {
-    gate.query_one("SELECT pg_advisory_lock($1)", &[&(GATE + id)]).unwrap();
-}
-
-fn open_gate(gate: &mut Client, id: i64) {
-    let ok: bool = gate.query_one("SELECT pg_advisory_unlock($1)", &[&(GATE + id)]).unwrap().get(0);
-    assert!(ok, "gate {id} was not closed");
-}
-
-/// Waits until `pid` is stopped at the gate of `id`.
-fn wait_at_gate(c: &mut Client, pid: i32, id: i64) {
-    let key = GATE + id;
-    wait_until(&format!("backend {pid} to stop at the gate of row {id}"), || {
-        awaited_advisory(c, pid) == Some((key >> 32, key & 0xffff_ffff, 1))
-    });
 }
 
 /// Runs `sql` in `client` on another thread; the client comes back with the result so that the
@@ -352,9 +324,10 @@ fn spawn_call(mut client: Client, sql: String) -> thread::JoinHandle<(Client, Re
 ///   pairs outside the documented hash split, the job 'succeeded', status shows the new fit
 ///   active, every combined vector is the closed form for its weights;
 /// * (c) a refit with ridge 1e6 is worse on the held-out pairs: job 'kept', the active fit
-///   and everything served (catalog, columns, every row's ctid/xmin) unchanged; the job's
-///   `new_mse`, `active_mse` and `holdout_pairs` equal the held-out MSEs computed here from
-///   the vectors read back and each fit's weights and intercept (1e-9 relative);
+///   and everything served (catalog, generations, every served and source row's ctid/xmin)
+///   unchanged; the job's `new_mse`, `active_mse` and `holdout_pairs` equal the held-out MSEs
+///   computed here from the vectors read back and each fit's weights and intercept (1e-9
+///   relative);
 /// * (d) `cutover => 'never'` records a fit (an OLS fit again) and changes nothing served;
 /// * (e) `cutover => 'always'` with ridge 1e6 cuts over, though worse: the served multipliers
 ///   and every stored vector are those of the ridge fit;
@@ -501,10 +474,12 @@ fn refit_policy_cutover_kept_never_always_and_no_holdout() {
 
 /// (b) A second refit identical to the first one (same pairs, same arguments, same data) must
 /// produce the same fit: identical weights, hence equal held-out MSEs, hence "not worse" -> cut
-/// over; and as the stored multipliers are then identical, no row is rewritten (every row keeps
-/// its ctid and xmin) while `active_fit` moves to the new fit. Checked twice: right after the
-/// first refit, and after an UPDATE of a column outside the model set (which moves half the
-/// rows physically but changes nothing the model set reads).
+/// over; and as the stored multipliers are then identical, nothing is written: no new
+/// generation, the same one served, none of its rows rewritten (every row keeps its ctid and
+/// xmin), the source untouched, while `active_fit` moves to the new fit. Checked twice: right
+/// after the first refit, and after an UPDATE of a column outside the model set (which moves half
+/// the source rows physically but changes nothing the model set reads: the freshness triggers
+/// rewrite no generation row).
 #[test]
 fn refit_identical_rerun_rewrites_no_row() {
     let t0 = Instant::now();
@@ -524,15 +499,28 @@ fn refit_identical_rerun_rewrites_no_row() {
         ("after an UPDATE of a non-model column", Some("UPDATE items SET note = 'touched' WHERE id % 2 = 0")),
     ] {
         if let Some(sql) = touch {
+            let before = served(&mut c, "ri", "items");
             c.batch_execute(sql).unwrap();
+            let after = served(&mut c, "ri", "items");
+            assert_eq!(
+                (&after.catalog, &after.generations, &after.generation_rows),
+                (&before.catalog, &before.generations, &before.generation_rows),
+                "{step}: an UPDATE of a non-model column rewrote generation rows"
+            );
+            assert_ne!(
+                after.source.rows, before.source.rows,
+                "test precondition: the UPDATE moved source rows"
+            );
         }
-        let before = row_versions(&mut c, "items");
-        let mult_before = served(&mut c, "ri", "items").catalog.1;
+        let before = served(&mut c, "ri", "items");
+        assert_eq!(before.generation_rows.len(), 3000);
         c.batch_execute(&refit_sql("ri", "")).unwrap();
         let j = latest_job(&mut c, "ri");
         let f = j.fit_id.unwrap();
         let (w, b) = fit_row(&mut c, f);
-        let rewritten = row_versions(&mut c, "items").iter().zip(&before).filter(|(x, y)| x != y).count();
+        let after = served(&mut c, "ri", "items");
+        let rewritten =
+            after.generation_rows.iter().zip(&before.generation_rows).filter(|(x, y)| x != y).count();
         assert_eq!(
             (&w, b),
             (&w1, b1),
@@ -545,7 +533,14 @@ fn refit_identical_rerun_rewrites_no_row() {
         assert_eq!(j.state, "succeeded", "{step}: not worse -> cut over: {j:?}");
         assert_eq!(status(&mut c, "ri").active_fit, Some(f), "{step}");
         assert_eq!(rewritten, 0, "{step}: identical multipliers: no row may be rewritten");
-        assert_eq!(served(&mut c, "ri", "items").catalog.1, mult_before, "{step}: served multipliers");
+        assert_eq!(after.generation_rows, before.generation_rows, "{step}: the served generation's rows");
+        assert_eq!(after.generations, before.generations, "{step}: no new generation");
+        assert_eq!(after.source, before.source, "{step}: the source is only read");
+        assert_eq!(
+            (&after.catalog.1, &after.catalog.2, &after.catalog.3, &after.catalog.4),
+            (&before.catalog.1, &before.catalog.2, &before.catalog.3, &before.catalog.4),
+            "{step}: served multipliers, storage, index and generation"
+        );
     }
     eprintln!("identical refit: {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -624,16 +619,17 @@ fn refit_rejects_nan_tolerance() {
 ///   then runs to completion: its job started after A's finished;
 /// * A's result is the closed form for its fit (every row), though other sessions interfered;
 /// * after calls that FAIL after taking the lock — refit with holdout_fraction 0 (in the fit
-///   step) and a materialize whose prepare step finds a column in the way (42701) — the
-///   failing session, still connected, holds no job lock, and another session's refit with
-///   `wait => false` runs at once.
+///   step) and a materialize whose prepare step finds a user's table in the way of the next
+///   generation table's name (42P07; nothing written: the user's table, everything served and
+///   the generations as they were) — the failing session, still connected, holds no job lock,
+///   and another session's refit with `wait => false` runs at once.
 #[test]
 fn job_lock_serialises_and_is_released_by_failed_calls() {
     let t0 = Instant::now();
     let db = "ops_job_lock";
     let mut c = fresh_db(db);
     let rows = setup_data(&mut c, 0x0995_0010, "big", 6000, 2000);
-    install_gate(&mut c, "big");
+    install_generation_gate(&mut c, "big_cc");
     c.batch_execute("SELECT embedstack.create_model_set('cc', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
         .unwrap();
     let f1: i64 =
@@ -721,26 +717,40 @@ fn job_lock_serialises_and_is_released_by_failed_calls() {
     c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
     assert_eq!(latest_job(&mut c, "cc").state, "kept");
 
-    // A failing materialize (42701 in its prepare step: a column in the way of the staging one).
+    // A failing materialize (42P07 in its prepare step: a user's table in the way of the next
+    // generation table, whose id is the catalog sequence's next value).
     let f_ridge: i64 = c
         .query_one("SELECT (embedstack.fit('cc', 'pairs', 'a', 'b', 'y', ridge => 1e6)).id", &[])
         .unwrap()
         .get(0);
-    c.batch_execute("ALTER TABLE big ADD COLUMN cc_combined_next int").unwrap();
+    let next_gen: i64 = c
+        .query_one("SELECT last_value + (is_called::int) FROM embedstack.generations_id_seq", &[])
+        .unwrap()
+        .get(0);
+    let in_the_way = generation_table_name("big_cc", next_gen);
+    c.batch_execute(&format!("CREATE TABLE {in_the_way} (x int); INSERT INTO {in_the_way} VALUES (7)"))
+        .unwrap();
     let before = served(&mut c, "cc", "big");
     let e = expect_code(
         &mut x,
         &format!("CALL embedstack.materialize('cc', {f_ridge}, batch_size => 500)"),
-        "42701",
+        "42P07",
     );
-    assert!(message(&e).contains("cc_combined_next"), "{}", message(&e));
+    assert!(message(&e).contains(&in_the_way), "{}", message(&e));
     assert_eq!(job_locks_held(&mut c, x_pid), 0, "the failed materialize left its lock held");
-    assert_eq!(served(&mut c, "cc", "big"), before);
+    assert_eq!(served(&mut c, "cc", "big"), before, "nothing written");
+    let theirs: Vec<(i32, String)> = c
+        .query(&format!("SELECT x, pg_typeof(x)::text FROM {in_the_way}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(theirs, [(7, "integer".to_string())], "the user's table is left as it was");
     let st = status(&mut c, "cc");
-    assert_eq!((st.job_state.as_deref(), st.last_error_sqlstate.as_deref()), (Some("failed"), Some("42701")));
+    assert_eq!((st.job_state.as_deref(), st.last_error_sqlstate.as_deref()), (Some("failed"), Some("42P07")));
     c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
     assert_eq!(latest_job(&mut c, "cc").state, "kept");
-    c.batch_execute("ALTER TABLE big DROP COLUMN cc_combined_next").unwrap();
+    c.batch_execute(&format!("DROP TABLE {in_the_way}")).unwrap();
     drop(x);
     eprintln!("job lock: {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -751,7 +761,7 @@ fn job_lock_serialises_and_is_released_by_failed_calls() {
 /// still connected and idle, another session's refit with `wait => false` must run.
 /// Two shapes: `CALL refit` in a transaction block (refused with 2D000 right after it took
 /// the lock, where its first COMMIT would have failed) and `drop_model_set(..., drop_columns => true)` failing with 2BP01 on a
-/// view that depends on the combined column.
+/// user's view built on the served view.
 #[test]
 fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {
     let db = "ops_job_lock_savepoint";
@@ -778,7 +788,7 @@ fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {
             == 0
     });
 
-    c.batch_execute("CREATE VIEW dep AS SELECT id, sp_combined FROM items").unwrap();
+    c.batch_execute("CREATE VIEW dep AS SELECT id, sp_combined FROM items_sp").unwrap();
     let mut y = connect(db, "postgres");
     let y_pid = backend_pid(&mut y);
     y.batch_execute("BEGIN; SAVEPOINT s").unwrap();
@@ -801,6 +811,21 @@ fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {
     });
 }
 
+/// The generation a job writes (`jobs.generation`).
+fn job_generation(c: &mut Client, job: i64) -> Generation {
+    let id: i64 = c
+        .query_one("SELECT generation FROM embedstack.jobs WHERE id = $1", &[&job])
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+        .unwrap_or_else(|| panic!("job {job} names no generation"));
+    let set: String =
+        c.query_one("SELECT model_set FROM embedstack.jobs WHERE id = $1", &[&job]).unwrap().get(0);
+    generations(c, &set)
+        .into_iter()
+        .find(|g| g.id == id)
+        .unwrap_or_else(|| panic!("generation {id} of job {job}"))
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Status, cancel, terminate and resume
 // ---------------------------------------------------------------------------------------
@@ -816,18 +841,21 @@ fn job_lock_released_when_the_failure_is_rolled_back_to_a_savepoint() {
 /// * a second run, terminated with pg_terminate_backend at row 1501: status shows job_state
 ///   'interrupted' (its row still says running; no session holds the lock), rows_done 1500;
 /// * the same call again resumes it: the new job's resumed_from is the interrupted job, its fit
-///   is the interrupted job's (no new fit), it succeeds with rows_done = rows_total = 6000; the
-///   1500 rows written before the termination were not rewritten (same ctid/xmin), every
-///   other row was; every served vector is the closed form of that fit.
+///   is the interrupted job's (no new fit), it succeeds with rows_done = rows_total = 6000 and
+///   serves the generation the interrupted job was writing; the 1500 rows written into it before
+///   the termination were not rewritten (same ctid/xmin), the others were added; the cancelled
+///   run's generation (another fit) is gone; the source was never touched (every row's
+///   ctid/xmin, its attributes); every served vector is the closed form of that fit.
 #[test]
 fn status_progress_cancel_terminate_and_resume() {
     let t0 = Instant::now();
     let db = "ops_status";
     let mut c = fresh_db(db);
     let rows = setup_data(&mut c, 0x0995_0020, "big", 6000, 2000);
-    install_gate(&mut c, "big");
+    install_generation_gate(&mut c, "big_st");
     c.batch_execute("SELECT embedstack.create_model_set('st', 'big', 'id', ARRAY['m1', 'm2', 'm3'])")
         .unwrap();
+    let source0 = source_state(&mut c, "big");
     let call = refit_sql("st", ", batch_size => 500");
     let mut gate = connect(db, "postgres");
 
@@ -856,7 +884,7 @@ fn status_progress_cancel_terminate_and_resume() {
         if s.phase.as_deref() == Some("write") {
             seen.push(s.rows_done.unwrap());
         }
-        awaited_advisory(&mut c, a_pid) == Some((0, GATE + 3001, 1)) && s.rows_done == Some(3000)
+        at_gate(&mut c, a_pid, 3001) && s.rows_done == Some(3000)
     });
     let st = status(&mut c, "st");
     assert_eq!(
@@ -879,6 +907,8 @@ fn status_progress_cancel_terminate_and_resume() {
     assert_eq!(st.active_fit, None, "nothing is served after a cancelled first refit");
     assert_eq!(job(&mut c, job1).state, "failed");
     assert_eq!(job_locks_held(&mut c, a_pid), 0, "the cancelled session still holds the job lock");
+    let gen1 = job_generation(&mut c, job1);
+    assert_eq!((gen1.state.as_str(), gen1.rows_written), ("building", 3000), "{gen1:?}");
     // The session is usable and idle.
     assert_eq!(a.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
     drop(a);
@@ -909,24 +939,17 @@ fn status_progress_cancel_terminate_and_resume() {
     let j2 = job(&mut c, job2);
     assert_eq!(j2.state, "running", "the job row itself is left as it was");
     let fit2 = j2.fit_id.unwrap();
-    let staging: String = c
-        .query_one("SELECT staging_column::text FROM embedstack.model_sets WHERE name = 'st'", &[])
-        .unwrap()
-        .get(0);
-    let written: Vec<(i32, String, String)> = c
-        .query(
-            &format!(
-                "SELECT id, ctid::text, xmin::text FROM big WHERE {} IS NOT NULL ORDER BY id",
-                qi(&staging)
-            ),
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let gen2 = job_generation(&mut c, job2);
+    assert_eq!((gen2.state.as_str(), gen2.fit_id, gen2.rows_written), ("building", fit2, 1500), "{gen2:?}");
+    assert!(gen2.id > gen1.id);
+    assert!(
+        !relation_exists(&mut c, gen1.relation.as_deref().unwrap()),
+        "run 1's generation (fit {fit1}) is dropped"
+    );
+    let gen_table = gen2.relation.clone().unwrap();
+    assert_eq!(gen2.table.as_deref(), Some(generation_table_name("big_st", gen2.id).as_str()));
+    let written = generation_row_versions(&mut c, &gen_table, "id");
     assert_eq!(written.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=1500).collect::<Vec<_>>());
-    let versions_before = row_versions(&mut c, "big");
     let fits_before = fit_ids(&mut c, "st");
     open_gate(&mut gate, 1501);
 
@@ -940,16 +963,18 @@ fn status_progress_cancel_terminate_and_resume() {
     assert_eq!(job(&mut c, job2).state, "interrupted");
     let st = status(&mut c, "st");
     assert_eq!((st.active_fit, st.job_state.as_deref()), (Some(fit2), Some("succeeded")));
-    let versions_after = row_versions(&mut c, "big");
-    let before: BTreeMap<i32, (String, String)> =
-        versions_before.into_iter().map(|(i, a, b)| (i, (a, b))).collect();
-    for (id, ctid, xmin) in &versions_after {
-        let same = before[id] == (ctid.clone(), xmin.clone());
-        assert_eq!(same, *id <= 1500, "row {id}: rewritten = {}", !same);
-    }
+    assert_eq!(
+        served_generation(&mut c, "st").map(|g| g.id),
+        Some(gen2.id),
+        "the resumed generation is served"
+    );
+    let versions_after: BTreeMap<i32, (String, String)> =
+        generation_row_versions(&mut c, &gen_table, "id").into_iter().map(|(i, a, b)| (i, (a, b))).collect();
+    assert_eq!(versions_after.len(), 6000);
     for (id, ctid, xmin) in &written {
-        assert_eq!(before[id], (ctid.clone(), xmin.clone()));
+        assert_eq!(versions_after[id], (ctid.clone(), xmin.clone()), "row {id} was rewritten");
     }
+    assert_eq!(source_state(&mut c, "big"), source0, "the source is only read");
     check_served_vectors(&mut c, "st", "big", &rows, fit2);
     assert!(fit1 < fit2);
     eprintln!("status: {:.1}s", t0.elapsed().as_secs_f64());
@@ -960,9 +985,13 @@ fn status_progress_cancel_terminate_and_resume() {
 // ---------------------------------------------------------------------------------------
 
 /// `SET embedstack.keep_history = 3`: after every fit (by refit or fit), the model set keeps
-/// its 3 newest fits plus the active one (never deleted, even when old) and its 3 newest jobs;
-/// once another fit is active, the old active fit goes at the next fit. `keep_history = 0`
-/// keeps everything; a negative value is rejected. Another model set's history is untouched.
+/// its 3 newest fits plus the active one (never deleted, even when old) and its 3 newest jobs.
+/// Once another fit is active, the old active fit is still kept while a rollback could serve it
+/// again (it is `previous_fit`, and the fit of a retained generation); after one more switch to
+/// a new layout (its generation dropped, `embedstack.keep_generations` = 1) it goes at the next
+/// fit; the active and previous fits are kept even when they fall out of the newest 3.
+/// `keep_history = 0` keeps everything; a negative value is rejected. Another model set's
+/// history is untouched.
 #[test]
 fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
     let mut c = fresh_db("ops_keep_history");
@@ -1005,7 +1034,7 @@ fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
         assert_eq!(status(&mut c, "kh").active_fit, Some(f1));
     }
 
-    // A new active fit; the old one goes at the next fit.
+    // A new active fit; the old one stays while rollback may serve it again.
     c.batch_execute(&refit_sql("kh", ", cutover => 'always'")).unwrap();
     let j = latest_job(&mut c, "kh");
     assert_eq!(j.state, "succeeded");
@@ -1016,19 +1045,46 @@ fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
     let mut want = newest(&all_fits, 3);
     want.insert(0, f1); // still active when the new fit was recorded
     assert_eq!(fit_ids(&mut c, "kh"), want);
+    let previous = |c: &mut Client| -> (Option<i64>, Option<i64>) {
+        let r = c
+            .query_one(
+                "SELECT previous_fit, served_generation FROM embedstack.model_sets WHERE name = 'kh'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(previous(&mut c).0, Some(f1));
     let f_plain: i64 =
         c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
     all_fits.push(f_plain);
-    assert_eq!(fit_ids(&mut c, "kh"), newest(&all_fits, 3), "the old active fit is trimmed now");
+    let mut want = newest(&all_fits, 3);
+    want.insert(0, f1);
+    assert_eq!(fit_ids(&mut c, "kh"), want, "the previous fit is kept for rollback");
     assert!(fit_ids(&mut c, "kh").contains(&f_new));
     assert_eq!(job_ids(&mut c, "kh"), newest(&all_jobs, 3), "fit() trims jobs too");
-    // The active fit is kept even when it falls out of the newest 3.
+    // Serving f_plain (a new layout: a new generation): f_new becomes the previous fit, f1's
+    // generation is dropped (one retained generation), and f1 goes at the next fit.
+    let gen_before = previous(&mut c).1;
+    c.batch_execute(&format!("CALL embedstack.materialize('kh', {f_plain})")).unwrap();
+    all_jobs.push(latest_job(&mut c, "kh").id);
+    let (prev, gen_after) = previous(&mut c);
+    assert_eq!(prev, Some(f_new));
+    assert_ne!(gen_after, gen_before, "test precondition: f_plain has another layout than f_new");
+    assert!(generations(&mut c, "kh").iter().all(|g| g.fit_id != f1), "{:?}", generations(&mut c, "kh"));
+    let f_next: i64 =
+        c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+    all_fits.push(f_next);
+    assert_eq!(fit_ids(&mut c, "kh"), newest(&all_fits, 3), "the old active fit is trimmed now");
+    assert_eq!(job_ids(&mut c, "kh"), newest(&all_jobs, 3));
+    // The active and the previous fit are kept even when they fall out of the newest 3.
     for _ in 0..3 {
         let id: i64 =
             c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
         all_fits.push(id);
     }
     let mut want = newest(&all_fits, 3);
+    want.insert(0, f_plain);
     want.insert(0, f_new);
     assert_eq!(fit_ids(&mut c, "kh"), want);
 
@@ -1048,16 +1104,17 @@ fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
 // ---------------------------------------------------------------------------------------
 
 /// Catalog contents as text, to check that nothing changed.
-fn catalog_text(c: &mut Client) -> (String, String, String) {
+fn catalog_text(c: &mut Client) -> (String, String, String, String) {
     let r = c
         .query_one(
             "SELECT (SELECT coalesce(string_agg(m::text, E'\\n' ORDER BY name), '') FROM embedstack.model_sets m),
                     (SELECT coalesce(string_agg(f::text, E'\\n' ORDER BY id), '') FROM embedstack.fits f),
-                    (SELECT coalesce(string_agg(j::text, E'\\n' ORDER BY id), '') FROM embedstack.jobs j)",
+                    (SELECT coalesce(string_agg(j::text, E'\\n' ORDER BY id), '') FROM embedstack.jobs j),
+                    (SELECT coalesce(string_agg(g::text, E'\\n' ORDER BY id), '') FROM embedstack.generations g)",
             &[],
         )
         .unwrap();
-    (r.get(0), r.get(1), r.get(2))
+    (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
 const ROLES: [&str; 4] = ["ops_priv_reader", "ops_priv_owner", "ops_priv_nosel", "ops_priv_keyonly"];
@@ -1076,17 +1133,21 @@ fn drop_roles(c: &mut Client) {
 
 /// Privileges, with roles `ops_priv_*` created here (and dropped at the end):
 /// * (a) a role with SELECT on the source and the pairs reads through evaluate, query_vector
-///   (both forms) and pair_statistics exactly what the owner reads, but fit, refit,
-///   materialize, drop_model_set and create_model_set on that table are 42501, and nothing
+///   (both forms), pair_statistics and the served view exactly what the owner reads, but fit,
+///   refit, materialize, drop_model_set and create_model_set on that table are 42501, and so are
+///   reading the generation table directly (no grants) and writing through the view; nothing
 ///   changes;
 /// * (b) a role owning its table (created by itself; it got CREATE on the schema) can
 ///   create_model_set / fit / materialize / refit / drop on it; after REVOKE UPDATE on its own
-///   table, materialize and refit are 42501;
+///   table it still materialises a new layout (the source is only read); after its CREATE on
+///   the schema is revoked, materialize and refit of a new layout (a generation table to
+///   create) are 42501 and nothing served changes;
 /// * (c) a role without SELECT on the source (SELECT on the pairs only) gets 42501 from
-///   evaluate, pair_statistics and query_vector(set, key); with SELECT on the key column only,
-///   still 42501;
-/// * (d) INSERT / UPDATE / DELETE on model_sets, fits and jobs are 42501 for a non-superuser
-///   (even the owner of a model set's table); SELECT is allowed;
+///   evaluate, pair_statistics, query_vector(set, key) and reading the served view; with SELECT
+///   on the key column only, still 42501; a later GRANT of the model columns opens the view at
+///   once, and a REVOKE closes it again;
+/// * (d) INSERT / UPDATE / DELETE on model_sets, generations, fits and jobs are 42501 for a
+///   non-superuser (even the owner of a model set's table); SELECT is allowed;
 /// * (e) every SECURITY DEFINER writer called directly by a non-owner is 42501 and changes
 ///   nothing (nor for the owner of another table);
 /// * (f) a superuser session after SET ROLE to a non-owner gets 42501 too (fit, refit,
@@ -1112,7 +1173,8 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     .unwrap();
     // A CALL that COMMITs must be a statement of its own (not in a multi-statement string).
     c.batch_execute("CALL embedstack.materialize('pv')").unwrap();
-    let reads = |c: &mut Client| -> (String, Vec<f32>, Vec<f32>, Vec<f64>) {
+    type Reads = (String, Vec<f32>, Vec<f32>, Vec<f64>, BTreeMap<i32, Option<Vec<f32>>>);
+    let reads = |c: &mut Client| -> Reads {
         let ev: String = c
             .query_one(
                 "SELECT string_agg(format('%s %s %s %s', model, n, pearson, spearman), '; ' ORDER BY model)
@@ -1134,7 +1196,7 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
             .query_one("SELECT embedstack.pair_statistics('pv', 'pairs', 'a', 'b', 'y')", &[])
             .unwrap()
             .get(0);
-        (ev, by_key, by_vec, ps)
+        (ev, by_key, by_vec, ps, served_by_id(c, "pv"))
     };
     let owner_reads = reads(&mut c);
     let fit_w: Vec<f64> = c
@@ -1148,6 +1210,9 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     for (g, w) in owner_reads.1.iter().zip(&want_q) {
         assert!((*g as f64 - w).abs() <= 1e-6, "query vector of row 7");
     }
+    assert_eq!(owner_reads.4.len(), 400, "the view serves every row");
+    let pv_gen = served_generation(&mut c, "pv").unwrap();
+    let pv_table = pv_gen.relation.clone().unwrap();
     let cat0 = catalog_text(&mut c);
 
     // (a) A reader reads the same, changes nothing.
@@ -1161,12 +1226,17 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
         "SELECT embedstack.drop_model_set('pv')".into(),
         "SELECT embedstack.drop_model_set('pv', drop_columns => true)".into(),
         "SELECT embedstack.create_model_set('pv2', 'src', 'id', ARRAY['m1', 'm2'])".into(),
+        format!("SELECT count(*) FROM {pv_table}"),
+        format!("UPDATE {pv_table} SET pv_combined = NULL"),
+        "INSERT INTO src_pv (id) VALUES (9999)".into(),
+        "DELETE FROM src_pv".into(),
     ] {
         expect_code(&mut reader, &sql, "42501");
     }
     assert_eq!(catalog_text(&mut c), cat0, "refused calls change nothing");
+    assert_eq!(served_by_id(&mut c, "pv"), owner_reads.4, "refused calls change nothing served");
 
-    // (b) An owner of its own table can do everything on it, until it loses UPDATE.
+    // (b) An owner of its own table can do everything on it, until it loses CREATE on the schema.
     let mut owner = connect(db, "ops_priv_owner");
     owner
         .batch_execute(
@@ -1185,10 +1255,41 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     // The owner of another table cannot touch 'pv'.
     expect_code(&mut owner, "SELECT embedstack.fit('pv', 'pairs', 'a', 'b', 'y')", "42501");
     expect_code(&mut owner, "SELECT embedstack.drop_model_set('pv')", "42501");
+    // Without UPDATE on its own table: a new layout is still materialised (the source is read).
     owner.batch_execute("REVOKE UPDATE ON own_src FROM ops_priv_owner").unwrap();
+    let new_layout = |c: &mut Client, ridge: f64| -> i64 {
+        let r = c
+            .query_one(
+                "SELECT id, weights FROM embedstack.fit('own', 'pairs', 'a', 'b', 'y', ridge => $1)",
+                &[&ridge],
+            )
+            .unwrap();
+        let w: Vec<f64> = r.get(1);
+        let served: Vec<f64> = c
+            .query_one("SELECT served_multipliers FROM embedstack.model_sets WHERE name = 'own'", &[])
+            .unwrap()
+            .get(0);
+        assert!(
+            symmetric_multipliers(&w, 0.05).iter().zip(&served).any(|(a, b)| (a - b).abs() > 1e-3),
+            "test precondition: fit with ridge {ridge} has another layout than {served:?}"
+        );
+        r.get(0)
+    };
+    let f_ridge = new_layout(&mut owner, 1e6);
+    let gen_before = served_generation(&mut owner, "own").unwrap().id;
+    owner.batch_execute(&format!("CALL embedstack.materialize('own', {f_ridge})")).unwrap();
+    assert!(served_generation(&mut owner, "own").unwrap().id > gen_before, "a new generation");
+    check_served_vectors(&mut owner, "own", "own_src", &rows, f_ridge);
+    // Without CREATE on the schema: no generation table can be created.
+    c.batch_execute("REVOKE CREATE ON SCHEMA public FROM ops_priv_owner").unwrap();
     let before = served(&mut owner, "own", "own_src");
-    expect_code(&mut owner, "CALL embedstack.materialize('own')", "42501");
-    expect_code(&mut owner, &refit_sql("own", ", cutover => 'always'"), "42501");
+    let f_ols = new_layout(&mut owner, 0.0);
+    for sql in
+        [format!("CALL embedstack.materialize('own', {f_ols})"), refit_sql("own", ", cutover => 'always'")]
+    {
+        let e = expect_code(&mut owner, &sql, "42501");
+        assert!(message(&e).contains("schema public"), "{sql}: {}", message(&e));
+    }
     assert_eq!(served(&mut owner, "own", "own_src"), before);
     let cat_own = catalog_text(&mut c);
 
@@ -1200,6 +1301,9 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
             "SELECT embedstack.pair_statistics('pv', 'pairs', 'a', 'b', 'y')",
             "SELECT embedstack.query_vector('pv', 7)",
             "SELECT embedstack.query_vector('pv', 7::int)",
+            "SELECT * FROM src_pv",
+            "SELECT id FROM src_pv",
+            "SELECT count(*) FROM src_pv",
         ] {
             expect_code(&mut r, sql, "42501");
         }
@@ -1208,6 +1312,11 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     let mut k = connect(db, "ops_priv_keyonly");
     assert_eq!(k.query_one("SELECT count(id) FROM src", &[]).unwrap().get::<_, i64>(0), 400);
     expect_code(&mut k, "SELECT m1 FROM src LIMIT 1", "42501");
+    // A later GRANT of the model columns opens the view at once; a REVOKE closes it.
+    c.batch_execute("GRANT SELECT (m1, m2, m3) ON src TO ops_priv_keyonly").unwrap();
+    assert_eq!(served_by_id(&mut k, "pv"), owner_reads.4, "the view after GRANT SELECT (m1, m2, m3)");
+    c.batch_execute("REVOKE SELECT (m3) ON src FROM ops_priv_keyonly").unwrap();
+    expect_code(&mut k, "SELECT id FROM src_pv", "42501");
 
     // (d) Direct writes to the catalog.
     for who in [&mut reader, &mut owner] {
@@ -1224,6 +1333,10 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
             "DELETE FROM embedstack.fits",
             "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid)
              VALUES ('own', 'refit', '{}', 'fit', 'running', 1)",
+            "INSERT INTO embedstack.generations (model_set, fit_id, multipliers, storage, width, state)
+             VALUES ('own', 1, '{1,1,1}', 'vector', 48, 'served')",
+            "UPDATE embedstack.generations SET state = 'retained'",
+            "DELETE FROM embedstack.generations",
             "UPDATE embedstack.jobs SET state = 'failed'",
             "DELETE FROM embedstack.jobs",
         ] {
@@ -1247,12 +1360,14 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     };
     let writers = [
         "SELECT embedstack._w_insert_model_set('forged', 'src', 'id', '{m1}', '{16}', '{vector}', 'symmetric', 0,
-             'forged_c', 'auto')"
+             'forged_c', 'auto', 'forged_v')"
             .to_string(),
         "SELECT embedstack._w_delete_model_set('pv')".into(),
         "SELECT embedstack._w_insert_fit('pv', '{}', '{1,1,1}', 0, '{}', '{1}', '{}')".into(),
-        "SELECT embedstack._w_set_staging('pv', 'x', NULL, NULL, NULL)".into(),
-        format!("SELECT embedstack._w_serve('pv', {pv_fit}, '{{1,1,1}}', 'vector', 'pv_combined_hnsw')"),
+        format!("SELECT embedstack._w_insert_generation('pv', {pv_fit}, '{{1,1,1}}', 'vector', 48)"),
+        format!("SELECT embedstack._w_generation_set('pv', {}, NULL, NULL, '7', 7)", pv_gen.id),
+        format!("SELECT embedstack._w_delete_generation('pv', {})", pv_gen.id),
+        format!("SELECT embedstack._w_serve('pv', {pv_fit}, {})", pv_gen.id),
         "SELECT embedstack._w_job_start('pv', 'refit', '{}', 'fit', NULL)".into(),
         format!("SELECT embedstack._w_job_update({pv_job}, 'write', 5, 10)"),
         format!("SELECT embedstack._w_job_finish({pv_job}, 'failed', 'forged')"),
@@ -1363,6 +1478,12 @@ fn refit_injection_attempts_are_inert() {
         (Some(l), Some(r), Some(t))
     );
     assert_eq!(status(&mut c, set).active_fit, j.fit_id);
+    let served = served_by_id(&mut c, set);
+    assert_eq!(
+        (view_name(&mut c, set), served.len(), served.values().all(|v| v.is_some())),
+        (default_view_name("src", set), 400, true),
+        "served through the view src_<set>"
+    );
 
     // Hostile names that do not exist.
     let jobs = job_ids(&mut c, set);
