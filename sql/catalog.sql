@@ -24,7 +24,8 @@ CREATE TABLE embedstack.model_sets (
     view_name           name NOT NULL,
     served_generation   bigint,
     previous_fit        bigint,
-    previous_generation bigint
+    previous_generation bigint,
+    legacy_column       name
 );
 
 -- The served vectors (0.3.0): each materialisation writes a generation, a table of the
@@ -32,7 +33,10 @@ CREATE TABLE embedstack.model_sets (
 -- with its HNSW index; the model set's view (model_sets.view_name) selects from the served one.
 -- state: building (being written by a job), served (the view reads it), retained (kept for
 -- rollback, and kept fresh like the served one). cursor_key / rows_written: how far the writing
--- got (a resumed job continues there). Dumped: the tables are ordinary user tables.
+-- got (a resumed job continues there). pending / pending_open: while the generation's index is
+-- built, the freshness triggers record the keys they change in this table instead of writing
+-- the generation (CREATE INDEX holds SHARE on it: writing would stall the user's statements for
+-- the whole build); the job applies them afterwards. Dumped: the tables are ordinary user tables.
 CREATE TABLE embedstack.generations (
     id           bigserial PRIMARY KEY,
     model_set    text NOT NULL,
@@ -46,7 +50,9 @@ CREATE TABLE embedstack.generations (
     cursor_key   text,
     rows_written bigint NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    served_at    timestamptz
+    served_at    timestamptz,
+    pending      regclass,
+    pending_open boolean NOT NULL DEFAULT false
 );
 CREATE INDEX generations_model_set_idx ON embedstack.generations (model_set, id);
 

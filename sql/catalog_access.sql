@@ -97,6 +97,9 @@ BEGIN
                     AND (SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', m.schema_name, m.view_name))) = 'v'
                  UNION ALL
                  SELECT g.relation::text, 'TABLE' FROM embedstack.generations g JOIN pg_class c ON c.oid = g.relation
+                  WHERE g.model_set = m.name
+                 UNION ALL
+                 SELECT g.pending::text, 'TABLE' FROM embedstack.generations g JOIN pg_class c ON c.oid = g.pending
                   WHERE g.model_set = m.name LOOP
             BEGIN
                 EXECUTE format('DROP %s %s', r.kind, r.rel);

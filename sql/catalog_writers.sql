@@ -101,10 +101,23 @@ BEGIN
     END IF;
 END $$;
 
+-- Forgets a generation; when it was what rollback would serve, there is nothing to roll back to.
 CREATE FUNCTION embedstack._w_delete_generation(model_set text, generation bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set;
+    UPDATE embedstack.model_sets m SET previous_fit = NULL, previous_generation = NULL
+     WHERE m.name = _w_delete_generation.model_set AND m.previous_generation = generation;
+END $$;
+
+-- The pending-keys table of a generation whose index is being built, and whether the freshness
+-- triggers record into it (open) or write the generation (see catalog.sql).
+CREATE FUNCTION embedstack._w_generation_pending(model_set text, generation bigint, pending regclass, open boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE embedstack.generations g SET pending = _w_generation_pending.pending, pending_open = open
+     WHERE g.id = generation AND g.model_set = _w_generation_pending.model_set;
 END $$;
 
 -- What is served: fit `fit_id` from generation `generation`. The generation served so far is
@@ -193,6 +206,7 @@ REVOKE EXECUTE ON FUNCTION
     embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
     embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
     embedstack._w_delete_generation(text, bigint),
+    embedstack._w_generation_pending(text, bigint, regclass, boolean),
     embedstack._w_serve(text, bigint, bigint),
     embedstack._w_job_start(text, text, jsonb, text, bigint),
     embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),

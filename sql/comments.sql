@@ -103,6 +103,18 @@ COMMENT ON COLUMN embedstack.generations.cursor_key IS 'The last key written by 
 COMMENT ON COLUMN embedstack.generations.rows_written IS 'Rows written by the batches.';
 COMMENT ON COLUMN embedstack.generations.created_at IS 'When the generation was started.';
 COMMENT ON COLUMN embedstack.generations.served_at IS 'When it was last switched to.';
+COMMENT ON COLUMN embedstack.generations.pending IS
+  'While its index is built: the table of keys the freshness triggers changed meanwhile (applied afterwards).';
+COMMENT ON COLUMN embedstack.generations.pending_open IS 'Whether the freshness triggers record into the pending table.';
+COMMENT ON COLUMN embedstack.model_sets.legacy_column IS
+  'The source column a 0.1/0.2 release served from (set by the 0.3.0 upgrade; no longer written); '
+  'drop_model_set(name, drop_columns => true) drops it.';
+COMMENT ON FUNCTION embedstack._w_generation_pending(text, bigint, regclass, boolean) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a generation''s pending-keys table.';
+COMMENT ON FUNCTION embedstack._keep_generations() IS 'Internal: the value of embedstack.keep_generations.';
+COMMENT ON FUNCTION embedstack._cutover_wait_timeout() IS 'Internal: the value of embedstack.cutover_wait_timeout (ms).';
+COMMENT ON FUNCTION embedstack._wait_for_writers(regclass) IS
+  'Internal: waits until the transactions writing a table when called have ended (takes no lock).';
 COMMENT ON TABLE embedstack.fits IS
   'Fit history: one row per embedstack.fit or refit. Written only by the embedstack functions; trimmed to '
   'embedstack.keep_history fits per model set (never the active one); dumped by pg_dump.';
@@ -184,7 +196,7 @@ COMMENT ON COLUMN embedstack.jobs.kind IS 'materialize or refit.';
 COMMENT ON COLUMN embedstack.jobs.params IS 'Arguments of the call.';
 COMMENT ON COLUMN embedstack.jobs.fit_id IS 'The fit being materialised (for a refit: the new fit, once made).';
 COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new generation), cutover, done.';
-COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows of the staging column written (committed).';
+COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows written into the generation so far (committed batches).';
 COMMENT ON COLUMN embedstack.jobs.rows_total IS 'Rows of the source table when the job started writing.';
 COMMENT ON COLUMN embedstack.jobs.cursor_key IS 'Key of the last row of the last committed batch (text).';
 COMMENT ON COLUMN embedstack.jobs.index_name IS 'The HNSW index of the generation being written.';

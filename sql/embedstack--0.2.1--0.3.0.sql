@@ -9,11 +9,12 @@
 \echo Use "ALTER EXTENSION embedstack UPDATE TO '0.3.0'" to load this file. \quit
 
 -- 1. Catalog. model_sets: the staging column is gone (a job writes a generation table); the
--- served view's name, the served generation and what rollback serves are new.
+-- served view's name, the served generation, what rollback serves and the column 0.2 served
+-- from (left in the user's table, see the header) are new.
 ALTER TABLE embedstack.model_sets
     DROP COLUMN staging_column, DROP COLUMN staging_fit, DROP COLUMN staging_multipliers, DROP COLUMN staging_storage,
     ADD COLUMN view_name name, ADD COLUMN served_generation bigint, ADD COLUMN previous_fit bigint,
-    ADD COLUMN previous_generation bigint;
+    ADD COLUMN previous_generation bigint, ADD COLUMN legacy_column name;
 -- The generations (see sql/catalog.sql), dumped, readable by the readers of the source only.
 CREATE TABLE embedstack.generations (
     id           bigserial PRIMARY KEY,
@@ -28,7 +29,9 @@ CREATE TABLE embedstack.generations (
     cursor_key   text,
     rows_written bigint NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    served_at    timestamptz
+    served_at    timestamptz,
+    pending      regclass,
+    pending_open boolean NOT NULL DEFAULT false
 );
 CREATE INDEX generations_model_set_idx ON embedstack.generations (model_set, id);
 SELECT pg_catalog.pg_extension_config_dump('embedstack.generations', '');
@@ -53,6 +56,24 @@ DROP FUNCTION embedstack._index_of(name, name, regclass, name);
 
 -- 3. New and changed functions (generated from the 0.3.0 install script: the definitions are
 -- those of sql/*.sql and src/, in one place each).
+-- _check_writer
+CREATE OR REPLACE FUNCTION embedstack._check_writer(model_set text, batch_size integer, wait boolean) RETURNS embedstack.model_sets
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF wait IS NULL THEN
+        RAISE EXCEPTION 'wait must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- The generation tables and the view are created in the source's schema and given to the
+    -- source's owner: its owners (members of the owning role) run these.
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN ms;
+END $$;
+
 -- _check_writer
 CREATE OR REPLACE FUNCTION embedstack._check_writer(model_set text, batch_size integer, wait boolean) RETURNS embedstack.model_sets
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -113,6 +134,10 @@ BEGIN
         END IF;
         EXECUTE format('DROP TABLE %s', rel);
     END IF;
+    SELECT g.pending INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
+    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
+        EXECUTE format('DROP TABLE %s', rel);
+    END IF;
     PERFORM embedstack._write('delete_generation', ms.name, generation);
     RETURN true;
 END $$;
@@ -163,8 +188,17 @@ BEGIN
     changed_new := format('SELECT n.* FROM embedstack_new n LEFT JOIN embedstack_old o ON o.%1$s %2$s n.%1$s '
                           'WHERE o.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
     FOR g IN SELECT * FROM embedstack._live_generations(ms.name) LOOP
-        IF event = 'TRUNCATE' THEN
+        IF g.pending_open AND event <> 'TRUNCATE' THEN
+            -- Its index is being built: record the keys, the job applies them afterwards.
+            out := out || format('INSERT INTO %s (%s) %s', g.pending, k, CASE event
+                WHEN 'INSERT' THEN format('SELECT n.%s FROM embedstack_new n', k)
+                WHEN 'DELETE' THEN format('SELECT o.%s FROM embedstack_old o', k)
+                ELSE format('SELECT d.%1$s FROM (%2$s) d UNION ALL SELECT n.%1$s FROM (%3$s) n', k, changed_old, changed_new) END);
+        ELSIF event = 'TRUNCATE' THEN
             out := out || format('TRUNCATE %s', g.relation);
+            IF g.pending IS NOT NULL THEN
+                out := out || format('TRUNCATE %s', g.pending);
+            END IF;
         ELSIF event = 'DELETE' THEN
             out := out || format('DELETE FROM %1$s g USING embedstack_old o WHERE g.%2$s %3$s o.%2$s', g.relation, k, si.key_eq);
         ELSIF event = 'INSERT' THEN
@@ -279,6 +313,8 @@ DECLARE
     g embedstack.generations;
     si record;
     idx regclass;
+    pname name;
+    n bigint;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -294,15 +330,68 @@ BEGIN
         idx := NULL;
     END IF;
     IF idx IS NULL THEN
-        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;
+        IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
+            pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
+            IF to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL THEN
+                RAISE EXCEPTION 'relation %.% is in the way of model set "%"', si.nsp, pname, ms.name
+                    USING ERRCODE = '42P07', HINT = 'rename or drop it';
+            END IF;
+            EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL)', CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
+                           si.nsp, pname, ms.key_column, si.key_type);
+            EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, pname, si.owner);
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT g.pending_open THEN
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, true);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT coalesce((j.details->>'index_synced')::boolean, false) THEN                              -- 2
+            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
+            RETURN 'index';
+        END IF;
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;      -- 3
         EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
                        embedstack._vector_schema(), g.storage || '_ip_ops');
-    ELSE
+        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
+        RETURN 'index';
+    END IF;
+    IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+        IF g.pending_open THEN                                                                          -- 4
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, false);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT coalesce((j.details->>'catchup_synced')::boolean, false) THEN                            -- 5
+            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
+            RETURN 'index';
+        END IF;
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);                                      -- 6
+        EXECUTE format('DELETE FROM %1$s g USING (SELECT DISTINCT p.%2$I AS k FROM %3$s p) p WHERE g.%2$I %4$s p.k',
+                       g.relation, ms.key_column, g.pending, si.key_eq);
+        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s '
+                       'JOIN (SELECT DISTINCT p.%2$I AS k FROM %6$s p) p ON s.%2$I %7$s p.k',
+                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                       g.pending, si.key_eq);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXECUTE format('DROP TABLE %s', g.pending);
+        PERFORM embedstack._write('generation_pending', ms.name, g.id, NULL, false);
+        IF n > 0 THEN
+            RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name, n, g.id;
+        END IF;
+    ELSIF idx IS NOT NULL AND NOT coalesce((j.details->>'index_synced')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it',
             ms.name, si.nsp, g.index_name;
     END IF;
+    -- Transactions whose snapshot predates this one could read the generation without these
+    -- rows; the cut-over waits for them (see _cutover_ready).
     PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, g.index_name,
-                              jsonb_build_object('wait_started', clock_timestamp()));
+        jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions()),
+                           'wait_started', clock_timestamp()));
     RETURN 'wait';
 END $$;
 
@@ -444,10 +533,7 @@ BEGIN
     INTO n, last_key
     USING g.cursor_key, (j.params->>'batch_size')::integer;
     IF last_key IS NULL THEN
-        -- Every row is written: transactions whose snapshot predates this one could read the
-        -- generation without these rows; the cut-over waits for them (see _cutover_ready).
-        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL,
-            jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
+        PERFORM embedstack._write('job_update', job_id, 'index');
         RETURN 'index';
     END IF;
     done := g.rows_written + n;
@@ -505,6 +591,9 @@ BEGIN
                     AND (SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', m.schema_name, m.view_name))) = 'v'
                  UNION ALL
                  SELECT g.relation::text, 'TABLE' FROM embedstack.generations g JOIN pg_class c ON c.oid = g.relation
+                  WHERE g.model_set = m.name
+                 UNION ALL
+                 SELECT g.pending::text, 'TABLE' FROM embedstack.generations g JOIN pg_class c ON c.oid = g.pending
                   WHERE g.model_set = m.name LOOP
             BEGIN
                 EXECUTE format('DROP %s %s', r.kind, r.rel);
@@ -679,7 +768,7 @@ $$;
 -- _view_sql
 CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE embedstack._may_read_served(%L)',
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L))',
                   CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
                   ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
                   g.relation, ms.name)
@@ -690,6 +779,8 @@ CREATE FUNCTION embedstack._w_delete_generation(model_set text, generation bigin
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set;
+    UPDATE embedstack.model_sets m SET previous_fit = NULL, previous_generation = NULL
+     WHERE m.name = _w_delete_generation.model_set AND m.previous_generation = generation;
 END $$;
 
 -- _w_delete_model_set
@@ -699,6 +790,15 @@ BEGIN
     DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
     DELETE FROM embedstack.generations g WHERE g.model_set = _w_delete_model_set.model_set;
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
+END $$;
+
+-- _w_generation_pending
+CREATE FUNCTION embedstack._w_generation_pending(model_set text, generation bigint, pending regclass, open boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE embedstack.generations g SET pending = _w_generation_pending.pending, pending_open = open
+     WHERE g.id = generation AND g.model_set = _w_generation_pending.model_set;
 END $$;
 
 -- _w_generation_set
@@ -1012,9 +1112,8 @@ BEGIN
         RAISE EXCEPTION 'cannot drop model set "%": objects depend on its served view %.%', ms.name, nsp, ms.view_name
             USING ERRCODE = '2BP01', HINT = 'drop the views or functions built on it first';
     END;
-    IF drop_columns THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, embedstack._derived_name(ms.combined_column, 'next'));
+    IF drop_columns AND ms.legacy_column IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.legacy_column);
     END IF;
     PERFORM embedstack._write('delete_model_set', ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));
@@ -1045,12 +1144,14 @@ BEGIN
     PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
 END $$;
 
+
 -- The writers stay reachable through embedstack._write only.
 REVOKE EXECUTE ON FUNCTION
     embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
     embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
     embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
     embedstack._w_delete_generation(text, bigint),
+    embedstack._w_generation_pending(text, bigint, regclass, boolean),
     embedstack._w_serve(text, bigint, bigint),
     embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint)
   FROM PUBLIC;
@@ -1149,7 +1250,8 @@ BEGIN
            SET relation = format('%I.%I', si.nsp, gname)::regclass, index_name = embedstack._derived_name(gname, 'hnsw'),
                state = 'served', served_at = now()
          WHERE x.id = gid;
-        UPDATE embedstack.model_sets x SET served_generation = gid, served_index = embedstack._derived_name(gname, 'hnsw')
+        UPDATE embedstack.model_sets x SET served_generation = gid, served_index = embedstack._derived_name(gname, 'hnsw'),
+                                           legacy_column = ms.combined_column
          WHERE x.name = ms.name;
         SELECT * INTO g FROM embedstack.generations x WHERE x.id = gid;
         ms.served_generation := gid;
@@ -1213,7 +1315,8 @@ COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS
 COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
   'Internal materialise step: one batch of rows into the generation being written.';
 COMMENT ON FUNCTION embedstack._mat_index(bigint) IS
-  'Internal materialise step: the HNSW index of the generation.';
+  'Internal materialise step: the HNSW index of the generation, built while the triggers record changed keys '
+  'in a pending table, which is applied afterwards.';
 COMMENT ON FUNCTION embedstack._cutover_ready(xid8, text[]) IS
   'Internal: true when no transaction of this database that predates the horizon is still running.';
 COMMENT ON FUNCTION embedstack._old_transactions(xid8) IS
@@ -1261,6 +1364,18 @@ COMMENT ON COLUMN embedstack.generations.cursor_key IS 'The last key written by 
 COMMENT ON COLUMN embedstack.generations.rows_written IS 'Rows written by the batches.';
 COMMENT ON COLUMN embedstack.generations.created_at IS 'When the generation was started.';
 COMMENT ON COLUMN embedstack.generations.served_at IS 'When it was last switched to.';
+COMMENT ON COLUMN embedstack.generations.pending IS
+  'While its index is built: the table of keys the freshness triggers changed meanwhile (applied afterwards).';
+COMMENT ON COLUMN embedstack.generations.pending_open IS 'Whether the freshness triggers record into the pending table.';
+COMMENT ON COLUMN embedstack.model_sets.legacy_column IS
+  'The source column a 0.1/0.2 release served from (set by the 0.3.0 upgrade; no longer written); '
+  'drop_model_set(name, drop_columns => true) drops it.';
+COMMENT ON FUNCTION embedstack._w_generation_pending(text, bigint, regclass, boolean) IS
+  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a generation''s pending-keys table.';
+COMMENT ON FUNCTION embedstack._keep_generations() IS 'Internal: the value of embedstack.keep_generations.';
+COMMENT ON FUNCTION embedstack._cutover_wait_timeout() IS 'Internal: the value of embedstack.cutover_wait_timeout (ms).';
+COMMENT ON FUNCTION embedstack._wait_for_writers(regclass) IS
+  'Internal: waits until the transactions writing a table when called have ended (takes no lock).';
 COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[], name) IS
   'Registers a model set: source table, key column (NOT NULL, single-column unique index), model columns '
   '(vector(n), real[] or double precision[]; dims from the typmod, model_dims, or the first row), mode '
@@ -1278,6 +1393,7 @@ COMMENT ON COLUMN embedstack.status.served_generation IS 'The generation the vie
 COMMENT ON COLUMN embedstack.status.previous_fit IS 'What rollback would serve: this fit ...';
 COMMENT ON COLUMN embedstack.status.previous_generation IS '... from this generation.';
 COMMENT ON COLUMN embedstack.jobs.phase IS 'fit, prepare, write, index, wait (for transactions older than the new generation), cutover, done.';
+COMMENT ON COLUMN embedstack.jobs.rows_done IS 'Rows written into the generation so far (committed batches).';
 COMMENT ON COLUMN embedstack.jobs.index_name IS 'The HNSW index of the generation being written.';
 COMMENT ON COLUMN embedstack.jobs.generation IS 'The generation the job writes (embedstack.generations.id).';
 COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name) IS

@@ -144,6 +144,10 @@ BEGIN
         END IF;
         EXECUTE format('DROP TABLE %s', rel);
     END IF;
+    SELECT g.pending INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
+    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
+        EXECUTE format('DROP TABLE %s', rel);
+    END IF;
     PERFORM embedstack._write('delete_generation', ms.name, generation);
     RETURN true;
 END $$;
@@ -171,7 +175,8 @@ COMMENT ON FUNCTION embedstack._combine_expr(embedstack.model_sets, embedstack.g
   'Internal: SQL of the combined vector of row alias r for a generation''s layout.';
 
 -- The statements that apply one source statement's changes to every live generation (called by
--- the trigger, with the transition tables embedstack_new / embedstack_old in scope). STABLE: it
+-- the trigger, with the transition tables embedstack_new / embedstack_old in scope; a generation
+-- whose index is being built gets the changed keys in its pending table instead). STABLE: it
 -- reads the catalog with the trigger's snapshot, the latest one (a generation registered by a
 -- job that committed after the writing transaction began is seen). A generation's row is
 -- replaced by DELETE + INSERT, never UPDATE: a HOT update would leave a broken HOT chain that
@@ -210,8 +215,17 @@ BEGIN
     changed_new := format('SELECT n.* FROM embedstack_new n LEFT JOIN embedstack_old o ON o.%1$s %2$s n.%1$s '
                           'WHERE o.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
     FOR g IN SELECT * FROM embedstack._live_generations(ms.name) LOOP
-        IF event = 'TRUNCATE' THEN
+        IF g.pending_open AND event <> 'TRUNCATE' THEN
+            -- Its index is being built: record the keys, the job applies them afterwards.
+            out := out || format('INSERT INTO %s (%s) %s', g.pending, k, CASE event
+                WHEN 'INSERT' THEN format('SELECT n.%s FROM embedstack_new n', k)
+                WHEN 'DELETE' THEN format('SELECT o.%s FROM embedstack_old o', k)
+                ELSE format('SELECT d.%1$s FROM (%2$s) d UNION ALL SELECT n.%1$s FROM (%3$s) n', k, changed_old, changed_new) END);
+        ELSIF event = 'TRUNCATE' THEN
             out := out || format('TRUNCATE %s', g.relation);
+            IF g.pending IS NOT NULL THEN
+                out := out || format('TRUNCATE %s', g.pending);
+            END IF;
         ELSIF event = 'DELETE' THEN
             out := out || format('DELETE FROM %1$s g USING embedstack_old o WHERE g.%2$s %3$s o.%2$s', g.relation, k, si.key_eq);
         ELSIF event = 'INSERT' THEN
@@ -259,10 +273,11 @@ COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
 
 -- The served view over generation g: key and combined vector, the vector cast to its type
 -- without a dimension (so that a refit that changes the width can redefine the view in place,
--- and views users built on it keep working), gated by _may_read_served.
+-- and views users built on it keep working), gated by _may_read_served (a scalar subquery:
+-- evaluated once per query, on the node that plans it -- with Citus, the coordinator).
 CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE embedstack._may_read_served(%L)',
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L))',
                   CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
                   ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
                   g.relation, ms.name)
@@ -437,10 +452,7 @@ BEGIN
     INTO n, last_key
     USING g.cursor_key, (j.params->>'batch_size')::integer;
     IF last_key IS NULL THEN
-        -- Every row is written: transactions whose snapshot predates this one could read the
-        -- generation without these rows; the cut-over waits for them (see _cutover_ready).
-        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL,
-            jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions())));
+        PERFORM embedstack._write('job_update', job_id, 'index');
         RETURN 'index';
     END IF;
     done := g.rows_written + n;
@@ -456,7 +468,16 @@ COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
   'Internal materialise step: one batch of rows into the generation being written.';
 
 -- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
--- on the generation. An index left valid by an interrupted run is kept; an invalid one rebuilt.
+-- on the generation, built without stalling the source's writers, as CREATE INDEX
+-- CONCURRENTLY would (which a procedure cannot run): CREATE INDEX holds SHARE on the generation,
+-- so for the build the freshness triggers record the keys they change in a pending table
+-- instead of writing the generation; then the triggers write it again and the job applies the
+-- pending keys. Each step below is one committed transaction (the job returns to 'index'):
+--   1. create (or reopen) the pending table;       2. wait for writers that missed it;
+--   3. build the index (kept when an interrupted run left it valid);
+--   4. close the pending table;                    5. wait for writers still recording into it;
+--   6. apply the pending keys (under SHARE on the generation, as a batch) and drop the table;
+--      the horizon for the cut-over wait is this transaction.
 CREATE FUNCTION embedstack._mat_index(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -465,6 +486,8 @@ DECLARE
     g embedstack.generations;
     si record;
     idx regclass;
+    pname name;
+    n bigint;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -480,25 +503,80 @@ BEGIN
         idx := NULL;
     END IF;
     IF idx IS NULL THEN
-        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;
+        IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
+            pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
+            IF to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL THEN
+                RAISE EXCEPTION 'relation %.% is in the way of model set "%"', si.nsp, pname, ms.name
+                    USING ERRCODE = '42P07', HINT = 'rename or drop it';
+            END IF;
+            EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL)', CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
+                           si.nsp, pname, ms.key_column, si.key_type);
+            EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, pname, si.owner);
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT g.pending_open THEN
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, true);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT coalesce((j.details->>'index_synced')::boolean, false) THEN                              -- 2
+            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
+            RETURN 'index';
+        END IF;
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;      -- 3
         EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
                        embedstack._vector_schema(), g.storage || '_ip_ops');
-    ELSE
+        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
+        RETURN 'index';
+    END IF;
+    IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+        IF g.pending_open THEN                                                                          -- 4
+            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, false);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": false}'::jsonb);
+            RETURN 'index';
+        END IF;
+        IF NOT coalesce((j.details->>'catchup_synced')::boolean, false) THEN                            -- 5
+            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
+            RETURN 'index';
+        END IF;
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);                                      -- 6
+        EXECUTE format('DELETE FROM %1$s g USING (SELECT DISTINCT p.%2$I AS k FROM %3$s p) p WHERE g.%2$I %4$s p.k',
+                       g.relation, ms.key_column, g.pending, si.key_eq);
+        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s '
+                       'JOIN (SELECT DISTINCT p.%2$I AS k FROM %6$s p) p ON s.%2$I %7$s p.k',
+                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                       g.pending, si.key_eq);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXECUTE format('DROP TABLE %s', g.pending);
+        PERFORM embedstack._write('generation_pending', ms.name, g.id, NULL, false);
+        IF n > 0 THEN
+            RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name, n, g.id;
+        END IF;
+    ELSIF idx IS NOT NULL AND NOT coalesce((j.details->>'index_synced')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it',
             ms.name, si.nsp, g.index_name;
     END IF;
+    -- Transactions whose snapshot predates this one could read the generation without these
+    -- rows; the cut-over waits for them (see _cutover_ready).
     PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, g.index_name,
-                              jsonb_build_object('wait_started', clock_timestamp()));
+        jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions()),
+                           'wait_started', clock_timestamp()));
     RETURN 'wait';
 END $$;
 COMMENT ON FUNCTION embedstack._mat_index(bigint) IS
-  'Internal materialise step: the HNSW index of the generation.';
+  'Internal materialise step: the HNSW index of the generation, built while the triggers record changed keys '
+  'in a pending table, which is applied afterwards.';
 
 -- (Both checks below call pg_backend_pid(): PARALLEL RESTRICTED, as it is.)
--- May the cut-over happen? Not while a transaction of this database older than the last batch
--- still runs: through the redefined view it would read the new generation with a snapshot that
--- predates its rows, i.e. as (partly) empty. So, as CREATE INDEX CONCURRENTLY does, wait:
---   horizon: the xid of the transaction that found nothing left to write;
+-- May the cut-over happen? Not while a transaction of this database older than the last write
+-- to the new generation still runs: through the redefined view it would read the generation with
+-- a snapshot that predates its rows, i.e. as (partly) empty. So, as CREATE INDEX CONCURRENTLY
+-- does, wait:
+--   horizon: the xid of the index step's last transaction (after every batch and catch-up);
 --   every session of this database whose xid or snapshot xmin we can see must be newer;
 --   sessions whose details we may not see (other roles', without pg_read_all_stats) must have
 --   ended the transaction they were in when the writing finished (hidden: their virtual xids).

@@ -216,8 +216,8 @@ $$;
 -- Drops the model set: its freshness triggers, served view and generation tables (the
 -- extension made them), then its catalog rows. A user's view built on the served view makes
 -- this fail (2BP01) until the user drops it: objects of the user's making are never dropped.
--- drop_columns: also drop the combined and staging columns a 0.1/0.2 release left in the
--- source table (0.3.0 no longer writes into the source).
+-- drop_columns: also drop the combined column a 0.1/0.2 release served from the source table
+-- (model_sets.legacy_column, recorded by the 0.3.0 upgrade; 0.3.0 never writes into the source).
 CREATE FUNCTION embedstack.drop_model_set(name text, drop_columns boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -250,9 +250,8 @@ BEGIN
         RAISE EXCEPTION 'cannot drop model set "%": objects depend on its served view %.%', ms.name, nsp, ms.view_name
             USING ERRCODE = '2BP01', HINT = 'drop the views or functions built on it first';
     END;
-    IF drop_columns THEN
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.combined_column);
-        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, embedstack._derived_name(ms.combined_column, 'next'));
+    IF drop_columns AND ms.legacy_column IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.legacy_column);
     END IF;
     PERFORM embedstack._write('delete_model_set', ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));

@@ -48,7 +48,8 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"embedstack.keep_history",
         c"Fits and jobs kept per model set; older ones are deleted after each fit (0 keeps all).",
-        c"The active fit, a fit being materialised and the fit of an unfinished job are always kept. \
+        c"The active fit, the previous fit (what rollback serves), the fits of kept generations and the fit \
+          of an unfinished job are always kept. \
           Set it for scheduled refits with ALTER DATABASE or ALTER ROLE ... SET.",
         &KEEP_HISTORY,
         0,

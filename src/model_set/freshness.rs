@@ -36,7 +36,9 @@ fn protocol(msg: &str) -> ! {
 #[no_mangle]
 #[doc(hidden)]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn embedstack_refresh_generations(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     unsafe {
         let ctx = (*fcinfo).context;
         if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
@@ -71,7 +73,9 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(fcinfo: pg_sys::F
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
         pg_sys::SetUserIdAndSecContext(
             owner,
-            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            saved_ctx
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
         let nest = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(

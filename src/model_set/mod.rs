@@ -7,13 +7,13 @@ pub mod catalog;
 mod combine_fn;
 mod evaluate;
 mod fit_threads;
+mod freshness;
+mod legacy_row_trigger;
 mod output;
 mod pair_scan;
 mod pair_statistics;
 mod query_vector;
 mod spi_scan;
-mod freshness;
-mod legacy_row_trigger;
 
 use embedstack_math::combine::{scales, Mode};
 

@@ -158,6 +158,12 @@ const WRITERS: &[(&str, &str, Subject)] = &[
         Subject::ModelSet(0),
     ),
     (
+        "generation_pending",
+        "SELECT NULL::bigint FROM embedstack._w_generation_pending($1::text, $2::bigint, $3::pg_catalog.regclass, \
+         $4::boolean)",
+        Subject::ModelSet(0),
+    ),
+    (
         "serve",
         "SELECT NULL::bigint FROM embedstack._w_serve($1::text, $2::bigint, $3::bigint)",
         Subject::ModelSet(0),
