@@ -266,8 +266,7 @@ pub struct Trigger {
 /// Every trigger on `table` (SQL text), by name (internal ones excluded).
 pub fn triggers(c: &mut Client, table: &str) -> Vec<Trigger> {
     c.query(
-        "SELECT t.tgname::text, p.pronamespace::regnamespace::text || '.' || p.proname, t.tgtype::int,
-                ARRAY(SELECT a FROM unnest(string_to_array(rtrim(encode(t.tgargs, 'escape'), '\\000'), '\\000')) a)
+        "SELECT t.tgname::text, p.pronamespace::regnamespace::text || '.' || p.proname, t.tgtype::int, t.tgargs
            FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
           WHERE t.tgrelid = to_regclass($1) AND NOT t.tgisinternal ORDER BY t.tgname",
         &[&table],
@@ -288,7 +287,16 @@ pub fn triggers(c: &mut Client, table: &str) -> Vec<Trigger> {
             .filter(|(bit, _)| ty & bit != 0)
             .map(|(_, e)| *e)
             .collect();
-        Trigger { name: r.get(0), function: r.get(1), row: ty & 1 != 0, timing, events, args: r.get(3) }
+        // tgargs: each argument NUL-terminated, in the database encoding (UTF-8 here).
+        let raw: Vec<u8> = r.get(3);
+        let args = match raw.strip_suffix(&[0]) {
+            Some(body) => body
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8(a.to_vec()).expect("a UTF-8 trigger argument"))
+                .collect(),
+            None => Vec::new(),
+        };
+        Trigger { name: r.get(0), function: r.get(1), row: ty & 1 != 0, timing, events, args }
     })
     .collect()
 }

@@ -7,11 +7,16 @@
 //! environment: no error may show a Rust backtrace to the user even then. At the end of each
 //! test the server log must not show a backend killed by a signal.
 //!
-//! Roles: `alice` owns schema `alice` and her table `alice.people` with model set `ms`; `bob`
-//! owns schema `bob` and has no privilege on alice's objects; `carol` may SELECT alice.people.
+//! Roles: `alice` owns schema `alice` and her table `alice.people` with model set `ms` (served,
+//! 0.3.0, through the view `alice.people_ms` over a generation table); `bob` owns schema `bob` and
+//! has no privilege on alice's objects; `carol` may SELECT alice.people.
 
 use embedstack_client_tests::cluster::ThrowawayCluster;
-use embedstack_client_tests::sql::{all_text, expect_code, q};
+use embedstack_client_tests::served::{
+    assert_freshness_triggers, default_view_name, generation_index_name, generation_table_name, generations,
+    relation_exists, served_generation, source_state, trigger_names, view_name,
+};
+use embedstack_client_tests::sql::{all_text, expect_code, message, q, quote_ident};
 use postgres::Client;
 
 /// A throw-away cluster for one test, with database `h`, the extension, the roles and alice's
@@ -82,27 +87,51 @@ fn catalog_of(su: &mut Client, set: &str) -> String {
              || coalesce((SELECT string_agg(row_to_json(f)::text, ',' ORDER BY f.id) FROM embedstack.fits f
                            WHERE f.model_set = $1), '-') || ' | '
              || coalesce((SELECT string_agg(j.id || j.state || j.phase, ',' ORDER BY j.id) FROM embedstack.jobs j
-                           WHERE j.model_set = $1), '-')",
+                           WHERE j.model_set = $1), '-') || ' | '
+             || coalesce((SELECT string_agg(row_to_json(g)::text, ',' ORDER BY g.id) FROM embedstack.generations g
+                           WHERE g.model_set = $1), '-')",
         &[&set],
     )
     .unwrap()
     .get(0)
 }
 
-/// A new row of alice.people gets its combined vector from the freshness trigger.
+/// The served vector of row `id` of alice.people, as the model set `ms`'s view serves it (None
+/// when the view has no such row), and the closed form of that row computed by the row kernel
+/// `embedstack._combine_vector` from the source row and the served multipliers.
+fn served_and_kernel(a: &mut Client, id: i32) -> (Option<Vec<f32>>, Vec<f32>) {
+    let served: Option<Vec<f32>> = a
+        .query_opt("SELECT ms_combined::real[] FROM alice.people_ms WHERE id = $1", &[&id])
+        .unwrap()
+        .and_then(|r| r.get(0));
+    let kernel: Vec<f32> = a
+        .query_one(
+            "SELECT embedstack._combine_vector(m.served_multipliers, m.model_dims, m.model_columns::text[], p.id, p.m1,
+                                               p.m2)::real[]
+               FROM alice.people p, embedstack.model_sets m WHERE p.id = $1 AND m.name = 'ms'",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    (served, kernel)
+}
+
+/// A new row of alice.people gets its combined vector from the freshness triggers.
 fn insert_gets_vector(a: &mut Client, id: i32) {
     a.batch_execute(&format!(
         "INSERT INTO alice.people VALUES ({id}, 'new@corp.example', '{{1,2,3,4}}', '[1,0,1]')"
     ))
     .unwrap();
-    let has: bool =
-        a.query_one("SELECT ms_combined IS NOT NULL FROM alice.people WHERE id = $1", &[&id]).unwrap().get(0);
-    assert!(has, "row {id} got its combined vector");
+    let (served, kernel) = served_and_kernel(a, id);
+    assert_eq!(served, Some(kernel), "row {id} got its combined vector");
 }
 
-/// Item 1 and 2: a model column whose type changed after the model set was created, a trigger
-/// pointed at another table's model set, combined columns replaced by other types, a temporary
-/// source, and the catalog writer called with forged types: clean errors, no crash.
+/// Item 1 and 2: a model column whose type changed after the model set was created (also after
+/// it was served: the freshness triggers refuse), the freshness trigger function pointed by a
+/// user at another table's model set (39P01), user relations in the way of what the extension
+/// creates — the served view's name, the next generation table's name (42P07, nothing written)
+/// — a temporary source, and the catalog writer called with forged types: clean errors, no
+/// crash.
 #[test]
 fn altered_types_and_foreign_triggers_are_clean_errors() {
     let (cl, mut su) = setup("types", 54891);
@@ -124,7 +153,7 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
     expect_code(
         &mut a,
         "SELECT embedstack._w_insert_model_set('forged', 'alice.ints', 'id', '{x}', '{4}', '{real[]}', 'symmetric', 0,
-                                               'c', 'auto')",
+                                               'c', 'auto', 'ints_forged')",
         "42501",
     );
 
@@ -177,43 +206,182 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
     // (alice's search_path starts with her schema: the look-alike would shadow pgvector's.)
     a.batch_execute("DROP TABLE alice.p4; DROP TYPE alice.vector").unwrap();
 
-    // The freshness trigger pointed by a user at a model set of another table.
+    // A model column retyped after the model set is served (the statement-level freshness
+    // triggers name no column, so PostgreSQL allows it): a write to the source is refused.
+    people(&mut a, "alice.p5", 30);
     a.batch_execute(
-        "CREATE TABLE alice.other (id int PRIMARY KEY, m1 int8, m2 vector(3), ms_combined bytea);
-         CREATE TRIGGER t BEFORE INSERT ON alice.other FOR EACH ROW EXECUTE FUNCTION embedstack._refresh_combined('ms')",
+        "SELECT embedstack.create_model_set('m5', 'alice.p5', 'id', '{m1,m2}');
+         SELECT embedstack.fit('m5', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
     )
     .unwrap();
-    expect_code(&mut a, "INSERT INTO alice.other VALUES (1, 7, '[1,2,3]', NULL)", "39P01");
-    // ... at bob's model set (which alice cannot even see).
+    a.batch_execute("CALL embedstack.materialize('m5')").unwrap();
+    a.batch_execute("ALTER TABLE alice.p5 ALTER m1 TYPE int8 USING 7").unwrap();
+    let e = expect_code(&mut a, "INSERT INTO alice.p5 (id, m1, m2) VALUES (100, 7, '[1,2,3]')", "42804");
+    assert!(all_text(&e).contains("m1"), "{}", all_text(&e));
+    let n: i64 = a.query_one("SELECT count(*) FROM alice.p5_m5", &[]).unwrap().get(0);
+    assert_eq!(n, 30, "nothing written");
+
+    // The freshness trigger function installed by a user on another table, naming alice's
+    // model set: 39P01, nothing written to the other table or to the generation.
+    let ms_rows = |su: &mut Client| -> i64 {
+        let rel = served_generation(su, "ms").unwrap().relation.unwrap();
+        su.query_one(&format!("SELECT count(*) FROM {rel}"), &[]).unwrap().get(0)
+    };
+    let ms_before = ms_rows(&mut su);
+    a.batch_execute(
+        "CREATE TABLE alice.other (id int PRIMARY KEY, m1 real[], m2 vector(3));
+         CREATE TRIGGER t AFTER INSERT ON alice.other REFERENCING NEW TABLE AS embedstack_new
+           FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations('ms')",
+    )
+    .unwrap();
+    expect_code(&mut a, "INSERT INTO alice.other VALUES (1, '{1,2,3,4}', '[1,2,3]')", "39P01");
+    // ... as a row trigger (and before): refused as well.
+    a.batch_execute(
+        "DROP TRIGGER t ON alice.other;
+         CREATE TRIGGER t BEFORE INSERT ON alice.other FOR EACH ROW EXECUTE FUNCTION embedstack._refresh_generations('ms')",
+    )
+    .unwrap();
+    expect_code(&mut a, "INSERT INTO alice.other VALUES (1, '{1,2,3,4}', '[1,2,3]')", "39P01");
+    let n: i64 = a.query_one("SELECT count(*) FROM alice.other", &[]).unwrap().get(0);
+    assert_eq!((n, ms_rows(&mut su)), (0, ms_before), "nothing written");
+    // ... at bob's served model set (which alice cannot even see): the same, and bob's
+    // generation is untouched.
     let mut b = cl.connect("h", "bob");
     people(&mut b, "bob.items", 20);
-    b.batch_execute("SELECT embedstack.create_model_set('bset', 'bob.items', 'id', '{m1,m2}')").unwrap();
-    a.batch_execute(
-        "CREATE TABLE alice.other2 (id int PRIMARY KEY, m1 int8, m2 vector(3), bset_combined int8);
-         CREATE TRIGGER t BEFORE INSERT ON alice.other2 FOR EACH ROW EXECUTE FUNCTION embedstack._refresh_combined('bset')",
+    b.batch_execute(
+        "SELECT embedstack.create_model_set('bset', 'bob.items', 'id', '{m1,m2}');
+         SELECT embedstack.fit('bset', 'bob.pairs', 'a', 'b', 'y', nonnegative => true);",
     )
     .unwrap();
-    expect_code(&mut a, "INSERT INTO alice.other2 VALUES (1, 7, '[1,2,3]', NULL)", "42501");
+    b.batch_execute("CALL embedstack.materialize('bset')").unwrap();
+    let bset_table = served_generation(&mut su, "bset").unwrap().relation.unwrap();
+    let bset_before: i64 = su.query_one(&format!("SELECT count(*) FROM {bset_table}"), &[]).unwrap().get(0);
+    a.batch_execute(
+        "CREATE TABLE alice.other2 (id int PRIMARY KEY, m1 real[], m2 vector(3));
+         CREATE TRIGGER t AFTER INSERT ON alice.other2 REFERENCING NEW TABLE AS embedstack_new
+           FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations('bset')",
+    )
+    .unwrap();
+    let e = expect_code(&mut a, "INSERT INTO alice.other2 VALUES (1000, '{1,2,3,4}', '[1,2,3]')", "39P01");
+    assert!(!all_text(&e).contains("bob.items"), "{}", all_text(&e));
+    let bset_after: i64 = su.query_one(&format!("SELECT count(*) FROM {bset_table}"), &[]).unwrap().get(0);
+    assert_eq!(bset_after, bset_before, "bob's generation untouched");
     assert_alive(&cl, &mut [&mut a, &mut b]);
 
-    // Item 2: the combined column replaced by a column of another type, for each type the probe
-    // used: the trigger refuses to write into it.
+    // Item 2 (0.2: the combined column replaced by columns of other types; 0.3.0 writes no
+    // column): user relations in the way of the names the extension creates.
     insert_gets_vector(&mut a, 500);
-    for typ in ["bytea", "int8", "text", "float8[]", "jsonb", "halfvec", "vector(17)"] {
+    // (a) The served view's name, taken before create_model_set: 42P07, no catalog row.
+    a.batch_execute("CREATE TABLE alice.people_mv (x int)").unwrap();
+    let e = expect_code(
+        &mut a,
+        "SELECT embedstack.create_model_set('mv', 'alice.people', 'id', '{m1,m2}')",
+        "42P07",
+    );
+    assert!(message(&e).contains("people_mv"), "{}", message(&e));
+    assert_eq!(catalog_of(&mut su, "mv"), "- | - | - | -");
+    a.batch_execute("DROP TABLE alice.people_mv").unwrap();
+    // (b) ... taken after create_model_set, by relations of several kinds: materialize is 42P07,
+    // nothing is written or served, and the user's relation is left as it was.
+    let source0 = source_state(&mut su, "alice.people");
+    let mut written_in_vain = Vec::new();
+    for (i, (make, probe)) in [
+        ("CREATE TABLE alice.people_mv{i} (x int); INSERT INTO alice.people_mv{i} VALUES (42)", "x"),
+        ("CREATE VIEW alice.people_mv{i} AS SELECT 42 AS x", "x"),
+        ("CREATE SEQUENCE alice.people_mv{i} START 42", "last_value"),
+        ("CREATE MATERIALIZED VIEW alice.people_mv{i} AS SELECT 42 AS x", "x"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let set = format!("mv{i}");
         a.batch_execute(&format!(
-            "ALTER TABLE alice.people DROP COLUMN ms_combined; ALTER TABLE alice.people ADD COLUMN ms_combined {typ}"
+            "SELECT embedstack.create_model_set('{set}', 'alice.people', 'id', '{{m1,m2}}');
+             SELECT embedstack.fit('{set}', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);"
         ))
         .unwrap();
-        let e = expect_code(
-            &mut a,
-            "INSERT INTO alice.people VALUES (900, 'ceo@corp.example', '{1,2,3,4}', '[1,0,1]')",
-            "42804",
-        );
-        assert!(all_text(&e).contains("ms_combined"), "{typ}: {}", all_text(&e));
-        let n: i64 = a.query_one("SELECT count(*) FROM alice.people WHERE id = 900", &[]).unwrap().get(0);
-        assert_eq!(n, 0, "{typ}: nothing written");
+        a.batch_execute(&make.replace("{i}", &i.to_string())).unwrap();
+        let what = |a: &mut Client| -> (String, String) {
+            let r = a
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'alice.people_mv{i}'::regclass),
+                                (SELECT string_agg({probe}::text, ',') FROM alice.people_mv{i})"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        let theirs = what(&mut a);
+        let e = expect_code(&mut a, &format!("CALL embedstack.materialize('{set}')"), "42P07");
+        assert!(message(&e).contains(&format!("people_mv{i}")), "{}", message(&e));
+        assert_eq!(what(&mut a), theirs, "{set}: the user's relation is left as it was");
+        let active: Option<i64> = su
+            .query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = $1", &[&set])
+            .unwrap()
+            .get(0);
+        assert_eq!(active, None, "{set}: nothing served");
+        let written: Vec<(i64, i64)> =
+            generations(&mut su, &set).iter().map(|g| (g.id, g.rows_written)).collect();
+        // (Checked at the end, so that the checks below run either way.)
+        if !written.iter().all(|(_, n)| *n == 0) {
+            written_in_vain.push(format!("{set}: generations (id, rows written) {written:?}"));
+        }
+        assert_eq!(source_state(&mut su, "alice.people"), source0, "{set}: the source untouched");
     }
+    // (c) The next generation table's name: 42P07, nothing written (no generation, no view,
+    // nothing served, the user's table as it was); once it is out of the way, the same call
+    // serves.
+    a.batch_execute(
+        "SELECT embedstack.create_model_set('mc', 'alice.people', 'id', '{m1,m2}');
+         SELECT embedstack.fit('mc', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
+    )
+    .unwrap();
+    let next: i64 = su
+        .query_one("SELECT last_value + (is_called::int) FROM embedstack.generations_id_seq", &[])
+        .unwrap()
+        .get(0);
+    let name = generation_table_name("people_mc", next);
+    let in_the_way = format!("alice.{}", quote_ident(&name));
+    a.batch_execute(&format!("CREATE TABLE {in_the_way} (id int, mc_combined bytea)")).unwrap();
+    let e = expect_code(&mut a, "CALL embedstack.materialize('mc')", "42P07");
+    assert!(message(&e).contains(&name), "{}", message(&e));
+    let active: Option<i64> =
+        su.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'mc'", &[]).unwrap().get(0);
+    assert_eq!(active, None, "nothing served");
+    assert_eq!(generations(&mut su, "mc"), vec![], "no generation");
+    assert!(!relation_exists(&mut su, "alice.people_mc"), "no view");
+    let theirs: Vec<(String, String)> = su
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&in_the_way],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        theirs,
+        [("id".to_string(), "integer".to_string()), ("mc_combined".to_string(), "bytea".to_string())],
+        "the user's table is left as it was"
+    );
+    let n: i64 = a.query_one(&format!("SELECT count(*) FROM {in_the_way}"), &[]).unwrap().get(0);
+    assert_eq!(n, 0, "the user's table is left as it was");
+    a.batch_execute(&format!("DROP TABLE {in_the_way}")).unwrap();
+    a.batch_execute("CALL embedstack.materialize('mc')").unwrap();
+    let rows: i64 = a.query_one("SELECT count(*) FROM alice.people", &[]).unwrap().get(0);
+    let served: i64 = a.query_one("SELECT count(*) FROM alice.people_mc", &[]).unwrap().get(0);
+    assert_eq!(served, rows, "served once the name is free");
+    insert_gets_vector(&mut a, 501);
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
+    assert!(
+        written_in_vain.is_empty(),
+        "materialize wrote a generation although a relation is in the way of the served view (42P07 at the \
+         cut-over, after writing and indexing):\n{}",
+        written_in_vain.join("\n")
+    );
 }
 
 /// Item 3: bob's SECURITY DEFINER functions, granted to alice and called by her, cannot drive
@@ -224,20 +392,33 @@ fn definer_functions_cannot_change_another_roles_model_set() {
     let (cl, mut su) = setup("deputy", 54892);
     let mut a = cl.connect("h", "alice");
     let mut b = cl.connect("h", "bob");
-    let fit: i64 =
-        su.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'ms'", &[]).unwrap().get(0);
+    let (fit, generation): (i64, i64) = {
+        let r = su
+            .query_one(
+                "SELECT active_fit, served_generation FROM embedstack.model_sets WHERE name = 'ms'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
     let before = catalog_of(&mut su, "ms");
 
     let bodies = [
-        format!("PERFORM embedstack._w_serve('ms', {fit}, '{{1,1,1,1,1,1,1,1,1}}', 'vector', 'x')"),
+        format!("PERFORM embedstack._w_serve('ms', {fit}, {generation})"),
         "PERFORM embedstack._w_delete_model_set('ms')".to_string(),
-        "PERFORM embedstack._w_set_staging('ms', 'email', NULL, '{1,1}', 'vector')".to_string(),
-        format!("PERFORM embedstack._write('serve', 'ms', {fit}::bigint, '{{1,1,1}}'::float8[], 'vector', 'x'::name)"),
+        // Pointing the served generation at the source table itself.
+        format!("PERFORM embedstack._w_generation_set('ms', {generation}, 'alice.people', 'people_pkey', NULL, NULL)"),
+        format!("PERFORM embedstack._w_delete_generation('ms', {generation})"),
+        format!("PERFORM embedstack._w_insert_generation('ms', {fit}, '{{1,1}}', 'vector', 7)"),
+        format!("PERFORM embedstack._write('serve', 'ms', {fit}::bigint, {generation}::bigint)"),
         "PERFORM embedstack._write('delete_model_set', 'ms')".to_string(),
-        "PERFORM embedstack._write('set_staging', 'ms', 'email'::name, NULL::bigint, '{1,1}'::float8[], 'vector')"
-            .to_string(),
+        format!(
+            "PERFORM embedstack._write('generation_set', 'ms', {generation}::bigint, 'alice.people'::regclass,
+                 'people_pkey'::name, NULL::text, NULL::bigint)"
+        ),
+        format!("PERFORM embedstack._write('delete_generation', 'ms', {generation}::bigint)"),
         "PERFORM embedstack._write('insert_model_set', 'ms_forged', 'alice.people'::regclass, 'id'::name, '{m1}'::name[],
-             '{4}'::int[], '{real[]}'::regtype[], 'symmetric', 0::float8, 'email'::name, 'auto')"
+             '{4}'::int[], '{real[]}'::regtype[], 'symmetric', 0::float8, 'email'::name, 'auto', 'people'::name)"
             .to_string(),
         "PERFORM embedstack.drop_model_set('ms')".to_string(),
         "PERFORM embedstack.fit('ms', 'alice.pairs', 'a', 'b', 'y')".to_string(),
@@ -261,46 +442,128 @@ fn definer_functions_cannot_change_another_roles_model_set() {
     expect_code(&mut b, "SELECT embedstack._write('no_such_writer', 'ms')", "22023");
 
     // Alice's own SECURITY DEFINER function that writes her catalog works when she calls it,
-    // and is refused when bob does: the outer role must own the table too.
-    a.batch_execute(
-        "CREATE FUNCTION alice.clear_staging() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $f$
-         BEGIN PERFORM embedstack._write('set_staging', 'ms', NULL::name, NULL::bigint, NULL::float8[], NULL::text); END $f$;
-         GRANT USAGE ON SCHEMA alice TO bob; GRANT EXECUTE ON FUNCTION alice.clear_staging() TO bob;",
-    )
+    // and is refused when bob does: the outer role must own the table too. (Its write leaves
+    // every column as it is: NULL arguments change nothing.)
+    a.batch_execute(&format!(
+        "CREATE FUNCTION alice.touch_generation() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $f$
+         BEGIN PERFORM embedstack._write('generation_set', 'ms', {generation}::bigint, NULL::regclass, NULL::name,
+                                         NULL::text, NULL::bigint); END $f$;
+         GRANT USAGE ON SCHEMA alice TO bob; GRANT EXECUTE ON FUNCTION alice.touch_generation() TO bob;"
+    ))
     .unwrap();
-    a.batch_execute("SELECT alice.clear_staging()").unwrap();
-    expect_code(&mut b, "SELECT alice.clear_staging()", "42501");
+    a.batch_execute("SELECT alice.touch_generation()").unwrap();
+    expect_code(&mut b, "SELECT alice.touch_generation()", "42501");
     // SET ROLE inside a superuser session: the role set is the outer role.
     su.batch_execute("SET ROLE bob").unwrap();
-    expect_code(&mut su, "SELECT alice.clear_staging()", "42501");
+    expect_code(&mut su, "SELECT alice.touch_generation()", "42501");
     su.batch_execute("RESET ROLE").unwrap();
 
-    // Her model set is intact and serving: same catalog, trigger in place, inserts work.
+    // Her model set is intact and serving: same catalog, triggers in place, inserts work.
     assert_eq!(catalog_of(&mut su, "ms"), before);
+    assert_freshness_triggers(&mut su, "alice.people", "ms");
     insert_gets_vector(&mut a, 700);
-    let n: i64 =
-        a.query_one("SELECT count(*) FROM alice.people WHERE ms_combined IS NULL", &[]).unwrap().get(0);
-    assert_eq!(n, 0);
+    let (n, nulls): (i64, i64) = {
+        let r = a
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE ms_combined IS NULL) FROM alice.people_ms",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let rows: i64 = a.query_one("SELECT count(*) FROM alice.people", &[]).unwrap().get(0);
+    assert_eq!((n, nulls), (rows, 0), "every row served");
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
 }
 
-/// Item 4 and 5: temporary and dropped sources; names near 63 bytes and model sets whose names
-/// share a long prefix on one table.
+/// What model set `set` over `schema.source` serves, with the documented names checked
+/// (computed here): the view `<source>_<set>` (its columns: the key `id` and the combined
+/// column), the served generation's table `<view>_g<id>` and its index `<table>_hnsw` on it; every
+/// source row served, none NULL. Returns the generation table (SQL text).
+fn check_served_names(su: &mut Client, set: &str, schema: &str, source: &str) -> String {
+    let view = default_view_name(source, set);
+    assert_eq!(view_name(su, set), view, "{set}: view name");
+    let g = served_generation(su, set).unwrap_or_else(|| panic!("{set}: nothing served"));
+    let table = generation_table_name(&view, g.id);
+    assert_eq!(g.table.as_deref(), Some(table.as_str()), "{set}: generation table");
+    let index = generation_index_name(&table);
+    assert_eq!(g.index_name.as_deref(), Some(index.as_str()), "{set}: generation index");
+    let rel = g.relation.clone().unwrap();
+    let idx_ok: bool = su
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                             WHERE i.indrelid = $1::text::regclass AND c.relname = $2)",
+            &[&rel, &index],
+        )
+        .unwrap()
+        .get(0);
+    assert!(idx_ok, "{set}: the index {index} on {rel}");
+    let (key, col): (String, String) = {
+        let r = su
+            .query_one(
+                "SELECT key_column::text, combined_column::text FROM embedstack.model_sets WHERE name = $1",
+                &[&set],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let qview = format!("{}.{}", quote_ident(schema), quote_ident(&view));
+    let cols: Vec<String> = su
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 ORDER BY attnum",
+            &[&qview],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cols, [key, col.clone()], "{set}: the view's columns");
+    let (n, nulls): (i64, i64) = {
+        let r = su
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE {} IS NULL) FROM {qview}",
+                    quote_ident(&col)
+                ),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let rows: i64 = su
+        .query_one(&format!("SELECT count(*) FROM {}.{}", quote_ident(schema), quote_ident(source)), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((n, nulls), (rows, 0), "{set}: every row served");
+    rel
+}
+
+/// Item 4 and 5: temporary and dropped sources (the served view and generation tables go with
+/// the source, and the names are free again); names near 63 bytes and model sets whose names
+/// share a long prefix on one table (view, generation, index and trigger names by the documented
+/// rules, all distinct).
 #[test]
 fn dropped_sources_free_names_and_derived_names_are_unique() {
     let (cl, mut su) = setup("names", 54893);
     let mut a = cl.connect("h", "alice");
     let mut b = cl.connect("h", "bob");
 
-    // DROP TABLE of a source drops its model set (fits too); the name is free for anyone.
+    // DROP TABLE of a served source drops its model set (fits, generations too) with its view
+    // and generation tables; the name is free for anyone.
     people(&mut a, "alice.gone", 20);
     a.batch_execute(
         "SELECT embedstack.create_model_set('gone', 'alice.gone', 'id', '{m1,m2}');
-         SELECT embedstack.fit('gone', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);
-         DROP TABLE alice.gone",
+         SELECT embedstack.fit('gone', 'alice.pairs', 'a', 'b', 'y', nonnegative => true);",
     )
     .unwrap();
-    assert_eq!(catalog_of(&mut su, "gone"), "- | - | -");
+    a.batch_execute("CALL embedstack.materialize('gone')").unwrap();
+    let gone_gen = check_served_names(&mut su, "gone", "alice", "gone");
+    a.batch_execute("DROP TABLE alice.gone").unwrap();
+    assert_eq!(catalog_of(&mut su, "gone"), "- | - | - | -");
+    assert!(
+        !relation_exists(&mut su, "alice.gone_gone") && !relation_exists(&mut su, &gone_gen),
+        "view and generation dropped"
+    );
     people(&mut b, "bob.t", 20);
     b.batch_execute("SELECT embedstack.create_model_set('gone', 'bob.t', 'id', '{m1,m2}')").unwrap();
 
@@ -315,7 +578,7 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
     su.batch_execute("ALTER EVENT TRIGGER embedstack_source_dropped ENABLE").unwrap();
     expect_code(&mut a, "SELECT embedstack.drop_model_set('gone2')", "42501");
     su.batch_execute("SELECT embedstack.drop_model_set('gone2')").unwrap();
-    assert_eq!(catalog_of(&mut su, "gone2"), "- | - | -");
+    assert_eq!(catalog_of(&mut su, "gone2"), "- | - | - | -");
     b.batch_execute(
         "SELECT embedstack.create_model_set('gone2', 'bob.t', 'id', '{m1,m2}', combined_column => 'c2')",
     )
@@ -348,26 +611,26 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
             .unwrap();
             a.batch_execute(&format!("CALL embedstack.materialize({})", q(set))).unwrap();
         }
-        let r = a
-            .query_one(
-                "SELECT m.combined_column::text,
-                        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                                 WHERE i.indrelid = m.source AND c.relname = m.served_index)
-                   FROM embedstack.model_sets m WHERE m.name = $1",
-                &[&set],
-            )
-            .unwrap();
-        let (col, idx_ok): (String, bool) = (r.get(0), r.get(1));
-        assert!(idx_ok, "{set}: the served index exists");
+        let gens = generations(&mut su, set);
+        assert_eq!(
+            gens.iter().map(|g| g.state.as_str()).collect::<Vec<_>>(),
+            ["retained", "served"],
+            "{set}: two layouts, two generations"
+        );
+        check_served_names(&mut su, set, "alice", "long");
+        let col: String = a
+            .query_one("SELECT combined_column::text FROM embedstack.model_sets WHERE name = $1", &[&set])
+            .unwrap()
+            .get(0);
         if set == "long" {
             assert_eq!(col, combined);
         }
-        let nulls: i64 = a
-            .query_one(&format!("SELECT count(*) FROM alice.long WHERE \"{col}\" IS NULL"), &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(nulls, 0, "{set}: every row served");
+        assert_freshness_triggers(&mut su, "alice.long", set);
     }
+    // (The CJK set's generation index name had to be cut on a character and hashed: checked
+    // above against the rule.)
+    let g = served_generation(&mut su, cjk).unwrap();
+    assert!(g.table.as_deref().unwrap().len() + "_hnsw".len() > 63, "test precondition: a long name, {g:?}");
 
     // Two model sets on one table whose names share 52 characters.
     let stem = "n".repeat(52);
@@ -383,27 +646,37 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
         .unwrap();
         a.batch_execute(&format!("CALL embedstack.materialize({})", q(s))).unwrap();
     }
-    let served_ok: i64 = a
-        .query_one(
-            "SELECT count(*) FROM embedstack.model_sets m
-              WHERE m.source = 'alice.twin'::regclass
-                AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = m.served_index)
-                AND embedstack._own_trigger(m.source, m.name)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(served_ok, 2, "both served indexes and both triggers exist");
+    let gen_a = check_served_names(&mut su, &sa, "alice", "twin");
+    let gen_b = check_served_names(&mut su, &sb, "alice", "twin");
+    assert_ne!(gen_a, gen_b);
+    for s in [&sa, &sb] {
+        assert_freshness_triggers(&mut su, "alice.twin", s);
+    }
+    let (ta, tb) = (trigger_names(&sa), trigger_names(&sb));
+    assert!(ta.iter().all(|t| !tb.contains(t)), "{ta:?} {tb:?}");
     a.batch_execute(&format!("SELECT embedstack.drop_model_set({})", q(&sb))).unwrap();
+    let view_b = format!("alice.{}", quote_ident(&default_view_name("twin", &sb)));
+    assert!(
+        !relation_exists(&mut su, &view_b) && !relation_exists(&mut su, &gen_b),
+        "B's view and generation dropped"
+    );
     a.batch_execute("INSERT INTO alice.twin VALUES (1000, 'n@corp.example', '{1,2,3,4}', '[1,0,1]')")
         .unwrap();
-    let has: bool = a.query_one("SELECT ca IS NOT NULL FROM alice.twin WHERE id = 1000", &[]).unwrap().get(0);
-    assert!(has, "A's trigger survived dropping B");
+    let view_a = format!("alice.{}", quote_ident(&default_view_name("twin", &sa)));
+    let has: Option<bool> = a
+        .query_opt(&format!("SELECT ca IS NOT NULL FROM {view_a} WHERE id = 1000"), &[])
+        .unwrap()
+        .map(|r| r.get(0));
+    assert_eq!(has, Some(true), "A's triggers survived dropping B");
     assert_alive(&cl, &mut [&mut a, &mut b, &mut su]);
 }
 
 /// Item 8: the catalog rows of a model set are visible to the roles that may read its source,
-/// and to nobody else — including key values in jobs and the statistics in fits.
+/// and to nobody else — including key values in jobs and the statistics in fits; the same for
+/// the served vectors: the view's gate refuses a role without SELECT on the source (42501, even
+/// with USAGE on the schema), the generation tables have no grants; and a role that may write
+/// the source but read none of it (INSERT only), or write and read it but hold no grant on the
+/// generations, keeps them fresh.
 #[test]
 fn catalog_rows_follow_read_privileges_on_the_source() {
     let (cl, mut su) = setup("leaks", 54894);
@@ -432,7 +705,7 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
     };
     let mut b = cl.connect("h", "bob");
     let mut c = cl.connect("h", "carol");
-    for what in ["model_sets", "fits", "jobs", "status"] {
+    for what in ["model_sets", "fits", "jobs", "status", "generations"] {
         let (na, nb, nc) = (count(&mut a, what), count(&mut b, what), count(&mut c, what));
         assert!(na >= 1, "alice sees her {what}");
         assert_eq!(nb, 0, "bob sees none of alice's {what}");
@@ -456,6 +729,50 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
         expect_code(&mut b, sql, "42501");
     }
     c.batch_execute("SELECT embedstack.query_vector('ms', 5)").unwrap();
+
+    // The served vectors: the view's gate, not the schema, refuses bob; carol reads them.
+    a.batch_execute("GRANT USAGE ON SCHEMA alice TO bob").unwrap();
+    let gen = served_generation(&mut su, "ms").unwrap().relation.unwrap();
+    let e = expect_code(&mut b, "SELECT * FROM alice.people_ms", "42501");
+    assert!(message(&e).contains("served vectors"), "{}", all_text(&e));
+    expect_code(&mut b, "SELECT count(*) FROM alice.people_ms", "42501");
+    for who in [&mut b, &mut c] {
+        expect_code(who, &format!("SELECT count(*) FROM {gen}"), "42501");
+    }
+    let rows: i64 = a.query_one("SELECT count(*) FROM alice.people", &[]).unwrap().get(0);
+    let seen: i64 = c.query_one("SELECT count(*) FROM alice.people_ms", &[]).unwrap().get(0);
+    assert_eq!(seen, rows, "carol reads every served row");
+
+    // Writers without a grant on the generations keep them fresh: bob may only INSERT (no
+    // SELECT), carol may also UPDATE and DELETE.
+    a.batch_execute("GRANT INSERT ON alice.people TO bob; GRANT UPDATE, DELETE ON alice.people TO carol")
+        .unwrap();
+    for role in ["bob", "carol"] {
+        let any: bool = su
+            .query_one(
+                &format!(
+                    "SELECT has_table_privilege('{role}', $1, 'SELECT') OR has_table_privilege('{role}', $1, 'INSERT')
+                         OR has_table_privilege('{role}', $1, 'UPDATE') OR has_table_privilege('{role}', $1, 'DELETE')"
+                ),
+                &[&gen],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!any, "test precondition: {role} holds no grant on {gen}");
+    }
+    b.batch_execute("INSERT INTO alice.people VALUES (2000, 'b@corp.example', '{4,3,2,1}', '[0,1,1]')")
+        .unwrap();
+    expect_code(&mut b, "SELECT count(*) FROM alice.people", "42501");
+    c.batch_execute(
+        "UPDATE alice.people SET m2 = '[2,2,-1]' WHERE id = 10; DELETE FROM alice.people WHERE id = 11",
+    )
+    .unwrap();
+    for id in [2000, 10] {
+        let (served, kernel) = served_and_kernel(&mut a, id);
+        assert_eq!(served, Some(kernel), "row {id} served fresh");
+    }
+    let gone: i64 = a.query_one("SELECT count(*) FROM alice.people_ms WHERE id = 11", &[]).unwrap().get(0);
+    assert_eq!(gone, 0, "a deleted row is no longer served");
     assert_alive(&cl, &mut [&mut a, &mut b, &mut c, &mut su]);
 }
 
