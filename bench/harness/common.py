@@ -109,6 +109,39 @@ class RssSampler:
         return max(vals) if vals else None
 
 
+class WorkerSampler:
+    """Counts the parallel workers of a backend (pg_stat_activity.leader_pid) every `interval`
+    seconds from a connection of its own: how many workers an index build really got."""
+
+    def __init__(self, ctx, pid, interval=0.25):
+        self.ctx = ctx
+        self.pid = pid
+        self.interval = interval
+        self.max_workers = 0
+        self.samples = []  # (time, workers)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with self.ctx.connect("postgres") as conn:
+            while not self._stop.is_set():
+                n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE leader_pid = %s", (self.pid,)).fetchone()[0]
+                self.samples.append((time.time(), n))
+                self.max_workers = max(self.max_workers, n)
+                self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def max_between(self, t0, t1):
+        return max((n for t, n in self.samples if t0 <= t <= t1), default=0)
+
+
 class Measured:
     def __init__(self):
         self.seconds = None
@@ -120,9 +153,10 @@ class Measured:
         self.sampler = None
         self.phases = {}  # name -> seconds
         self.value = None  # what the operation returned
+        self.workers = None  # WorkerSampler (sample_workers)
 
 
-def measure(ctx, fn, setup=(), sample_rss=False, client_memory=False):
+def measure(ctx, fn, setup=(), sample_rss=False, client_memory=False, sample_workers=False):
     """Runs fn(conn) on a fresh connection (autocommit) after the `setup` statements; times it
     and reads the backend's VmHWM before closing. Returns a Measured."""
     m = Measured()
@@ -134,15 +168,19 @@ def measure(ctx, fn, setup=(), sample_rss=False, client_memory=False):
             m.client_rss_before_kb = proc_status_kb("self", "VmRSS")
             reset_self_hwm()
         sampler = RssSampler(pid) if sample_rss else None
-        if sampler:
-            sampler.__enter__()
+        workers = WorkerSampler(ctx, pid) if sample_workers else None
+        for x in (sampler, workers):
+            if x:
+                x.__enter__()
         try:
             m.t0 = time.time()
             m.value = fn(conn)
             m.t1 = time.time()
         finally:
-            if sampler:
-                sampler.__exit__(None, None, None)
+            for x in (sampler, workers):
+                if x:
+                    x.__exit__(None, None, None)
+        m.workers = workers
         m.seconds = m.t1 - m.t0
         m.backend_hwm_kb = proc_status_kb(pid, "VmHWM")
         if client_memory:

@@ -1,18 +1,26 @@
-"""3. Materialise: CALL embedstack.materialize (staging column in committed batches, HNSW
-index, cut-over) vs pgvector CREATE TABLE AS with `l2_normalize(m) * array_fill(s, ..)::vector
-|| ..` + the same index vs the seed (numpy combine + COPY back + the same index); the floor
-copies the finished vectors into an UNLOGGED table (no computing, no WAL, no index).
+"""3. Materialise (0.3.0 storage, docs/design.md section 7): CALL embedstack.materialize writes a new
+generation table `items_bench_g<id>` (key, combined vector) in committed batches, builds its HNSW
+index and redefines the served view `items_bench` (key, combined vector); the source `items` is
+only read. Compared with what a user would write by hand for the same result: CREATE TABLE AS of
+the key and the combined vector computed the same way (the same row kernel,
+`embedstack._combine_vector`, with the served multipliers) + CREATE INDEX ... USING hnsw with the
+same settings (the session's maintenance_work_mem 2GB and max_parallel_maintenance_workers,
+default table options on both tables: the workers each build really got are sampled from
+pg_stat_activity). Also: the write phase of a CTAS with pgvector's own expression
+(`l2_normalize(m) * array_fill(s, ..)::vector || ..`, no index: its build would be the same),
+the seed (numpy combine + COPY back + the same index), and a floor that copies the finished
+vectors into an UNLOGGED table (no computing, no WAL, no index). materialize's phases come from
+the DDL log (event triggers): write = up to the start of its CREATE INDEX (prepare, the wait for
+the source's writers and the batches), index = the CREATE INDEX, cut-over = the rest (the wait
+for older transactions, the view's redefinition, retention).
 4. Refit in query-weighted mode end to end (CALL embedstack.refit when it exists, else fit +
 materialize, which only switches the active fit) vs the seed end to end (pull, cosines,
 LinearRegression, combine, COPY back, index).
 
-One interleaved loop per repetition: materialize, CTAS, seed end to end, floor, refit. Each
-materialize is the first one of a freshly created and fitted model set (untimed), as
-materialising a fit with the served multipliers only switches the active fit. The
-seed's materialise time is its end-to-end run's pull-items + combine + COPY + index phases.
-Every index build gets maintenance_work_mem 2GB (the graph is built in memory) and 2 workers
-(parallel_workers on each table: the planner would size the CTAS table's build by its tiny
-main fork, the vectors being in TOAST)."""
+One interleaved loop per repetition: materialize, CTAS, CTAS with the pgvector expression, seed
+end to end, floor, refit. Each materialize is the first one of a freshly created and fitted model
+set (untimed), as materialising a fit with the served multipliers only switches the active fit.
+The seed's materialise time is its end-to-end run's pull-items + combine + COPY + index phases."""
 
 import time
 
@@ -69,6 +77,18 @@ def fresh_model_set(conn, cols):
     return conn.execute("SELECT id FROM embedstack.fit('bench', 'pairs', 'a', 'b', 'y')").fetchone()[0]
 
 
+def served(conn, name):
+    """(schema-qualified view, combined column, source schema) of a model set (0.3.0 catalog)."""
+    return conn.execute("SELECT format('%%I.%%I', n.nspname, m.view_name), m.combined_column, n.nspname "
+                        "FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE m.name = %s", (name,)).fetchone()
+
+
+def source_columns(conn, table):
+    return [r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                                       "AND attnum > 0 ORDER BY attnum", (table,)).fetchall()]
+
+
 def expected_combined(d, rows, mult):
     blocks = [mult[m] * d.unit(m, rows) for m in range(len(d.dims)) if mult[m] != 0]
     return np.hstack(blocks)
@@ -82,8 +102,11 @@ def run(ctx):
     with ctx.connect() as conn:
         vs = vector_schema(conn)
         setup_ddl_log(conn)
-        conn.execute("ALTER TABLE items SET (parallel_workers = 2)")
-        for t in ("mat_ctas", "mat_seed", "mat_floor"):
+        # Default table options everywhere (earlier versions of the harness forced 2 workers on
+        # every table; the generation tables of materialize have default options).
+        conn.execute("ALTER TABLE items RESET (parallel_workers)")
+        cols_before = source_columns(conn, "items")
+        for t in ("mat_ctas", "mat_ctas_expr", "mat_seed", "mat_floor"):
             conn.execute(f"DROP TABLE IF EXISTS {t}")
         fid0 = fresh_model_set(conn, cols)
         weights = np.array(conn.execute("SELECT weights FROM embedstack.fits WHERE id = %s", (fid0,)).fetchone()[0])
@@ -93,16 +116,11 @@ def run(ctx):
                                   "WHERE n.nspname = 'embedstack' AND p.proname = 'refit' AND p.prokind = 'p'").fetchone()
         has_refit = refit_args is not None
         # The query-weighted model set, materialised once (its stored vectors never change), on
-        # a copy of the table: its HNSW index on `items` would make materialize's UPDATEs there
-        # non-HOT on full pages, each row then inserted into that index (tens of rows/s).
+        # the same table (0.3.0: a model set adds nothing to its source; each has its own view).
         conn.execute("DO $$ BEGIN PERFORM embedstack.drop_model_set('bench_qw', true) "
                      "FROM embedstack.model_sets WHERE name = 'bench_qw'; END $$")
         conn.execute("DROP TABLE IF EXISTS items_qw")
-        conn.execute(f"CREATE TABLE items_qw AS SELECT id, {', '.join(cols)} FROM items")
-        conn.execute("ALTER TABLE items_qw ADD PRIMARY KEY (id)")
-        conn.execute("ALTER TABLE items_qw SET (parallel_workers = 2)")
-        conn.execute("VACUUM ANALYZE items_qw")
-        conn.execute("SELECT embedstack.create_model_set('bench_qw', 'items_qw', 'id', %s::name[], "
+        conn.execute("SELECT embedstack.create_model_set('bench_qw', 'items', 'id', %s::name[], "
                      "mode => 'query_weighted', combined_column => 'bench_qw_combined')", (cols,))
         qw_fid = conn.execute("SELECT id FROM embedstack.fit('bench_qw', 'pairs', 'a', 'b', 'y')").fetchone()[0]
     width = sum(dm for dm, s in zip(d.dims, mult) if s != 0)
@@ -114,6 +132,9 @@ def run(ctx):
     kept = [(c, dm, s) for c, dm, s in zip(cols, d.dims, mult) if s != 0]
     expr = " || ".join(f"{vs}.l2_normalize({c}) * array_fill({float(s)!r}::real, ARRAY[{dm}])::{vs}.vector"
                        for c, dm, s in kept)
+    # The row kernel materialize uses (sql/materialize.sql, _combine_expr), with the multipliers.
+    kernel = (f"embedstack._combine_vector('{{{','.join(repr(float(x)) for x in mult)}}}'::float8[], "
+              f"'{{{','.join(str(x) for x in d.dims)}}}'::int4[], '{{{','.join(cols)}}}'::text[], id, {', '.join(cols)})")
 
     def do_materialize(fid):
         return lambda conn: conn.execute(f"CALL embedstack.materialize('bench', {fid})")
@@ -121,19 +142,23 @@ def run(ctx):
     def do_ctas(conn):
         ph = {}
         t = time.time()
-        conn.execute(f"CREATE TABLE mat_ctas AS SELECT id, ({expr})::{vs}.vector({width}) AS v FROM items")
+        conn.execute(f"CREATE TABLE mat_ctas AS SELECT id, {kernel}::{vs}.vector({width}) AS v FROM items")
         ph["write"] = time.time() - t
         t = time.time()
-        conn.execute("ALTER TABLE mat_ctas SET (parallel_workers = 2)")
         conn.execute("CREATE INDEX mat_ctas_hnsw ON mat_ctas USING hnsw (v vector_ip_ops)")
         ph["index"] = time.time() - t
         return ph
+
+    def do_ctas_expr(conn):
+        t = time.time()
+        conn.execute(f"CREATE TABLE mat_ctas_expr AS SELECT id, ({expr})::{vs}.vector({width}) AS v FROM items")
+        return {"write": time.time() - t}
 
     def do_seed(conn):
         return seed.end_to_end(conn, "items", "pairs", cols, d.dims, "mat_seed", vs)
 
     def do_floor(conn):
-        conn.execute("CREATE UNLOGGED TABLE mat_floor AS SELECT id, bench_combined AS v FROM items")
+        conn.execute(f"CREATE UNLOGGED TABLE mat_floor AS SELECT id, {comb} AS v FROM {view}")
 
     # The same work as the seed's: fit on every pair and serve the new fit (the default refit
     # also holds out pairs to compare the new fit with the active one, and may keep the latter).
@@ -151,9 +176,12 @@ def run(ctx):
             conn.execute(f"CALL embedstack.materialize('bench_qw', {fid})")
         return notices
 
+    with ctx.connect() as conn:
+        view, comb, _ = served(conn, "bench")
     names = {
-        "mat": "embedstack.materialize (batches of 10,000 + HNSW + cut-over)",
-        "ctas": "pgvector CREATE TABLE AS (l2_normalize * array_fill || ..) + HNSW",
+        "mat": "embedstack.materialize (generation table in batches of 10,000 + HNSW + view cut-over)",
+        "ctas": "CREATE TABLE AS (key, _combine_vector(..)) + CREATE INDEX hnsw",
+        "ctas_expr": "CREATE TABLE AS with pgvector's expression (l2_normalize * array_fill || ..), write only",
         "seed": "seed: pull items + numpy combine + COPY back + HNSW",
         "floor": "floor: CREATE UNLOGGED TABLE AS of the finished vectors (write only, no index)",
         "refit": ("CALL embedstack.refit (query-weighted)" if has_refit
@@ -163,6 +191,7 @@ def run(ctx):
     runs = {n: [] for n in names}
     phases = {n: [] for n in names}
     hwm = {n: 0 for n in names}
+    workers = {n: [] for n in names}  # parallel workers seen during each run's index build
     client_hwm = 0
     mat_rss = []  # (write-phase peak, index-phase peak, VmHWM) per materialize run, kB
     seed_mult = None
@@ -178,8 +207,9 @@ def run(ctx):
         with ctx.connect() as conn:
             fid = fid0 if rep == 0 else fresh_model_set(conn, cols)
         prepare()
-        m = measure(ctx, do_materialize(fid), setup=MWM, sample_rss=True)
+        m = measure(ctx, do_materialize(fid), setup=MWM, sample_rss=True, sample_workers=True)
         ph = materialize_phases(ctx, m)
+        workers["mat"].append(m.workers.max_between(m.t0 + ph["write"], m.t0 + ph["write"] + ph["index"]))
         runs["mat"].append(m.seconds)
         phases["mat"].append(ph)
         hwm["mat"] = max(hwm["mat"], m.backend_hwm_kb or 0)
@@ -188,15 +218,25 @@ def run(ctx):
         log(f"materialize rep {rep + 1}: {m.seconds:.1f} s {fmt_ph(ph)}")
 
         prepare("mat_ctas")
-        m = measure(ctx, do_ctas, setup=MWM)
+        m = measure(ctx, do_ctas, setup=MWM, sample_workers=True)
         runs["ctas"].append(m.seconds)
         phases["ctas"].append(m.value)
+        workers["ctas"].append(m.workers.max_between(m.t1 - m.value["index"], m.t1))
         hwm["ctas"] = max(hwm["ctas"], m.backend_hwm_kb or 0)
-        log(f"CTAS rep {rep + 1}: {m.seconds:.1f} s {fmt_ph(m.value)}")
+        log(f"CTAS rep {rep + 1}: {m.seconds:.1f} s {fmt_ph(m.value)}, {workers['ctas'][-1]} index build workers "
+            f"(materialize's: {workers['mat'][-1]})")
+
+        prepare("mat_ctas_expr")
+        m = measure(ctx, do_ctas_expr)
+        runs["ctas_expr"].append(m.seconds)
+        phases["ctas_expr"].append(m.value)
+        hwm["ctas_expr"] = max(hwm["ctas_expr"], m.backend_hwm_kb or 0)
+        log(f"CTAS (pgvector expression, write only) rep {rep + 1}: {m.seconds:.1f} s")
 
         prepare("mat_seed")
-        m = measure(ctx, do_seed, setup=MWM, client_memory=True)
+        m = measure(ctx, do_seed, setup=MWM, client_memory=True, sample_workers=True)
         w_seed, b_seed, seed_mult, ph = m.value
+        workers["seed"].append(m.workers.max_between(m.t1 - ph["CREATE INDEX hnsw"], m.t1))
         runs["seed_e2e"].append(m.seconds)
         phases["seed_e2e"].append(ph)
         sm = {p: ph[p] for p in ("pull items", "combine", "COPY back", "CREATE INDEX hnsw")}
@@ -218,7 +258,7 @@ def run(ctx):
         refit_notices = m.value
         log(f"refit rep {rep + 1}: {m.seconds:.2f} s ({'; '.join(refit_notices)[:200]})")
 
-    checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps)
+    checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps, cols_before)
     with ctx.connect() as conn:
         drop_ddl_log(conn)
 
@@ -232,6 +272,7 @@ def run(ctx):
         "width": width,
         "multipliers": mult,
         "backend_hwm_kb": hwm,
+        "workers": workers,
         "seed_client_hwm_kb": client_hwm,
         "mat_rss": mat_rss,
         "qw_initial_s": m0.seconds,
@@ -245,7 +286,7 @@ def fmt_ph(ph):
     return "(" + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + ")"
 
 
-def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps):
+def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps, cols_before):
     d = ctx.truth
     k = len(d.dims)
     rng = np.random.default_rng(d.seed + 3)
@@ -254,14 +295,24 @@ def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps):
     expect = expected_combined(d, rows, mult)
     vcols = [("id", "int4", None), ("v", "vector", width)]
     with ctx.connect() as conn:
-        counts = conn.execute("SELECT (SELECT count(bench_combined) FROM items), (SELECT count(v) FROM mat_ctas), "
-                              "(SELECT count(v) FROM mat_seed), (SELECT count(v) FROM mat_floor)").fetchone()
-        ctx.check("materialize", "every row has its vector (materialize, CTAS, seed, floor)",
-                  all(c == d.n for c in counts), f"counts {counts}")
-        for name, q in (("embedstack.materialize", "SELECT id, bench_combined FROM items"),
-                        ("pgvector CTAS", "SELECT id, v FROM mat_ctas"),
+        view, comb, nsp = served(conn, "bench")
+        qw_view, qw_comb, _ = served(conn, "bench_qw")
+        cols_after = source_columns(conn, "items")
+        ctx.check("materialize", "the source table is left as it was (no column added by materialize or refit)",
+                  cols_after == cols_before, f"columns of items: {cols_after}")
+        # Served vectors: the view joined to the source (README's query shape).
+        counts = conn.execute(f"SELECT (SELECT count(v.{comb}) FROM items s JOIN {view} v USING (id)), "
+                              f"(SELECT count(*) FROM {view}), (SELECT count(v) FROM mat_ctas), "
+                              "(SELECT count(v) FROM mat_ctas_expr), (SELECT count(v) FROM mat_seed), "
+                              "(SELECT count(v) FROM mat_floor)").fetchone()
+        ctx.check("materialize", "every row has its vector (materialize's view joined to items, the view, CTAS, "
+                  "CTAS expression, seed, floor)", all(c == d.n for c in counts), f"counts {counts}")
+        for name, q in (("embedstack.materialize (view)", f"SELECT s.id, v.{comb} FROM items s JOIN {view} v USING (id)"),
+                        ("CTAS with _combine_vector", "SELECT id, v FROM mat_ctas"),
+                        ("CTAS with the pgvector expression", "SELECT id, v FROM mat_ctas_expr"),
                         ("seed COPY back", "SELECT id, v FROM mat_seed")):
-            rec = copy_out(conn, f"{q} WHERE id = ANY('{{{','.join(map(str, ids))}}}'::int[]) ORDER BY id", vcols)
+            where = "s.id" if "JOIN" in q else "id"
+            rec = copy_out(conn, f"{q} WHERE {where} = ANY('{{{','.join(map(str, ids))}}}'::int[]) ORDER BY {where}", vcols)
             got = rec["v"].astype(np.float64)
             ok_ids = np.array_equal(rec["id"].astype(np.int64), np.array(ids))
             diff = float(np.max(np.abs(got - expect))) if ok_ids else float("inf")
@@ -271,11 +322,14 @@ def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps):
         ctx.check("materialize", "seed's multipliers == embedstack.block_multipliers", dm < 1e-6, f"max difference {dm:.2e}")
         dw = max(float(np.max(np.abs(np.array(w_seed) - weights))), 0.0)
         ctx.check("refit", "seed end to end weights == embedstack.fit", dw < 1e-6, f"max difference {dw:.2e}")
-        # The served index by the catalog's name for it (<table>_<column>_<md5 prefix>_hnsw since 0.2.1).
-        idx = conn.execute("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
-                           "WHERE x.indrelid = 'items'::regclass AND x.indisvalid AND c.relname = "
-                           "(SELECT served_index FROM embedstack.model_sets WHERE name = 'bench')").fetchone()[0]
-        ctx.check("materialize", "the served HNSW index of 'bench' is valid", idx == 1, f"{idx} valid index")
+        # The served index: the served generation's (catalog), in the source's schema, valid, hnsw.
+        idx = conn.execute("SELECT count(*) FROM embedstack.model_sets m JOIN embedstack.generations g "
+                           "ON g.id = m.served_generation JOIN pg_index x ON x.indrelid = g.relation "
+                           "JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                           "WHERE m.name = 'bench' AND x.indisvalid AND a.amname = 'hnsw' AND c.relname = m.served_index "
+                           "AND c.relnamespace = %s::regnamespace", (nsp,)).fetchone()[0]
+        ctx.check("materialize", "the served HNSW index of 'bench' (its served generation's) is valid", idx == 1,
+                  f"{idx} valid index")
 
         # Served scores == weighted sums of the cosines, for sampled labelled pairs.
         np_ = min(300, d.n_pairs)
@@ -293,13 +347,16 @@ def checks(ctx, vs, weights, mult, seed_mult, w_seed, b_seed, width, reps):
         ctx.check("refit", "refit weights == embedstack.fit", dq < 1e-6, f"max difference {dq:.2e}")
         cols = ", ".join(f"x.m{m + 1}" for m in range(k))
         got_qw = conn.execute(
-            "SELECT -(embedstack.query_vector('bench_qw', ARRAY[" + cols + "]) <#> y.bench_qw_combined) "
-            "FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY u(a, b, o) JOIN items_qw x ON x.id = u.a "
-            "JOIN items_qw y ON y.id = u.b ORDER BY u.o", (pa, pb)).fetchall()
+            f"SELECT -(embedstack.query_vector('bench_qw', ARRAY[" + cols + f"]) <#> yv.{qw_comb}) "
+            f"FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY u(a, b, o) JOIN items x ON x.id = u.a "
+            f"JOIN items y ON y.id = u.b JOIN {qw_view} yv ON yv.id = y.id ORDER BY u.o", (pa, pb)).fetchall()
         got_sym = conn.execute(
-            "SELECT -(x.bench_combined <#> y.bench_combined) "
-            "FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY u(a, b, o) JOIN items x ON x.id = u.a "
-            "JOIN items y ON y.id = u.b ORDER BY u.o", (pa, pb)).fetchall()
+            f"SELECT -(xv.{comb} <#> yv.{comb}) "
+            f"FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY u(a, b, o) JOIN items x ON x.id = u.a "
+            f"JOIN items y ON y.id = u.b JOIN {view} xv ON xv.id = x.id JOIN {view} yv ON yv.id = y.id "
+            f"ORDER BY u.o", (pa, pb)).fetchall()
+        ctx.check("materialize", f"every sampled pair has its served vectors through the views ({np_} pairs)",
+                  len(got_qw) == np_ and len(got_sym) == np_, f"{len(got_qw)} query-weighted, {len(got_sym)} symmetric")
         got = np.array([[q[0], s_[0]] for q, s_ in zip(got_qw, got_sym)], dtype=np.float64)
         exp_qw = cos @ (qw_w / np.max(np.abs(qw_w)))
         sym_w = np.array([s * s for s in mult])

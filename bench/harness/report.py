@@ -22,6 +22,15 @@ def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}×"
 
 
+def workers_cell(mat, key):
+    w = mat.get("workers", {}).get(key) or []
+    return "–" if not w else "/".join(str(x) for x in w)
+
+
+def fmt_bytes(b):
+    return "–" if b is None else f"{b / 1024 / 1024:,.0f} MB"
+
+
 def goals(ctx):
     """(goal, measured, target, met) rows and explanations for the unmet ones."""
     r = ctx.results
@@ -74,19 +83,25 @@ def goals(ctx):
     if mat:
         med = mat["median"]
         g = ratio(med["ctas"], med["mat"])
-        rows.append(("materialise ≥ 1.5× pgvector CTAS (write + HNSW)", g, 1.5))
+        rows.append(("materialise ≥ 1.5× CREATE TABLE AS + CREATE INDEX hnsw", g, 1.5))
         rows.append(("query-weighted refit ≥ 10× the seed end to end", ratio(med["seed_e2e"], med["refit"]), 10.0))
         if g is not None and g < 1.5:
             pm, pc = mat["phases"]["mat"], mat["phases"]["ctas"]
             notes.append(
                 f"materialise vs CTAS: the HNSW build is {100 * pm['index'] / med['mat']:.0f} % of materialize's "
                 f"{fmt_s(med['mat'])} s and {100 * pc['index'] / med['ctas']:.0f} % of the CTAS's {fmt_s(med['ctas'])} s; "
-                f"it is the same pgvector build of the same vectors on both sides. With an instant write phase "
+                f"it is the same pgvector build of the same vectors on both sides (workers: "
+                f"{workers_cell(mat, 'mat')} vs {workers_cell(mat, 'ctas')}). With instant write and cut-over phases "
                 f"materialize could reach at most {fmt_s(med['ctas'])} / {fmt_s(pm['index'])} = "
                 f"{med['ctas'] / pm['index']:.2f}×. Write phases alone: materialize {fmt_s(pm['write'])} s "
-                f"(in-place UPDATE of a staging column in committed batches) vs CTAS {fmt_s(pc['write'])} s "
-                f"(a fresh table) = {pc['write'] / pm['write']:.2f}×; the unlogged floor writes the finished vectors "
-                f"in {fmt_s(med['floor'])} s.")
+                f"(a generation table written in committed batches of 10,000 rows, with its primary key) vs CTAS "
+                f"{fmt_s(pc['write'])} s (one statement, no key) = {pc['write'] / pm['write']:.2f}×; cut-over "
+                f"{fmt_s(pm['cut-over'])} s; the unlogged floor writes the finished vectors in {fmt_s(med['floor'])} s.")
+    rl = r.get("refit_load")
+    if rl and len(rl["versions"]) == 2:
+        g = ratio(rl["median"]["0.2.1"], rl["median"]["0.3.0"])
+        rows.append((f"refit under load: 0.2.1 / 0.3.0 ≥ 10× (at {rl['rows']:,} rows; the target is for 100,000)",
+                     g, 10.0))
     srv = r.get("serving")
     if srv:
         rows.append(("recall@10 ≥ 0.95 at ef_search 40", srv["recall"].get(40), 0.95))
@@ -192,21 +207,36 @@ def render(ctx, meta):
         L.append(f"### 3. Materialise — {m['rows']:,} rows → vector({m['width']}), multipliers "
                  f"{[round(x, 4) for x in m['multipliers']]}")
         L.append("")
-        L.append("| variant | seconds: median (runs) | rows/s | phases (median s) | CTAS / this | peak RSS |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
-        for key in ("mat", "ctas", "seed", "floor"):
+        L.append("| variant | seconds: median (runs) | rows/s | phases (median s) | HNSW build share | "
+                 "index build workers (per run) | CTAS / this | peak RSS |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for key in ("mat", "ctas", "ctas_expr", "seed", "floor"):
+            if key not in m["runs"] or not m["runs"][key]:
+                continue
             ph = m["phases"].get(key)
             phs = ", ".join(f"{k} {fmt_s(x)}" for k, x in ph.items()) if ph else "–"
+            idx = (ph or {}).get("index", (ph or {}).get("CREATE INDEX hnsw"))
+            share = f"{100 * idx / m['median'][key]:.0f} %" if idx else "–"
             mem = fmt_mb(m["backend_hwm_kb"].get(key)) if m["backend_hwm_kb"].get(key) else "–"
             if key == "seed":
                 mem = f"+{fmt_mb(m['seed_client_hwm_kb'])} client"
             L.append(f"| {nm[key]} | {runs_cell(m['runs'][key])} | {fmt_int(m['rows'] / m['median'][key])} | {phs} | "
-                     f"{fmt_ratio(ratio(m['median']['ctas'], m['median'][key]))} | {mem} |")
+                     f"{share} | {workers_cell(m, key)} | {fmt_ratio(ratio(m['median']['ctas'], m['median'][key]))} | {mem} |")
         L.append("")
-        L.append("Each materialize run is the first materialisation of a freshly created and fitted model set "
-                 "(untimed set-up): materialising a fit whose multipliers equal the served ones only switches the active fit. "
-                 "The seed's materialise time is the pull-items, combine, COPY-back and index phases of its end-to-end "
-                 "runs (section 4). HNSW: m 16, ef_construction 64, `vector_ip_ops`, maintenance_work_mem 2GB, 2 workers.")
+        L.append("0.3.0 storage: materialize writes a new generation table (key primary key, combined vector) in "
+                 "committed batches, builds its HNSW index and redefines the served view `items_bench`; its phases "
+                 "come from the DDL log: write = everything before its CREATE INDEX (prepare, the wait for the "
+                 "source's writers, the batches), index = the CREATE INDEX (pgvector's build: the HNSW build share), "
+                 "cut-over = the rest (the wait for older transactions, the view's redefinition). The CTAS computes "
+                 "the same vectors with the same row kernel (`embedstack._combine_vector`, the served multipliers); "
+                 "the pgvector-expression CTAS shows the cost of computing them with pgvector's operators instead "
+                 "(its index would be the same build). Each materialize run is the first materialisation of a freshly "
+                 "created and fitted model set (untimed set-up): materialising a fit whose multipliers equal the "
+                 "served ones only switches the active fit. The seed's materialise time is the pull-items, combine, "
+                 "COPY-back and index phases of its end-to-end runs (section 4). HNSW: m 16, ef_construction 64, "
+                 "`vector_ip_ops`, maintenance_work_mem 2GB, max_parallel_maintenance_workers as above, default table "
+                 "options on every table (the index build workers are sampled from pg_stat_activity: PostgreSQL sizes "
+                 "them from the table's main fork, small when the vectors are TOASTed).")
         L.append("")
         L.append(f"### 4. Refit in query-weighted mode, end to end — {r['fit']['rows'] if 'fit' in r else d.n_pairs:,} pairs")
         L.append("")
@@ -216,10 +246,8 @@ def render(ctx, meta):
         else:
             L.append(f"Timed: `{m['refit_sql']}` (fit on every pair and serve it: the seed's work; the default refit "
                      "also holds out pairs to compare the new fit with the active one).")
-        L.append(f" The query-weighted model set lives on a copy of the table, `items_qw` (an HNSW index of its own on "
-                 "`items` makes the symmetric materialize runs' UPDATEs non-HOT on full pages, each row then inserted into that index: tens of rows/s). "
-                 f"Its stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, "
-                 "not part of a refit).")
+        L.append(f" The query-weighted model set `bench_qw` is on `items` too (its own view `items_bench_qw`); its "
+                 f"stored vectors were materialised once before ({fmt_s(m['qw_initial_s'])} s, not part of a refit).")
         L.append("")
         L.append("| variant | seconds: median (runs) | pairs/s | seed / this |")
         L.append("| --- | --- | --- | --- |")
@@ -233,7 +261,8 @@ def render(ctx, meta):
 
     if "serving" in r:
         s = r["serving"]
-        L.append(f"### 5. Serving — HNSW on the materialised column ({s['rows']:,} rows, vector({s['width']}))")
+        L.append(f"### 5. Serving — the served view joined to the source, HNSW of the served generation "
+                 f"({s['rows']:,} rows, vector({s['width']}))")
         L.append("")
         L.append("| measure | value |")
         L.append("| --- | --- |")
@@ -268,6 +297,61 @@ def render(ctx, meta):
             within = all(x is None or x <= budget for x in (full, sm))
             L.append(f"| {name} | {fmt_mb(sm)} | {fmt_mb(full)} | {fmt_ratio(ratio(full, sm))} | "
                      f"{fmt_mb(budget)} ({bdesc}) | {'yes' if within else '**NO**'} |")
+        L.append("")
+
+    if "refit_load" in r:
+        rl = r["refit_load"]
+        vs = rl["versions"]
+        L.append(f"### 7. Refit under load — 0.2.1 vs 0.3.0, {rl['rows']:,} rows × dims {rl['dims']}, "
+                 f"{rl['pairs']:,} pairs")
+        L.append("")
+        L.append(f"Each version in a scratch database of its own with the same data (`items` at the default fillfactor, "
+                 f"primary key); set-up (untimed): model set `load`, a fit, materialize, VACUUM ANALYZE. Timed: "
+                 f"`CALL embedstack.refit('load', <pairs>, 'a', 'b', 'y', holdout_fraction => 0, cutover => 'always')`, "
+                 f"alternately on two label tables of other true weights, so that every refit serves new multipliers "
+                 f"and rewrites every row, while {rl['writers']} writer threads (each loop: UPDATE of one random row's "
+                 f"model column, INSERT of a new row, COMMIT) and {rl['readers']} reader threads (README-shaped top-10: "
+                 f"0.2.1 `ORDER BY s.load_combined <#> embedstack.query_vector('load', key) LIMIT 10` on the source, "
+                 f"0.3.0 the source joined to the view `items_load`) run from {rl['warmup']:g} s before the CALL "
+                 f"(the baseline) until it returns. {rl['reps']} refit{'s' if rl['reps'] != 1 else ''} per version, "
+                 f"interleaved (the order alternates). 0.2.1: the frozen install script on "
+                 + (f"the library built from its commit (`{rl['library_v021']}`, bench/harness/v021-library.sh; "
+                    f"the installed 0.3.0 library does not accept 0.2.1's catalog writes)" if rl["library_v021"] and
+                    rl["library_v021"] != "the installed library" else f"{rl['library_v021'] or '–'}")
+                 + "; 0.3.0: the installed library. Phases from the job's row (polled every 0.2 s): fit, write "
+                 "(prepare + batches), index (pgvector's HNSW build), cut-over (wait + cutover).")
+        L.append("")
+        if rl.get("skip_v021"):
+            L.append(f"0.2.1 not measured: {rl['skip_v021']}.")
+            L.append("")
+        L.append("| version | refit seconds: median (runs) | phases (median s) | HNSW build share | "
+                 "writes/s: before → during | reads/s: before → during | p99 write / read latency during (s) | "
+                 "reader plan | storage before → after | 0.2.1 / this |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        ref = rl["median"].get("0.2.1")
+        for v in vs:
+            ph = rl["phases"][v]
+            t = rl["throughput"][v]
+            med = lambda key: median([x[key] for x in t])  # noqa: E731
+            share = f"{100 * ph['index'] / rl['median'][v]:.0f} %" if rl["median"][v] else "–"
+            sz = rl["sizes"][v][-1]
+            L.append(f"| {v} | {runs_cell(rl['runs'][v])} | " + ", ".join(f"{k} {fmt_s(x)}" for k, x in ph.items())
+                     + f" | {share} | {med('write_base'):.1f} → {med('write_during'):.1f} | "
+                     f"{med('read_base'):.1f} → {med('read_during'):.1f} | {fmt_s(med('write_p99_during'))} / "
+                     f"{fmt_s(med('read_p99_during'))} | {', '.join(sorted(set(rl['plans'][v])))} | "
+                     f"{fmt_bytes(sz[0])} → {fmt_bytes(sz[1])} | "
+                     f"{fmt_ratio(ratio(ref, rl['median'][v]))} |")
+        L.append("")
+        L.append("Throughput: finished writer loops / reader queries per second, all threads together, before the "
+                 "CALL (the warm-up) and during it; latencies of the operations that finished during the refit. "
+                 "The longest single write / read during the refit: "
+                 + "; ".join(f"{v} {fmt_s(max(x['write_max_during'] for x in rl['throughput'][v]))} s / "
+                             f"{fmt_s(max(x['read_max_during'] for x in rl['throughput'][v]))} s" for v in vs)
+                 + ". Storage: the source table (0.2.1: with its served column) plus, for 0.3.0, the live generation "
+                 "tables (served, retained for rollback, and the one being written), indexes and TOAST included, "
+                 "before the refit and after it (the writers' new rows included). Set-up (load, fit, first "
+                 "materialize): "
+                 + ", ".join(f"{v} {fmt_s(rl['setup_s'][v])} s" for v in vs) + ".")
         L.append("")
 
     if "profile" in r:

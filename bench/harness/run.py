@@ -1,6 +1,7 @@
 """Benchmark harness of embedstack: features, fit, materialise, query-weighted refit, serving
 and memory against plain SQL + pgvector and the seed workflow (pandas + numpy + scikit-learn),
-in one process and one run, with correctness checks on every comparison.
+and a refit under a concurrent read/write load of 0.2.1 against 0.3.0, in one process and one
+run, with correctness checks on every comparison.
 
     make bench [ENTITIES=200000 PAIRS=1000000 REPS=3]   # full run, rewrites a section of bench/RESULTS.md
     make bench-smoke                                     # tiny sizes, 1 repetition, a temp file
@@ -30,12 +31,13 @@ import fit  # noqa: E402
 import materialize  # noqa: E402
 import memory  # noqa: E402
 import profiling as perf_profile  # noqa: E402
+import refit_load  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
 from common import Ctx, log  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-SECTIONS = ["features", "fit", "materialize", "serving", "memory"]
+SECTIONS = ["features", "fit", "materialize", "serving", "memory", "refit_load"]
 
 
 def env_default(name):
@@ -67,6 +69,17 @@ def parse_args(argv):
     p.add_argument("--command", default=None, help="command line to print in the report")
     p.add_argument("--contention", default="", help="a note on other load during the run")
     p.add_argument("--profile", action="store_true", help="profile fit and the plain SQL fit with perf (extra, untimed runs)")
+    p.add_argument("--load-rows", type=int, default=100000, help="refit under load: rows of the source table")
+    p.add_argument("--load-pairs", type=int, default=None, help="refit under load: labelled pairs (default: --load-rows)")
+    p.add_argument("--load-reps", type=int, default=1, help="refit under load: refits per version (interleaved)")
+    p.add_argument("--load-writers", type=int, default=2, help="refit under load: writer threads")
+    p.add_argument("--load-readers", type=int, default=2, help="refit under load: reader threads")
+    p.add_argument("--load-warmup", type=float, default=10.0, help="refit under load: seconds of load before the refit")
+    p.add_argument("--v021-library", default="auto",
+                   help="refit under load: the library 0.2.1 runs on: auto (bench/harness/v021-library.sh's build), "
+                        "installed, or a path")
+    p.add_argument("--v021-build", action="store_true",
+                   help="build the 0.2.1 library (a few minutes, once) when it is missing; else 0.2.1 is skipped")
     p.add_argument("--dump", default=None, help="pickle the results here (to re-render with --render-from)")
     p.add_argument("--render-from", default=None, help="only render a dumped run's report (--out / --results)")
     a = p.parse_args(argv)
@@ -79,6 +92,8 @@ def parse_args(argv):
             p.error(f"unknown section {s}")
     if a.reps < 1:
         p.error("--reps must be >= 1")
+    if a.load_reps < 1 or a.load_rows < 10:
+        p.error("--load-reps must be >= 1 and --load-rows >= 10")
     return a
 
 
@@ -142,7 +157,9 @@ def main(argv):
             "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
             "contention": args.contention}
     log(f"harness: {args.entities:,} entities x dims {args.dims}, {args.pairs:,} pairs, {args.reps} reps, "
-        f"database {args.db}, sections {args.sections}")
+        f"database {args.db}, sections {args.sections}"
+        + (f"; refit under load: {args.load_rows:,} rows, {args.load_reps} refit(s) per version"
+           if "refit_load" in args.sections else ""))
 
     with ctx.connect("postgres") as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)")
@@ -161,7 +178,7 @@ def main(argv):
                      ([f"m{m + 1}" for m in range(len(args.dims))],))
 
     modules = {"features": features, "fit": fit, "materialize": materialize, "serving": serving, "memory": memory,
-               "profile": perf_profile}
+               "refit_load": refit_load, "profile": perf_profile}
     for name in SECTIONS + ["profile"]:
         if name == "profile" and not (args.profile and "fit" in ctx.results):
             continue
