@@ -77,13 +77,13 @@ REPS ?= 3
 DIMS ?= 384,768,256
 bench: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && "$$py" bench/harness/run.py \
-	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --profile --results bench/RESULTS.md \
+	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --profile --v021-build --results bench/RESULTS.md \
 	  --command "make bench ENTITIES=$(ENTITIES) PAIRS=$(PAIRS) DIMS=$(DIMS) REPS=$(REPS)"
 
 bench-smoke: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && out=$$(mktemp /tmp/embedstack-bench-smoke.XXXXXX) \
 	  && "$$py" bench/harness/run.py --entities 1000 --pairs 5000 --reps 1 --queries 50 --exact-queries 5 \
-	       --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
+	       --load-rows 2000 --load-warmup 1 --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
 	  && echo "bench-smoke: report in $$out"
 
 # Citus, opt-in (not part of `make test` yet): build and install Citus 13.2.2 for the system
