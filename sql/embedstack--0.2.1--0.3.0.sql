@@ -114,6 +114,70 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_cutover_wait_timeout_wrapper';
 
+-- _distribute_generation
+CREATE FUNCTION embedstack._distribute_generation(ms embedstack.model_sets, generation regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g record;
+BEGIN
+    EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
+      USING generation, ms.key_column::text, ms.source::text;
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.oid = ms.source AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT SELECT ON %s TO %s', generation,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END $$;
+
+-- _distributed_on
+CREATE FUNCTION embedstack._distributed_on(source regclass) RETURNS name
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    method text;
+    col name;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE 'SELECT p.partmethod::text, pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+               FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1'
+       INTO method, col USING source;
+    IF method IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF method <> 'h' THEN
+        RAISE EXCEPTION '% is a Citus reference or local table', source USING ERRCODE = '0A000',
+            HINT = 'embedstack serves a hash-distributed table (create_distributed_table on its key) or a plain table';
+    END IF;
+    RETURN col;
+END $$;
+
+-- _distributed_pair_statistics
+CREATE FUNCTION embedstack._distributed_pair_statistics(ms embedstack.model_sets, pairs regclass, left_column text,
+    right_column text, target_column text, sample_weight_column text) RETURNS double precision[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st double precision[];
+    eq text := (embedstack._source_info(ms)).key_eq;
+BEGIN
+    PERFORM embedstack._column(pairs, left_column::name);
+    PERFORM embedstack._column(pairs, right_column::name);
+    PERFORM embedstack._column(pairs, target_column::name);
+    IF sample_weight_column IS NOT NULL THEN
+        PERFORM embedstack._column(pairs, sample_weight_column::name);
+    END IF;
+    PERFORM set_config('citus.enable_repartition_joins', 'on', true);
+    EXECUTE format('SELECT embedstack.regression_stats(ARRAY[%s]::float8[], p.%I::float8%s) FROM %s p '
+                   'JOIN %s a ON a.%I %s p.%I JOIN %s b ON b.%I %s p.%I',
+                   (SELECT string_agg(format('embedstack.cosine(a.%1$I, b.%1$I)', c), ', ' ORDER BY o)
+                      FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                   target_column, CASE WHEN sample_weight_column IS NULL THEN ''
+                                       ELSE format(', p.%I::float8', sample_weight_column) END,
+                   pairs, ms.source, ms.key_column, eq, left_column, ms.source, ms.key_column, eq, right_column)
+       INTO st;
+    RETURN st;
+END $$;
+
 -- _drop_generation
 CREATE FUNCTION embedstack._drop_generation(ms embedstack.model_sets, generation bigint, nowait boolean DEFAULT false)
 RETURNS boolean
@@ -329,6 +393,15 @@ BEGIN
         EXECUTE format('DROP INDEX %s', idx);
         idx := NULL;
     END IF;
+    IF idx IS NULL AND embedstack._distributed_on(ms.source) IS NOT NULL THEN
+        -- No freshness triggers on a distributed source: nothing to record meanwhile.
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.% (one per shard)', ms.name, si.nsp, g.index_name;
+        EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
+                       embedstack._vector_schema(), g.storage || '_ip_ops');
+        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name,
+                                  '{"index_synced": true}'::jsonb);
+        RETURN 'index';
+    END IF;
     IF idx IS NULL THEN
         IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
             pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
@@ -406,13 +479,16 @@ DECLARE
     g embedstack.generations;
     gname name;
     total bigint;
+    dist name;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     lay := embedstack._layout(ms.name, j.fit_id);
     si := embedstack._source_info(ms);
+    -- Same multipliers and storage: the stored vectors are already what this fit would write
+    -- (always so in query-weighted mode); unless a refresh asks for a new generation.
     IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage
-       AND embedstack._is_served_view(ms) THEN
+       AND embedstack._is_served_view(ms) AND NOT coalesce((j.params->>'refresh')::boolean, false) THEN
         PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.served_generation);
         PERFORM embedstack._write('job_update', job_id, 'done');
         PERFORM embedstack._write('job_finish', job_id, 'succeeded',
@@ -428,6 +504,16 @@ BEGIN
         RAISE EXCEPTION 'fit % stores % vectors, the served view %.% of model set "%" has %, and objects depend on it',
             j.fit_id, lay.storage, si.nsp, ms.view_name, ms.name, ms.served_storage USING ERRCODE = '2BP01',
             HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+    END IF;
+
+    IF embedstack._is_served_view(ms) = false THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
+    dist := embedstack._distributed_on(ms.source);
+    IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', ms.source, dist, ms.key_column
+            USING ERRCODE = '0A000', HINT = 'distribute the table by its key column';
     END IF;
 
     SELECT * INTO g FROM embedstack.generations x WHERE x.model_set = ms.name AND x.state = 'building' ORDER BY x.id DESC LIMIT 1;
@@ -447,6 +533,9 @@ BEGIN
                        CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END, si.nsp, gname,
                        ms.key_column, si.key_type, ms.combined_column, embedstack._vector_schema(), lay.storage, lay.width);
         EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, gname, si.owner);
+        IF dist IS NOT NULL THEN
+            PERFORM embedstack._distribute_generation(ms, format('%I.%I', si.nsp, gname)::regclass);
+        END IF;
         EXECUTE format('COMMENT ON TABLE %I.%I IS %L', si.nsp, gname,
                        format('embedstack: generation %s of model set "%s" (fit %s); read it through %I.%I', g.id, ms.name,
                               j.fit_id, si.nsp, ms.view_name));
@@ -454,7 +543,12 @@ BEGIN
                                   embedstack._derived_name(gname, 'hnsw'));
         SELECT * INTO g FROM embedstack.generations x WHERE x.id = g.id;
     END IF;
-    PERFORM embedstack._install_triggers(ms);
+    IF dist IS NULL THEN
+        PERFORM embedstack._install_triggers(ms);
+    ELSE
+        RAISE NOTICE 'embedstack: model set "%": % is distributed (Citus): changes to it are served after the next %',
+            ms.name, ms.source, format('CALL embedstack.refresh(%L)', ms.name);
+    END IF;
     EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO total;
     PERFORM embedstack._write('job_update', job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
                               jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written), g.id);
@@ -523,15 +617,25 @@ BEGIN
     END IF;
     si := embedstack._source_info(ms);
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
-    EXECUTE format(
-        'WITH b AS (SELECT s.%1$I AS k, %2$s AS v FROM %3$s s WHERE ($1::text IS NULL OR s.%1$I %4$s $1::text::%5$s) '
-        '           ORDER BY s.%1$I LIMIT $2), '
-        '     i AS (INSERT INTO %6$s (%1$I, %7$I) SELECT b.k, b.v FROM b ON CONFLICT DO NOTHING) '
-        'SELECT count(*), (SELECT b.k::text FROM b ORDER BY b.k DESC LIMIT 1) FROM b',
-        ms.key_column, embedstack._combine_expr(ms, g, 's'), ms.source, si.key_gt, si.key_type, g.relation,
-        ms.combined_column)
-    INTO n, last_key
-    USING g.cursor_key, (j.params->>'batch_size')::integer;
+    -- The batch's last key from the keys alone, then the key range written by one INSERT ...
+    -- SELECT (a range of a distributed source is pushed down to its shards as a whole).
+    EXECUTE format('SELECT count(*), (array_agg(b.k::text ORDER BY b.k DESC))[1] FROM ('
+                   'SELECT s.%1$I AS k FROM %2$s s %3$s ORDER BY s.%1$I LIMIT %4$s) b',
+                   ms.key_column, ms.source,
+                   CASE WHEN g.cursor_key IS NULL THEN '' ELSE format('WHERE s.%I %s %L::%s', ms.key_column, si.key_gt,
+                                                                      g.cursor_key, si.key_type) END,
+                   (j.params->>'batch_size')::integer)
+       INTO n, last_key;
+    IF last_key IS NOT NULL THEN
+        -- (s.key <= last_key as NOT s.key > last_key: the btree's > is named with its schema, and
+        -- the planner turns the negation into its negator for the index scan.)
+        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s WHERE %6$s NOT (s.%2$I %7$s %8$L::%9$s) '
+                       'ON CONFLICT DO NOTHING',
+                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                       CASE WHEN g.cursor_key IS NULL THEN ''
+                            ELSE format('s.%I %s %L::%s AND', ms.key_column, si.key_gt, g.cursor_key, si.key_type) END,
+                       si.key_gt, last_key, si.key_type);
+    END IF;
     IF last_key IS NULL THEN
         PERFORM embedstack._write('job_update', job_id, 'index');
         RETURN 'index';
@@ -619,6 +723,20 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                       AND t.tgargs = convert_to(model_set, getdatabaseencoding()) || '\x00'::bytea)
 $$;
 
+-- _pair_state
+CREATE FUNCTION embedstack._pair_state(model_set text, pairs regclass, left_column text, right_column text,
+    target_column text, sample_weight_column text) RETURNS double precision[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
+        RETURN embedstack._distributed_pair_statistics(ms, pairs, left_column, right_column, target_column,
+                                                       sample_weight_column);
+    END IF;
+    RETURN embedstack.pair_statistics(ms.name, pairs, left_column, right_column, target_column, sample_weight_column);
+END $$;
+
 -- _point_view
 CREATE FUNCTION embedstack._point_view(ms embedstack.model_sets, g embedstack.generations, lock_timeout_ms integer)
 RETURNS void
@@ -630,8 +748,7 @@ DECLARE
 BEGIN
     IF ours IS NULL THEN
         EXECUTE embedstack._view_sql(ms, g, false);
-        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
-        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
         RETURN;
     END IF;
     IF NOT ours THEN
@@ -654,9 +771,96 @@ BEGIN
                 HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
         END;
         EXECUTE embedstack._view_sql(ms, g, false);
-        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
-        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
     END IF;
+END $$;
+
+-- _refit_fit
+CREATE OR REPLACE FUNCTION embedstack._refit_fit(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    p jsonb;
+    pairs regclass;
+    frac double precision;
+    st_train double precision[];
+    st_hold double precision[];
+    f embedstack.fits;
+    act embedstack.fits;
+    n_hold bigint := 0;
+    new_mse double precision;
+    act_mse double precision;
+    cut boolean;
+    decision text;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    p := j.params;
+    pairs := (p->>'pairs_oid')::oid::regclass;
+    frac := (p->>'holdout_fraction')::double precision;
+    IF to_regclass('pg_temp.embedstack_refit_train') IS NOT NULL THEN
+        DROP VIEW embedstack_refit_train;
+    END IF;
+    IF to_regclass('pg_temp.embedstack_refit_holdout') IS NOT NULL THEN
+        DROP VIEW embedstack_refit_holdout;
+    END IF;
+    EXECUTE format('CREATE TEMP VIEW embedstack_refit_train AS SELECT * FROM %s p '
+                   'WHERE NOT embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
+    EXECUTE format('CREATE TEMP VIEW embedstack_refit_holdout AS SELECT * FROM %s p '
+                   'WHERE embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
+    st_train := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_train'::regclass, p->>'left', p->>'right',
+                                           p->>'target', p->>'sample_weight');
+    IF frac > 0 THEN
+        st_hold := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_holdout'::regclass, p->>'left', p->>'right',
+                                              p->>'target', p->>'sample_weight');
+        n_hold := st_hold[4]::bigint;
+    END IF;
+    -- (Unqualified: pg_temp is on the pinned search_path, and Citus's DROP VIEW handler fails on
+    -- the pg_temp. prefix.)
+    DROP VIEW embedstack_refit_train, embedstack_refit_holdout;
+
+    SELECT * INTO act FROM embedstack.fits x WHERE x.id = ms.active_fit;
+    IF p->>'cutover' = 'if_not_worse' AND act.id IS NOT NULL AND n_hold = 0 THEN
+        RAISE EXCEPTION 'no usable held-out pairs to compare a new fit with the active fit %', act.id
+            USING ERRCODE = '22023',
+            HINT = 'raise holdout_fraction (it is ' || frac || '), or pass cutover => ''always''';
+    END IF;
+    f := embedstack._record_fit(ms.name, st_train, (p->>'ridge')::double precision, (p->>'nonnegative')::boolean,
+        jsonb_build_object('pairs', p->>'pairs', 'left', p->>'left', 'right', p->>'right', 'target', p->>'target',
+                           'sample_weight', p->>'sample_weight', 'holdout_fraction', frac, 'split', 'train'));
+    IF n_hold > 0 THEN
+        new_mse := embedstack.prediction_mse(st_hold, f.weights, f.intercept);
+        IF act.id IS NOT NULL THEN
+            act_mse := embedstack.prediction_mse(st_hold, act.weights, act.intercept);
+        END IF;
+    END IF;
+
+    IF p->>'cutover' = 'never' THEN
+        cut := false;
+        decision := format('fit %s recorded, cutover => never', f.id);
+    ELSIF act.id IS NULL THEN
+        cut := true;
+        decision := format('fit %s: no active fit to compare with', f.id);
+    ELSIF p->>'cutover' = 'always' THEN
+        cut := true;
+        decision := format('fit %s: cutover => always (held-out MSE on %s pairs: new %s, active fit %s %s)',
+                           f.id, n_hold, coalesce(new_mse::text, '-'), act.id, coalesce(act_mse::text, '-'));
+    ELSE
+        cut := new_mse <= act_mse * (1 + (p->>'tolerance')::double precision);
+        decision := format('held-out MSE on %s pairs: new fit %s %s, active fit %s %s', n_hold, f.id, new_mse,
+                           act.id, act_mse);
+    END IF;
+    PERFORM embedstack._write('job_update', job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, NULL, NULL, NULL, f.id,
+        NULL, jsonb_build_object('holdout_pairs', n_hold, 'new_mse', new_mse, 'active_fit', act.id,
+                                      'active_mse', act_mse, 'decision', decision));
+    IF NOT cut THEN
+        PERFORM embedstack._write('job_finish', job_id, 'kept', decision || '; the active fit stays');
+        RAISE NOTICE 'embedstack: model set "%": %; the active fit stays', ms.name, decision;
+        RETURN 'done';
+    END IF;
+    RAISE NOTICE 'embedstack: model set "%": %; cutting over', ms.name, decision;
+    RETURN 'prepare';
 END $$;
 
 -- _refresh_generations
@@ -764,6 +968,15 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_tem
                                                       THEN 'embedstack_' || model_set END)
                    FROM unnest(ARRAY['ins', 'upd', 'del', 'trunc']) WITH ORDINALITY u(t, o) ORDER BY o)
 $$;
+
+-- _view_privileges
+CREATE FUNCTION embedstack._view_privileges(ms embedstack.model_sets, nsp name, owner name) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', nsp, ms.view_name, owner);
+    EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I', nsp, ms.view_name, owner);
+    EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', nsp, ms.view_name);
+END $$;
 
 -- _view_sql
 CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
@@ -1006,6 +1219,12 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
+    -- A Citus source: hash-distributed on its key (the generations are co-located with it).
+    IF embedstack._distributed_on(source) IS DISTINCT FROM key_column AND embedstack._distributed_on(source) IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', source, embedstack._distributed_on(source),
+            key_column USING ERRCODE = '0A000',
+            HINT = 'the served vectors are co-located with the source by its key: distribute the table by its key column';
+    END IF;
     -- The key: a NOT NULL column with a single-column unique index (the batches and the
     -- item-to-item query look rows up by it).
     SELECT * INTO v_key FROM embedstack._column(source, key_column);
@@ -1117,6 +1336,55 @@ BEGIN
     END IF;
     PERFORM embedstack._write('delete_model_set', ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));
+END $$;
+
+-- fit
+CREATE OR REPLACE FUNCTION embedstack.fit(
+    model_set text,
+    pairs regclass,
+    left_column name,
+    right_column name,
+    target_column name,
+    ridge double precision DEFAULT 0,
+    nonnegative boolean DEFAULT false,
+    sample_weight_column name DEFAULT NULL)
+RETURNS embedstack.fits
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    IF ridge IS NULL OR nonnegative IS NULL OR NOT (ridge >= 0) OR ridge IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'ridge must be a finite number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
+    END IF;
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN embedstack._record_fit(ms.name,
+        embedstack._pair_state(ms.name, pairs, left_column, right_column, target_column, sample_weight_column),
+        ridge, nonnegative,
+        jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
+                           'target', target_column, 'sample_weight', sample_weight_column));
+END $$;
+
+-- refresh
+CREATE PROCEDURE embedstack.refresh(model_set text, batch_size integer DEFAULT 10000, wait boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    job bigint;
+BEGIN
+    IF ms.active_fit IS NULL THEN
+        RAISE EXCEPTION 'model set "%" is not served yet', ms.name USING ERRCODE = '55000',
+            HINT = 'CALL embedstack.materialize first';
+    END IF;
+    PERFORM embedstack._lock_model_set(ms.name, wait);
+    PERFORM embedstack._require_no_transaction_block('refresh');
+    ms := embedstack._model_set(ms.name);
+    job := embedstack._write('job_start', ms.name, 'materialize',
+        pg_catalog.jsonb_build_object('batch_size', batch_size, 'refresh', true), 'prepare',
+        (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
+    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, ms.active_fit);
+    COMMIT;
+    CALL embedstack._run_job(job);
 END $$;
 
 -- rollback
@@ -1278,6 +1546,15 @@ COMMENT ON FUNCTION embedstack._may_read_served(text) IS
 COMMENT ON FUNCTION embedstack._on_sql_drop() IS
   'Internal event trigger function: deletes the model sets (fits, jobs, generations) of dropped source tables '
   'and drops their served views and generation tables when nothing else depends on them.';
+COMMENT ON FUNCTION embedstack._distributed_on(regclass) IS
+  'Internal: the distribution column of a hash-distributed (Citus) source, NULL for a plain table; 0A000 for '
+  'reference and Citus local tables.';
+COMMENT ON FUNCTION embedstack._distributed_pair_statistics(embedstack.model_sets, regclass, text, text, text, text) IS
+  'Internal: the regression state of labelled pairs over a distributed source, computed by one aggregate on the workers.';
+COMMENT ON FUNCTION embedstack._pair_state(text, regclass, text, text, text, text) IS
+  'Internal: the regression state of labelled pairs (pair_statistics, or one distributed aggregate under Citus).';
+COMMENT ON FUNCTION embedstack._distribute_generation(embedstack.model_sets, regclass) IS
+  'Internal: distributes a generation co-located with its Citus source and grants it the source''s SELECT grantees.';
 COMMENT ON FUNCTION embedstack._combine_vector(double precision[], integer[], text[], "any") IS
   'Internal row kernel: the combined vector of one row (key, then one value per model) for the given '
   'per-model multipliers and dimensions.';
@@ -1308,6 +1585,8 @@ COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
   'Internal: creates the model set''s statement-level freshness triggers on its source.';
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';
+COMMENT ON FUNCTION embedstack._view_privileges(embedstack.model_sets, name, name) IS
+  'Internal: owner, read-only and PUBLIC SELECT of a new served view.';
 COMMENT ON FUNCTION embedstack._point_view(embedstack.model_sets, embedstack.generations, integer) IS
   'Internal: creates or redefines the served view to read a generation.';
 COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS
@@ -1333,6 +1612,9 @@ COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
   'Writes the combined vectors of a fit (default: the newest fit no refit rejected) into a new generation table '
   'in committed batches, builds its HNSW index and switches the served view to it in one short transaction. '
   'Resumable; one job per model set at a time (55P03, or wait => true). Outside a transaction block only (2D000).';
+COMMENT ON PROCEDURE embedstack.refresh(text, integer, boolean) IS
+  'Writes the active fit''s vectors into a new generation and switches to it (as materialize, without the '
+  'unchanged-layout shortcut): how changes to a distributed (Citus) source are served.';
 COMMENT ON PROCEDURE embedstack.rollback(text, boolean) IS
   'Serves the fit and generation served before the last switch again, at once (no rewrite, no index build); '
   'calling it again switches back. 55000 when there is none (embedstack.keep_generations = 0).';

@@ -285,6 +285,19 @@ $$;
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';
 
+-- A new served view: owned by the source's owner, readable by PUBLIC behind its gate, and
+-- read-only (a simple view is auto-updatable: its owner could otherwise change a generation
+-- through it by accident; the freshness triggers and jobs write the generation tables).
+CREATE FUNCTION embedstack._view_privileges(ms embedstack.model_sets, nsp name, owner name) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', nsp, ms.view_name, owner);
+    EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I', nsp, ms.view_name, owner);
+    EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', nsp, ms.view_name);
+END $$;
+COMMENT ON FUNCTION embedstack._view_privileges(embedstack.model_sets, name, name) IS
+  'Internal: owner, read-only and PUBLIC SELECT of a new served view.';
+
 -- Points the served view at generation g: created the first time (owned by the source's owner,
 -- readable by PUBLIC behind its gate), redefined in place after that; dropped and created again
 -- only when the storage type changes (vector <-> halfvec), which views built on it prevent
@@ -300,8 +313,7 @@ DECLARE
 BEGIN
     IF ours IS NULL THEN
         EXECUTE embedstack._view_sql(ms, g, false);
-        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
-        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
         RETURN;
     END IF;
     IF NOT ours THEN
@@ -324,8 +336,7 @@ BEGIN
                 HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
         END;
         EXECUTE embedstack._view_sql(ms, g, false);
-        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', si.nsp, ms.view_name, si.owner);
-        EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', si.nsp, ms.view_name);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
     END IF;
 END $$;
 COMMENT ON FUNCTION embedstack._point_view(embedstack.model_sets, embedstack.generations, integer) IS
@@ -351,13 +362,16 @@ DECLARE
     g embedstack.generations;
     gname name;
     total bigint;
+    dist name;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     lay := embedstack._layout(ms.name, j.fit_id);
     si := embedstack._source_info(ms);
+    -- Same multipliers and storage: the stored vectors are already what this fit would write
+    -- (always so in query-weighted mode); unless a refresh asks for a new generation.
     IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage
-       AND embedstack._is_served_view(ms) THEN
+       AND embedstack._is_served_view(ms) AND NOT coalesce((j.params->>'refresh')::boolean, false) THEN
         PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.served_generation);
         PERFORM embedstack._write('job_update', job_id, 'done');
         PERFORM embedstack._write('job_finish', job_id, 'succeeded',
@@ -373,6 +387,16 @@ BEGIN
         RAISE EXCEPTION 'fit % stores % vectors, the served view %.% of model set "%" has %, and objects depend on it',
             j.fit_id, lay.storage, si.nsp, ms.view_name, ms.name, ms.served_storage USING ERRCODE = '2BP01',
             HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+    END IF;
+
+    IF embedstack._is_served_view(ms) = false THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
+            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+    END IF;
+    dist := embedstack._distributed_on(ms.source);
+    IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', ms.source, dist, ms.key_column
+            USING ERRCODE = '0A000', HINT = 'distribute the table by its key column';
     END IF;
 
     SELECT * INTO g FROM embedstack.generations x WHERE x.model_set = ms.name AND x.state = 'building' ORDER BY x.id DESC LIMIT 1;
@@ -392,6 +416,9 @@ BEGIN
                        CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END, si.nsp, gname,
                        ms.key_column, si.key_type, ms.combined_column, embedstack._vector_schema(), lay.storage, lay.width);
         EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, gname, si.owner);
+        IF dist IS NOT NULL THEN
+            PERFORM embedstack._distribute_generation(ms, format('%I.%I', si.nsp, gname)::regclass);
+        END IF;
         EXECUTE format('COMMENT ON TABLE %I.%I IS %L', si.nsp, gname,
                        format('embedstack: generation %s of model set "%s" (fit %s); read it through %I.%I', g.id, ms.name,
                               j.fit_id, si.nsp, ms.view_name));
@@ -399,7 +426,12 @@ BEGIN
                                   embedstack._derived_name(gname, 'hnsw'));
         SELECT * INTO g FROM embedstack.generations x WHERE x.id = g.id;
     END IF;
-    PERFORM embedstack._install_triggers(ms);
+    IF dist IS NULL THEN
+        PERFORM embedstack._install_triggers(ms);
+    ELSE
+        RAISE NOTICE 'embedstack: model set "%": % is distributed (Citus): changes to it are served after the next %',
+            ms.name, ms.source, format('CALL embedstack.refresh(%L)', ms.name);
+    END IF;
     EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO total;
     PERFORM embedstack._write('job_update', job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
                               jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written), g.id);
@@ -412,7 +444,7 @@ COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS
   'Internal materialise step: layout, generation table (new or resumed), freshness triggers.';
 
 -- write: one batch of batch_size source rows in key order after the last one (keyset
--- pagination), inserted into the generation. Before the first batch: wait for the transactions
+-- pagination), inserted into the generation (ON CONFLICT DO NOTHING: see below). Before the first batch: wait for the transactions
 -- that were writing the source when the generation was registered (their triggers may not have
 -- seen it; later ones do). Each batch holds SHARE on the generation table, so a trigger's
 -- change to it waits for the batch and then replaces what the batch wrote (the trigger reads
@@ -442,15 +474,25 @@ BEGIN
     END IF;
     si := embedstack._source_info(ms);
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
-    EXECUTE format(
-        'WITH b AS (SELECT s.%1$I AS k, %2$s AS v FROM %3$s s WHERE ($1::text IS NULL OR s.%1$I %4$s $1::text::%5$s) '
-        '           ORDER BY s.%1$I LIMIT $2), '
-        '     i AS (INSERT INTO %6$s (%1$I, %7$I) SELECT b.k, b.v FROM b ON CONFLICT DO NOTHING) '
-        'SELECT count(*), (SELECT b.k::text FROM b ORDER BY b.k DESC LIMIT 1) FROM b',
-        ms.key_column, embedstack._combine_expr(ms, g, 's'), ms.source, si.key_gt, si.key_type, g.relation,
-        ms.combined_column)
-    INTO n, last_key
-    USING g.cursor_key, (j.params->>'batch_size')::integer;
+    -- The batch's last key from the keys alone, then the key range written by one INSERT ...
+    -- SELECT (a range of a distributed source is pushed down to its shards as a whole).
+    EXECUTE format('SELECT count(*), (array_agg(b.k::text ORDER BY b.k DESC))[1] FROM ('
+                   'SELECT s.%1$I AS k FROM %2$s s %3$s ORDER BY s.%1$I LIMIT %4$s) b',
+                   ms.key_column, ms.source,
+                   CASE WHEN g.cursor_key IS NULL THEN '' ELSE format('WHERE s.%I %s %L::%s', ms.key_column, si.key_gt,
+                                                                      g.cursor_key, si.key_type) END,
+                   (j.params->>'batch_size')::integer)
+       INTO n, last_key;
+    IF last_key IS NOT NULL THEN
+        -- (s.key <= last_key as NOT s.key > last_key: the btree's > is named with its schema, and
+        -- the planner turns the negation into its negator for the index scan.)
+        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s WHERE %6$s NOT (s.%2$I %7$s %8$L::%9$s) '
+                       'ON CONFLICT DO NOTHING',
+                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                       CASE WHEN g.cursor_key IS NULL THEN ''
+                            ELSE format('s.%I %s %L::%s AND', ms.key_column, si.key_gt, g.cursor_key, si.key_type) END,
+                       si.key_gt, last_key, si.key_type);
+    END IF;
     IF last_key IS NULL THEN
         PERFORM embedstack._write('job_update', job_id, 'index');
         RETURN 'index';
@@ -501,6 +543,15 @@ BEGIN
     IF idx IS NOT NULL AND NOT (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = idx) THEN
         EXECUTE format('DROP INDEX %s', idx);
         idx := NULL;
+    END IF;
+    IF idx IS NULL AND embedstack._distributed_on(ms.source) IS NOT NULL THEN
+        -- No freshness triggers on a distributed source: nothing to record meanwhile.
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.% (one per shard)', ms.name, si.nsp, g.index_name;
+        EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
+                       embedstack._vector_schema(), g.storage || '_ip_ops');
+        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name,
+                                  '{"index_synced": true}'::jsonb);
+        RETURN 'index';
     END IF;
     IF idx IS NULL THEN
         IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
@@ -748,6 +799,34 @@ COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
   'Writes the combined vectors of a fit (default: the newest fit no refit rejected) into a new generation table '
   'in committed batches, builds its HNSW index and switches the served view to it in one short transaction. '
   'Resumable; one job per model set at a time (55P03, or wait => true). Outside a transaction block only (2D000).';
+
+-- Writes the active fit's vectors into a new generation (a materialise that does not take the
+-- shortcut of an unchanged layout): for a distributed (Citus) source, which has no freshness
+-- triggers, this is how changes to it reach the served vectors; elsewhere it rebuilds the served
+-- generation and its index from scratch (e.g. after bulk changes, to compact them).
+CREATE PROCEDURE embedstack.refresh(model_set text, batch_size integer DEFAULT 10000, wait boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    job bigint;
+BEGIN
+    IF ms.active_fit IS NULL THEN
+        RAISE EXCEPTION 'model set "%" is not served yet', ms.name USING ERRCODE = '55000',
+            HINT = 'CALL embedstack.materialize first';
+    END IF;
+    PERFORM embedstack._lock_model_set(ms.name, wait);
+    PERFORM embedstack._require_no_transaction_block('refresh');
+    ms := embedstack._model_set(ms.name);
+    job := embedstack._write('job_start', ms.name, 'materialize',
+        pg_catalog.jsonb_build_object('batch_size', batch_size, 'refresh', true), 'prepare',
+        (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
+    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, ms.active_fit);
+    COMMIT;
+    CALL embedstack._run_job(job);
+END $$;
+COMMENT ON PROCEDURE embedstack.refresh(text, integer, boolean) IS
+  'Writes the active fit''s vectors into a new generation and switches to it (as materialize, without the '
+  'unchanged-layout shortcut): how changes to a distributed (Citus) source are served.';
 
 -- Serves the previous fit and generation again (undoes the last switch; calling it again
 -- switches back): no rewrite, no index build. The previous generation was kept fresh all along.

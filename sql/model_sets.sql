@@ -132,6 +132,12 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
+    -- A Citus source: hash-distributed on its key (the generations are co-located with it).
+    IF embedstack._distributed_on(source) IS DISTINCT FROM key_column AND embedstack._distributed_on(source) IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', source, embedstack._distributed_on(source),
+            key_column USING ERRCODE = '0A000',
+            HINT = 'the served vectors are co-located with the source by its key: distribute the table by its key column';
+    END IF;
     -- The key: a NOT NULL column with a single-column unique index (the batches and the
     -- item-to-item query look rows up by it).
     SELECT * INTO v_key FROM embedstack._column(source, key_column);
@@ -348,7 +354,7 @@ BEGIN
     END IF;
     PERFORM embedstack._check_owner(ms.source);
     RETURN embedstack._record_fit(ms.name,
-        embedstack.pair_statistics(model_set, pairs, left_column, right_column, target_column, sample_weight_column),
+        embedstack._pair_state(ms.name, pairs, left_column, right_column, target_column, sample_weight_column),
         ridge, nonnegative,
         jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
                            'target', target_column, 'sample_weight', sample_weight_column));

@@ -35,23 +35,25 @@ BEGIN
     pairs := (p->>'pairs_oid')::oid::regclass;
     frac := (p->>'holdout_fraction')::double precision;
     IF to_regclass('pg_temp.embedstack_refit_train') IS NOT NULL THEN
-        DROP VIEW pg_temp.embedstack_refit_train;
+        DROP VIEW embedstack_refit_train;
     END IF;
     IF to_regclass('pg_temp.embedstack_refit_holdout') IS NOT NULL THEN
-        DROP VIEW pg_temp.embedstack_refit_holdout;
+        DROP VIEW embedstack_refit_holdout;
     END IF;
     EXECUTE format('CREATE TEMP VIEW embedstack_refit_train AS SELECT * FROM %s p '
                    'WHERE NOT embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
     EXECUTE format('CREATE TEMP VIEW embedstack_refit_holdout AS SELECT * FROM %s p '
                    'WHERE embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
-    st_train := embedstack.pair_statistics(ms.name, 'pg_temp.embedstack_refit_train'::regclass, p->>'left', p->>'right',
+    st_train := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_train'::regclass, p->>'left', p->>'right',
                                            p->>'target', p->>'sample_weight');
     IF frac > 0 THEN
-        st_hold := embedstack.pair_statistics(ms.name, 'pg_temp.embedstack_refit_holdout'::regclass, p->>'left', p->>'right',
+        st_hold := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_holdout'::regclass, p->>'left', p->>'right',
                                               p->>'target', p->>'sample_weight');
         n_hold := st_hold[4]::bigint;
     END IF;
-    DROP VIEW pg_temp.embedstack_refit_train, pg_temp.embedstack_refit_holdout;
+    -- (Unqualified: pg_temp is on the pinned search_path, and Citus's DROP VIEW handler fails on
+    -- the pg_temp. prefix.)
+    DROP VIEW embedstack_refit_train, embedstack_refit_holdout;
 
     SELECT * INTO act FROM embedstack.fits x WHERE x.id = ms.active_fit;
     IF p->>'cutover' = 'if_not_worse' AND act.id IS NOT NULL AND n_hold = 0 THEN

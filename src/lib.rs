@@ -48,7 +48,8 @@ extension_sql_file!(
     requires = ["catalog_writers", operations::authorize::_may_read]
 );
 extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
-extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["model_sets"]);
+extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["model_sets"]);
+extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["citus"]);
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["materialize"]);
 extension_sql_file!("../sql/refit.sql", name = "refit", requires = ["jobs"]);
 extension_sql_file!("../sql/status.sql", name = "status", requires = ["refit"]);
