@@ -974,7 +974,9 @@ CREATE FUNCTION embedstack._view_privileges(ms embedstack.model_sets, nsp name, 
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', nsp, ms.view_name, owner);
-    EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I', nsp, ms.view_name, owner);
+    -- (TRUNCATE stays: a view cannot be truncated, and it is the privilege that lets the cut-over
+    -- LOCK the view in ACCESS EXCLUSIVE mode.)
+    EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON %I.%I FROM %I', nsp, ms.view_name, owner);
     EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', nsp, ms.view_name);
 END $$;
 
