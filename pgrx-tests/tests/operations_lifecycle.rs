@@ -1,29 +1,35 @@
-//! Operations across the life of a database, against the real project cluster:
+//! Operations across the life of a database, against the real project cluster, with the 0.3.0
+//! storage (docs/design.md §7: the served vectors live in generation tables read through one
+//! view per model set; the source table is only read):
 //!
 //! 1. a refit scheduled with pg_cron (the README recipe, literally) runs in the real
 //!    scheduler's background worker and cuts over; a run that finds the model set busy fails
 //!    cleanly and changes nothing;
 //! 2. `pg_dump -Fc` / `pg_restore` of a database with served model sets gives the same
-//!    catalog, the same served columns, indexes, triggers and answers, a working refit and a
-//!    fit id sequence that continues;
-//! 3. `ALTER EXTENSION embedstack UPDATE` from release 0.1.0 keeps the catalog, the served
-//!    vectors and the answers, enables the 0.2.0 operations, and leaves exactly the objects
-//!    (and definitions) of a fresh 0.2.0 install;
+//!    catalog (generations included), the same served views, generation tables, indexes,
+//!    triggers and answers, a working refit and fit / generation id sequences that continue;
+//! 3. `ALTER EXTENSION embedstack UPDATE` from releases 0.1.0 and 0.2.0 (through 0.2.1): each
+//!    model set that served a column of its table serves the same vectors from its first
+//!    generation through the view; the old column stays in the table, no row is rewritten; the
+//!    statement-level freshness triggers replace the row trigger; a refit afterwards writes the
+//!    next generation and never touches the source; the catalog writers are not executable by
+//!    PUBLIC; from 0.1.0 the extension then equals a fresh install;
 //! 4. after the upgrade, a non-superuser role that owns its table uses the extension end to
 //!    end, and cannot touch a model set of a table it does not own.
 //!
-//! Expected combined vectors are computed here, in f64, from the raw data the test generated.
+//! Expected combined vectors are computed here, in f64, from the raw data the test generated;
+//! expected names from the documented naming rules.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use embedstack_client_tests::catalog::{active_fit, fit, row_versions};
+use embedstack_client_tests::catalog::{active_fit, columns, fit, row_versions};
 use embedstack_client_tests::check::assert_close_vec;
 use embedstack_client_tests::data::{load_pairs, load_vectors, make_pairs, models_sql, vec_sql, Models, Rng};
 use embedstack_client_tests::reference::{combined, symmetric_multipliers};
-use embedstack_client_tests::sql::{backend_pid, expect_code, index_name, message};
+use embedstack_client_tests::sql::{backend_pid, expect_code, message};
 use embedstack_client_tests::{admin, config, connect_as, create_db, drop_db, fresh_db, pg_bin, port};
 use postgres::{Client, NoTls};
 
@@ -86,86 +92,105 @@ fn load_items(c: &mut Client, seed: u64) -> BTreeMap<i32, Models> {
     rows
 }
 
-/// Every row of `embedstack.model_sets` and `embedstack.fits`, all columns as text.
-fn catalog(c: &mut Client) -> (Vec<String>, Vec<String>) {
-    let ms = c
-        .query("SELECT m::text FROM embedstack.model_sets m ORDER BY name", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let fits = c
-        .query("SELECT f::text FROM embedstack.fits f ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    (ms, fits)
+/// A model set as queries see it: its source, its served view (schema-qualified outside
+/// public) and the view's vector column (the model set's combined column).
+#[derive(Clone, Copy, Debug)]
+struct Set<'a> {
+    name: &'a str,
+    schema: &'a str,
+    source: &'a str,
+    view: &'a str,
+    col: &'a str,
 }
 
-/// `id -> column::text` of every row (the served vectors, exactly).
-fn column_text(c: &mut Client, table: &str, column: &str) -> BTreeMap<i32, Option<String>> {
-    c.query(&format!("SELECT id, {column}::text FROM {table} ORDER BY id"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+impl Set<'_> {
+    fn view_rel(&self) -> String {
+        if self.schema == "public" {
+            self.view.to_string()
+        } else {
+            format!("{}.{}", self.schema, self.view)
+        }
+    }
+}
+
+/// `sym` on `items` and `qw` (query-weighted, combined column `qw_vec`) on `app.docs`, with the
+/// documented view names `<source table>_<model set>`.
+const SYM: Set<'static> =
+    Set { name: "sym", schema: "public", source: "items", view: "items_sym", col: "sym_combined" };
+const QW: Set<'static> =
+    Set { name: "qw", schema: "app", source: "app.docs", view: "docs_qw", col: "qw_vec" };
+
+/// Where the vectors are read: 0.3.0's view (joined to the source), or a 0.1/0.2 release's
+/// column of the source table.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum At {
+    View,
+    Column,
+}
+
+/// The served top-10 query of a model set (the README's query for 0.3.0).
+fn knn_sql(s: Set, at: At, q: &Models) -> String {
+    let qv = format!("embedstack.query_vector('{}', {})", s.name, models_sql(q));
+    match at {
+        At::View => format!(
+            "SELECT t.id, (v.{col} <#> {qv})::float8 FROM {src} t JOIN {view} v USING (id) ORDER BY v.{col} <#> {qv} LIMIT 10",
+            col = s.col,
+            src = s.source,
+            view = s.view_rel()
+        ),
+        At::Column => format!(
+            "SELECT id, ({col} <#> {qv})::float8 FROM {src} ORDER BY {col} <#> {qv} LIMIT 10",
+            col = s.col,
+            src = s.source
+        ),
+    }
+}
+
+fn answers(c: &mut Client, sql: &str) -> Vec<(i32, f64)> {
+    c.query(sql, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// Top-10 `(id, inner-product distance)` for the query models, through the HNSW index with a
 /// search list covering the whole table (so the answer is the exact one, and comparable
 /// across databases whose index was built separately).
-fn knn(c: &mut Client, table: &str, set: &str, column: &str, q: &Models) -> Vec<(i32, f64)> {
-    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
+fn knn(c: &mut Client, s: Set, at: At, q: &Models) -> Vec<(i32, f64)> {
     c.batch_execute("SET hnsw.ef_search = 1000").unwrap();
-    let r = c
-        .query(
-            &format!(
-                "SELECT id, ({column} <#> {qv})::float8 FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"
-            ),
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let r = answers(c, &knn_sql(s, at, q));
     c.batch_execute("RESET hnsw.ef_search").unwrap();
     r
 }
 
-/// The same top-10 by a sequential scan (no index): the exact answer.
-fn knn_exact(c: &mut Client, table: &str, set: &str, column: &str, q: &Models) -> Vec<(i32, f64)> {
-    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
-    c.batch_execute("SET enable_indexscan = off").unwrap();
-    let r = c
-        .query(
-            &format!(
-                "SELECT id, ({column} <#> {qv})::float8 FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"
-            ),
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    c.batch_execute("RESET enable_indexscan").unwrap();
+/// The same top-10 without any index scan: the exact answer.
+fn knn_exact(c: &mut Client, s: Set, at: At, q: &Models) -> Vec<(i32, f64)> {
+    c.batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off").unwrap();
+    let r = answers(c, &knn_sql(s, at, q));
+    c.batch_execute("RESET enable_indexscan; RESET enable_bitmapscan").unwrap();
     r
 }
 
 /// Asserts the served k-NN query plans as a scan of `index` with default settings.
-fn assert_uses_index(c: &mut Client, table: &str, set: &str, column: &str, q: &Models, index: &str) {
-    let qv = format!("embedstack.query_vector('{set}', {})", models_sql(q));
-    let plan: Vec<String> = c
-        .query(&format!("EXPLAIN SELECT id FROM {table} ORDER BY {column} <#> {qv} LIMIT 10"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+fn assert_uses_index(c: &mut Client, s: Set, at: At, q: &Models, index: &str) {
+    let plan: Vec<String> =
+        c.query(&format!("EXPLAIN {}", knn_sql(s, at, q)), &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(
         plan.iter().any(|l| l.contains(&format!("Index Scan using {index} "))),
-        "the k-NN query on {table}.{column} does not use {index}:\n{}",
+        "the k-NN query of {} does not use {index}:\n{}",
+        s.name,
         plan.join("\n")
     );
+}
+
+/// `id -> vector::text` of every key served (the vectors, exactly).
+fn vectors_text(c: &mut Client, s: Set, at: At) -> BTreeMap<i32, Option<String>> {
+    let rel = match at {
+        At::View => s.view_rel(),
+        At::Column => s.source.to_string(),
+    };
+    c.query(&format!("SELECT id, {}::text FROM {rel} ORDER BY id", s.col), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// Query model vectors: some rows of the data, a fresh random one, one with a NULL model.
@@ -195,8 +220,11 @@ fn current_version(c: &mut Client) -> String {
         .get(0)
 }
 
-/// The served index of a model set, as the catalog records it (made by 0.1.0: `<column>_hnsw`;
-/// since 0.2.1: `index_name`).
+fn installed_version(c: &mut Client) -> String {
+    c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0)
+}
+
+/// The served index of a model set, as the catalog records it.
 fn served_index(c: &mut Client, set: &str) -> String {
     c.query_one("SELECT served_index::text FROM embedstack.model_sets WHERE name = $1", &[&set])
         .unwrap()
@@ -204,22 +232,99 @@ fn served_index(c: &mut Client, set: &str) -> String {
         .expect("a served index")
 }
 
-/// Non-internal triggers of a table with their definitions.
-fn triggers(c: &mut Client, table: &str) -> Vec<String> {
+/// The served generation of a model set, as the catalog records it.
+fn served_generation(c: &mut Client, set: &str) -> i64 {
+    c.query_one("SELECT served_generation FROM embedstack.model_sets WHERE name = $1", &[&set])
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+        .expect("a served generation")
+}
+
+/// `_derived_name` of sql/model_sets.sql, computed here: `<base>_<tag>` when it fits in 63
+/// bytes and no hash is asked for; else `<base cut> _ <8 hex digits of md5(hash_of or base)> _
+/// <tag>` (the names here are ASCII).
+fn derived_name(base: &str, tag: &str, hash_of: Option<&str>) -> String {
+    if hash_of.is_none() && base.len() + 1 + tag.len() <= 63 {
+        return format!("{base}_{tag}");
+    }
+    let h = format!("{:x}", md5::compute(hash_of.unwrap_or(base).as_bytes()));
+    let suffix = format!("_{}_{tag}", &h[..8]);
+    let keep = base.len().min(63 - suffix.len());
+    format!("{}{suffix}", &base[..keep])
+}
+
+/// The documented name of generation `id`'s table: `<view>_g<id>`, hashed (with the view
+/// name) when longer than 63 bytes; its index is `derived_name(<table>, "hnsw")`.
+fn generation_table(view: &str, id: i64) -> String {
+    let tag = format!("g{id}");
+    let hash = view.len() + 1 + tag.len() > 63;
+    derived_name(view, &tag, if hash { Some(view) } else { None })
+}
+
+/// The documented served view name: `<source table>_<model set>`, hashed when longer than 63
+/// bytes.
+fn view_name(table: &str, set: &str) -> String {
+    let base = format!("{table}_{set}");
+    if base.len() <= 63 {
+        base
+    } else {
+        derived_name(&base, "served", Some(&format!("{table}.{set}")))
+    }
+}
+
+/// The documented names of a model set's four statement-level freshness triggers (insert,
+/// update, delete, truncate): `embedstack_<set>_ins` …, all hashed when the longest would not fit.
+fn trigger_names(set: &str) -> Vec<String> {
+    let base = format!("embedstack_{set}");
+    let hashed = base.len() + "_trunc".len() > 63;
+    ["ins", "upd", "del", "trunc"]
+        .iter()
+        .map(|t| derived_name(&base, t, if hashed { Some(&base) } else { None }))
+        .collect()
+}
+
+/// `(name, definition)` of the non-internal triggers of a table, by name.
+fn triggers(c: &mut Client, table: &str) -> Vec<(String, String)> {
     c.query(
-        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal
-          ORDER BY tgname",
+        "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger
+          WHERE tgrelid = $1::text::regclass AND NOT tgisinternal ORDER BY tgname",
         &[&table],
     )
     .unwrap()
     .iter()
-    .map(|r| r.get(0))
+    .map(|r| (r.get(0), r.get(1)))
     .collect()
 }
 
-/// Inserts a row and checks the freshness trigger wrote its combined vector: the served
-/// multipliers of the active fit (symmetric: `sqrt(w_k / w_max)` above the threshold,
-/// checked here; query-weighted: 1) applied to the unit blocks.
+/// Asserts the triggers of `table` are exactly the statement-level freshness triggers of
+/// `sets` under their documented names, each an `AFTER <event> … FOR EACH STATEMENT` calling
+/// `embedstack._refresh_generations('<set>')` (so no row trigger of 0.1/0.2 is left).
+fn assert_statement_triggers(c: &mut Client, table: &str, sets: &[&str]) {
+    let got = triggers(c, table);
+    let mut want: Vec<(String, String)> = Vec::new();
+    for set in sets {
+        for (name, event) in trigger_names(set).into_iter().zip(["INSERT", "UPDATE", "DELETE", "TRUNCATE"]) {
+            want.push((name, format!("{event}|{set}")));
+        }
+    }
+    want.sort();
+    let names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
+    let want_names: Vec<&String> = want.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, want_names, "triggers on {table}: {got:#?}");
+    for ((name, def), (_, ev_set)) in got.iter().zip(&want) {
+        let (event, set) = ev_set.split_once('|').unwrap();
+        assert!(
+            def.contains(&format!("AFTER {event} ON "))
+                && def.contains("FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations(")
+                && def.ends_with(&format!("('{set}')")),
+            "trigger {name} on {table}: {def}"
+        );
+    }
+}
+
+/// Inserts a row and checks the freshness trigger served its combined vector through the view:
+/// the served multipliers of the active fit (symmetric: `sqrt(w_k / w_max)` above the
+/// threshold, checked here; query-weighted: 1) applied to the unit blocks.
 fn check_trigger_on_insert(c: &mut Client, table: &str, set: &str, id: i32, rng: &mut Rng) {
     let m: Models = DIMS.iter().map(|&d| Some(rng.vec(d))).collect();
     let vals: Vec<String> = m.iter().map(vec_sql).collect();
@@ -227,21 +332,28 @@ fn check_trigger_on_insert(c: &mut Client, table: &str, set: &str, id: i32, rng:
         .unwrap();
     let r = c
         .query_one(
-            "SELECT m.mode, m.threshold, m.combined_column::text, m.served_multipliers, f.weights
-               FROM embedstack.model_sets m JOIN embedstack.fits f ON f.id = m.active_fit WHERE m.name = $1",
+            "SELECT m.mode, m.threshold, m.combined_column::text, format('%I.%I', n.nspname, m.view_name),
+                    m.served_multipliers, f.weights
+               FROM embedstack.model_sets m JOIN embedstack.fits f ON f.id = m.active_fit
+               JOIN pg_class s ON s.oid = m.source JOIN pg_namespace n ON n.oid = s.relnamespace
+              WHERE m.name = $1",
             &[&set],
         )
         .unwrap();
-    let (mode, threshold, column, served, w): (String, f64, String, Vec<f64>, Vec<f64>) =
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let (mode, threshold, column, view, served, w): (String, f64, String, String, Vec<f64>, Vec<f64>) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
     let mult = if mode == "symmetric" { symmetric_multipliers(&w, threshold) } else { vec![1.0; 3] };
     for k in 0..3 {
         assert!((served[k] - mult[k]).abs() <= 1e-12, "{set}: served multipliers {served:?}, want {mult:?}");
     }
-    let got: Option<Vec<f32>> =
-        c.query_one(&format!("SELECT {column}::real[] FROM {table} WHERE id = {id}"), &[]).unwrap().get(0);
-    let got = got
-        .unwrap_or_else(|| panic!("{set}: the inserted row {id} has no combined vector (trigger missing?)"));
+    let got: Option<Vec<f32>> = c
+        .query_opt(&format!("SELECT {column}::real[] FROM {view} WHERE id = {id}"), &[])
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!("{set}: the inserted row {id} is not in the view {view} (trigger missing?)")
+        })
+        .get(0);
+    let got = got.unwrap_or_else(|| panic!("{set}: the inserted row {id} has no combined vector"));
     assert_close_vec(&got, &combined(&m, &DIMS, &mult), 1e-6, &format!("{set}: inserted row {id}"));
 }
 
@@ -255,12 +367,15 @@ struct StatusSummary {
     job_fit: Option<i64>,
     outcome: Option<String>,
     last_error: Option<String>,
+    served_generation: Option<i64>,
+    previous_generation: Option<i64>,
 }
 
 fn status_summary(c: &mut Client, set: &str) -> StatusSummary {
     let r = c
         .query_one(
-            "SELECT active_fit, job_id, job_kind, job_state, job_fit, outcome, last_error
+            "SELECT active_fit, job_id, job_kind, job_state, job_fit, outcome, last_error, served_generation,
+                    previous_generation
                FROM embedstack.status WHERE model_set = $1",
             &[&set],
         )
@@ -273,7 +388,171 @@ fn status_summary(c: &mut Client, set: &str) -> StatusSummary {
         job_fit: r.get(4),
         outcome: r.get(5),
         last_error: r.get(6),
+        served_generation: r.get(7),
+        previous_generation: r.get(8),
     }
+}
+
+/// One row of `embedstack.generations`.
+#[derive(Debug, Clone, PartialEq)]
+struct Gen {
+    id: i64,
+    relation: Option<String>,
+    index_name: Option<String>,
+    fit_id: i64,
+    multipliers: Vec<f64>,
+    storage: String,
+    state: String,
+}
+
+fn generations(c: &mut Client, set: &str) -> Vec<Gen> {
+    c.query(
+        "SELECT id, relation::text, index_name::text, fit_id, multipliers, storage, state
+           FROM embedstack.generations WHERE model_set = $1 ORDER BY id",
+        &[&set],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| Gen {
+        id: r.get(0),
+        relation: r.get(1),
+        index_name: r.get(2),
+        fit_id: r.get(3),
+        multipliers: r.get(4),
+        storage: r.get(5),
+        state: r.get(6),
+    })
+    .collect()
+}
+
+/// The relations the served view's rule reads (other than the view itself).
+fn view_reads(c: &mut Client, view: &str) -> Vec<String> {
+    c.query(
+        "SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite r
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+          WHERE r.ev_class = $1::text::regclass ORDER BY 1",
+        &[&view],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Every pg_attribute row of a table (dropped and system columns included), as text.
+fn attributes(c: &mut Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT a::text FROM pg_attribute a WHERE a.attrelid = $1::text::regclass ORDER BY a.attnum",
+        &[&table],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The source as it is: pg_attribute rows and every row's `(id, ctid, xmin)`.
+type SourceState = (Vec<String>, Vec<(i32, String, String)>);
+
+fn source_state(c: &mut Client, table: &str) -> SourceState {
+    (attributes(c, table), row_versions(c, table))
+}
+
+/// The catalog writers (`embedstack._w_*`) PUBLIC may execute; there must be none, out of
+/// at least 10 writers.
+fn assert_writers_not_public(c: &mut Client) {
+    let r = c
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE')),
+                    string_agg(p.oid::regprocedure::text, ', ') FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE'))
+               FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace AND p.proname LIKE '\\_w\\_%'",
+            &[],
+        )
+        .unwrap();
+    let (n, public, which): (i64, i64, Option<String>) = (r.get(0), r.get(1), r.get(2));
+    assert!(n >= 10, "{n} catalog writers");
+    assert_eq!(public, 0, "catalog writers executable by PUBLIC: {which:?}");
+}
+
+/// What a 0.1/0.2 release served for a model set (a column of its source): the vectors and the
+/// k-NN answers (equal to exact search).
+#[derive(Debug, Clone, PartialEq)]
+struct ColumnServed {
+    vectors: BTreeMap<i32, Option<String>>,
+    knn: Vec<Vec<(i32, f64)>>,
+}
+
+fn column_served(c: &mut Client, s: Set, rows: &BTreeMap<i32, Models>, seed: u64) -> ColumnServed {
+    let mut knn_all = Vec::new();
+    for q in queries(rows, seed) {
+        let got = knn(c, s, At::Column, &q);
+        assert_eq!(got, knn_exact(c, s, At::Column, &q), "{}: HNSW vs exact (column)", s.name);
+        knn_all.push(got);
+    }
+    ColumnServed { vectors: vectors_text(c, s, At::Column), knn: knn_all }
+}
+
+/// After an upgrade from a release that served columns: the model set serves, from its one
+/// generation, exactly what the column served (same vectors for every key, same answers through
+/// the view, equal to exact search, through the generation's index): returns the generation.
+/// Checks the generation's catalog row (served, the active fit and served layout, the documented
+/// table and index names `<view>_g<id>`, `<table>_hnsw`, hashed when long), the view (documented name, reads
+/// that generation only) and the model set's catalog row.
+fn assert_upgraded_set(
+    c: &mut Client,
+    s: Set,
+    before: &ColumnServed,
+    rows: &BTreeMap<i32, Models>,
+    seed: u64,
+) -> i64 {
+    let r = c
+        .query_one(
+            "SELECT view_name::text, active_fit, served_multipliers, served_storage, served_generation, served_index::text
+               FROM embedstack.model_sets WHERE name = $1",
+            &[&s.name],
+        )
+        .unwrap();
+    let view: String = r.get(0);
+    let fit_id: Option<i64> = r.get(1);
+    let mult: Option<Vec<f64>> = r.get(2);
+    let storage: Option<String> = r.get(3);
+    let gen: Option<i64> = r.get(4);
+    let served_idx: Option<String> = r.get(5);
+    assert_eq!(view, s.view, "{}: the documented view name", s.name);
+    let gens = generations(c, s.name);
+    assert_eq!(gens.len(), 1, "{}: one generation after the upgrade: {gens:?}", s.name);
+    let g = &gens[0];
+    let table = generation_table(s.view, g.id);
+    let index = derived_name(&table, "hnsw", None);
+    let rel = if s.schema == "public" { table.clone() } else { format!("{}.{table}", s.schema) };
+    assert_eq!(
+        (
+            g.state.as_str(),
+            Some(g.fit_id),
+            Some(&g.multipliers),
+            Some(&g.storage),
+            g.relation.as_deref(),
+            g.index_name.as_deref()
+        ),
+        ("served", fit_id, mult.as_ref(), storage.as_ref(), Some(rel.as_str()), Some(index.as_str())),
+        "{}: the generation made by the upgrade: {g:?}",
+        s.name
+    );
+    assert_eq!((gen, served_idx.as_deref()), (Some(g.id), Some(index.as_str())), "{}", s.name);
+    assert_eq!(view_reads(c, &s.view_rel()), vec![rel.clone()], "{}: the view reads its generation", s.name);
+    assert!(
+        vectors_text(c, s, At::View) == before.vectors,
+        "{}: the view does not serve the vectors the column served",
+        s.name
+    );
+    for (i, q) in queries(rows, seed).iter().enumerate() {
+        let got = knn(c, s, At::View, q);
+        assert_eq!(got, before.knn[i], "{}: k-NN answer {i} through the view vs the column's", s.name);
+        assert_eq!(got, knn_exact(c, s, At::View, q), "{}: HNSW vs exact (view)", s.name);
+        assert_uses_index(c, s, At::View, q, &index);
+    }
+    g.id
 }
 
 /// Every object of the extension with a hash of what defines it (/tmp/extobjs.sql).
@@ -455,7 +734,8 @@ fn cron_runs(a: &mut Client, jobid: i64) -> Vec<CronRun> {
 ///   background worker (`cron.job_run_details` says succeeded, for the test database, as
 ///   postgres) and cuts over: `embedstack.status` shows a succeeded refit job, run by another
 ///   backend, whose fit (a new one, trained on the non-held-out pairs) is the active fit, and
-///   the served column / index answer with it;
+///   the served view (a new generation and its index) answers with it; the source table is
+///   unchanged (pg_attribute rows, every row's ctid/xmin);
 /// * a scheduled run that finds the model set busy (its job lock held by another session,
 ///   taken here with `pg_advisory_lock(1701667443, hashtext(set))`, the documented lock tag)
 ///   fails in `cron.job_run_details` with the 55P03 message naming the holder's pid, and
@@ -481,6 +761,8 @@ fn pg_cron_runs_the_scheduled_refit() {
     let (f1, _) = fit(&mut c, set, "pairs");
     c.batch_execute(&format!("CALL embedstack.materialize('{set}', {f1})")).unwrap();
     assert_eq!(active_fit(&mut c, set), Some(f1));
+    let first_gen = served_generation(&mut c, set);
+    let items_before = source_state(&mut c, "items");
     let first_job = status_summary(&mut c, set).job_id.expect("materialize records a job");
     let my_pid = backend_pid(&mut c);
 
@@ -553,24 +835,30 @@ fn pg_cron_runs_the_scheduled_refit() {
     };
     assert_ne!(job_pid, my_pid, "the refit ran in the cron worker, not in the test's session");
     assert_eq!((kind.as_str(), split.as_deref()), ("refit", Some("train")));
-    let (srv_fit, srv_index): (Option<i64>, Option<String>) = {
+    let (srv_fit, srv_index, srv_gen): (Option<i64>, Option<String>, Option<i64>) = {
         let r = c
             .query_one(
-                "SELECT active_fit, served_index::text FROM embedstack.model_sets WHERE name = $1",
+                "SELECT active_fit, served_index::text, served_generation FROM embedstack.model_sets WHERE name = $1",
                 &[&set],
             )
             .unwrap();
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(srv_fit, Some(f_new));
+    let job_gen: Option<i64> = c
+        .query_one("SELECT generation FROM embedstack.jobs WHERE id = $1", &[&st.job_id.unwrap()])
+        .unwrap()
+        .get(0);
+    let gen = srv_gen.expect("served generation");
+    assert_eq!(job_gen, Some(gen), "the refit's generation is served");
+    assert!(gen > first_gen, "a new generation: {gen} after {first_gen}");
     let idx = srv_index.expect("served index");
-    assert_eq!(idx, index_name("public", "items", "cs_combined", false));
+    assert_eq!(idx, format!("items_cs_g{gen}_hnsw"));
+    assert!(source_state(&mut c, "items") == items_before, "the scheduled refit changed the source table");
+    let cs = Set { name: set, schema: "public", source: "items", view: "items_cs", col: "cs_combined" };
     for q in queries(&rows, 0x11FE_0002) {
-        assert_eq!(
-            knn(&mut c, "items", set, "cs_combined", &q),
-            knn_exact(&mut c, "items", set, "cs_combined", &q)
-        );
-        assert_uses_index(&mut c, "items", set, "cs_combined", &q, &idx);
+        assert_eq!(knn(&mut c, cs, At::View, &q), knn_exact(&mut c, cs, At::View, &q));
+        assert_uses_index(&mut c, cs, At::View, &q, &idx);
     }
     check_trigger_on_insert(&mut c, "items", set, 5001, &mut Rng(0x11FE_0003));
 
@@ -620,45 +908,83 @@ fn pg_cron_runs_the_scheduled_refit() {
 // 2. pg_dump / pg_restore
 // ---------------------------------------------------------------------------------------
 
+/// Every row of `embedstack.model_sets`, `embedstack.fits` and `embedstack.generations`, all
+/// columns as text.
+fn catalog(c: &mut Client) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut rows =
+        |sql: &str| -> Vec<String> { c.query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect() };
+    (
+        rows("SELECT m::text FROM embedstack.model_sets m ORDER BY name"),
+        rows("SELECT f::text FROM embedstack.fits f ORDER BY id"),
+        rows("SELECT g::text FROM embedstack.generations g ORDER BY id"),
+    )
+}
+
 /// Everything a served database answers, for comparing two databases.
 #[derive(Debug, Clone, PartialEq)]
 struct ServedDb {
-    catalog: (Vec<String>, Vec<String>),
-    sym_column: BTreeMap<i32, Option<String>>,
-    qw_column: BTreeMap<i32, Option<String>>,
+    catalog: (Vec<String>, Vec<String>, Vec<String>),
+    sym_vectors: BTreeMap<i32, Option<String>>,
+    qw_vectors: BTreeMap<i32, Option<String>>,
     sym_knn: Vec<Vec<(i32, f64)>>,
     qw_knn: Vec<Vec<(i32, f64)>>,
     sym_index: Option<String>,
     qw_index: Option<String>,
-    items_triggers: Vec<String>,
-    docs_triggers: Vec<String>,
+    sym_view: Option<String>,
+    qw_view: Option<String>,
+    /// `(generation table, its rows as text)` of every generation.
+    generation_rows: Vec<(String, Vec<String>)>,
+    items_triggers: Vec<(String, String)>,
+    docs_triggers: Vec<(String, String)>,
     fits_seq: (i64, bool),
+    generations_seq: (i64, bool),
 }
 
 fn served_db(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32, Models>) -> ServedDb {
-    let mut sym_knn = Vec::new();
-    for q in queries(items, 0xD0_0001) {
-        let got = knn(c, "items", "sym", "sym_combined", &q);
-        assert_eq!(got, knn_exact(c, "items", "sym", "sym_combined", &q), "sym: HNSW vs exact");
-        assert_eq!(got.len(), 10);
-        let idx = served_index(c, "sym");
-        assert_uses_index(c, "items", "sym", "sym_combined", &q, &idx);
-        sym_knn.push(got);
+    let mut knns = Vec::new();
+    for (s, rows, seed) in [(SYM, items, 0xD0_0001), (QW, docs, 0xD0_0002)] {
+        let idx = served_index(c, s.name);
+        let mut all = Vec::new();
+        for q in queries(rows, seed) {
+            let got = knn(c, s, At::View, &q);
+            assert_eq!(got, knn_exact(c, s, At::View, &q), "{}: HNSW vs exact", s.name);
+            assert_eq!(got.len(), 10);
+            assert_uses_index(c, s, At::View, &q, &idx);
+            all.push(got);
+        }
+        knns.push(all);
     }
-    let mut qw_knn = Vec::new();
-    for q in queries(docs, 0xD0_0002) {
-        let got = knn(c, "app.docs", "qw", "qw_vec", &q);
-        assert_eq!(got, knn_exact(c, "app.docs", "qw", "qw_vec", &q), "qw: HNSW vs exact");
-        assert_eq!(got.len(), 10);
-        let idx = served_index(c, "qw");
-        assert_uses_index(c, "app.docs", "qw", "qw_vec", &q, &idx);
-        qw_knn.push(got);
-    }
-    let seq = c.query_one("SELECT last_value, is_called FROM embedstack.fits_id_seq", &[]).unwrap();
+    let qw_knn = knns.pop().unwrap();
+    let sym_knn = knns.pop().unwrap();
+    let seq = |c: &mut Client, s: &str| -> (i64, bool) {
+        let r = c.query_one(&format!("SELECT last_value, is_called FROM embedstack.{s}"), &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    let viewdef = |c: &mut Client, v: &str| -> Option<String> {
+        c.query_one("SELECT pg_get_viewdef(to_regclass($1))", &[&v]).unwrap().get(0)
+    };
+    let gen_tables: Vec<String> = c
+        .query("SELECT relation::text FROM embedstack.generations ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let generation_rows = gen_tables
+        .into_iter()
+        .map(|t| {
+            let rows: Vec<String> = c
+                .query(&format!("SELECT g::text FROM {t} g ORDER BY 1"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (t, rows)
+        })
+        .collect();
     ServedDb {
         catalog: catalog(c),
-        sym_column: column_text(c, "items", "sym_combined"),
-        qw_column: column_text(c, "app.docs", "qw_vec"),
+        sym_vectors: vectors_text(c, SYM, At::View),
+        qw_vectors: vectors_text(c, QW, At::View),
         sym_knn,
         qw_knn,
         sym_index: {
@@ -669,9 +995,13 @@ fn served_db(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32,
             let idx = served_index(c, "qw");
             index_def(c, "app", &idx)
         },
+        sym_view: viewdef(c, &SYM.view_rel()),
+        qw_view: viewdef(c, &QW.view_rel()),
+        generation_rows,
         items_triggers: triggers(c, "items"),
         docs_triggers: triggers(c, "app.docs"),
-        fits_seq: (seq.get(0), seq.get(1)),
+        fits_seq: seq(c, "fits_id_seq"),
+        generations_seq: seq(c, "generations_id_seq"),
     }
 }
 
@@ -679,20 +1009,24 @@ fn served_db(c: &mut Client, items: &BTreeMap<i32, Models>, docs: &BTreeMap<i32,
 fn assert_same_served(a: &ServedDb, b: &ServedDb, what: &str) {
     assert_eq!(a.catalog.0, b.catalog.0, "{what}: embedstack.model_sets rows");
     assert_eq!(a.catalog.1, b.catalog.1, "{what}: embedstack.fits rows");
-    assert!(a.sym_column == b.sym_column, "{what}: items.sym_combined values differ");
-    assert!(a.qw_column == b.qw_column, "{what}: app.docs.qw_vec values differ");
+    assert_eq!(a.catalog.2, b.catalog.2, "{what}: embedstack.generations rows");
+    assert!(a.sym_vectors == b.sym_vectors, "{what}: vectors served by items_sym differ");
+    assert!(a.qw_vectors == b.qw_vectors, "{what}: vectors served by app.docs_qw differ");
+    assert!(a.generation_rows == b.generation_rows, "{what}: rows of the generation tables differ");
     assert_eq!(a.sym_knn, b.sym_knn, "{what}: sym k-NN answers");
     assert_eq!(a.qw_knn, b.qw_knn, "{what}: qw k-NN answers");
     assert_eq!(a.sym_index, b.sym_index, "{what}: sym index");
     assert_eq!(a.qw_index, b.qw_index, "{what}: qw index");
+    assert_eq!(a.sym_view, b.sym_view, "{what}: sym view");
+    assert_eq!(a.qw_view, b.qw_view, "{what}: qw view");
     assert_eq!(a.items_triggers, b.items_triggers, "{what}: triggers on items");
     assert_eq!(a.docs_triggers, b.docs_triggers, "{what}: triggers on app.docs");
     assert_eq!(a.fits_seq, b.fits_seq, "{what}: embedstack.fits_id_seq");
+    assert_eq!(a.generations_seq, b.generations_seq, "{what}: embedstack.generations_id_seq");
 }
 
-/// Two served model sets: `sym` (symmetric) on `items`, fit 1 then fit 2 materialised (fit 1
-/// stays in the history), and `qw` (query-weighted, combined column `qw_vec`) on `app.docs`
-/// (a table outside the search path).
+/// Two model sets: `sym` (symmetric) on `items`, and `qw` (query-weighted, combined column
+/// `qw_vec`) on `app.docs` (a table outside the search path); not materialised.
 fn setup_served(c: &mut Client, seed: u64) -> (BTreeMap<i32, Models>, BTreeMap<i32, Models>) {
     let items = load_items(c, seed);
     c.batch_execute("SELECT embedstack.create_model_set('sym', 'items', 'id', ARRAY['m1', 'm2', 'm3'])")
@@ -712,9 +1046,9 @@ fn setup_served(c: &mut Client, seed: u64) -> (BTreeMap<i32, Models>, BTreeMap<i
     (items, docs)
 }
 
-/// The database `es_<name>` with the served model sets of `setup_served` (`sym`: fit 1
-/// then fit 2 materialised, fit 1 in the history; `qw` materialised), what it serves, and its
-/// `pg_dump -Fc` (exit code 0, nothing on stderr) in a temporary file.
+/// The database `es_<name>` with the model sets of `setup_served` served (`sym`: fit 1 then
+/// fit 2 materialised, two layouts: generation 1 retained, 2 served; `qw`: generation 3), what
+/// it serves, and its `pg_dump -Fc` (exit code 0, nothing on stderr) in a temporary file.
 fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>, ServedDb, PathBuf) {
     let mut c = fresh_db(name);
     let (items, docs) = setup_served(&mut c, 0xD0_1000);
@@ -728,11 +1062,20 @@ fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Mode
     assert_eq!((active_fit(&mut c, "sym"), active_fit(&mut c, "qw")), (Some(f2), Some(fq)));
     let jobs: i64 = c.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
     assert_eq!(jobs, 3);
+    let states: Vec<(i64, String, String)> = c
+        .query("SELECT id, model_set, state FROM embedstack.generations ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let s = |id: i64, m: &str, st: &str| (id, m.to_string(), st.to_string());
+    assert_eq!(states, vec![s(1, "sym", "retained"), s(2, "sym", "served"), s(3, "qw", "served")]);
     c.batch_execute("ANALYZE").unwrap();
     let orig = served_db(&mut c, &items, &docs);
     assert_eq!(orig.catalog.1.len(), 3, "fits 1, 2 (sym) and the qw fit");
-    assert_eq!(orig.items_triggers.len(), 1);
-    assert_eq!(orig.docs_triggers.len(), 1);
+    assert_eq!(orig.generation_rows.len(), 3);
+    assert_eq!(orig.items_triggers.len(), 4);
+    assert_eq!(orig.docs_triggers.len(), 4);
     let file = std::env::temp_dir().join(format!("embedstack_{name}_{}.dump", std::process::id()));
     run_tool("pg_dump", &["-Fc", "-f", file.to_str().unwrap(), "-d", &format!("es_{name}")]);
     (c, items, docs, orig, file)
@@ -741,16 +1084,19 @@ fn dump_source(name: &str) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Mode
 /// `pg_dump -Fc` of a database with served model sets, `pg_restore` into a new database
 /// (exit code 0, nothing on stderr; also, into another database, the catalog rows first and
 /// the rest with `-j 4`, compared the same way), then in the restored database:
-/// * `embedstack.model_sets` and `embedstack.fits` rows identical as text (`source` resolves
-///   to the restored tables), `fits_id_seq` at the same value, `embedstack.jobs` empty;
-/// * the served columns identical value for value, their HNSW indexes and the freshness
-///   triggers defined identically, the k-NN answers (ids and distances) identical, through
-///   the indexes (EXPLAIN), and equal to exact search;
+/// * `embedstack.model_sets`, `embedstack.fits` and `embedstack.generations` rows identical as
+///   text (`source` and `relation` resolve to the restored tables), `fits_id_seq` and
+///   `generations_id_seq` at the same values, `embedstack.jobs` empty;
+/// * the served views defined identically and serving identical vectors, every generation
+///   table's rows identical, the generations' HNSW indexes and the freshness triggers defined
+///   identically, the k-NN answers (ids and distances) identical, through the indexes
+///   (EXPLAIN), and equal to exact search;
 /// * `pg_dump --schema-only` of both databases identical, and the extension's objects, their
 ///   definitions, configuration tables and privileges identical (the upgrade test's lists);
 /// * the triggers work (an inserted row gets the combined vector computed here);
-/// * `embedstack.status` works (no job: jobs are not dumped); a refit works, its fit id is
-///   the next one after the restored ids, and the k-NN query uses the new index.
+/// * `embedstack.status` works (no job: jobs are not dumped); a refit works, its fit and its
+///   generation take the ids after the restored ones, the k-NN query uses the new generation's
+///   index, and the source table is not changed; a query-weighted refit writes nothing.
 #[test]
 fn pg_dump_and_pg_restore_keep_what_is_served() {
     let t0 = Instant::now();
@@ -802,9 +1148,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
         );
     }
 
-    let ver: String =
-        r.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, current_version(&mut r));
+    assert_eq!(installed_version(&mut r), current_version(&mut r));
     r.batch_execute("ANALYZE").unwrap();
     let rest = served_db(&mut r, &items, &docs);
     assert_same_served(&orig, &rest, "restored vs original");
@@ -814,7 +1158,7 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
         diffs.extend(diff_maps("original", &a, "restored", &b));
     }
     assert!(diffs.is_empty(), "the restored extension differs from the original:\n{}", diffs.join("\n"));
-    // `source` resolves to the restored tables.
+    // `source` and the generations' relations resolve to the restored tables.
     let resolves: Vec<(String, bool)> = r
         .query(
             "SELECT m.name, m.source = to_regclass(CASE m.name WHEN 'sym' THEN 'public.items' ELSE 'app.docs' END)
@@ -826,17 +1170,25 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
         .map(|x| (x.get(0), x.get(1)))
         .collect();
     assert_eq!(resolves, vec![("qw".to_string(), true), ("sym".to_string(), true)]);
-    let served_col_ok: bool = r
-        .query_one(
-            "SELECT bool_and(EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = m.combined_column
-                                       AND NOT a.attisdropped)
-                             AND to_regclass(format('%I.%I', n.nspname, m.served_index)) IS NOT NULL)
-               FROM embedstack.model_sets m JOIN pg_class c ON c.oid = m.source JOIN pg_namespace n ON n.oid = c.relnamespace",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(served_col_ok, "served columns and indexes of the restored catalog exist");
+    for s in [SYM, QW] {
+        let gens = generations(&mut r, s.name);
+        let served: Vec<&Gen> = gens.iter().filter(|g| g.state == "served").collect();
+        assert_eq!(served.len(), 1, "{}: {gens:?}", s.name);
+        let rel = served[0].relation.clone().expect("the served generation's table");
+        assert_eq!(view_reads(&mut r, &s.view_rel()), vec![rel.clone()], "{}: the view reads it", s.name);
+        for g in &gens {
+            let ok: bool = r
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_index i
+                       WHERE i.indrelid = to_regclass($1) AND i.indexrelid = to_regclass(format('%I.%I', $3::text, $2::text))
+                         AND i.indisvalid)",
+                    &[&g.relation, &g.index_name, &s.schema],
+                )
+                .unwrap()
+                .get(0);
+            assert!(ok, "{}: generation {} table and index restored: {g:?}", s.name, g.id);
+        }
+    }
     let jobs: i64 = r.query_one("SELECT count(*) FROM embedstack.jobs", &[]).unwrap().get(0);
     assert_eq!(jobs, 0, "jobs are not dumped");
     for set in ["sym", "qw"] {
@@ -853,36 +1205,39 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
     check_trigger_on_insert(&mut r, "items", "sym", 3001, &mut Rng(0xD0_0003));
     check_trigger_on_insert(&mut r, "app.docs", "qw", 3001, &mut Rng(0xD0_0004));
 
-    // A refit in the restored database; the fit ids continue after the restored ones.
+    // A refit in the restored database; the fit and generation ids continue after the
+    // restored ones; the source table is only read.
     let max_id: i64 = r.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
+    let max_gen: i64 = r.query_one("SELECT max(id) FROM embedstack.generations", &[]).unwrap().get(0);
     assert_eq!(orig.fits_seq, (max_id, true));
+    assert_eq!(orig.generations_seq, (max_gen, true));
+    let items_state = source_state(&mut r, "items");
     r.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
     let st = status_summary(&mut r, "sym");
     assert_eq!(st.job_kind.as_deref(), Some("refit"));
     assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
     assert_eq!(st.job_fit, Some(max_id + 1), "the new fit takes the next id: {st:?}");
     assert_eq!(st.active_fit, Some(max_id + 1));
+    assert_eq!(st.served_generation, Some(max_gen + 1), "the new generation takes the next id: {st:?}");
+    assert!(source_state(&mut r, "items") == items_state, "the refit changed the source table");
     let q = &queries(&items, 0xD0_0001)[0];
-    assert_uses_index(
-        &mut r,
-        "items",
-        "sym",
-        "sym_combined",
-        q,
-        &index_name("public", "items", "sym_combined", false),
-    );
-    assert_eq!(
-        knn(&mut r, "items", "sym", "sym_combined", q),
-        knn_exact(&mut r, "items", "sym", "sym_combined", q)
-    );
+    assert_uses_index(&mut r, SYM, At::View, q, &format!("items_sym_g{}_hnsw", max_gen + 1));
+    assert_eq!(knn(&mut r, SYM, At::View, q), knn_exact(&mut r, SYM, At::View, q));
     check_trigger_on_insert(&mut r, "items", "sym", 3002, &mut Rng(0xD0_0005));
-    // Query-weighted: a refit only switches the active fit.
-    let before = row_versions(&mut r, "app.docs");
+    // Query-weighted: a refit only switches the active fit; nothing is written.
+    let docs_state = source_state(&mut r, "app.docs");
+    let qw_gen = served_generation(&mut r, "qw");
+    let qw_rows = row_versions(&mut r, &format!("app.docs_qw_g{qw_gen}"));
     r.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
         .unwrap();
     let st = status_summary(&mut r, "qw");
     assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 2)), "{st:?}");
-    assert_eq!(row_versions(&mut r, "app.docs"), before, "a query-weighted refit rewrites no row");
+    assert_eq!(st.served_generation, Some(qw_gen), "a query-weighted refit serves the same generation");
+    assert!(source_state(&mut r, "app.docs") == docs_state, "the refit changed app.docs");
+    assert!(
+        row_versions(&mut r, &format!("app.docs_qw_g{qw_gen}")) == qw_rows,
+        "a query-weighted refit rewrites no row of the generation"
+    );
     drop(r);
     drop_db(dst_db);
     eprintln!("dump/restore: {:.1}s", t0.elapsed().as_secs_f64());
@@ -890,9 +1245,9 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
 
 /// A plain parallel restore (`pg_restore -j 4`) of a database with model sets. pg_dump orders
 /// the configuration tables' rows by their foreign keys in the archive, but the TABLE DATA
-/// entries depend only on their own table, so parallel workers load `embedstack.fits` and
-/// `embedstack.model_sets` at the same time. With the foreign key fits -> model_sets that 0.2.0
-/// had at first, the restore failed (exit 1); there is no such key any more.
+/// entries depend only on their own table, so parallel workers load `embedstack.fits`,
+/// `embedstack.model_sets` and `embedstack.generations` at the same time: there is no foreign
+/// key between them.
 #[test]
 fn parallel_pg_restore_keeps_what_is_served() {
     let dst = "es_life_dump_par_restored";
@@ -921,17 +1276,32 @@ fn parallel_pg_restore_keeps_what_is_served() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. Upgrade from 0.1.0
+// 3. Upgrades from releases that served a column
 // ---------------------------------------------------------------------------------------
+
+/// The model-set columns every release has, as text (0.3.0 dropped the staging columns and
+/// added the view and generation ones).
+const COMMON_MODEL_SET_COLS: &str = "SELECT concat_ws('|', name, source::text, key_column, model_columns::text,
+    model_dims::text, model_types::text, mode, threshold, combined_column, storage, active_fit, served_multipliers::text,
+    served_storage, created_at) FROM embedstack.model_sets ORDER BY name";
+
+fn common_catalog(c: &mut Client) -> (Vec<String>, Vec<String>) {
+    let ms = c.query(COMMON_MODEL_SET_COLS, &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let fits = c
+        .query("SELECT f::text FROM embedstack.fits f ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (ms, fits)
+}
 
 /// A database with embedstack 0.1.0 and, made with the 0.1.0 API, the two served model sets
 /// of `setup_served` (`sym`: fit 1 then fit 2 materialised with the 3-argument materialize).
 fn setup_0_1_0(db: &str, seed: u64) -> (Client, BTreeMap<i32, Models>, BTreeMap<i32, Models>) {
     let mut c = create_db(db);
     c.batch_execute("CREATE EXTENSION embedstack VERSION '0.1.0' CASCADE").unwrap();
-    let ver: String =
-        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, "0.1.0");
+    assert_eq!(installed_version(&mut c), "0.1.0");
     let jobs: Option<String> =
         c.query_one("SELECT to_regclass('embedstack.jobs')::text", &[]).unwrap().get(0);
     assert_eq!(jobs, None, "0.1.0 has no jobs table");
@@ -947,37 +1317,74 @@ fn setup_0_1_0(db: &str, seed: u64) -> (Client, BTreeMap<i32, Models>, BTreeMap<
     (c, items, docs)
 }
 
-/// `ALTER EXTENSION embedstack UPDATE` from 0.1.0, with served model sets made by 0.1.0:
-/// * the version is 0.2.0; the catalog rows, the fit id sequence, the served columns (value
-///   for value, and no row rewritten: same ctid/xmin), their indexes and triggers and the k-NN
-///   answers are unchanged; the trigger still works;
-/// * the extension's objects and their definitions (the object list of /tmp/extobjs.sql),
-///   its configuration tables, the schema's privileges and the initial privileges are
-///   exactly those of a fresh `CREATE EXTENSION embedstack` (0.2.0) — differing rows printed;
-/// * the 0.2.0 operations work on the upgraded model sets: status (no job yet), refit with
-///   the default policy (cuts over: the new fit predicts the pairs better than fit 2 trained
-///   on another target), refit `cutover => 'never'` (kept), a query-weighted refit that
-///   rewrites nothing, the 4-argument materialize, and the jobs table records all four.
+/// Runs `ALTER EXTENSION embedstack UPDATE`, with a clear message when the installed update
+/// path does not reach the current version (the 0.2.1 → 0.3.0 script missing).
+fn update_extension(c: &mut Client) {
+    let from = installed_version(c);
+    let to = current_version(c);
+    let path: Option<String> = c
+        .query_one(
+            "SELECT path FROM pg_extension_update_paths('embedstack') WHERE source = $1 AND target = $2",
+            &[&from, &to],
+        )
+        .unwrap()
+        .get(0);
+    let path = path.unwrap_or_else(|| {
+        panic!("no installed update path from {from} to {to} (is sql/embedstack--0.2.1--{to}.sql installed?)")
+    });
+    c.batch_execute("ALTER EXTENSION embedstack UPDATE")
+        .unwrap_or_else(|e| panic!("ALTER EXTENSION embedstack UPDATE ({path}): {e:?}"));
+    assert_eq!(installed_version(c), to);
+}
+
+/// `ALTER EXTENSION embedstack UPDATE` from 0.1.0 (through 0.2.0 and 0.2.1), with served
+/// model sets made by 0.1.0:
+/// * the catalog rows (the columns every release has) and the fits are unchanged;
+/// * each model set serves the vectors its column served, from its one generation (served,
+///   the active fit and served layout, the documented names, the first generation ids) through
+///   its view, with the same k-NN answers (= exact search) through the generation's index;
+/// * the old columns stay in the tables: pg_attribute rows and every row's ctid/xmin unchanged;
+/// * the row triggers are replaced by the statement-level freshness triggers, which work;
+/// * the extension's objects and their definitions (the object list of /tmp/extobjs.sql), its
+///   configuration tables, the schema's privileges and the initial privileges are exactly
+///   those of a fresh `CREATE EXTENSION embedstack` — differing rows printed; the catalog
+///   writers are not executable by PUBLIC;
+/// * the operations work on the upgraded model sets: status (no job yet), refit with the
+///   default policy (cuts over to the next generation; the source table unchanged), refit
+///   `cutover => 'never'` (kept), a query-weighted refit that writes nothing, materialize of fit
+///   2 again (the same answers as before the upgrade), and the jobs table records all four.
 #[test]
 fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     let t0 = Instant::now();
     let db = "es_life_upgrade";
     let (mut c, items, docs) = setup_0_1_0(db, 0x0F_0100);
-    let before = served_db(&mut c, &items, &docs);
-    let items_rows = row_versions(&mut c, "items");
-    let docs_rows = row_versions(&mut c, "app.docs");
+    let cat_before = common_catalog(&mut c);
+    let sym_before = column_served(&mut c, SYM, &items, 0xD0_0001);
+    let qw_before = column_served(&mut c, QW, &docs, 0xD0_0002);
+    let items_state = source_state(&mut c, "items");
+    let docs_state = source_state(&mut c, "app.docs");
+    let (items_cols, docs_cols) = (columns(&mut c, "items"), columns(&mut c, "app.docs"));
+    assert!(items_cols.contains(&"sym_combined".to_string()) && docs_cols.contains(&"qw_vec".to_string()));
 
-    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
-    let ver: String =
-        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, current_version(&mut c));
-    let after = served_db(&mut c, &items, &docs);
-    assert_same_served(&before, &after, "after the upgrade vs before");
-    assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
-    assert_eq!(row_versions(&mut c, "app.docs"), docs_rows, "the upgrade rewrote rows of app.docs");
+    update_extension(&mut c);
+    assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
+    let g_sym = assert_upgraded_set(&mut c, SYM, &sym_before, &items, 0xD0_0001);
+    let g_qw = assert_upgraded_set(&mut c, QW, &qw_before, &docs, 0xD0_0002);
+    let mut ids = vec![g_sym, g_qw];
+    ids.sort();
+    assert_eq!(ids, vec![1, 2], "the upgrade writes the first generations");
+    assert_eq!(columns(&mut c, "items"), items_cols, "the old column stays in items");
+    assert_eq!(columns(&mut c, "app.docs"), docs_cols, "the old column stays in app.docs");
+    assert!(source_state(&mut c, "items") == items_state, "the upgrade changed items (attributes or rows)");
+    assert!(
+        source_state(&mut c, "app.docs") == docs_state,
+        "the upgrade changed app.docs (attributes or rows)"
+    );
+    assert_statement_triggers(&mut c, "items", &["sym"]);
+    assert_statement_triggers(&mut c, "app.docs", &["qw"]);
     eprintln!("upgrade: served data unchanged at {:.1}s", t0.elapsed().as_secs_f64());
 
-    // Same objects and definitions as a fresh 0.2.0 install.
+    // Same objects and definitions as a fresh install.
     let mut fresh = fresh_db("life_upgrade_ref");
     let objs_up = rows2(&mut c, EXTOBJS_SQL);
     let objs_fresh = rows2(&mut fresh, EXTOBJS_SQL);
@@ -988,23 +1395,26 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     }
     assert!(
         diffs.is_empty(),
-        "the upgraded extension differs from a fresh 0.2.0 install ({} objects upgraded, {} fresh):\n{}",
+        "the upgraded extension differs from a fresh install ({} objects upgraded, {} fresh):\n{}",
         objs_up.len(),
         objs_fresh.len(),
         diffs.join("\n")
     );
     assert!(objs_up.len() > 50, "{} objects", objs_up.len());
     drop(fresh);
+    drop_db("es_life_upgrade_ref");
+    assert_writers_not_public(&mut c);
 
-    // The trigger made by 0.1.0 still works.
+    // The freshness triggers.
     check_trigger_on_insert(&mut c, "items", "sym", 4001, &mut Rng(0x0F_0101));
     check_trigger_on_insert(&mut c, "app.docs", "qw", 4001, &mut Rng(0x0F_0102));
 
-    // 0.2.0 operations on the upgraded sets.
+    // The operations on the upgraded sets.
     let f2 = active_fit(&mut c, "sym").unwrap();
     let st = status_summary(&mut c, "sym");
-    assert_eq!((st.active_fit, st.job_id), (Some(f2), None), "{st:?}");
+    assert_eq!((st.active_fit, st.job_id, st.served_generation), (Some(f2), None, Some(g_sym)), "{st:?}");
     let max_id: i64 = c.query_one("SELECT max(id) FROM embedstack.fits", &[]).unwrap().get(0);
+    let items_state = source_state(&mut c, "items");
     c.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y')").unwrap();
     let st = status_summary(&mut c, "sym");
     assert_eq!(
@@ -1014,6 +1424,12 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     );
     assert_eq!(st.job_fit, Some(max_id + 1));
     assert_eq!(st.active_fit, Some(max_id + 1), "the new fit is better on the held-out pairs: {st:?}");
+    assert_eq!(
+        (st.served_generation, st.previous_generation),
+        (Some(3), Some(g_sym)),
+        "the refit writes the next generation; the upgrade's is kept for rollback: {st:?}"
+    );
+    assert!(source_state(&mut c, "items") == items_state, "the refit changed items (attributes or rows)");
     let (new_mse, act_mse, act): (f64, f64, i64) = {
         let r = c
             .query_one(
@@ -1027,18 +1443,8 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     assert_eq!(act, f2);
     assert!(new_mse < act_mse, "new {new_mse} vs active {act_mse}");
     let q = &queries(&items, 0x0F_0103)[0];
-    assert_uses_index(
-        &mut c,
-        "items",
-        "sym",
-        "sym_combined",
-        q,
-        &index_name("public", "items", "sym_combined", false),
-    );
-    assert_eq!(
-        knn(&mut c, "items", "sym", "sym_combined", q),
-        knn_exact(&mut c, "items", "sym", "sym_combined", q)
-    );
+    assert_uses_index(&mut c, SYM, At::View, q, "items_sym_g3_hnsw");
+    assert_eq!(knn(&mut c, SYM, At::View, q), knn_exact(&mut c, SYM, At::View, q));
     check_trigger_on_insert(&mut c, "items", "sym", 4002, &mut Rng(0x0F_0104));
 
     c.batch_execute("CALL embedstack.refit('sym', 'pairs2', 'a', 'b', 'y', cutover => 'never')").unwrap();
@@ -1046,12 +1452,18 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     assert_eq!((st2.job_state.as_deref(), st2.active_fit), (Some("kept"), Some(max_id + 1)), "{st2:?}");
     assert_eq!(st2.job_fit, Some(max_id + 2));
 
-    let before_qw = row_versions(&mut c, "app.docs");
+    let docs_state = source_state(&mut c, "app.docs");
+    let qw_rows = row_versions(&mut c, &format!("app.docs_qw_g{g_qw}"));
     c.batch_execute("CALL embedstack.refit('qw', 'app.doc_pairs', 'a', 'b', 'y', cutover => 'always')")
         .unwrap();
     let st = status_summary(&mut c, "qw");
     assert_eq!((st.job_state.as_deref(), st.active_fit), (Some("succeeded"), Some(max_id + 3)), "{st:?}");
-    assert_eq!(row_versions(&mut c, "app.docs"), before_qw, "a query-weighted refit rewrites no row");
+    assert_eq!(st.served_generation, Some(g_qw), "a query-weighted refit serves the same generation");
+    assert!(source_state(&mut c, "app.docs") == docs_state, "a query-weighted refit changed app.docs");
+    assert!(
+        row_versions(&mut c, &format!("app.docs_qw_g{g_qw}")) == qw_rows,
+        "a query-weighted refit rewrites no row of its generation"
+    );
 
     c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2}, 300, wait => true)")).unwrap();
     let st = status_summary(&mut c, "sym");
@@ -1077,23 +1489,29 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     );
     c.batch_execute("DELETE FROM items WHERE id > 2000").unwrap();
     assert_eq!(
-        knn(&mut c, "items", "sym", "sym_combined", q),
-        before.sym_knn[0],
+        knn(&mut c, SYM, At::View, q),
+        knn(&mut c, SYM, At::Column, q),
         "fit 2 served again: same answers"
     );
     drop(c);
+    drop_db(db);
     eprintln!("upgrade: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
-/// `ALTER EXTENSION embedstack UPDATE` from 0.2.0 (the hardening release 0.2.1), with model sets
-/// made by 0.2.0: `sym` and `qw` of `setup_served`, and `long` (a name of 60 bytes on `items`,
-/// whose 0.2.0 trigger name `embedstack_` + its first 52 characters the upgrade renames):
-/// * the served columns are unchanged, no row rewritten (ctid/xmin), the answers the same;
-/// * the freshness triggers work, `long`'s under its new unique name (the old one is gone);
-/// * the catalog writers are no longer executable by PUBLIC, the catalog rows are visible to a
-///   role only when it may read the source, and a refit cuts over under the new names.
+/// `ALTER EXTENSION embedstack UPDATE` from 0.2.0 (through 0.2.1), with model sets made by
+/// 0.2.0: `sym` and `qw` of `setup_served`, and `long` (a name of 60 bytes on `items`, combined
+/// column `lc`, whose 0.2.0 row trigger was `embedstack_` + its first 52 characters):
+/// * each model set serves the vectors its column served from its one generation through its
+///   view (`long`'s under the documented hashed view name), with the same answers;
+/// * the old columns stay, no row rewritten (ctid/xmin), pg_attribute unchanged;
+/// * the row triggers are gone (0.2.0's and 0.2.1's names), replaced by the statement-level
+///   triggers under their documented names (hashed for `long`), which work;
+/// * the catalog writers are not executable by PUBLIC; the catalog rows and the served vectors
+///   are visible to a role only when it may read the source;
+/// * a refit afterwards writes the next generation, serves it through the same view and its
+///   index, and never touches the source.
 #[test]
-fn upgrade_from_0_2_0_renames_long_triggers_and_keeps_serving() {
+fn upgrade_from_0_2_0_serves_the_columns_from_generations() {
     let db = "es_life_upgrade_020";
     let reader = "es_life_reader_020";
     drop_db(db);
@@ -1114,68 +1532,93 @@ fn upgrade_from_0_2_0_renames_long_triggers_and_keeps_serving() {
     let (fl, _) = fit(&mut c, &long, "pairs");
     c.batch_execute(&format!("CALL embedstack.materialize('{long}', {fl})")).unwrap();
     let old_trigger = format!("embedstack_{}", &long[..52]);
-    let trig = |c: &mut Client| -> Vec<String> {
-        c.query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal ORDER BY 1", &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    assert!(trig(&mut c).contains(&old_trigger), "0.2.0 named the trigger {old_trigger}: {:?}", trig(&mut c));
+    let trig =
+        |c: &mut Client, t: &str| -> Vec<String> { triggers(c, t).into_iter().map(|(n, _)| n).collect() };
+    assert!(
+        trig(&mut c, "items").contains(&old_trigger),
+        "0.2.0 named the trigger {old_trigger}: {:?}",
+        trig(&mut c, "items")
+    );
     c.batch_execute("ANALYZE").unwrap();
-    let before = served_db(&mut c, &items, &docs);
-    let items_rows = row_versions(&mut c, "items");
-    let lc_before = column_text(&mut c, "items", "lc");
+    let long_view = view_name("items", &long);
+    assert!(long_view.len() <= 63 && long_view.ends_with("_served"), "{long_view}");
+    let lset = Set { name: &long, schema: "public", source: "items", view: &long_view, col: "lc" };
+    let cat_before = common_catalog(&mut c);
+    let before: Vec<ColumnServed> =
+        [(SYM, &items, 0xD0_0001), (QW, &docs, 0xD0_0002), (lset, &items, 0xD0_0003)]
+            .iter()
+            .map(|(s, rows, seed)| column_served(&mut c, *s, rows, *seed))
+            .collect();
+    let items_state = source_state(&mut c, "items");
+    let docs_state = source_state(&mut c, "app.docs");
+    let items_cols = columns(&mut c, "items");
 
-    // The documented rule for a name that does not fit: 'embedstack_' || name cut to leave room
-    // for '_' || 8 hex digits of its md5 || '_trg' (63 bytes in all).
-    let base = format!("embedstack_{long}");
-    let expected_trigger =
-        format!("{}_{}_trg", &base[..50], &format!("{:x}", md5::compute(base.as_bytes()))[..8]);
-    let mut expected = before.clone();
-    expected.items_triggers = before
-        .items_triggers
-        .iter()
-        .map(|t| t.replacen(&format!("TRIGGER {old_trigger} "), &format!("TRIGGER {expected_trigger} "), 1))
-        .collect();
+    update_extension(&mut c);
+    assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
+    let mut ids = vec![
+        assert_upgraded_set(&mut c, SYM, &before[0], &items, 0xD0_0001),
+        assert_upgraded_set(&mut c, QW, &before[1], &docs, 0xD0_0002),
+        assert_upgraded_set(&mut c, lset, &before[2], &items, 0xD0_0003),
+    ];
+    let g_sym = ids[0];
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3], "the upgrade writes the first generations");
+    assert_eq!(columns(&mut c, "items"), items_cols, "the old columns stay in items");
+    assert!(source_state(&mut c, "items") == items_state, "the upgrade changed items (attributes or rows)");
+    assert!(
+        source_state(&mut c, "app.docs") == docs_state,
+        "the upgrade changed app.docs (attributes or rows)"
+    );
 
-    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
-    let ver: String =
-        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'", &[]).unwrap().get(0);
-    assert_eq!(ver, current_version(&mut c));
-    assert_same_served(&expected, &served_db(&mut c, &items, &docs), "after the upgrade from 0.2.0");
-    assert_eq!(row_versions(&mut c, "items"), items_rows, "the upgrade rewrote rows of items");
-    assert_eq!(column_text(&mut c, "items", "lc"), lc_before);
-
-    // The long name's trigger now has its unique name, and fires.
-    let new_trigger: String =
-        c.query_one("SELECT embedstack._trigger_name($1)::text", &[&long]).unwrap().get(0);
-    assert_eq!(new_trigger, expected_trigger);
-    let t = trig(&mut c);
-    assert!(t.contains(&new_trigger) && !t.contains(&old_trigger), "{t:?}");
+    // The statement triggers replace the row triggers, and fire.
+    assert_statement_triggers(&mut c, "items", &["sym", &long]);
+    assert_statement_triggers(&mut c, "app.docs", &["qw"]);
+    let t = trig(&mut c, "items");
+    let row_trigger_021 = derived_name(&format!("embedstack_{long}"), "trg", None);
+    assert!(
+        !t.contains(&old_trigger)
+            && !t.contains(&row_trigger_021)
+            && !t.contains(&"embedstack_sym".to_string()),
+        "{t:?}"
+    );
     check_trigger_on_insert(&mut c, "items", "sym", 5001, &mut Rng(0x0F_0301));
     check_trigger_on_insert(&mut c, "items", &long, 5002, &mut Rng(0x0F_0302));
+    check_trigger_on_insert(&mut c, "app.docs", "qw", 5003, &mut Rng(0x0F_0304));
 
-    // Writers not executable by PUBLIC; catalog rows visible to readers of the source only.
+    // Writers not executable by PUBLIC; catalog rows and served vectors visible to readers of
+    // the source only.
+    assert_writers_not_public(&mut c);
     c.batch_execute(&format!("CREATE ROLE {reader} LOGIN")).unwrap();
     let mut r = connect_as(db, reader);
     expect_code(&mut r, "SELECT embedstack._w_delete_model_set('sym')", "42501");
+    expect_code(&mut r, "SELECT embedstack._write('delete_model_set', 'sym')", "42501");
     let visible = |r: &mut Client| -> i64 {
         r.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get(0)
     };
     assert_eq!(visible(&mut r), 0, "no SELECT on items or app.docs: nothing visible");
+    expect_code(&mut r, "SELECT count(*) FROM items_sym", "42501");
     c.batch_execute(&format!("GRANT SELECT ON items TO {reader}")).unwrap();
     assert_eq!(visible(&mut r), 2, "SELECT on items: sym and the long-named set");
+    let n: i64 = r.query_one("SELECT count(*) FROM items_sym", &[]).unwrap().get(0);
+    let n_items: i64 = c.query_one("SELECT count(*) FROM items", &[]).unwrap().get(0);
+    assert_eq!(n, n_items, "the reader of items reads the served view");
     drop(r);
 
-    // A refit after the upgrade cuts over to the new index name.
+    // A refit after the upgrade writes the next generation; the source is only read.
+    let items_state = source_state(&mut c, "items");
     c.batch_execute("CALL embedstack.refit('sym', 'pairs2', 'a', 'b', 'y', cutover => 'always')").unwrap();
-    assert_eq!(served_index(&mut c, "sym"), index_name("public", "items", "sym_combined", false));
+    let st = status_summary(&mut c, "sym");
+    assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
+    assert_eq!((st.served_generation, st.previous_generation), (Some(4), Some(g_sym)), "{st:?}");
+    let gens: Vec<(i64, String)> = generations(&mut c, "sym").into_iter().map(|g| (g.id, g.state)).collect();
+    assert_eq!(gens, vec![(g_sym, "retained".to_string()), (4, "served".to_string())]);
+    assert_eq!(served_index(&mut c, "sym"), "items_sym_g4_hnsw");
+    assert_eq!(view_reads(&mut c, "items_sym"), vec!["items_sym_g4".to_string()]);
+    assert!(source_state(&mut c, "items") == items_state, "the refit changed items (attributes or rows)");
     let q = &queries(&items, 0x0F_0303)[0];
-    assert_eq!(
-        knn(&mut c, "items", "sym", "sym_combined", q),
-        knn_exact(&mut c, "items", "sym", "sym_combined", q)
-    );
+    assert_uses_index(&mut c, SYM, At::View, q, "items_sym_g4_hnsw");
+    assert_eq!(knn(&mut c, SYM, At::View, q), knn_exact(&mut c, SYM, At::View, q));
+    check_trigger_on_insert(&mut c, "items", "sym", 5004, &mut Rng(0x0F_0305));
     drop(c);
     drop_db(db);
     admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
@@ -1188,11 +1631,13 @@ fn upgrade_from_0_2_0_renames_long_triggers_and_keeps_serving() {
 /// A role without superuser, owning its schema and tables, in a database upgraded from 0.1.0
 /// (with a model set of postgres's served by 0.1.0):
 /// * before the upgrade it cannot use the extension at all (no USAGE on the schema: 42501);
-/// * after it: create_model_set, fit, materialize, the served k-NN query through the index,
-///   the trigger, refit, status, jobs, reads of the catalog, and drop_model_set
-///   with its columns, all as that role;
-/// * it cannot fit, materialize, refit or drop postgres's model set, nor write the catalog
-///   directly or through the SECURITY DEFINER writers (42501), and postgres's set is unchanged.
+/// * after it: create_model_set, fit, materialize (the view `mine.t_mine` and its generation,
+///   owned by the role), the served k-NN query through the generation's index, the triggers,
+///   refit, status, jobs, reads of the catalog, and drop_model_set (view and generations gone),
+///   all as that role;
+/// * it cannot fit, materialize, refit, roll back or drop postgres's model set, read its served
+///   view, nor write the catalog directly or through the writers (42501), and postgres's set is
+///   unchanged.
 #[test]
 fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     let t0 = Instant::now();
@@ -1205,7 +1650,6 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; CREATE SCHEMA mine AUTHORIZATION {role}"
     ))
     .unwrap();
-    let (sym_before, _) = catalog(&mut c);
 
     let mut u = connect_as(db, role);
     let is_super: String = u.query_one("SHOW is_superuser", &[]).unwrap().get(0);
@@ -1220,7 +1664,9 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     let m = message(&expect_code(&mut u, create, "42501"));
     assert!(m.contains("schema embedstack"), "0.1.0: {m}");
 
-    c.batch_execute("ALTER EXTENSION embedstack UPDATE").unwrap();
+    update_extension(&mut c);
+    let (sym_before, _) = common_catalog(&mut c);
+    let sym_gens_before = generations(&mut c, "sym");
     drop(u);
     let mut u = connect_as(db, role);
 
@@ -1230,9 +1676,26 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     assert!(w1.iter().all(|&w| w > 0.0), "{w1:?}");
     u.batch_execute("CALL embedstack.materialize('mine', batch_size => 250)").unwrap();
     assert_eq!(active_fit(&mut u, "mine"), Some(f1));
+    let mine = Set { name: "mine", schema: "mine", source: "mine.t", view: "t_mine", col: "mine_combined" };
+    let gen = served_generation(&mut u, "mine");
+    let owners: Vec<(String, String)> = u
+        .query(
+            "SELECT c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c
+              WHERE c.relnamespace = 'mine'::regnamespace AND c.relname IN ('t_mine', $1) ORDER BY 1",
+            &[&format!("t_mine_g{gen}")],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![("t_mine".to_string(), role.to_string()), (format!("t_mine_g{gen}"), role.to_string())],
+        "the view and its generation belong to the source's owner"
+    );
     let mult = symmetric_multipliers(&w1, 0.05);
     let got: BTreeMap<i32, Option<Vec<f32>>> = u
-        .query("SELECT id, mine_combined::real[] FROM mine.t ORDER BY id", &[])
+        .query("SELECT id, mine_combined::real[] FROM mine.t_mine ORDER BY id", &[])
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -1243,18 +1706,8 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         assert_close_vec(g, &combined(m, &DIMS, &mult), 1e-6, &format!("row {id}"));
     }
     for q in queries(&rows, 0x0F_0202) {
-        assert_uses_index(
-            &mut u,
-            "mine.t",
-            "mine",
-            "mine_combined",
-            &q,
-            &index_name("mine", "t", "mine_combined", false),
-        );
-        assert_eq!(
-            knn(&mut u, "mine.t", "mine", "mine_combined", &q),
-            knn_exact(&mut u, "mine.t", "mine", "mine_combined", &q)
-        );
+        assert_uses_index(&mut u, mine, At::View, &q, &format!("t_mine_g{gen}_hnsw"));
+        assert_eq!(knn(&mut u, mine, At::View, &q), knn_exact(&mut u, mine, At::View, &q));
     }
     check_trigger_on_insert(&mut u, "mine.t", "mine", 9001, &mut Rng(0x0F_0203));
     u.batch_execute("CALL embedstack.refit('mine', 'mine.p', 'a', 'b', 'y', cutover => 'always')").unwrap();
@@ -1269,10 +1722,14 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     let n_jobs: i64 =
         u.query_one("SELECT count(*) FROM embedstack.jobs WHERE model_set = 'mine'", &[]).unwrap().get(0);
     assert_eq!(n_jobs, 2);
-    // Since 0.2.1 the catalog shows a role the model sets of the tables it may read: its own.
-    for (what, key) in
-        [("model_sets", "name"), ("fits", "model_set"), ("jobs", "model_set"), ("status", "model_set")]
-    {
+    // The catalog shows a role the model sets of the tables it may read: its own.
+    for (what, key) in [
+        ("model_sets", "name"),
+        ("fits", "model_set"),
+        ("jobs", "model_set"),
+        ("status", "model_set"),
+        ("generations", "model_set"),
+    ] {
         let others: i64 = u
             .query_one(&format!("SELECT count(*) FROM embedstack.{what} WHERE {key} <> 'mine'"), &[])
             .unwrap()
@@ -1283,39 +1740,48 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         c.query_one("SELECT count(*) FROM embedstack.fits WHERE model_set <> 'mine'", &[]).unwrap().get(0);
     assert!(n_fits >= 3, "postgres's fits exist: {n_fits}");
 
-    // Not postgres's model set, not the catalog directly.
+    // Not postgres's model set, not its served vectors, not the catalog directly.
     for sql in [
         "SELECT embedstack.fit('sym', 'mine.p', 'a', 'b', 'y')",
         "CALL embedstack.materialize('sym')",
         "CALL embedstack.refit('sym', 'mine.p', 'a', 'b', 'y', cutover => 'always')",
+        "CALL embedstack.rollback('sym')",
         "SELECT embedstack.drop_model_set('sym', true)",
+        "SELECT count(*) FROM items_sym",
         "DELETE FROM embedstack.model_sets WHERE name = 'sym'",
         "UPDATE embedstack.model_sets SET active_fit = NULL WHERE name = 'sym'",
+        "DELETE FROM embedstack.generations WHERE model_set = 'sym'",
         "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid) VALUES ('sym', 'refit', '{}', 'fit', 'running', 1)",
+        "SELECT embedstack._write('delete_model_set', 'sym')",
         "SELECT embedstack._w_delete_model_set('sym')",
-        "SELECT embedstack._w_serve('sym', NULL, NULL, NULL, NULL)",
+        "SELECT embedstack._w_serve('sym', NULL, NULL)",
         "SELECT embedstack._w_insert_fit('sym', '{}', '{1,1,1}', 0, '{}', '{}', '{}')",
-        "SELECT embedstack._w_insert_model_set('evil', 'items', 'id', '{m1}', '{8}', '{vector}', 'symmetric', 0, 'x', 'auto')",
+        "SELECT embedstack._w_insert_generation('sym', 1, '{1,1,1}', 'vector', 24)",
+        "SELECT embedstack._w_insert_model_set('evil', 'items', 'id', '{m1}', '{8}', '{vector}', 'symmetric', 0, 'x', 'auto', 'evil_v')",
     ] {
         expect_code(&mut u, sql, "42501");
     }
-    let (sym_after, _) = catalog(&mut c);
-    let sym_rows = |v: &[String]| v.iter().filter(|r| !r.starts_with("(mine,")).cloned().collect::<Vec<_>>();
+    let (sym_after, _) = common_catalog(&mut c);
+    let sym_rows = |v: &[String]| v.iter().filter(|r| !r.starts_with("mine|")).cloned().collect::<Vec<_>>();
     assert_eq!(sym_rows(&sym_after), sym_before, "postgres's model sets are unchanged");
+    assert_eq!(generations(&mut c, "sym"), sym_gens_before, "postgres's generations are unchanged");
 
     u.batch_execute("SELECT embedstack.drop_model_set('mine', true)").unwrap();
     let left: i64 =
         u.query_one("SELECT count(*) FROM embedstack.model_sets WHERE name = 'mine'", &[]).unwrap().get(0);
     assert_eq!(left, 0);
-    let cols: i64 = u
-        .query_one(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'mine.t'::regclass AND attname LIKE 'mine_combined%'
-               AND NOT attisdropped",
+    let rels: Vec<String> = u
+        .query(
+            "SELECT relname::text FROM pg_class WHERE relnamespace = 'mine'::regnamespace AND relkind IN ('r', 'v', 'i')
+              ORDER BY 1",
             &[],
         )
         .unwrap()
-        .get(0);
-    assert_eq!(cols, 0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rels, ["p", "t", "t_pkey"], "the view, the generations and their indexes are dropped");
+    assert_eq!(columns(&mut u, "mine.t"), ["id", "m1", "m2", "m3"], "nothing was ever added to the table");
     drop(u);
     drop(c);
     drop_db(db);
