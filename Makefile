@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test lint test-core test-pg test-regress test-client \
-        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop
+        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop test-citus
 
 setup:
 	bash scripts/setup.sh
@@ -97,6 +97,11 @@ citus-cluster: setup-citus install
 
 citus-stop:
 	bash scripts/citus-cluster.sh stop
+
+# The Citus test layer (pgrx-tests/tests/citus.rs: #[ignore]d, so `make test-client` skips it),
+# against the local Citus cluster, one test at a time (one restarts a worker).
+test-citus: citus-cluster
+	. scripts/env.sh && ES_CITUS_PORT=9700 cargo test -p embedstack-client-tests --test citus -- --ignored --test-threads=1
 
 stop:
 	$(CLUSTER) stop
