@@ -71,15 +71,41 @@ END $$;
 COMMENT ON FUNCTION embedstack._distributed_pair_statistics(embedstack.model_sets, regclass, text, text, text, text) IS
   'Internal: the regression state of labelled pairs over a distributed source, computed by one aggregate on the workers.';
 
+-- Is a relation a Citus table, or a view that reads one (refit's views over the pairs)?
+CREATE FUNCTION embedstack._reads_citus_table(rel regclass) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1
+                 OR p.logicalrelid IN (SELECT d.refobjid FROM pg_catalog.pg_rewrite r
+                                         JOIN pg_catalog.pg_depend d ON d.classid = ''pg_rewrite''::regclass AND d.objid = r.oid
+                                        WHERE r.ev_class = $1 AND d.refclassid = ''pg_class''::regclass))'
+       INTO found USING rel;
+    RETURN found;
+END $$;
+COMMENT ON FUNCTION embedstack._reads_citus_table(regclass) IS
+  'Internal: whether a relation is a Citus table or a view reading one.';
+
 -- The regression state of labelled pairs for fit and refit: pair_statistics (entities read once,
--- features in parallel threads), or the aggregate above for a distributed source.
+-- features in parallel threads), or the aggregate above when the source is distributed and the
+-- pairs are a Citus table too (distributed or reference; with plain pairs, Citus cannot join
+-- them to the source twice, and pair_statistics reads the entities through the coordinator).
 CREATE FUNCTION embedstack._pair_state(model_set text, pairs regclass, left_column text, right_column text,
     target_column text, sample_weight_column text) RETURNS double precision[]
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
+    dist name := embedstack._distributed_on(ms.source);
 BEGIN
-    IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
+    IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', ms.source, dist, ms.key_column
+            USING ERRCODE = '0A000', HINT = 'distribute the table by its key column';
+    END IF;
+    IF dist IS NOT NULL AND embedstack._reads_citus_table(pairs) THEN
         RETURN embedstack._distributed_pair_statistics(ms, pairs, left_column, right_column, target_column,
                                                        sample_weight_column);
     END IF;

@@ -729,8 +729,13 @@ CREATE FUNCTION embedstack._pair_state(model_set text, pairs regclass, left_colu
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
+    dist name := embedstack._distributed_on(ms.source);
 BEGIN
-    IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
+    IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
+        RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', ms.source, dist, ms.key_column
+            USING ERRCODE = '0A000', HINT = 'distribute the table by its key column';
+    END IF;
+    IF dist IS NOT NULL AND embedstack._reads_citus_table(pairs) THEN
         RETURN embedstack._distributed_pair_statistics(ms, pairs, left_column, right_column, target_column,
                                                        sample_weight_column);
     END IF;
@@ -773,6 +778,23 @@ BEGIN
         EXECUTE embedstack._view_sql(ms, g, false);
         PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
     END IF;
+END $$;
+
+-- _reads_citus_table
+CREATE FUNCTION embedstack._reads_citus_table(rel regclass) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1
+                 OR p.logicalrelid IN (SELECT d.refobjid FROM pg_catalog.pg_rewrite r
+                                         JOIN pg_catalog.pg_depend d ON d.classid = ''pg_rewrite''::regclass AND d.objid = r.oid
+                                        WHERE r.ev_class = $1 AND d.refclassid = ''pg_class''::regclass))'
+       INTO found USING rel;
+    RETURN found;
 END $$;
 
 -- _refit_fit
@@ -1553,6 +1575,8 @@ COMMENT ON FUNCTION embedstack._distributed_on(regclass) IS
   'reference and Citus local tables.';
 COMMENT ON FUNCTION embedstack._distributed_pair_statistics(embedstack.model_sets, regclass, text, text, text, text) IS
   'Internal: the regression state of labelled pairs over a distributed source, computed by one aggregate on the workers.';
+COMMENT ON FUNCTION embedstack._reads_citus_table(regclass) IS
+  'Internal: whether a relation is a Citus table or a view reading one.';
 COMMENT ON FUNCTION embedstack._pair_state(text, regclass, text, text, text, text) IS
   'Internal: the regression state of labelled pairs (pair_statistics, or one distributed aggregate under Citus).';
 COMMENT ON FUNCTION embedstack._distribute_generation(embedstack.model_sets, regclass) IS

@@ -320,6 +320,7 @@ mod tests {
             ("_own_trigger(regclass,text,name)", "s", false, "s"),
             ("_pair_state(text,regclass,text,text,text,text)", "v", false, "u"),
             ("_point_view(embedstack.model_sets,embedstack.generations,integer)", "v", false, "u"),
+            ("_reads_citus_table(regclass)", "s", false, "s"),
             ("_record_fit(text,double precision[],double precision,boolean,jsonb,jsonb)", "v", false, "u"),
             ("_refit_fit(bigint)", "v", false, "u"),
             ("_refresh_generations()", "v", false, "u"),
