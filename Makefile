@@ -101,7 +101,7 @@ citus-stop:
 # The Citus test layer (pgrx-tests/tests/citus.rs: #[ignore]d, so `make test-client` skips it),
 # against the local Citus cluster, one test at a time (one restarts a worker).
 test-citus: citus-cluster
-	. scripts/env.sh && ES_CITUS_PORT=9700 cargo test -p embedstack-client-tests --test citus -- --ignored --test-threads=1
+	. scripts/env.sh && ES_CITUS_PORT=$${CITUS_PORT:-9700} cargo test -p embedstack-client-tests --test citus -- --ignored --test-threads=1
 
 stop:
 	$(CLUSTER) stop
