@@ -224,29 +224,53 @@ class JobPoller:
     def run(self):
         with self.ctx.connect(self.dbname) as conn:
             while not self.stop.is_set():
-                r = conn.execute("SELECT id, phase FROM embedstack.jobs WHERE model_set = %s ORDER BY id DESC LIMIT 1",
+                # 0.3.0's index step ends with a catch-up (the keys the triggers recorded during
+                # the build, applied to the indexed generation): after it set catchup_synced.
+                r = conn.execute("SELECT id, CASE WHEN phase = 'index' AND details ? 'catchup_synced' THEN 'catchup' "
+                                 "ELSE phase END FROM embedstack.jobs WHERE model_set = %s ORDER BY id DESC LIMIT 1",
                                  (SET,)).fetchone()
                 if r and (not self.seen or self.seen[-1][1:] != tuple(r)):
                     self.seen.append((time.time(), r[0], r[1]))
                 self.stop.wait(self.interval)
 
-    def phases(self, job, t0, t1):
-        """fit / write (prepare + write) / index / cut-over (wait + cutover) seconds of a job."""
+    GROUP = {"fit": "fit", "prepare": "write", "write": "write", "index": "index", "catchup": "catch-up",
+             "wait": "cut-over", "cutover": "cut-over"}
+
+    def windows(self, job, t0, t1):
+        """[(phase group, start, end)] of a job within [t0, t1]: fit / write (prepare + write) /
+        index (the HNSW build) / catch-up (0.3.0: the keys written during the build applied to the
+        indexed generation) / cut-over (wait + cutover). A phase observed first at time t started at most one
+        interval earlier: the time from the previous mark to this one goes to the previous phase
+        (the first to 'fit')."""
         marks = [(t, p) for t, j, p in self.seen if j == job and t0 <= t <= t1 + 1]
-        group = {"fit": "fit", "prepare": "write", "write": "write", "index": "index", "wait": "cut-over",
-                 "cutover": "cut-over"}
-        out = {"fit": 0.0, "write": 0.0, "index": 0.0, "cut-over": 0.0}
-        # A phase observed first at time t started at most one interval earlier: attribute the
-        # time from the previous mark to this one to the previous phase (the first to 'fit').
+        out = []
         prev_t, prev_p = t0, "fit"
         for t, p in marks:
             if p == prev_p:
                 continue
-            out[group.get(prev_p, "cut-over")] += max(0.0, min(t, t1) - prev_t)
+            out.append((self.GROUP.get(prev_p, "cut-over"), prev_t, min(t, t1)))
             prev_t, prev_p = min(t, t1), p
         if prev_p != "done":
-            out[group.get(prev_p, "cut-over")] += max(0.0, t1 - prev_t)
+            out.append((self.GROUP.get(prev_p, "cut-over"), prev_t, t1))
         return out
+
+    def phases(self, job, t0, t1):
+        out = {"fit": 0.0, "write": 0.0, "index": 0.0, "catch-up": 0.0, "cut-over": 0.0}
+        for g, a, b in self.windows(job, t0, t1):
+            out[g] += max(0.0, b - a)
+        return out
+
+
+def longest_by_phase(ops, windows):
+    """The longest operation that started in each phase group (seconds)."""
+    out = {}
+    for e, s in ops:
+        start = e - s
+        for g, a, b in windows:
+            if a <= start < b:
+                out[g] = max(out.get(g, 0.0), s)
+                break
+    return out
 
 
 def rate(ops, t0, t1):
@@ -389,6 +413,8 @@ def run(ctx):
             err = None
             with ctx.connect(db) as conn:
                 conn.execute(MWM)
+                notices = []
+                conn.add_notice_handler(lambda diag, out=notices: out.append(diag.message_primary or ""))
                 last_job = conn.execute("SELECT coalesce(max(id), 0) FROM embedstack.jobs").fetchone()[0]
                 t0 = time.time()
                 try:
@@ -407,6 +433,8 @@ def run(ctx):
                                   "FROM embedstack.model_sets WHERE name = %s", (SET,)).fetchone()
                 w = conn.execute("SELECT weights FROM embedstack.fits WHERE id = %s", (ms[0],)).fetchone()[0]
                 size1 = storage_bytes(conn, v)
+                live = (conn.execute("SELECT count(*) FROM embedstack.generations g JOIN pg_class c ON c.oid = g.relation "
+                                     "WHERE g.model_set = %s", (SET,)).fetchone()[0] if v == "0.3.0" else None)
                 ok_job = err is None and job is not None and job[1] == "succeeded" and ms[0] == job[2] == ms[2]
                 ctx.check("refit_load", f"{v} rep {rep + 1}: the refit succeeded and serves its (the newest) fit",
                           ok_job, err or f"job {job}, active fit {ms[0]}, newest {ms[2]}")
@@ -429,7 +457,9 @@ def run(ctx):
             ctx.check("refit_load", f"{v} rep {rep + 1}: no writer failed", not load.write_errors,
                       f"{len(load.writes)} writes, {len(load.write_errors)} errors {load.write_errors[:2]}")
             runs[v].append(secs)
+            win = poller.windows(job[0] if job else -1, t0, t1)
             phases[v].append(poller.phases(job[0] if job else -1, t0, t1))
+            in_use = sum(1 for x in notices if "is in use" in x)
             weights[v].append(list(w))
             sizes[v].append((size0, size1, rows_after))
             thr[v].append({
@@ -439,12 +469,18 @@ def run(ctx):
                 "read_p99_base": p99(load.reads, tl + 0.5, t0), "read_p99_during": p99(load.reads, t0, t1),
                 "write_max_during": max((s for e, s in load.writes if t0 <= e <= t1), default=float("nan")),
                 "read_max_during": max((s for e, s in load.reads if t0 <= e <= t1), default=float("nan")),
+                "write_longest_by_phase": longest_by_phase(load.writes, win),
+                "writes_over_1s": sum(1 for e, x in load.writes if x > 1 and t0 <= e <= t1),
+                "live_generations": live,
+                "retention_skipped": in_use,
             })
             tt = thr[v][-1]
             log(f"refit under load: {v} rep {rep + 1} ({target}): {secs:.1f} s "
                 + ", ".join(f"{p} {x:.1f}" for p, x in phases[v][-1].items())
                 + f"; writes/s {tt['write_base']:.1f} -> {tt['write_during']:.1f}, reads/s {tt['read_base']:.1f} -> "
-                f"{tt['read_during']:.1f}")
+                f"{tt['read_during']:.1f}; longest write by phase "
+                + ", ".join(f"{g} {x:.2f}" for g, x in tt["write_longest_by_phase"].items())
+                + (f"; {live} live generations after, retention skipped {in_use}" if live is not None else ""))
         if len(versions) == 2:
             dw = float(np.max(np.abs(np.array(weights[VERSIONS[0]][-1]) - np.array(weights[VERSIONS[1]][-1]))))
             ctx.check("refit_load", f"rep {rep + 1}: 0.2.1 and 0.3.0 refits found the same weights",

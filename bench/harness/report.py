@@ -319,7 +319,9 @@ def render(ctx, meta):
                     f"the installed 0.3.0 library does not accept 0.2.1's catalog writes)" if rl["library_v021"] and
                     rl["library_v021"] != "the installed library" else f"{rl['library_v021'] or '–'}")
                  + "; 0.3.0: the installed library. Phases from the job's row (polled every 0.2 s): fit, write "
-                 "(prepare + batches), index (pgvector's HNSW build), cut-over (wait + cutover).")
+                 "(prepare + batches), index (pgvector's HNSW build; 0.3.0: with its pending-keys set-up), catch-up "
+                 "(0.3.0: the keys the triggers recorded during the build applied to the indexed generation, under "
+                 "SHARE on it), cut-over (wait + cutover).")
         L.append("")
         if rl.get("skip_v021"):
             L.append(f"0.2.1 not measured: {rl['skip_v021']}.")
@@ -347,6 +349,14 @@ def render(ctx, meta):
                  "The longest single write / read during the refit: "
                  + "; ".join(f"{v} {fmt_s(max(x['write_max_during'] for x in rl['throughput'][v]))} s / "
                              f"{fmt_s(max(x['read_max_during'] for x in rl['throughput'][v]))} s" for v in vs)
+                 + ". Longest write by the refit's phase it started in (s): "
+                 + "; ".join(f"{v} " + ", ".join(
+                     f"{g} {fmt_s(max(x.get('write_longest_by_phase', {}).get(g, 0.0) for x in rl['throughput'][v]))}"
+                     for g in ("fit", "write", "index", "catch-up", "cut-over")) for v in vs)
+                 + (". 0.3.0 live generations after each refit (served + retained + …): "
+                    + ", ".join(str(x.get("live_generations")) for x in rl["throughput"]["0.3.0"])
+                    + f"; retention skipped a generation in use {sum(x.get('retention_skipped', 0) for x in rl['throughput']['0.3.0'])} "
+                    "time(s) (NOTICE 'is in use, dropped by a later job')" if "0.3.0" in vs else "")
                  + ". Storage: the source table (0.2.1: with its served column) plus, for 0.3.0, the live generation "
                  "tables (served, retained for rollback, and the one being written), indexes and TOAST included, "
                  "before the refit and after it (the writers' new rows included). Set-up (load, fit, first "

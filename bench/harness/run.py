@@ -117,6 +117,11 @@ def sh(cmd):
         return "?"
 
 
+def library_mtime():
+    so = os.path.join(sh("pg_config --pkglibdir") or "/usr/lib/postgresql/15/lib", "embedstack.so")
+    return os.path.getmtime(so) if os.path.exists(so) else None
+
+
 def machine(ctx):
     mem_kb = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal:")))
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -167,6 +172,7 @@ def main(argv):
     with ctx.connect() as conn:
         conn.execute("CREATE EXTENSION embedstack CASCADE")
     meta["machine"], meta["software"] = machine(ctx)
+    so_start = library_mtime()
 
     t = time.time()
     ctx.truth = datagen.Dataset(args.entities, args.pairs, args.dims, args.seed).generate()
@@ -199,6 +205,15 @@ def main(argv):
     load.stop.set()
     t_end = time.time()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_end))
+    so_end = library_mtime()
+    if so_end != so_start:
+        # Backends started after the reinstall load the new library; the scratch databases keep
+        # the SQL of the install script they were created with.
+        note = (f"The installed embedstack.so was replaced during this run (now dated "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(so_end)) if so_end else 'gone'}): "
+                "sections that ran after that used the new library.")
+        ctx.notes.append(note)
+        log(note)
     meta["wall"] = f"{(t_end - t_start) / 60:.1f} min"
     meta["load_mean"] = sum(load.samples) / max(1, len(load.samples))
     meta["load_max"] = max(load.samples or [0])
