@@ -33,6 +33,7 @@ class Ctx:
         self.checks = []  # (section, name, ok, detail)
         self.notes = []  # free text for the report
         self.truth = None  # datagen.Dataset of the main data size
+        self.library = None  # the embedstack library the 0.3.0 databases run on (None: the installed one)
 
     # -- connections -------------------------------------------------------------------
     def connect(self, dbname=None, autocommit=True):
@@ -54,6 +55,35 @@ class Ctx:
     @property
     def failed(self):
         return [c for c in self.checks if not c[2]]
+
+
+# -- which library a database runs ------------------------------------------------------
+def point_library(conn, path):
+    """Points the embedstack C functions of the connected database at another build of the
+    library (pg_proc.probin; this database only). The connection that ran CREATE EXTENSION has
+    loaded the installed library: close it and use new connections afterwards."""
+    return conn.execute("UPDATE pg_proc SET probin = %s WHERE probin = (SELECT probin FROM pg_proc "
+                        "WHERE oid = 'embedstack._write(text, \"any\")'::regprocedure)", (path,)).rowcount
+
+
+def is_debug_build(path):
+    """True when the shared library carries DWARF debug info (a debug build: pgrx's `cargo pgrx
+    test` installs one), None when that cannot be told."""
+    import subprocess
+    try:
+        out = subprocess.run(["readelf", "-S", "-W", path], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return ".debug_info" in out
+
+
+def loaded_libraries(pid):
+    """The embedstack libraries mapped by a backend (from /proc: we run on the server's machine)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return sorted({line.split()[-1] for line in f if "embedstack" in line.split()[-1]})
+    except OSError:
+        return []
 
 
 # -- memory of a process ---------------------------------------------------------------

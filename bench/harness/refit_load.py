@@ -12,7 +12,8 @@ the same data:
   default the C functions of that database are pointed (pg_proc.probin, this database only) at
   the 0.2.1 library built from its commit by bench/harness/v021-library.sh; --v021-library
   installed keeps the installed one (works only if that library still serves 0.2.1's SQL).
-- `<db>_v030`: CREATE EXTENSION embedstack (the default version, the installed library).
+- `<db>_v030`: CREATE EXTENSION embedstack (the default version, the installed library, or the one
+  of run.py --library).
 
 Data: `items(id int primary key, m1.., mK vector(dims))` of --load-rows rows at the default
 fillfactor, `pairs(a, b, y)` and `pairs_alt` (the same pairs labelled with other true weights):
@@ -42,7 +43,7 @@ import time
 import numpy as np
 import psycopg
 
-from common import copy_in, log, median
+from common import copy_in, loaded_libraries, log, median, point_library
 from datagen import Dataset
 
 SET = "load"
@@ -75,15 +76,6 @@ def v021_library(ctx):
     return path, path, None
 
 
-def loaded_libraries(pid):
-    """The embedstack libraries mapped by a backend (from /proc: we run on the server's machine)."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return sorted({line.split()[-1] for line in f if "embedstack" in line.split()[-1]})
-    except OSError:
-        return []
-
-
 def create_db(ctx, v, lib):
     name = db_name(ctx, v)
     with ctx.connect("postgres") as conn:
@@ -93,19 +85,17 @@ def create_db(ctx, v, lib):
         conn.execute("CREATE EXTENSION vector")
         if v == "0.2.1":
             conn.execute("CREATE EXTENSION embedstack VERSION '0.2.1'")
-            if lib:
-                # This database only; this connection (which loaded the installed library while
-                # creating the C functions) is closed right after.
-                n = conn.execute("UPDATE pg_proc SET probin = %s WHERE probin = (SELECT probin FROM pg_proc "
-                                 "WHERE oid = 'embedstack._write(text, \"any\")'::regprocedure)", (lib,)).rowcount
-                log(f"refit under load: {n} C functions of {name} point at {lib}")
         else:
             conn.execute("CREATE EXTENSION embedstack")
+        if lib:
+            # This database only; this connection (which loaded the installed library while
+            # creating the C functions) is closed right after.
+            log(f"refit under load: {point_library(conn, lib)} C functions of {name} point at {lib}")
     with ctx.connect(name) as conn:
         ver = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'embedstack'").fetchone()[0]
         conn.execute("SELECT embedstack.l2_normalize('[1]'::vector)")  # loads the library
         libs = loaded_libraries(conn.info.backend_pid)
-    want = lib if (v == "0.2.1" and lib) else "/embedstack.so"
+    want = lib or "/embedstack.so"
     ctx.check("refit_load", f"{v}: database {name} runs embedstack {v} on the intended library",
               ver == v and len(libs) == 1 and libs[0].endswith(want), f"extversion {ver}, loaded {libs}")
     return name
@@ -364,7 +354,7 @@ def run(ctx):
     dbs, setup_s, mult_prev, next_ids = {}, {}, {}, {}
     for v in versions:
         t = time.time()
-        dbs[v] = create_db(ctx, v, lib if v == "0.2.1" else None)
+        dbs[v] = create_db(ctx, v, lib if v == "0.2.1" else ctx.library)
         with ctx.connect(dbs[v]) as conn:
             load_data(ctx, conn, d, y_alt)
             conn.execute(f"SELECT embedstack.create_model_set('{SET}', 'items', 'id', %s::name[])", (cols,))
@@ -489,6 +479,7 @@ def run(ctx):
     ctx.results["refit_load"] = {
         "rows": n, "pairs": n_pairs, "dims": dims, "writers": a.load_writers, "readers": a.load_readers,
         "warmup": a.load_warmup, "reps": a.load_reps, "versions": versions, "library_v021": lib_desc,
+        "library_v030": ctx.library or "the installed library",
         "skip_v021": skip, "setup_s": setup_s, "runs": runs, "median": {v: median(r) for v, r in runs.items()},
         "phases": {v: {p: median([x[p] for x in phases[v]]) for p in phases[v][0]} for v in versions if phases[v]},
         "throughput": thr, "sizes": sizes, "plans": plans, "databases": dbs,

@@ -318,7 +318,7 @@ def render(ctx, meta):
                  + (f"the library built from its commit (`{rl['library_v021']}`, bench/harness/v021-library.sh; "
                     f"the installed 0.3.0 library does not accept 0.2.1's catalog writes)" if rl["library_v021"] and
                     rl["library_v021"] != "the installed library" else f"{rl['library_v021'] or '–'}")
-                 + "; 0.3.0: the installed library. Phases from the job's row (polled every 0.2 s): fit, write "
+                 + f"; 0.3.0: {rl.get('library_v030', 'the installed library')}. Phases from the job's row (polled every 0.2 s): fit, write "
                  "(prepare + batches), index (pgvector's HNSW build; 0.3.0: with its pending-keys set-up), catch-up "
                  "(0.3.0: the keys the triggers recorded during the build applied to the indexed generation, under "
                  "SHARE on it), cut-over (wait + cutover).")

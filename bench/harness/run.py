@@ -78,6 +78,10 @@ def parse_args(argv):
     p.add_argument("--v021-library", default="auto",
                    help="refit under load: the library 0.2.1 runs on: auto (bench/harness/v021-library.sh's build), "
                         "installed, or a path")
+    p.add_argument("--library", default="installed",
+                   help="the embedstack library the 0.3.0 databases run on: installed, head (a release build of the "
+                        "work tree's commit by bench/harness/build-library.sh), or a path; anything but installed is "
+                        "reached through pg_proc.probin of the harness's databases, the install script stays the installed one")
     p.add_argument("--v021-build", action="store_true",
                    help="build the 0.2.1 library (a few minutes, once) when it is missing; else 0.2.1 is skipped")
     p.add_argument("--dump", default=None, help="pickle the results here (to re-render with --render-from)")
@@ -122,6 +126,19 @@ def library_mtime():
     return os.path.getmtime(so) if os.path.exists(so) else None
 
 
+def resolve_library(args):
+    """The library to benchmark (None: the installed one)."""
+    if args.library == "installed":
+        return None
+    if args.library == "head":
+        out = subprocess.run(["bash", os.path.join(ROOT, "bench", "harness", "build-library.sh"), "HEAD"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        return out.strip().splitlines()[-1]
+    if not os.path.exists(args.library):
+        raise SystemExit(f"--library {args.library} does not exist")
+    return os.path.abspath(args.library)
+
+
 def machine(ctx):
     mem_kb = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal:")))
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -139,6 +156,11 @@ def machine(ctx):
     libdir = sh("pg_config --pkglibdir") or "/usr/lib/postgresql/15/lib"
     so = os.path.join(libdir, "embedstack.so")
     so_time = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(so))) if os.path.exists(so) else "?"
+    if common.is_debug_build(so):
+        so_time += ", a DEBUG build"
+    if ctx.library:
+        so_time += (f"; benchmarked instead on {ctx.library}, a release build"
+                    f"{' (DEBUG?)' if common.is_debug_build(ctx.library) else ''} reached through pg_proc.probin")
     head = sh("git rev-parse --short HEAD")
     dirty = sh("git status --porcelain --untracked-files=no")
     import numpy, pandas, sklearn, psycopg  # noqa: E401
@@ -155,6 +177,7 @@ def main(argv):
     if args.render_from:
         return render_only(args)
     ctx = Ctx(args)
+    ctx.library = resolve_library(args)
     t_start = time.time()
     load = LoadSampler()
     load.start()
@@ -171,7 +194,18 @@ def main(argv):
         conn.execute(f"CREATE DATABASE {args.db}")
     with ctx.connect() as conn:
         conn.execute("CREATE EXTENSION embedstack CASCADE")
+        if ctx.library:
+            log(f"{common.point_library(conn, ctx.library)} C functions of {args.db} point at {ctx.library}")
+    with ctx.connect() as conn:
+        conn.execute("SELECT embedstack.l2_normalize('[1]'::vector)")
+        libs = common.loaded_libraries(conn.info.backend_pid)
+        want = ctx.library or "/embedstack.so"
+        if not (len(libs) == 1 and libs[0].endswith(want)):
+            raise SystemExit(f"database {args.db} loads {libs}, not {want}")
     meta["machine"], meta["software"] = machine(ctx)
+    if common.is_debug_build(ctx.library or os.path.join(sh("pg_config --pkglibdir"), "embedstack.so")):
+        ctx.notes.append("The benchmarked embedstack library is a DEBUG build: its timings are not representative.")
+        log("WARNING: the benchmarked embedstack library is a debug build (--library head builds a release one)")
     so_start = library_mtime()
 
     t = time.time()
