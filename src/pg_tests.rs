@@ -546,11 +546,17 @@ mod tests {
             "22023",
             "model_dims",
         );
+        // The combined column is the served view's second column (0.3.0): it may share a name
+        // with a column of the source, not with the key (the view's first column).
         assert_sqlstate(
-            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], combined_column => 'txt')",
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], combined_column => 'id')",
             "42701",
-            "txt",
+            "key column",
         );
+        // A relation already holding the served view's name: 42P07 before anything exists.
+        Spi::run("CREATE TABLE t_u (x int)").unwrap();
+        assert_sqlstate("SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'])", "42P07", "t_u");
+        Spi::run("DROP TABLE t_u").unwrap();
         assert_sqlstate(
             "SELECT embedstack.create_model_set('u', 'no_such_table', 'id', ARRAY['m1'])",
             "42P01",
