@@ -245,7 +245,8 @@ def main(argv):
         # the SQL of the install script they were created with.
         note = (f"The installed embedstack.so was replaced during this run (now dated "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(so_end)) if so_end else 'gone'}): "
-                "sections that ran after that used the new library.")
+                + ("this run's databases used --library's build throughout, so it did not affect them."
+                   if ctx.library else "sections that ran after that used the new library."))
         ctx.notes.append(note)
         log(note)
     meta["wall"] = f"{(t_end - t_start) / 60:.1f} min"
