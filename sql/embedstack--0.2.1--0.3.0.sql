@@ -184,12 +184,19 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     rel regclass;
+    prev_timeout text;
 BEGIN
     SELECT g.relation INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
     IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
         IF nowait THEN
+            -- Not NOWAIT: the freshness triggers write a retained generation with every write
+            -- to the source, so under a steady write load it is never free at an instant; wait
+            -- at most 1 s (new writers queue behind the request for that long at worst).
+            prev_timeout := current_setting('lock_timeout');
             BEGIN
-                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', rel);
+                PERFORM set_config('lock_timeout', '1s', true);
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
+                PERFORM set_config('lock_timeout', prev_timeout, true);
             EXCEPTION WHEN lock_not_available THEN
                 RAISE NOTICE 'embedstack: model set "%": generation % (%) is in use, dropped by a later job', ms.name,
                     generation, rel;
