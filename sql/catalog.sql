@@ -105,6 +105,13 @@ SELECT pg_catalog.pg_extension_config_dump('embedstack.generations_id_seq', '');
 -- reads, ownership of the table it changes); CREATE EXTENSION leaves the schema without grants.
 GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
 
--- Read by everyone, written only through the extension's functions (sql/catalog_writers.sql).
+-- Read and written by everyone as themselves, row by row under the row-security policies of
+-- catalog_access.sql: a role sees the rows of the model sets whose source it may read, and
+-- writes only those of the model sets whose source it owns (the writers of catalog_writers.sql
+-- are the way the extension writes them). No role switch anywhere: since 0.3.1 nothing runs as
+-- the catalog's owner on a caller's behalf. SELECT on the sequences lets a non-superuser pg_dump
+-- the configuration tables; USAGE lets the writers draw ids.
 REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations FROM PUBLIC;
-GRANT SELECT ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations
+   TO PUBLIC;
+GRANT USAGE, SELECT ON SEQUENCE embedstack.fits_id_seq, embedstack.generations_id_seq, embedstack.jobs_id_seq TO PUBLIC;

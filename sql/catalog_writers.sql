@@ -1,20 +1,45 @@
--- The only code that writes the catalog tables, and the one door to it.
+-- The only code that writes the catalog tables.
 --
--- The catalog tables are writable by their owner (the extension's owner) only. The writers
--- below hold the DML; they are SECURITY INVOKER and not executable by PUBLIC, so nobody calls
--- them directly. The extension's public functions reach them through embedstack._write(writer,
--- VARIADIC args) (src/operations/authorize.rs): a SECURITY INVOKER C function that requires the
--- role calling it (current_user there: a user's SECURITY DEFINER function calls it as that
--- function's owner) *and* the session's outer role (SET ROLE) to be members of the owner of the
--- model set's source table, and only then runs the one allowlisted writer statement as the
--- catalog's owner (a restricted operation) and switches back. Why not SECURITY DEFINER writers
--- with an owner check inside, as in 0.2.0: inside a SECURITY DEFINER function the calling
--- identity is already replaced, so a check there could only see the outer role, and a user's
--- own SECURITY DEFINER function could drive the writers with its caller's ownership.
+-- Since 0.3.1 no function of the extension switches to another role to write the catalog (0.3.0's
+-- embedstack._write ran its statement as the catalog's owner, and what the caller controlled --
+-- its search_path, its argument types and casts -- ran with those rights). The writers below are
+-- SECURITY INVOKER and executable by PUBLIC: each checks that the calling role (current_user,
+-- which inside a user's SECURITY DEFINER function is that function's owner) *and* the session's
+-- outer role (SET ROLE) are members of the owner of the model set's source table (42501
+-- otherwise), then writes as the caller. The catalog tables grant INSERT, UPDATE and DELETE to
+-- PUBLIC under row-security policies with the same rule (catalog_access.sql), so a direct INSERT
+-- or UPDATE reaches only the rows of model sets the role owns. An owner can therefore write any
+-- value into its own rows: every reader of the catalog that acts with rights of its own (the
+-- event trigger, retention, drop, the cut-over, the freshness trigger) validates what it reads.
 -- search_path is pinned and every name is schema-qualified.
 
-CREATE FUNCTION embedstack._write(writer text, VARIADIC "any") RETURNS bigint
-LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'embedstack_write';
+-- The model set's row, when the calling role may change it: 42704 / 42501 as _model_set, then
+-- 42501 unless the current and the outer role own its source (_check_owner).
+CREATE FUNCTION embedstack._owned_model_set(model_set text) RETURNS embedstack.model_sets
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN ms;
+END $$;
+COMMENT ON FUNCTION embedstack._owned_model_set(text) IS
+  'Internal: a model set''s catalog row when the calling role (and the outer role) own its source, else 42501 (42704: no such model set).';
+
+-- The model set a job belongs to, when the calling role may change it (42704: no such job).
+CREATE FUNCTION embedstack._owned_job(job_id bigint) RETURNS embedstack.model_sets
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    name text;
+BEGIN
+    SELECT j.model_set INTO name FROM embedstack.jobs j WHERE j.id = job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = '42704';
+    END IF;
+    RETURN embedstack._owned_model_set(name);
+END $$;
+COMMENT ON FUNCTION embedstack._owned_job(bigint) IS
+  'Internal: the model set of a job when the calling role may change it, else 42501 (42704: no such job).';
 
 CREATE FUNCTION embedstack._w_insert_model_set(
     name text, source regclass, key_column name, model_columns name[], model_dims integer[],
@@ -24,6 +49,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     r embedstack.model_sets;
 BEGIN
+    PERFORM embedstack._check_owner(source);
     INSERT INTO embedstack.model_sets AS m (name, source, key_column, model_columns, model_dims, model_types,
                                             mode, threshold, combined_column, storage, view_name)
     VALUES (name, source, key_column, model_columns, model_dims, model_types, mode, threshold, combined_column, storage,
@@ -35,6 +61,7 @@ END $$;
 CREATE FUNCTION embedstack._w_delete_model_set(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
     DELETE FROM embedstack.generations g WHERE g.model_set = _w_delete_model_set.model_set;
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
@@ -51,6 +78,7 @@ DECLARE
     r embedstack.fits;
     keep integer := embedstack._keep_history();
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     INSERT INTO embedstack.fits AS f (model_set, options, weights, intercept, diagnostics, state, training_source)
     VALUES (model_set, options, weights, intercept, diagnostics, state, training_source)
     RETURNING f.* INTO r;
@@ -79,6 +107,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     id bigint;
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     INSERT INTO embedstack.generations AS g (model_set, fit_id, multipliers, storage, width, state)
     VALUES (model_set, fit_id, multipliers, storage, width, 'building')
     RETURNING g.id INTO id;
@@ -90,6 +119,7 @@ CREATE FUNCTION embedstack._w_generation_set(model_set text, generation bigint, 
     index_name name, cursor_key text, rows_written bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     UPDATE embedstack.generations g
        SET relation = coalesce(_w_generation_set.relation, g.relation),
            index_name = coalesce(_w_generation_set.index_name, g.index_name),
@@ -105,6 +135,7 @@ END $$;
 CREATE FUNCTION embedstack._w_delete_generation(model_set text, generation bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set;
     UPDATE embedstack.model_sets m SET previous_fit = NULL, previous_generation = NULL
      WHERE m.name = _w_delete_generation.model_set AND m.previous_generation = generation;
@@ -116,6 +147,7 @@ CREATE FUNCTION embedstack._w_generation_pending(model_set text, generation bigi
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     UPDATE embedstack.generations g SET pending = _w_generation_pending.pending, pending_open = open
      WHERE g.id = generation AND g.model_set = _w_generation_pending.model_set;
 END $$;
@@ -129,6 +161,7 @@ DECLARE
     g embedstack.generations;
     m embedstack.model_sets;
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     IF NOT EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.id = fit_id AND f.model_set = _w_serve.model_set) THEN
         RAISE EXCEPTION 'fit % of model set "%" does not exist', fit_id, model_set USING ERRCODE = '42704';
     END IF;
@@ -156,6 +189,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     id bigint;
 BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
     -- A job still marked running was interrupted (its session is gone: the caller holds the lock).
     UPDATE embedstack.jobs j SET state = 'interrupted', finished_at = j.updated_at
      WHERE j.model_set = _w_job_start.model_set AND j.state = 'running';
@@ -171,6 +205,7 @@ CREATE FUNCTION embedstack._w_job_update(job_id bigint, phase text, rows_done bi
     index_name name DEFAULT NULL, details jsonb DEFAULT NULL, generation bigint DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_job(job_id);
     UPDATE embedstack.jobs j
        SET phase = coalesce(_w_job_update.phase, j.phase),
            rows_done = coalesce(_w_job_update.rows_done, j.rows_done),
@@ -188,6 +223,7 @@ CREATE FUNCTION embedstack._w_job_finish(job_id bigint, state text, outcome text
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM embedstack._owned_job(job_id);
     IF state NOT IN ('succeeded', 'kept', 'failed') THEN
         RAISE EXCEPTION 'invalid final job state "%"', state USING ERRCODE = '22023';
     END IF;
@@ -198,17 +234,3 @@ BEGIN
      WHERE j.id = job_id;
 END $$;
 
--- Only the extension's owner executes the writers (through embedstack._write).
-REVOKE EXECUTE ON FUNCTION
-    embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
-    embedstack._w_delete_model_set(text),
-    embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb),
-    embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
-    embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
-    embedstack._w_delete_generation(text, bigint),
-    embedstack._w_generation_pending(text, bigint, regclass, boolean),
-    embedstack._w_serve(text, bigint, bigint),
-    embedstack._w_job_start(text, text, jsonb, text, bigint),
-    embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
-    embedstack._w_job_finish(bigint, text, text, jsonb)
-  FROM PUBLIC;

@@ -110,7 +110,7 @@ COMMENT ON COLUMN embedstack.model_sets.legacy_column IS
   'The source column a 0.1/0.2 release served from (set by the 0.3.0 upgrade; no longer written); '
   'drop_model_set(name, drop_columns => true) drops it.';
 COMMENT ON FUNCTION embedstack._w_generation_pending(text, bigint, regclass, boolean) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a generation''s pending-keys table.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a generation''s pending-keys table.';
 COMMENT ON FUNCTION embedstack._keep_generations() IS 'Internal: the value of embedstack.keep_generations.';
 COMMENT ON FUNCTION embedstack._cutover_wait_timeout() IS 'Internal: the value of embedstack.cutover_wait_timeout (ms).';
 COMMENT ON FUNCTION embedstack._wait_for_writers(regclass) IS
@@ -216,33 +216,35 @@ COMMENT ON FUNCTION embedstack.prediction_mse(double precision[], double precisi
 COMMENT ON FUNCTION embedstack._check_owner(regclass) IS
   'Internal: 42501 unless both the current role and the session''s outer role are members of the table''s owner.';
 COMMENT ON FUNCTION embedstack._may_read(regclass) IS
-  'Internal: whether the current role may read the table (SELECT on it or a column, or owner); the catalog''s row security uses it.';
-COMMENT ON FUNCTION embedstack._write(text, "any") IS
-  'Internal: the one door to the catalog writers: checks that the calling role and the outer role own the model set''s table, then runs the writer as the catalog''s owner.';
+  'Internal: whether the current role may read the table (SELECT on it or a column, and not subject to its row security; or owner); '
+  'the catalog''s row security for reads uses it.';
+COMMENT ON FUNCTION embedstack._may_write(regclass) IS
+  'Internal: whether the current role and the session''s outer role both own the table (not a temporary one); '
+  'the catalog''s row security for writes uses it.';
 COMMENT ON FUNCTION embedstack._job_lock(integer, boolean) IS 'Internal: takes a model set''s job lock (session advisory lock released on abort).';
 COMMENT ON FUNCTION embedstack._job_unlock(integer) IS 'Internal: releases a model set''s job lock.';
 COMMENT ON FUNCTION embedstack._require_no_transaction_block(text) IS
   'Internal: 2D000 with a hint when materialize or refit is called inside a transaction block (they commit per step).';
 COMMENT ON FUNCTION embedstack._keep_history() IS 'Internal: the value of embedstack.keep_history.';
 COMMENT ON FUNCTION embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): inserts a model set.';
-COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): deletes a model set.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): inserts a model set.';
+COMMENT ON FUNCTION embedstack._w_delete_model_set(text) IS 'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): deletes a model set.';
 COMMENT ON FUNCTION embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): records a fit and trims the history.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): records a fit and trims the history.';
 COMMENT ON FUNCTION embedstack._w_insert_generation(text, bigint, double precision[], text, integer) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): registers a generation being written.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): registers a generation being written.';
 COMMENT ON FUNCTION embedstack._w_generation_set(text, bigint, regclass, name, text, bigint) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a generation''s table, index or progress.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a generation''s table, index or progress.';
 COMMENT ON FUNCTION embedstack._w_delete_generation(text, bigint) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): forgets a generation.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): forgets a generation.';
 COMMENT ON FUNCTION embedstack._w_serve(text, bigint, bigint) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): the served fit and generation.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): the served fit and generation.';
 COMMENT ON FUNCTION embedstack._w_job_start(text, text, jsonb, text, bigint) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): starts a job.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): starts a job.';
 COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s progress.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a job''s progress.';
 COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
-  'Internal catalog writer (not executable by PUBLIC; reached through embedstack._write): a job''s end.';
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a job''s end.';
 COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double precision, boolean, jsonb, jsonb) IS
   'Internal: solves a state and records it as a fit.';
 COMMENT ON FUNCTION embedstack._derived_name(text, text, text) IS

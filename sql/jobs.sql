@@ -69,6 +69,10 @@ DECLARE
     e_hint text;
     e_ctx text;
 BEGIN
+    -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
+    -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is
+    -- pinned for this transaction here, and again after each COMMIT.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     SELECT pg_catalog.hashtext(j.model_set), j.phase INTO key, phase FROM embedstack.jobs j WHERE j.id = job_id;
     PERFORM pg_catalog.set_config('default_transaction_isolation', 'read committed', false);
     LOOP
@@ -81,15 +85,17 @@ BEGIN
             failed := true;
         END;
         IF failed THEN
-            PERFORM embedstack._write('job_finish', job_id, 'failed', e_msg,
+            PERFORM embedstack._w_job_finish(job_id, 'failed', e_msg,
                 pg_catalog.jsonb_build_object('sqlstate', e_state, 'message', e_msg, 'detail', nullif(e_detail, ''),
                                               'hint', nullif(e_hint, ''), 'context', nullif(e_ctx, '')));
             COMMIT;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             PERFORM pg_catalog.set_config('default_transaction_isolation', isolation, false);
             PERFORM embedstack._job_unlock(key);
             PERFORM embedstack._reraise(e_state, e_msg, e_detail, e_hint);
         END IF;
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         EXIT WHEN phase = 'done';
     END LOOP;
     PERFORM pg_catalog.set_config('default_transaction_isolation', isolation, false);

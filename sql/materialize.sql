@@ -70,13 +70,18 @@ END $$;
 COMMENT ON FUNCTION embedstack._layout(text, bigint) IS
   'Internal: the stored layout (multipliers, vector or halfvec, width) of a fit, or ERROR 54000.';
 
--- The source's schema and owner, the key's type and its btree operators (strategy 3 is =,
+-- The model set's schema (where its view and generations live: the source's, or, once served,
+-- the served generation's -- a source moved with ALTER TABLE ... SET SCHEMA keeps its model set
+-- where it was), the source's owner, the key's type and its btree operators (strategy 3 is =,
 -- 5 is >) as OPERATOR(schema.op): generated statements run with search_path = pg_catalog, so
 -- every operator they use is named with its schema.
 CREATE FUNCTION embedstack._source_info(ms embedstack.model_sets, OUT nsp name, OUT owner name, OUT persistence "char",
     OUT key_type text, OUT key_eq text, OUT key_gt text)
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT n.nspname, pg_get_userbyid(c.relowner), c.relpersistence, format_type(a.atttypid, a.atttypmod),
+    SELECT coalesce((SELECT gn.nspname FROM embedstack.generations g JOIN pg_class gc ON gc.oid = g.relation
+                       JOIN pg_namespace gn ON gn.oid = gc.relnamespace
+                      WHERE g.id = ms.served_generation AND g.model_set = ms.name), n.nspname),
+           pg_get_userbyid(c.relowner), c.relpersistence, format_type(a.atttypid, a.atttypmod),
            (SELECT format('OPERATOR(%I.%s)', onsp.nspname, o.oprname)
               FROM pg_index i JOIN pg_opclass oc ON oc.oid = i.indclass[0]
               JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3
@@ -107,17 +112,38 @@ $$;
 COMMENT ON FUNCTION embedstack._generation_name(embedstack.model_sets, bigint) IS
   'Internal: the table name of a generation.';
 
--- Is relation <schema>.<view_name> this model set's served view (a view whose rule reads one of
--- its generation tables)? NULL when no such relation exists; false when something else has the name.
+-- Is `rel` a table the extension made for generation `generation` of model set `ms` (its
+-- generation table, or with `pending` its pending-keys table)? A table, named as the jobs name
+-- them (_generation_name, or with the random suffix a job adds when that name is taken; the
+-- pending table after the generation's), and owned by `owner`. What the catalog records is
+-- written by the model set's owner, who could record anything of its own: the relation must
+-- also be owned by the source's owner (checked when it is recorded, by the generations' row
+-- security, and here again).
+CREATE FUNCTION embedstack._is_generation_table(ms embedstack.model_sets, generation bigint, rel regclass, pending boolean,
+                                                owner oid) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_class c
+         WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND c.relowner = owner
+           AND CASE WHEN pending THEN c.relname ~ '_pending(_[0-9a-f]{6})?$'
+                    ELSE c.relname = embedstack._generation_name(ms, generation)
+                         OR c.relname ~ ('_g' || generation || '_[0-9a-f]{6}$') END)
+$$;
+COMMENT ON FUNCTION embedstack._is_generation_table(embedstack.model_sets, bigint, regclass, boolean, oid) IS
+  'Internal: whether a relation is a generation table (or pending-keys table) of the model set, named so and '
+  'owned by the given role.';
+
+-- Is relation <schema>.<view_name> this model set's served view (a view of the source's owner
+-- whose rule reads one of its generation tables)? NULL when no such relation exists; false when something else has the name.
 CREATE FUNCTION embedstack._is_served_view(ms embedstack.model_sets) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN v.oid IS NULL THEN NULL
-                ELSE v.relkind = 'v' AND EXISTS (
+                ELSE v.relkind = 'v' AND v.relowner = x.owner AND EXISTS (
                     SELECT 1 FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
                       JOIN embedstack.generations g ON g.relation::oid = d.refobjid AND g.model_set = ms.name
                      WHERE r.ev_class = v.oid) END
-      FROM (SELECT to_regclass(format('%I.%I', n.nspname, ms.view_name)) AS oid
-              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source) x
+      FROM (SELECT to_regclass(format('%I.%I', (embedstack._source_info(ms)).nsp, ms.view_name)) AS oid, c.relowner AS owner
+              FROM pg_class c WHERE c.oid = ms.source) x
       LEFT JOIN pg_class v ON v.oid = x.oid
 $$;
 COMMENT ON FUNCTION embedstack._is_served_view(embedstack.model_sets) IS
@@ -131,9 +157,12 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     rel regclass;
     prev_timeout text;
+    owner oid := (SELECT c.relowner FROM pg_class c WHERE c.oid = ms.source);
 BEGIN
+    -- Only a table that is provably this generation's (see _is_generation_table): the catalog
+    -- row may say anything its owner wrote, and this may run as a superuser (pg_cron).
     SELECT g.relation INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
-    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
+    IF rel IS NOT NULL AND embedstack._is_generation_table(ms, generation, rel, false, owner) THEN
         IF nowait THEN
             -- Not NOWAIT: the freshness triggers write a retained generation with every write
             -- to the source, so under a steady write load it is never free at an instant; wait
@@ -149,13 +178,25 @@ BEGIN
                 RETURN false;
             END;
         END IF;
-        EXECUTE format('DROP TABLE %s', rel);
+        IF nowait THEN
+            -- Retention: a generation another role built a view on (PostgreSQL allows that
+            -- without any privilege on it) is kept, not a reason to fail the cut-over.
+            BEGIN
+                EXECUTE format('DROP TABLE %s', rel);
+            EXCEPTION WHEN dependent_objects_still_exist THEN
+                RAISE NOTICE 'embedstack: model set "%": generation % (%) is kept: other objects depend on it', ms.name,
+                    generation, rel USING HINT = 'drop them; a later job drops the generation';
+                RETURN false;
+            END;
+        ELSE
+            EXECUTE format('DROP TABLE %s', rel);
+        END IF;
     END IF;
     SELECT g.pending INTO rel FROM embedstack.generations g WHERE g.id = generation AND g.model_set = ms.name;
-    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind = 'r') THEN
+    IF rel IS NOT NULL AND embedstack._is_generation_table(ms, generation, rel, true, owner) THEN
         EXECUTE format('DROP TABLE %s', rel);
     END IF;
-    PERFORM embedstack._write('delete_generation', ms.name, generation);
+    PERFORM embedstack._w_delete_generation(ms.name, generation);
     RETURN true;
 END $$;
 COMMENT ON FUNCTION embedstack._drop_generation(embedstack.model_sets, bigint, boolean) IS
@@ -205,9 +246,13 @@ DECLARE
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
     IF NOT FOUND OR ms.source::oid <> relid THEN
-        RAISE EXCEPTION 'embedstack._refresh_generations(''%'') fired on a table that is not the source of model set "%"',
-            model_set, model_set USING ERRCODE = '39P01',
-            HINT = 'this trigger function is installed by embedstack.materialize on a model set''s source table only; drop this trigger';
+        -- Not this table's model set (a pg_dump -n of the schema restored without the catalog
+        -- rows, or the name now belongs to another table): nothing to keep fresh here, and the
+        -- table stays writable; the catalog row of another table is never touched.
+        RAISE WARNING 'embedstack: trigger on % names model set "%", which is not a model set of this table: nothing done',
+            relid::regclass, model_set
+            USING HINT = 'the model set is gone: drop the embedstack_* triggers of this table';
+        RETURN '{}';
     END IF;
     si := embedstack._source_info(ms);
     k := format('%I', ms.key_column);
@@ -284,10 +329,10 @@ COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
 -- evaluated once per query, on the node that plans it -- with Citus, the coordinator).
 CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L))',
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L, %s::pg_catalog.oid))',
                   CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
                   ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
-                  g.relation, ms.name)
+                  g.relation, ms.name, ms.source::oid)
 $$;
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';
@@ -381,9 +426,9 @@ BEGIN
     -- (always so in query-weighted mode); unless a refresh asks for a new generation.
     IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage
        AND embedstack._is_served_view(ms) AND NOT coalesce((j.params->>'refresh')::boolean, false) THEN
-        PERFORM embedstack._write('serve', ms.name, j.fit_id, ms.served_generation);
-        PERFORM embedstack._write('job_update', job_id, 'done');
-        PERFORM embedstack._write('job_finish', job_id, 'succeeded',
+        PERFORM embedstack._w_serve(ms.name, j.fit_id, ms.served_generation);
+        PERFORM embedstack._w_job_update(job_id, 'done');
+        PERFORM embedstack._w_job_finish(job_id, 'succeeded',
             format('stored vectors unchanged; fit %s is active', j.fit_id));
         RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
         RETURN 'done';
@@ -415,12 +460,13 @@ BEGIN
         g := NULL;
     END IF;
     IF g.id IS NULL THEN
-        g.id := embedstack._write('insert_generation', ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
+        g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
         gname := embedstack._generation_name(ms, g.id);
-        IF to_regclass(format('%I.%I', si.nsp, gname)) IS NOT NULL THEN
-            RAISE EXCEPTION 'relation %.% is in the way of a generation of model set "%"', si.nsp, gname, ms.name
-                USING ERRCODE = '42P07', HINT = 'rename or drop it';
-        END IF;
+        -- Generation ids are predictable (one sequence for the database): a name someone else
+        -- took in the schema gets a random suffix instead of failing every run.
+        WHILE to_regclass(format('%I.%I', si.nsp, gname)) IS NOT NULL LOOP
+            gname := embedstack._derived_name(ms.view_name, 'g' || g.id || '_' || embedstack._random_hex6(), ms.view_name);
+        END LOOP;
         EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL PRIMARY KEY, %I %I.%s(%s))',
                        CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END, si.nsp, gname,
                        ms.key_column, si.key_type, ms.combined_column, embedstack._vector_schema(), lay.storage, lay.width);
@@ -431,8 +477,8 @@ BEGIN
         EXECUTE format('COMMENT ON TABLE %I.%I IS %L', si.nsp, gname,
                        format('embedstack: generation %s of model set "%s" (fit %s); read it through %I.%I', g.id, ms.name,
                               j.fit_id, si.nsp, ms.view_name));
-        PERFORM embedstack._write('generation_set', ms.name, g.id, format('%I.%I', si.nsp, gname)::regclass,
-                                  embedstack._derived_name(gname, 'hnsw'));
+        PERFORM embedstack._w_generation_set(ms.name, g.id, format('%I.%I', si.nsp, gname)::regclass,
+                                             embedstack._derived_name(gname, 'hnsw'), NULL, NULL);
         SELECT * INTO g FROM embedstack.generations x WHERE x.id = g.id;
     END IF;
     IF dist IS NULL THEN
@@ -442,7 +488,7 @@ BEGIN
             ms.name, ms.source, format('CALL embedstack.refresh(%L)', ms.name);
     END IF;
     EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO total;
-    PERFORM embedstack._write('job_update', job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
+    PERFORM embedstack._w_job_update(job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
                               jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written), g.id);
     RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into generation % (%)%', ms.name, total,
         lay.storage, lay.width, g.id, g.relation,
@@ -478,7 +524,7 @@ BEGIN
     END IF;
     IF NOT coalesce((j.details->>'writers_synced')::boolean, true) THEN
         PERFORM embedstack._wait_for_writers(ms.source);
-        PERFORM embedstack._write('job_update', job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
+        PERFORM embedstack._w_job_update(job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
         RETURN 'write';
     END IF;
     si := embedstack._source_info(ms);
@@ -503,12 +549,12 @@ BEGIN
                        si.key_gt, last_key, si.key_type);
     END IF;
     IF last_key IS NULL THEN
-        PERFORM embedstack._write('job_update', job_id, 'index');
+        PERFORM embedstack._w_job_update(job_id, 'index');
         RETURN 'index';
     END IF;
     done := g.rows_written + n;
-    PERFORM embedstack._write('generation_set', ms.name, g.id, NULL, NULL, last_key, done);
-    PERFORM embedstack._write('job_update', job_id, 'write', done, NULL, last_key);
+    PERFORM embedstack._w_generation_set(ms.name, g.id, NULL, NULL, last_key, done);
+    PERFORM embedstack._w_job_update(job_id, 'write', done, NULL, last_key);
     RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
         CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
         round((done - coalesce((j.details->>'resumed_rows')::bigint, 0))
@@ -546,8 +592,12 @@ BEGIN
     si := embedstack._source_info(ms);
     idx := to_regclass(format('%I.%I', si.nsp, g.index_name));
     IF idx IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = idx AND i.indrelid = g.relation) THEN
-        RAISE EXCEPTION 'relation %.% is in the way of the HNSW index of model set "%"', si.nsp, g.index_name, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+        -- Someone else took the name: another one, with a random suffix.
+        g.index_name := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation),
+                                                 'hnsw_' || embedstack._random_hex6());
+        PERFORM embedstack._w_generation_set(ms.name, g.id, NULL, g.index_name, NULL, NULL);
+        PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
+        RETURN 'index';
     END IF;
     IF idx IS NOT NULL AND NOT (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = idx) THEN
         EXECUTE format('DROP INDEX %s', idx);
@@ -558,49 +608,49 @@ BEGIN
         RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.% (one per shard)', ms.name, si.nsp, g.index_name;
         EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
                        embedstack._vector_schema(), g.storage || '_ip_ops');
-        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name,
+        PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, g.index_name,
                                   '{"index_synced": true}'::jsonb);
         RETURN 'index';
     END IF;
     IF idx IS NULL THEN
         IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
             pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
-            IF to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL THEN
-                RAISE EXCEPTION 'relation %.% is in the way of model set "%"', si.nsp, pname, ms.name
-                    USING ERRCODE = '42P07', HINT = 'rename or drop it';
-            END IF;
+            WHILE to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL LOOP      -- taken: a random suffix
+                pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation),
+                                                  'pending_' || embedstack._random_hex6());
+            END LOOP;
             EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL)', CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
                            si.nsp, pname, ms.key_column, si.key_type);
             EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, pname, si.owner);
-            PERFORM embedstack._write('generation_pending', ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
-            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            PERFORM embedstack._w_generation_pending(ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
             RETURN 'index';
         END IF;
         IF NOT g.pending_open THEN
-            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, true);
-            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
+            PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, true);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'index_synced')::boolean, false) THEN                              -- 2
             PERFORM embedstack._wait_for_writers(ms.source);
-            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
             RETURN 'index';
         END IF;
         RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;      -- 3
         EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
                        embedstack._vector_schema(), g.storage || '_ip_ops');
-        PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
+        PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
         RETURN 'index';
     END IF;
     IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
         IF g.pending_open THEN                                                                          -- 4
-            PERFORM embedstack._write('generation_pending', ms.name, g.id, g.pending, false);
-            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": false}'::jsonb);
+            PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, false);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": false}'::jsonb);
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'catchup_synced')::boolean, false) THEN                            -- 5
             PERFORM embedstack._wait_for_writers(ms.source);
-            PERFORM embedstack._write('job_update', job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
             RETURN 'index';
         END IF;
         EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);                                      -- 6
@@ -612,7 +662,7 @@ BEGIN
                        g.pending, si.key_eq);
         GET DIAGNOSTICS n = ROW_COUNT;
         EXECUTE format('DROP TABLE %s', g.pending);
-        PERFORM embedstack._write('generation_pending', ms.name, g.id, NULL, false);
+        PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
         IF n > 0 THEN
             RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name, n, g.id;
         END IF;
@@ -622,7 +672,7 @@ BEGIN
     END IF;
     -- Transactions whose snapshot predates this one could read the generation without these
     -- rows; the cut-over waits for them (see _cutover_ready).
-    PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, g.index_name,
+    PERFORM embedstack._w_job_update(job_id, 'wait', NULL, NULL, NULL, NULL, g.index_name,
         jsonb_build_object('horizon', pg_current_xact_id()::text, 'hidden', to_jsonb(embedstack._hidden_transactions()),
                            'wait_started', clock_timestamp()));
     RETURN 'wait';
@@ -690,7 +740,7 @@ BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     IF embedstack._cutover_ready((j.details->>'horizon')::xid8,
                                  ARRAY(SELECT jsonb_array_elements_text(j.details->'hidden'))) THEN
-        PERFORM embedstack._write('job_update', job_id, 'cutover');
+        PERFORM embedstack._w_job_update(job_id, 'cutover');
         RETURN 'cutover';
     END IF;
     waited := clock_timestamp() - coalesce((j.details->>'wait_started')::timestamptz, clock_timestamp());
@@ -706,7 +756,7 @@ BEGIN
         RAISE NOTICE 'embedstack: model set "%": waiting for transactions older than the new generation to finish (pids %)',
             j.model_set, coalesce((SELECT string_agg(p::text, ', ') FROM embedstack._old_transactions((j.details->>'horizon')::xid8) p),
                                   'not visible to you');
-        PERFORM embedstack._write('job_update', job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
+        PERFORM embedstack._w_job_update(job_id, 'wait', NULL, NULL, NULL, NULL, NULL, '{"waiting": true}'::jsonb);
     END IF;
     PERFORM pg_sleep(0.1);
     RETURN 'wait';
@@ -733,6 +783,28 @@ END $$;
 COMMENT ON FUNCTION embedstack._retain(text) IS
   'Internal: drops retained generations beyond embedstack.keep_generations.';
 
+-- 55P03 naming the sessions that hold a lock on the served view, once the cut-over (or a
+-- rollback) has tried to lock it for longer than embedstack.cutover_wait_timeout since `started`.
+CREATE FUNCTION embedstack._give_up_locking_view(ms embedstack.model_sets, started timestamptz) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    timeout_ms integer := embedstack._cutover_wait_timeout();
+    nsp name := (embedstack._source_info(ms)).nsp;
+BEGIN
+    IF timeout_ms > 0 AND clock_timestamp() - started > timeout_ms * interval '1 ms' THEN
+        RAISE EXCEPTION 'model set "%": gave up after % trying to lock its served view %.% (held by pids %)', ms.name,
+            date_trunc('second', clock_timestamp() - started), nsp, ms.view_name,
+            coalesce((SELECT string_agg(DISTINCT l.pid::text, ', ') FROM pg_locks l
+                       WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+                         AND l.relation = to_regclass(format('%I.%I', nsp, ms.view_name))), 'unknown')
+            USING ERRCODE = '55P03',
+            HINT = 'the sessions named hold a lock on the view (e.g. a long transaction that read it): end them, then CALL '
+                   'the procedure again (a materialize or refit resumes at the cut-over), or raise embedstack.cutover_wait_timeout';
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._give_up_locking_view(embedstack.model_sets, timestamptz) IS
+  'Internal: 55P03 naming the lock holders once locking the served view took longer than embedstack.cutover_wait_timeout.';
+
 -- cutover: one short transaction that locks only the served view: the view reads the new
 -- generation, the catalog says what is served, older generations beyond the retention go.
 CREATE FUNCTION embedstack._mat_cutover(job_id bigint) RETURNS text
@@ -741,23 +813,32 @@ DECLARE
     j embedstack.jobs;
     ms embedstack.model_sets;
     g embedstack.generations;
+    started timestamptz;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation;
     -- ACCESS EXCLUSIVE on the view waits for running queries on it, and queries queue behind a
-    -- waiting lock: wait at most 2 s, then let them through and try again in the next step.
+    -- waiting lock: wait at most 50 ms per attempt (readers stall that long at worst), then let
+    -- them through and try again in the next step; give up after embedstack.cutover_wait_timeout
+    -- (the view is readable by PUBLIC: any role may hold a lock on it for as long as it likes).
     BEGIN
-        PERFORM embedstack._point_view(ms, g, 2000);
+        PERFORM embedstack._point_view(ms, g, 50);
     EXCEPTION WHEN lock_not_available THEN
-        RAISE NOTICE 'embedstack: model set "%": the cut-over waits for queries on its view (retrying)', ms.name;
-        PERFORM pg_sleep(0.5);
+        started := coalesce((j.details->>'cutover_started')::timestamptz, clock_timestamp());
+        IF j.details->>'cutover_started' IS NULL THEN
+            RAISE NOTICE 'embedstack: model set "%": the cut-over waits for queries on its view (retrying)', ms.name;
+            PERFORM embedstack._w_job_update(job_id, 'cutover', NULL, NULL, NULL, NULL, NULL,
+                                             jsonb_build_object('cutover_started', started));
+        END IF;
+        PERFORM embedstack._give_up_locking_view(ms, started);
+        PERFORM pg_sleep(0.2);
         RETURN 'cutover';
     END;
-    PERFORM embedstack._write('serve', ms.name, j.fit_id, g.id);
+    PERFORM embedstack._w_serve(ms.name, j.fit_id, g.id);
     PERFORM embedstack._retain(ms.name);
-    PERFORM embedstack._write('job_update', job_id, 'done');
-    PERFORM embedstack._write('job_finish', job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
+    PERFORM embedstack._w_job_update(job_id, 'done');
+    PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
                   (embedstack._source_info(ms)).nsp, ms.view_name));
     RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (%) through %.%', ms.name, j.fit_id, g.id,
@@ -778,10 +859,15 @@ CREATE PROCEDURE embedstack.materialize(model_set text, fit_id bigint DEFAULT NU
                                         wait boolean DEFAULT false)
 LANGUAGE plpgsql AS $$
 DECLARE
-    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    ms embedstack.model_sets;
     fid bigint := fit_id;
     job bigint;
 BEGIN
+    -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
+    -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is
+    -- pinned for this transaction here, and again after each COMMIT.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    ms := embedstack._check_writer(model_set, batch_size, wait);
     IF fid IS NULL THEN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
@@ -798,10 +884,11 @@ BEGIN
     PERFORM embedstack._lock_model_set(ms.name, wait);
     -- (After the lock, like the COMMIT it stands for: a failure here releases the lock as any.)
     PERFORM embedstack._require_no_transaction_block('materialize');
-    job := embedstack._write('job_start', ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
+    job := embedstack._w_job_start(ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
         (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
-    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, fid);
+    PERFORM embedstack._w_job_update(job, 'prepare', NULL, NULL, NULL, fid);
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL embedstack._run_job(job);
 END $$;
 COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
@@ -816,9 +903,14 @@ COMMENT ON PROCEDURE embedstack.materialize(text, bigint, integer, boolean) IS
 CREATE PROCEDURE embedstack.refresh(model_set text, batch_size integer DEFAULT 10000, wait boolean DEFAULT false)
 LANGUAGE plpgsql AS $$
 DECLARE
-    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    ms embedstack.model_sets;
     job bigint;
 BEGIN
+    -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
+    -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is
+    -- pinned for this transaction here, and again after each COMMIT.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    ms := embedstack._check_writer(model_set, batch_size, wait);
     IF ms.active_fit IS NULL THEN
         RAISE EXCEPTION 'model set "%" is not served yet', ms.name USING ERRCODE = '55000',
             HINT = 'CALL embedstack.materialize first';
@@ -826,11 +918,12 @@ BEGIN
     PERFORM embedstack._lock_model_set(ms.name, wait);
     PERFORM embedstack._require_no_transaction_block('refresh');
     ms := embedstack._model_set(ms.name);
-    job := embedstack._write('job_start', ms.name, 'materialize',
+    job := embedstack._w_job_start(ms.name, 'materialize',
         pg_catalog.jsonb_build_object('batch_size', batch_size, 'refresh', true), 'prepare',
         (SELECT max(j.id) FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running'));
-    PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, ms.active_fit);
+    PERFORM embedstack._w_job_update(job, 'prepare', NULL, NULL, NULL, ms.active_fit);
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL embedstack._run_job(job);
 END $$;
 COMMENT ON PROCEDURE embedstack.refresh(text, integer, boolean) IS
@@ -843,9 +936,16 @@ COMMENT ON PROCEDURE embedstack.refresh(text, integer, boolean) IS
 CREATE PROCEDURE embedstack.rollback(model_set text, wait boolean DEFAULT false)
 LANGUAGE plpgsql AS $$
 DECLARE
-    ms embedstack.model_sets := embedstack._check_writer(model_set, 1, wait);
+    ms embedstack.model_sets;
     g embedstack.generations;
+    caller_path text := pg_catalog.current_setting('search_path');
+    started timestamptz := pg_catalog.clock_timestamp();
 BEGIN
+    -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
+    -- caller's path, so it is pinned here (this procedure does not COMMIT; it may run inside the
+    -- caller's transaction block, whose search_path is put back at the end).
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    ms := embedstack._check_writer(model_set, 1, wait);
     PERFORM embedstack._lock_model_set(ms.name, wait);
     ms := embedstack._model_set(ms.name);
     SELECT * INTO g FROM embedstack.generations x
@@ -857,11 +957,22 @@ BEGIN
             HINT = 'rollback serves the fit and generation served before the last switch; embedstack.keep_generations = 0 keeps none';
     END IF;
     IF g.id <> ms.served_generation THEN
-        PERFORM embedstack._point_view(ms, g, NULL);
+        -- As the cut-over: 50 ms attempts (readers of the view queue behind a waiting lock), given
+        -- up after embedstack.cutover_wait_timeout with 55P03.
+        LOOP
+            BEGIN
+                PERFORM embedstack._point_view(ms, g, 50);
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                PERFORM embedstack._give_up_locking_view(ms, started);
+                PERFORM pg_catalog.pg_sleep(0.2);
+            END;
+        END LOOP;
     END IF;
-    PERFORM embedstack._write('serve', ms.name, ms.previous_fit, g.id);
+    PERFORM embedstack._w_serve(ms.name, ms.previous_fit, g.id);
     RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % again', ms.name, ms.previous_fit, g.id;
     PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+    PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $$;
 COMMENT ON PROCEDURE embedstack.rollback(text, boolean) IS
   'Serves the fit and generation served before the last switch again, at once (no rewrite, no index build); '

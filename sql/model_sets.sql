@@ -41,6 +41,13 @@ BEGIN
     RETURN (b || suffix)::name;
 END $$;
 
+-- Six random hex digits: the suffix of a name someone else took (see _mat_prepare).
+CREATE FUNCTION embedstack._random_hex6() RETURNS text
+LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT substr(md5(random()::text || clock_timestamp()::text), 1, 6)
+$$;
+COMMENT ON FUNCTION embedstack._random_hex6() IS 'Internal: six random hex digits (suffix of a name that was taken).';
+
 -- The model set's row, or ERROR 42704 (or 42501 when it exists but the caller may not read its
 -- source: the catalog's row security hides it).
 CREATE FUNCTION embedstack._model_set(model_set text) RETURNS embedstack.model_sets
@@ -206,7 +213,7 @@ BEGIN
             HINT = 'pass another view_name';
     END IF;
 
-    PERFORM embedstack._write('insert_model_set', name, source, key_column, model_columns, v_dims, v_types, mode,
+    PERFORM embedstack._w_insert_model_set(name, source, key_column, model_columns, v_dims, v_types, mode,
                               threshold, v_combined, storage, v_view);
     RETURN embedstack._model_set(name);
 END $$;
@@ -231,20 +238,21 @@ DECLARE
     ms embedstack.model_sets := embedstack._model_set(name);
     nsp name;
     g record;
+    dependents text;
 BEGIN
     -- Not while a materialize or refit of it runs (the lock is released at the end of this
     -- transaction by the abort callback, or explicitly below).
     PERFORM embedstack._lock_model_set(ms.name, false);
     IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = ms.source) THEN
         -- The source is gone (event trigger disabled): only the catalog rows remain, which
-        -- embedstack._write lets a superuser delete.
-        PERFORM embedstack._write('delete_model_set', ms.name);
+        -- a superuser may delete (the writers let no one else: _check_owner).
+        PERFORM embedstack._w_delete_model_set(ms.name);
         PERFORM embedstack._job_unlock(hashtext(ms.name));
         RETURN;
     END IF;
     PERFORM embedstack._check_owner(ms.source);
     PERFORM embedstack._drop_triggers(ms);
-    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ms.source;
+    nsp := (embedstack._source_info(ms)).nsp;
     BEGIN
         IF embedstack._is_served_view(ms) THEN
             EXECUTE format('DROP VIEW %I.%I', nsp, ms.view_name);
@@ -253,13 +261,16 @@ BEGIN
             PERFORM embedstack._drop_generation(ms, g.id);
         END LOOP;
     EXCEPTION WHEN dependent_objects_still_exist THEN
-        RAISE EXCEPTION 'cannot drop model set "%": objects depend on its served view %.%', ms.name, nsp, ms.view_name
-            USING ERRCODE = '2BP01', HINT = 'drop the views or functions built on it first';
+        -- PostgreSQL's detail names the dependent objects (on the view or on a generation).
+        GET STACKED DIAGNOSTICS dependents = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION 'cannot drop model set "%": other objects depend on its served view %.% or its generation tables',
+            ms.name, nsp, ms.view_name USING ERRCODE = '2BP01', DETAIL = dependents,
+            HINT = 'drop the objects named in the detail first (they are not the extension''s to drop)';
     END;
     IF drop_columns AND ms.legacy_column IS NOT NULL THEN
         EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', ms.source, ms.legacy_column);
     END IF;
-    PERFORM embedstack._write('delete_model_set', ms.name);
+    PERFORM embedstack._w_delete_model_set(ms.name);
     PERFORM embedstack._job_unlock(hashtext(ms.name));
 END $$;
 -- The row trigger of releases 0.1.0-0.2.x on the source: 'embedstack_' || name when it fits,
@@ -322,14 +333,14 @@ BEGIN
                    'present and non-zero, and the target (and weight) are not NULL';
     END IF;
     f := embedstack.solve(st, ridge, nonnegative, true);
-    fid := embedstack._write('insert_fit', model_set,
+    fid := (embedstack._w_insert_fit(model_set,
         jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
         f.weights, f.intercept,
         jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
                            'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
                            'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
                            'collinear', to_jsonb(f.collinear)) || extra_diagnostics,
-        st, training_source);
+        st, training_source)).id;
     SELECT * INTO r FROM embedstack.fits x WHERE x.id = fid;
     RETURN r;
 END $$;

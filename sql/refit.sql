@@ -5,7 +5,14 @@
 -- are held out on every run (a fit that refit made from the same table never saw them).
 CREATE FUNCTION embedstack._in_holdout(left_key text, right_key text, fraction double precision) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT (pg_catalog.hashtextextended(left_key || pg_catalog.chr(31) || right_key, 0) & 1048575) < fraction * 1048576
+    -- (No SET search_path, so that it is inlined into the pair scans; every operator is named
+    -- with its schema and every literal has its exact type instead: an inlined body is parsed
+    -- with the search_path of the query it is inlined into. OPERATOR(...) binds like any
+    -- user-defined operator, left to right: hence the parentheses.)
+    SELECT (pg_catalog.hashtextextended(left_key OPERATOR(pg_catalog.||) pg_catalog.chr(31) OPERATOR(pg_catalog.||) right_key,
+                                        0::pg_catalog.int8)
+            OPERATOR(pg_catalog.&) 1048575::pg_catalog.int8)::pg_catalog.float8
+           OPERATOR(pg_catalog.<) (fraction OPERATOR(pg_catalog.*) 1048576::pg_catalog.float8)
 $$;
 COMMENT ON FUNCTION embedstack._in_holdout(text, text, double precision) IS 'Internal: is a pair held out of a refit''s training (hash of its keys)?';
 
@@ -86,11 +93,11 @@ BEGIN
         decision := format('held-out MSE on %s pairs: new fit %s %s, active fit %s %s', n_hold, f.id, new_mse,
                            act.id, act_mse);
     END IF;
-    PERFORM embedstack._write('job_update', job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, NULL, NULL, NULL, f.id,
+    PERFORM embedstack._w_job_update(job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, NULL, NULL, NULL, f.id,
         NULL, jsonb_build_object('holdout_pairs', n_hold, 'new_mse', new_mse, 'active_fit', act.id,
                                       'active_mse', act_mse, 'decision', decision));
     IF NOT cut THEN
-        PERFORM embedstack._write('job_finish', job_id, 'kept', decision || '; the active fit stays');
+        PERFORM embedstack._w_job_finish(job_id, 'kept', decision || '; the active fit stays');
         RAISE NOTICE 'embedstack: model set "%": %; the active fit stays', ms.name, decision;
         RETURN 'done';
     END IF;
@@ -122,11 +129,16 @@ CREATE PROCEDURE embedstack.refit(
     batch_size integer DEFAULT 10000)
 LANGUAGE plpgsql AS $$
 DECLARE
-    ms embedstack.model_sets := embedstack._check_writer(model_set, batch_size, wait);
+    ms embedstack.model_sets;
     params jsonb;
     prev embedstack.jobs;
     job bigint;
 BEGIN
+    -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
+    -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is
+    -- pinned for this transaction here, and again after each COMMIT.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    ms := embedstack._check_writer(model_set, batch_size, wait);
     IF pairs IS NULL OR left_column IS NULL OR right_column IS NULL OR target_column IS NULL OR ridge IS NULL
        OR nonnegative IS NULL OR holdout_fraction IS NULL OR cutover IS NULL OR tolerance IS NULL THEN
         RAISE EXCEPTION 'only sample_weight_column may be NULL' USING ERRCODE = '22004';
@@ -165,14 +177,15 @@ BEGIN
     SELECT * INTO prev FROM embedstack.jobs j WHERE j.model_set = ms.name AND j.state = 'running' ORDER BY j.id DESC LIMIT 1;
     IF FOUND AND prev.kind = 'refit' AND prev.params - 'batch_size' = params - 'batch_size' AND prev.fit_id IS NOT NULL
        AND prev.phase <> 'fit' THEN
-        job := embedstack._write('job_start', ms.name, 'refit', params, 'prepare', prev.id);
-        PERFORM embedstack._write('job_update', job, 'prepare', NULL, NULL, NULL, prev.fit_id, NULL,
+        job := embedstack._w_job_start(ms.name, 'refit', params, 'prepare', prev.id);
+        PERFORM embedstack._w_job_update(job, 'prepare', NULL, NULL, NULL, prev.fit_id, NULL,
                                   prev.details || '{"resumed": true}'::jsonb);
         RAISE NOTICE 'embedstack: model set "%": resuming the interrupted refit % (fit %)', ms.name, prev.id, prev.fit_id;
     ELSE
-        job := embedstack._write('job_start', ms.name, 'refit', params, 'fit', prev.id);
+        job := embedstack._w_job_start(ms.name, 'refit', params, 'fit', prev.id);
     END IF;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL embedstack._run_job(job);
 END $$;
 COMMENT ON PROCEDURE embedstack.refit(text, regclass, name, name, name, double precision, boolean, name, double precision, text, double precision, boolean, integer) IS

@@ -45,7 +45,7 @@ extension_sql_file!("../sql/catalog_writers.sql", name = "catalog_writers", requ
 extension_sql_file!(
     "../sql/catalog_access.sql",
     name = "catalog_access",
-    requires = ["catalog_writers", operations::authorize::_may_read]
+    requires = ["catalog_writers", operations::authorize::_may_read, operations::authorize::_may_write]
 );
 extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
 extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["model_sets"]);
