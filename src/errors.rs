@@ -7,7 +7,8 @@
 //!   wrong (SPI misuse, a datum of another type than our own query returns): XX000, as pgrx's
 //!   `error!`. Errors PostgreSQL raises inside SPI (a permission, a cast) are not these: they
 //!   propagate with their own SQLSTATE before any Result is returned.
-//! * Row errors name the row's key and the column, so a user can find and fix the row.
+//! * Row errors name the row's key and the column, so a user can find and fix the row; the key
+//!   is replaced by [`HIDDEN_KEY`] for a role that may not read it ([`with_keys_hidden`]).
 
 use embedstack_math::combine::{CombineError, ScaleError};
 use embedstack_math::eval::EvalError;
@@ -242,7 +243,10 @@ pub fn require<T>(v: Option<T>, what: &str) -> T {
 pub fn raise_null_element(key: &str, column: &str, position: usize) -> ! {
     fail_hint(
         PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("row with key {key}: column {column} contains a NULL element at position {position}"),
+        format!(
+            "row with key {}: column {column} contains a NULL element at position {position}",
+            shown_key(key)
+        ),
         "use a NULL array for a missing vector; a NULL element is not a value",
     )
 }
@@ -252,7 +256,7 @@ pub fn raise_null_element(key: &str, column: &str, position: usize) -> ! {
 pub fn raise_corrupt_value(key: &str, column: &str, what: &str) -> ! {
     fail(
         PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        format!("row with key {key}: column {column} holds a malformed value: {what}"),
+        format!("row with key {}: column {column} holds a malformed value: {what}", shown_key(key)),
     )
 }
 
@@ -279,5 +283,77 @@ pub fn raise_corrupt_catalog(model_set: &str, what: &str) -> ! {
 /// Any other error about one column of one row (`what` completes "row with key K: column C …").
 #[cold]
 pub fn raise_row_error(code: PgSqlErrorCode, key: &str, column: &str, what: &str) -> ! {
-    fail(code, format!("row with key {key}: column {column} {what}"))
+    fail(code, format!("row with key {}: column {column} {what}", shown_key(key)))
+}
+
+// ------------------------------------------------- keys hidden from a role that may not read them
+
+/// What a row error says instead of the key, to a role that may not read the key (see
+/// [`with_keys_hidden`]).
+pub const HIDDEN_KEY: &str = "(hidden: no SELECT privilege on the key)";
+
+thread_local! {
+    /// Whether row errors raised now must not show the row's key.
+    static KEYS_HIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether row errors raised now hide the row's key.
+pub fn keys_hidden() -> bool {
+    KEYS_HIDDEN.with(std::cell::Cell::get)
+}
+
+/// `key` as a row error shows it: [`HIDDEN_KEY`] while keys are hidden.
+pub fn shown_key(key: &str) -> &str {
+    if keys_hidden() {
+        HIDDEN_KEY
+    } else {
+        key
+    }
+}
+
+/// The key `key` computes, as a row error shows it; `key` is not called while keys are hidden
+/// (it runs the key type's output function).
+pub fn shown_key_of(key: &dyn Fn() -> String) -> String {
+    if keys_hidden() {
+        HIDDEN_KEY.to_string()
+    } else {
+        key()
+    }
+}
+
+/// Runs `f` with the row keys hidden from every row error it raises when `hide` (or when an
+/// enclosing call already hides them: a nested trigger never shows what the outer statement's
+/// role may not see). The previous state is restored when `f` returns or raises.
+///
+/// The freshness trigger runs its statements as the source's owner; the row kernels they call
+/// (`_combine_vector`) name the row's key in their errors, which reach the role whose statement
+/// fired the trigger. PostgreSQL itself never shows a row's values in an error to a role that
+/// may not SELECT them (`ExecBuildSlotValueDescription`): a role that may UPDATE a model column
+/// but not read the key must not learn key values from our errors either.
+pub fn with_keys_hidden<R>(hide: bool, f: impl FnOnce() -> R) -> R {
+    let previous = keys_hidden();
+    KEYS_HIDDEN.with(|c| c.set(previous || hide));
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .finally(move || KEYS_HIDDEN.with(|c| c.set(previous)))
+        .execute()
+}
+
+/// Whether `role` may see the value of column `attnum` of relation `relid` in an error, by
+/// PostgreSQL's own rule for row contents in errors (`ExecBuildSlotValueDescription`): not when
+/// row security applies to the role on the relation; otherwise when it holds SELECT on the
+/// relation or on the column. (PostgreSQL also shows the columns the statement itself wrote;
+/// this rule does not, so it is stricter: a key the role inserted but may not read is hidden
+/// too.) `attnum` ≤ 0 (the column is not known) checks the relation-level privilege only.
+pub fn role_may_see_column(relid: pg_sys::Oid, attnum: i16, role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups for an open relation and a role OID.
+    unsafe {
+        if pg_sys::check_enable_rls(relid, role, true) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            return false;
+        }
+        let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
+        pg_sys::pg_class_aclcheck(relid, role, select) == pg_sys::AclResult::ACLCHECK_OK
+            || (attnum > 0
+                && pg_sys::pg_attribute_aclcheck(relid, attnum, role, select)
+                    == pg_sys::AclResult::ACLCHECK_OK)
+    }
 }

@@ -57,28 +57,37 @@ pub struct ModelSetDef {
     pub staging: Option<Layout>,
 }
 
+/// Every type, function and operator schema-qualified (the callers pin the search path too):
+/// `m.source::pg_catalog.text` is the regclass output under the pinned path, so the source is
+/// named with its schema unless it is the session's own temporary table.
 const QUERY: &str = "
-SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::text AS key_column,
-       m.model_columns::text[] AS model_columns, m.model_dims,
-       ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
-               JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o) AS model_typnames,
-       m.mode, m.active_fit, m.combined_column::text AS combined_column, m.served_multipliers,
-       m.served_storage, NULL::text AS staging_column, NULL::float8[] AS staging_multipliers,
-       NULL::text AS staging_storage, m.threshold
-  FROM embedstack.model_sets m WHERE m.name = $1";
+SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS source_sql,
+       m.key_column::pg_catalog.text AS key_column, m.model_columns::pg_catalog.text[] AS model_columns,
+       m.model_dims,
+       ARRAY(SELECT t.typname::pg_catalog.text
+               FROM pg_catalog.unnest(m.model_types) WITH ORDINALITY u(t, o)
+               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) u.t::pg_catalog.oid
+              ORDER BY u.o) AS model_typnames,
+       m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
+       m.served_storage, NULL::pg_catalog.text AS staging_column,
+       NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold
+  FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// The catalog of releases 0.1.0-0.2.x (a staging column in the source), read only by the row
 /// trigger those releases installed (src/model_set/legacy_row_trigger.rs), which runs with this
 /// library until ALTER EXTENSION UPDATE replaces it.
 const LEGACY_QUERY: &str = "
-SELECT m.source::oid AS source_oid, m.source::text AS source_sql, m.key_column::text AS key_column,
-       m.model_columns::text[] AS model_columns, m.model_dims,
-       ARRAY(SELECT t.typname::text FROM unnest(m.model_types) WITH ORDINALITY u(t, o)
-               JOIN pg_catalog.pg_type t ON t.oid = u.t ORDER BY u.o) AS model_typnames,
-       m.mode, m.active_fit, m.combined_column::text AS combined_column, m.served_multipliers,
-       m.served_storage, m.staging_column::text AS staging_column, m.staging_multipliers,
+SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS source_sql,
+       m.key_column::pg_catalog.text AS key_column, m.model_columns::pg_catalog.text[] AS model_columns,
+       m.model_dims,
+       ARRAY(SELECT t.typname::pg_catalog.text
+               FROM pg_catalog.unnest(m.model_types) WITH ORDINALITY u(t, o)
+               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) u.t::pg_catalog.oid
+              ORDER BY u.o) AS model_typnames,
+       m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
+       m.served_storage, m.staging_column::pg_catalog.text AS staging_column, m.staging_multipliers,
        m.staging_storage, m.threshold
-  FROM embedstack.model_sets m WHERE m.name = $1";
+  FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
 /// lengths of the per-model arrays, dimensions, multipliers), so that no code downstream
@@ -97,7 +106,7 @@ fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
     let Some(row) = table.into_iter().next() else {
         // Row security hides the model sets of tables the caller may not read.
         let hidden = client
-            .select("SELECT embedstack._model_set_exists($1)", Some(1), &[name.into()])
+            .select("SELECT embedstack._model_set_exists($1::pg_catalog.text)", Some(1), &[name.into()])
             .and_then(|t| t.first().get_one::<bool>())
             .or_internal()
             .unwrap_or(false);
@@ -209,7 +218,9 @@ fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
 pub fn fit_weights(client: &SpiClient<'_>, name: &str, id: i64) -> (Vec<f64>, f64) {
     let row = client
         .select(
-            "SELECT weights, intercept FROM embedstack.fits WHERE id = $1 AND model_set = $2",
+            "SELECT f.weights, f.intercept FROM embedstack.fits f
+              WHERE f.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8
+                AND f.model_set OPERATOR(pg_catalog.=) $2::pg_catalog.text",
             Some(1),
             &[id.into(), name.into()],
         )
@@ -235,23 +246,20 @@ pub fn ident(s: &str) -> String {
     pgrx::spi::quote_identifier(s)
 }
 
-/// Raises 42703 for the first of `columns` that `relation` (SQL text of a regclass) lacks, so
-/// that queries built from them fail with a clear message instead of deep inside SPI.
-pub fn require_columns(client: &SpiClient<'_>, relation: &str, columns: &[&str]) {
-    let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    let missing: Option<String> = client
-        .select(
-            "SELECT c FROM unnest($2::text[]) WITH ORDINALITY u(c, o)
-              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                                 WHERE a.attrelid = $1::pg_catalog.regclass AND a.attname = u.c
-                                   AND a.attnum > 0 AND NOT a.attisdropped)
-              ORDER BY o LIMIT 1",
-            Some(1),
-            &[relation.into(), cols.into()],
-        )
-        .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<String>() })
-        .or_internal();
-    if let Some(c) = missing {
+/// The attribute number of user column `column` of relation `relid`, or 0 when there is none
+/// (dropped and system columns included).
+pub fn attnum(relid: pg_sys::Oid, column: &str) -> i16 {
+    let Ok(c) = std::ffi::CString::new(column) else { return 0 };
+    // SAFETY: a syscache lookup by relation OID and name.
+    let n = unsafe { pg_sys::get_attnum(relid, c.as_ptr()) };
+    n.max(0)
+}
+
+/// Raises 42703 for the first of `columns` that relation `relid` (named `relation` in the
+/// message) lacks, so that queries built from them fail with a clear message instead of deep
+/// inside SPI. Looked up by OID: no name is resolved.
+pub fn require_columns(relid: pg_sys::Oid, relation: &str, columns: &[&str]) {
+    if let Some(c) = columns.iter().find(|c| attnum(relid, c) <= 0) {
         ereport!(
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,

@@ -12,7 +12,11 @@
 //! - **the latest snapshot**: the catalog is read, and the generations written, with a fresh
 //!   snapshot even in a repeatable-read transaction (as PostgreSQL's foreign-key triggers do):
 //!   a generation a job registered after this transaction began is written too, and a row a
-//!   job's batch committed meanwhile is replaced, not duplicated.
+//!   job's batch committed meanwhile is replaced, not duplicated;
+//! - **no key values for a role that may not read them**: the row kernels the statements call
+//!   name a row's key in their errors; unless the statement's role may SELECT the key column
+//!   (or the table, and row security does not apply to it), they say
+//!   `row with key (hidden: no SELECT privilege on the key)` instead (errors.rs).
 //!
 //! `_wait_for_writers(source)` is the job's side of the same hand-shake (see
 //! `_mat_write` in sql/materialize.sql).
@@ -21,6 +25,8 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, PgBox};
 
 use crate::datatype::regclass::RegClass;
+use crate::errors::{role_may_see_column, with_keys_hidden};
+use crate::operations::pinned_path::with_pinned_search_path;
 
 #[no_mangle]
 #[doc(hidden)]
@@ -77,26 +83,17 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-        let nest = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        apply(td.as_ptr(), &name, relid, op);
-        pg_sys::AtEOXact_GUC(true, nest);
+        let tdp = td.as_ptr();
+        with_pinned_search_path(|| apply(tdp, &name, relid, op, saved_user));
         pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
         pg_sys::Datum::from(0usize)
     }
 }
 
-/// Runs the statements `_freshness_sql` builds, each with the latest snapshot.
-unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op: &str) {
+/// Runs the statements `_freshness_sql` builds, each with the latest snapshot, with the row
+/// keys hidden from their errors unless `role` (whose statement fired the trigger) may read the
+/// key column (errors.rs, `with_keys_hidden`).
+unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op: &str, role: pg_sys::Oid) {
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
             error!("embedstack._refresh_generations: SPI_connect failed");
@@ -104,6 +101,60 @@ unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op
         if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
             error!("embedstack._refresh_generations: SPI_register_trigger_data failed");
         }
+        // Unknown key column (no such model set of this table): the table-level SELECT decides.
+        let key_att = key_column(name, relid).map_or(0, |c| super::catalog::attnum(relid, &c));
+        let hide = !role_may_see_column(relid, key_att, role);
+        with_keys_hidden(hide, || run_statements(name, relid, op));
+        pg_sys::SPI_finish();
+    }
+}
+
+/// The key column of model set `name` if its source is `relid` (read as the owner, with the
+/// latest snapshot, inside the trigger's SPI connection).
+unsafe fn key_column(name: &str, relid: pg_sys::Oid) -> Option<String> {
+    unsafe {
+        let mut types = [pg_sys::TEXTOID, pg_sys::OIDOID];
+        let plan = pg_sys::SPI_prepare(
+            c"SELECT m.key_column::pg_catalog.text FROM embedstack.model_sets m
+               WHERE m.name OPERATOR(pg_catalog.=) $1 AND m.source::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
+                .as_ptr(),
+            2,
+            types.as_mut_ptr(),
+        );
+        if plan.is_null() {
+            error!("embedstack._refresh_generations: SPI_prepare failed");
+        }
+        let mut values = [name.into_datum().expect("text datum"), pg_sys::Datum::from(relid)];
+        let nulls = c"  ";
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            error!("embedstack._refresh_generations: reading the catalog failed ({rc})");
+        }
+        let tt = pg_sys::SPI_tuptable;
+        let column = if pg_sys::SPI_processed == 1 {
+            let p = pg_sys::SPI_getvalue(*(*tt).vals, (*tt).tupdesc, 1);
+            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        pg_sys::SPI_freetuptable(tt);
+        pg_sys::SPI_freeplan(plan);
+        column
+    }
+}
+
+/// The statements `_freshness_sql` builds for this event, run in the trigger's SPI connection.
+unsafe fn run_statements(name: &str, relid: pg_sys::Oid, op: &str) {
+    unsafe {
         let mut types = [pg_sys::TEXTOID, pg_sys::OIDOID, pg_sys::TEXTOID];
         let plan = pg_sys::SPI_prepare(
             c"SELECT embedstack._freshness_sql($1, $2, $3)".as_ptr(),
@@ -158,7 +209,6 @@ unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op
             }
             pg_sys::SPI_freeplan(plan);
         }
-        pg_sys::SPI_finish();
     }
 }
 

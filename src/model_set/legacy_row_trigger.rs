@@ -15,6 +15,8 @@ use super::catalog::{self, Layout, ModelSetDef, Storage};
 use super::output::{combined_datum, read_model};
 use crate::datatype::model_value::{attribute_type, check_model_attributes, format_type};
 use crate::datatype::pgvector_types::{pgvector_type, PgvectorType};
+use crate::errors::{role_may_see_column, HIDDEN_KEY};
+use crate::operations::pinned_path::with_pinned_search_path;
 
 #[no_mangle]
 #[doc(hidden)]
@@ -55,7 +57,9 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
         let tuple = if is_update { td.tg_newtuple } else { td.tg_trigtuple };
         let desc = (*td.tg_relation).rd_att;
 
-        let def: ModelSetDef = Spi::connect(|client| catalog::load_legacy(client, &name));
+        // The catalog is read with the search path pinned (src/operations/pinned_path.rs).
+        let def: ModelSetDef =
+            with_pinned_search_path(|| Spi::connect(|client| catalog::load_legacy(client, &name)));
         // Only on the table the extension installed it on: a trigger that a user points at
         // another model set (or at one of another table) would otherwise write that set's
         // vectors into whatever columns of this table carry its column names.
@@ -87,7 +91,16 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_combined(
             n
         };
         let key_att = attnum(&def.key_column);
-        let key = || super::spi_scan::key_text(tuple, desc, key_att);
+        // A role that may write the model columns but not read the key never sees key values
+        // in our errors (PostgreSQL's rule for row contents in errors, errors.rs).
+        let key_shown = role_may_see_column(relid, key_att as i16, pg_sys::GetUserId());
+        let key = || {
+            if key_shown {
+                super::spi_scan::key_text(tuple, desc, key_att)
+            } else {
+                HIDDEN_KEY.to_string()
+            }
+        };
         // The columns' types now, not as recorded in the catalog (ALTER TABLE may have
         // changed them since).
         let model_atts: Vec<i32> = def.model_columns.iter().map(|c| attnum(c)).collect();

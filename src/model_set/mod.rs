@@ -8,6 +8,7 @@ mod combine_fn;
 mod evaluate;
 mod fit_threads;
 mod freshness;
+mod key_compare;
 mod legacy_row_trigger;
 mod output;
 mod pair_scan;

@@ -9,7 +9,7 @@ use super::catalog::Storage;
 use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
 use crate::datatype::model_value::{ModelKind, ModelValue, ValueError};
 use crate::datatype::vector::VectorOutput;
-use crate::errors::{raise_corrupt_value, raise_null_element, raise_with_message};
+use crate::errors::{raise_corrupt_value, raise_null_element, raise_with_message, shown_key_of};
 
 /// Reads one model value (`None` for SQL NULL), raising 22004 for a NULL element.
 ///
@@ -27,8 +27,8 @@ pub unsafe fn read_model(
     }
     match unsafe { ModelValue::read(datum, kind) } {
         Ok(v) => Some(v),
-        Err(ValueError::NullElement(p)) => raise_null_element(&key(), &column(), p),
-        Err(ValueError::Corrupt(what)) => raise_corrupt_value(&key(), &column(), &what),
+        Err(ValueError::NullElement(p)) => raise_null_element(&shown_key_of(key), &column(), p),
+        Err(ValueError::Corrupt(what)) => raise_corrupt_value(&shown_key_of(key), &column(), &what),
     }
 }
 
@@ -118,14 +118,16 @@ fn combine_or_raise(
     columns: &dyn Fn(usize) -> String,
 ) {
     if let Err(e) = combine_into(blocks, dims, multipliers, out) {
+        // The key as the role may see it (hidden while the freshness trigger runs for a role
+        // without SELECT on it).
+        let key = shown_key_of(key);
         let msg = match &e {
             CombineError::Dimension { model, expected, found } => format!(
-                "row with key {}: column {} has {found} dimensions, the model set expects {expected}",
-                key(),
+                "row with key {key}: column {} has {found} dimensions, the model set expects {expected}",
                 columns(model - 1)
             ),
             CombineError::NonFinite { model, source } => {
-                format!("row with key {}: column {}: {source}", key(), columns(model - 1))
+                format!("row with key {key}: column {}: {source}", columns(model - 1))
             }
         };
         raise_with_message(&e, msg);

@@ -16,6 +16,7 @@ use pgrx::spi::SpiClient;
 
 use super::catalog::{ident, ModelSetDef};
 use super::fit_threads::run_threads;
+use super::key_compare::{KeyColumn, KeyCompare};
 use super::spi_scan::{fetch_raw, key_text, run};
 use crate::datatype::model_value::format_type;
 use crate::datatype::model_value::{check_model_attributes, ModelValue, ValueError};
@@ -26,7 +27,9 @@ use crate::settings::entity_cache_bytes;
 
 /// Where the labelled pairs come from.
 pub struct PairSource {
-    /// The pairs table as SQL text.
+    /// The pairs table's OID.
+    pub oid: pg_sys::Oid,
+    /// The pairs table as SQL text (regclass output under the pinned search path).
     pub table_sql: String,
     pub left: String,
     pub right: String,
@@ -44,14 +47,15 @@ impl PairSource {
         weight: Option<&str>,
     ) -> Self {
         let table_sql: String = client
-            .select("SELECT $1::pg_catalog.regclass::text", Some(1), &[pairs.into()])
+            .select("SELECT $1::pg_catalog.regclass::pg_catalog.text", Some(1), &[pairs.into()])
             .and_then(|t| t.first().get_one::<String>())
             .or_internal()
             .unwrap_or_else(|| error!("relation with OID {pairs:?} does not exist"));
         let mut cols = vec![left, right, target];
         cols.extend(weight);
-        super::catalog::require_columns(client, &table_sql, &cols);
+        super::catalog::require_columns(pairs, &table_sql, &cols);
         PairSource {
+            oid: pairs,
             table_sql,
             left: left.to_string(),
             right: right.to_string(),
@@ -79,12 +83,20 @@ pub struct PairView<'a> {
     pub y: Option<f64>,
 }
 
+/// How the scan's statements compare keys (see key_compare.rs): the source's key with the
+/// left and the right pair column, and with itself (the numbered keys with the source).
+struct KeyJoins {
+    left: KeyCompare,
+    right: KeyCompare,
+    same: KeyCompare,
+}
+
 /// Checks the columns and numbers the source rows the pairs reference, in a temporary table.
-fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
+fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) -> KeyJoins {
     let mut cols: Vec<&str> = vec![&def.key_column];
     cols.extend(def.model_columns.iter().map(String::as_str));
-    super::catalog::require_columns(client, &def.source_sql, &cols);
-    check_key_types(client, def, pairs);
+    super::catalog::require_columns(def.source_oid, &def.source_sql, &cols);
+    let joins = key_joins(client, def, pairs);
     let key = ident(&def.key_column);
     let (l, r) = (ident(&pairs.left), ident(&pairs.right));
     let exists = client
@@ -95,41 +107,54 @@ fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
     if exists {
         run(client, "DROP TABLE pg_temp.embedstack_pair_keys");
     }
+    let sk = format!("s.{key}");
+    // `= ANY (… UNION …)`, which the planner turns into a semi-join, when both pair columns
+    // compare alike (the same type: always in practice); else one `= ANY` per column.
+    let referenced = if joins.left == joins.right {
+        let c = &joins.left;
+        format!(
+            "{sk}{kc} {op} ANY (SELECT p.{l}{oc} FROM {pt} p UNION SELECT p.{r}{oc} FROM {pt} p)",
+            kc = c.key_cast,
+            op = c.op,
+            oc = c.other_cast,
+            pt = pairs.table_sql
+        )
+    } else {
+        let any = |c: &KeyCompare, col: &str| {
+            format!(
+                "{sk}{} {} ANY (SELECT p.{col}{} FROM {} p)",
+                c.key_cast, c.op, c.other_cast, pairs.table_sql
+            )
+        };
+        format!("({} OR {})", any(&joins.left, &l), any(&joins.right, &r))
+    };
+    // Entities are numbered in key order, not scan order, so the features reach the
+    // statistics in the same order after the table's rows move (UPDATE, VACUUM FULL, restore).
+    // (ORDER BY uses the key type's default btree ordering, found by type, not by name.)
     run(
         client,
         &format!(
             "CREATE TEMP TABLE embedstack_pair_keys AS \
-             SELECT s.{key} AS k, (row_number() OVER (ORDER BY s.{key}) - 1)::int4 AS idx FROM {src} s \
-              WHERE s.{key} IN (SELECT p.{l} FROM {pt} p UNION SELECT p.{r} FROM {pt} p)",
+             SELECT {sk} AS k, \
+                    (pg_catalog.row_number() OVER (ORDER BY {sk}) OPERATOR(pg_catalog.-) 1)::pg_catalog.int4 AS idx \
+               FROM {src} s WHERE {referenced}",
             src = def.source_sql,
-            pt = pairs.table_sql
         ),
     );
-    // Entities are numbered in key order, not scan order, so the features reach the
-    // statistics in the same order after the table's rows move (UPDATE, VACUUM FULL, restore).
     run(client, "ANALYZE pg_temp.embedstack_pair_keys");
+    joins
 }
 
-/// The pair keys must compare with the source's key (an `=` between their types, as the parser
-/// resolves it, implicit casts included): checked up front, so that a mismatch is 42804 naming
-/// both types instead of "operator does not exist" from deep inside the scan.
-fn check_key_types(client: &SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) {
-    let column_type = |rel: &str, col: &str| -> pg_sys::Oid {
-        client
-            .select(
-                "SELECT a.atttypid FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = $1::pg_catalog.regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-                Some(1),
-                &[rel.into(), col.into()],
-            )
-            .and_then(|t| t.first().get_one::<pg_sys::Oid>())
-            .or_internal()
-            .unwrap_or(pg_sys::InvalidOid)
-    };
-    let key_type = column_type(&def.source_sql, &def.key_column);
-    for col in [&pairs.left, &pairs.right] {
-        let t = column_type(&pairs.table_sql, col);
-        if !has_equality(key_type, t) {
+/// The pair keys must compare with the source's key: checked up front, so that a mismatch is
+/// 42804 naming both types instead of an error from deep inside the scan. The comparisons are
+/// chosen from the key's btree family and the pg_cast rules (key_compare.rs), never by operator
+/// name through the search path.
+fn key_joins(client: &SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) -> KeyJoins {
+    let key = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
+    let compare = |col: &str| -> KeyCompare {
+        // SAFETY: a column require_columns found.
+        let t = unsafe { pg_sys::get_atttype(pairs.oid, super::catalog::attnum(pairs.oid, col)) };
+        key.compare_with(t).unwrap_or_else(|| {
             fail_hint(
                 PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
                 format!(
@@ -138,27 +163,19 @@ fn check_key_types(client: &SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource
                     format_type(t, -1),
                     def.key_column,
                     def.source_sql,
-                    format_type(key_type, -1)
+                    format_type(key.typid, -1)
                 ),
                 "the pair columns hold keys of the source table: give them the key's type (or pass a view that casts them)",
-            );
-        }
-    }
-}
-
-/// Is there an `=` operator for (a, b), as the parser would find it?
-fn has_equality(a: pg_sys::Oid, b: pg_sys::Oid) -> bool {
-    unsafe {
-        let name = pg_sys::makeString(pg_sys::pstrdup(c"=".as_ptr()));
-        let names = pg_sys::lappend(std::ptr::null_mut(), name.cast());
-        let op = pg_sys::oper(std::ptr::null_mut(), names, a, b, true, -1);
-        if op.is_null() {
-            false
-        } else {
-            pg_sys::ReleaseSysCache(op);
-            true
-        }
-    }
+            )
+        })
+    };
+    let same = key.compare_with(key.typid).unwrap_or_else(|| {
+        crate::errors::fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+            format!("the key \"{}\" of {} cannot be compared with itself", def.key_column, def.source_sql),
+        )
+    });
+    KeyJoins { left: compare(&pairs.left), right: compare(&pairs.right), same }
 }
 
 /// Reads the pairs, calls `missing` for those with a key not in the source, and
@@ -168,11 +185,12 @@ fn visit_buckets(
     client: &mut SpiClient<'_>,
     def: &ModelSetDef,
     pairs: &PairSource,
+    joins: &KeyJoins,
     mut missing: impl FnMut(&PairRow),
     mut bucket: impl FnMut(&EntityChunk, &EntityChunk, &[LabelledPair]),
 ) {
     let n_entities: i64 = client
-        .select("SELECT count(*) FROM pg_temp.embedstack_pair_keys", None, &[])
+        .select("SELECT pg_catalog.count(*) FROM pg_temp.embedstack_pair_keys", None, &[])
         .and_then(|t| t.first().get_one::<i64>())
         .or_internal()
         .unwrap_or(0);
@@ -195,7 +213,7 @@ fn visit_buckets(
         );
     }
 
-    let rows = read_pairs(client, pairs);
+    let rows = read_pairs(client, pairs, joins);
     let mut known: Vec<LabelledPair> = Vec::with_capacity(rows.len());
     for row in &rows {
         match (row.a, row.b) {
@@ -226,12 +244,12 @@ fn visit_buckets(
         if held.as_ref().map(|h| h.0) != Some(i) {
             drop(held.take()); // free before loading the next one
             let (lo, hi) = chunk_range(i);
-            held = Some((i, load_chunk(client, def, lo, hi, &layout)));
+            held = Some((i, load_chunk(client, def, &joins.same, lo, hi, &layout)));
         }
         let ci = &held.as_ref().unwrap().1;
         let other = (j != i).then(|| {
             let (lo, hi) = chunk_range(j);
-            load_chunk(client, def, lo, hi, &layout)
+            load_chunk(client, def, &joins.same, lo, hi, &layout)
         });
         bucket(ci, other.as_ref().unwrap_or(ci), &known[start..end]);
         start = end;
@@ -245,7 +263,7 @@ pub fn for_each_pair(
     pairs: &PairSource,
     mut f: impl FnMut(PairView<'_>),
 ) {
-    prepare(client, def, pairs);
+    let joins = prepare(client, def, pairs);
     let none = vec![None; def.dims.len()];
     let f = std::cell::RefCell::new(&mut f);
     let mut features = vec![None; def.dims.len()];
@@ -253,6 +271,7 @@ pub fn for_each_pair(
         client,
         def,
         pairs,
+        &joins,
         |row| (f.borrow_mut())(PairView { found: false, features: &none, y: row.y }),
         |ci, cj, known| {
             let chunk_of = |e: usize| if ci.range().contains(&e) { ci } else { cj };
@@ -275,7 +294,7 @@ const SEGMENT: usize = 1 << 17;
 /// blocked (Postgres' handlers must run on the backend's thread), and are joined before
 /// this returns or raises.
 pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) -> RegStats {
-    prepare(client, def, pairs);
+    let joins = prepare(client, def, pairs);
     let threads = crate::settings::fit_threads();
     let total = std::cell::RefCell::new(RegStats::new(def.dims.len()));
     let missing = std::cell::Cell::new(0u64);
@@ -283,6 +302,7 @@ pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &Pa
         client,
         def,
         pairs,
+        &joins,
         |_| {
             missing.set(missing.get() + 1);
             total.borrow_mut().skip()
@@ -330,19 +350,19 @@ fn report_skipped(def: &ModelSetDef, pairs: &PairSource, st: &RegStats, missing:
     }
 }
 
-fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource) -> Vec<PairRow> {
+fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource, joins: &KeyJoins) -> Vec<PairRow> {
     let weight = match &pairs.weight {
-        Some(w) => format!("p.{}::float8", ident(w)),
-        None => "1.0::float8".to_string(),
+        Some(w) => format!("p.{}::pg_catalog.float8", ident(w)),
+        None => "1.0::pg_catalog.float8".to_string(),
     };
     let sql = format!(
-        "SELECT kl.idx, kr.idx, p.{t}::float8, {weight} FROM {pt} p \
-           LEFT JOIN pg_temp.embedstack_pair_keys kl ON kl.k = p.{l} \
-           LEFT JOIN pg_temp.embedstack_pair_keys kr ON kr.k = p.{r}",
+        "SELECT kl.idx, kr.idx, p.{t}::pg_catalog.float8, {weight} FROM {pt} p \
+           LEFT JOIN pg_temp.embedstack_pair_keys kl ON {on_l} \
+           LEFT JOIN pg_temp.embedstack_pair_keys kr ON {on_r}",
         t = ident(&pairs.target),
         pt = pairs.table_sql,
-        l = ident(&pairs.left),
-        r = ident(&pairs.right)
+        on_l = joins.left.sql("kl.k", &format!("p.{}", ident(&pairs.left))),
+        on_r = joins.right.sql("kr.k", &format!("p.{}", ident(&pairs.right))),
     );
     let mut rows = Vec::new();
     let mut cursor = client.open_cursor(sql.as_str(), &[]);
@@ -371,17 +391,19 @@ fn read_pairs(client: &mut SpiClient<'_>, pairs: &PairSource) -> Vec<PairRow> {
 fn load_chunk(
     client: &SpiClient<'_>,
     def: &ModelSetDef,
+    same: &KeyCompare,
     lo: usize,
     hi: usize,
     layout: &[(usize, embedstack_math::entity_cache::ElemKind)],
 ) -> EntityChunk {
     let cols: Vec<String> = def.model_columns.iter().map(|c| format!("s.{}", ident(c))).collect();
+    let key = format!("s.{}", ident(&def.key_column));
     let sql = format!(
-        "SELECT k.idx, s.{key}, {cols} FROM pg_temp.embedstack_pair_keys k JOIN {src} s ON s.{key} = k.k \
-          WHERE k.idx >= $1 AND k.idx < $2",
-        key = ident(&def.key_column),
+        "SELECT k.idx, {key}, {cols} FROM pg_temp.embedstack_pair_keys k JOIN {src} s ON {on} \
+          WHERE k.idx OPERATOR(pg_catalog.>=) $1::pg_catalog.int4 AND k.idx OPERATOR(pg_catalog.<) $2::pg_catalog.int4",
         cols = cols.join(", "),
-        src = def.source_sql
+        src = def.source_sql,
+        on = same.sql(&key, "k.k"),
     );
     let mut chunk = EntityChunk::new(lo, hi - lo, layout);
     let mut cursor = client.open_cursor(sql.as_str(), &[(lo as i32).into(), (hi as i32).into()]);

@@ -8,6 +8,7 @@ use super::catalog;
 use super::pair_scan::PairSource;
 use crate::datatype::regclass::RegClass;
 use crate::errors::require;
+use crate::operations::pinned_path::with_pinned_search_path;
 
 /// The regression statistics state (as `regression_stats` returns) of the pairs' features,
 /// computed from the model set's stored columns: one cosine per model. A pair is skipped and
@@ -29,9 +30,12 @@ fn pair_statistics(
         require(right_column, "right_column"),
         require(target_column, "target_column"),
     );
-    Spi::connect_mut(|client| {
-        let def = catalog::load(client, name);
-        let src = PairSource::new(client, pairs, l, r, t, sample_weight_column);
-        super::pair_scan::pair_statistics(client, &def, &src).to_vec()
+    // The search path pinned before the catalog is read (src/operations/pinned_path.rs).
+    with_pinned_search_path(|| {
+        Spi::connect_mut(|client| {
+            let def = catalog::load(client, name);
+            let src = PairSource::new(client, pairs, l, r, t, sample_weight_column);
+            super::pair_scan::pair_statistics(client, &def, &src).to_vec()
+        })
     })
 }

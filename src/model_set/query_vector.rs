@@ -7,11 +7,13 @@ use pgrx::prelude::*;
 
 use super::call_cache;
 use super::catalog::{self, ident, ModelSetDef};
+use super::key_compare::KeyColumn;
 use super::output::read_model;
-use crate::datatype::model_value::{check_model_attributes, ModelValue};
+use crate::datatype::model_value::{check_model_attributes, format_type, ModelValue};
 use crate::datatype::vector::VectorOutput;
 use crate::datatype::vector_array::VectorArray;
 use crate::errors::{OrInternal, OrRaise};
+use crate::operations::pinned_path::with_pinned_search_path;
 
 /// The served layout and the query multipliers over it.
 fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
@@ -58,7 +60,10 @@ fn query_vector_from_vectors(
     let mut args = model_set.as_bytes().to_vec();
     args.push(0);
     args.extend_from_slice(models.bytes());
-    call_cache::vector_once(fcinfo, args, || build_from_vectors(model_set, &models))
+    // Pinned only when the vector is built (a cached result reads nothing).
+    call_cache::vector_once(fcinfo, args, || {
+        with_pinned_search_path(|| build_from_vectors(model_set, &models))
+    })
 }
 
 fn build_from_vectors(model_set: &str, models: &VectorArray<'_>) -> VectorOutput {
@@ -89,7 +94,7 @@ fn query_vector_from_key(model_set: &str, key: AnyElement, fcinfo: pg_sys::Funct
     args.push(0);
     // SAFETY: a non-null argument (the function is strict) of the type pgrx reports.
     unsafe { call_cache::datum_bytes(key.oid(), key.datum(), &mut args) };
-    call_cache::vector_once(fcinfo, args, || build_from_key(model_set, &key))
+    call_cache::vector_once(fcinfo, args, || with_pinned_search_path(|| build_from_key(model_set, &key)))
 }
 
 fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
@@ -98,12 +103,32 @@ fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
     let (def, query, raw) = Spi::connect(|client| {
         let def = catalog::load(client, model_set);
         let q = query_layout(client, &def);
-        let cols: Vec<String> = def.model_columns.iter().map(|c| ident(c)).collect();
+        // The key compared with the argument as key_compare.rs chooses (the key's btree
+        // equality, schema-qualified, both sides cast to its input types), never by an
+        // operator name the parser resolves through the search path.
+        super::catalog::require_columns(def.source_oid, &def.source_sql, &[&def.key_column]);
+        let key_column = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
+        let Some(cmp) = key_column.compare_with(key.oid()) else {
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "model set \"{}\": a key of type {} cannot be compared with the key \"{}\" of {} ({})",
+                    def.name,
+                    format_type(key.oid(), -1),
+                    def.key_column,
+                    def.source_sql,
+                    format_type(key_column.typid, -1)
+                ),
+                "pass the key as a value of the key column's type"
+            );
+        };
+        let cols: Vec<String> = def.model_columns.iter().map(|c| format!("s.{}", ident(c))).collect();
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} = $1",
+            "SELECT {} FROM {} s WHERE {}",
             cols.join(", "),
             def.source_sql,
-            ident(&def.key_column)
+            cmp.sql(&format!("s.{}", ident(&def.key_column)), "$1")
         );
         let arg = unsafe { DatumWithOid::new(key.datum(), key.oid()) };
         let table = client.select(sql.as_str(), Some(2), &[arg]).or_internal();

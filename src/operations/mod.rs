@@ -4,6 +4,7 @@
 
 pub mod authorize;
 mod job_lock;
+pub mod pinned_path;
 mod transaction;
 
 pub use job_lock::register_abort_release;
