@@ -112,6 +112,21 @@ GRANT USAGE ON SCHEMA embedstack TO PUBLIC;
 -- the catalog's owner on a caller's behalf. SELECT on the sequences lets a non-superuser pg_dump
 -- the configuration tables; USAGE lets the writers draw ids.
 REVOKE ALL ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations
-   TO PUBLIC;
+-- (INSERT and UPDATE of every column but the ids: an id a role chose itself could be one the
+-- sequence hands out next, and every other role's insert would fail on it.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON embedstack.model_sets TO PUBLIC;
+GRANT SELECT, DELETE ON embedstack.fits, embedstack.jobs, embedstack.generations TO PUBLIC;
+GRANT INSERT (model_set, created_at, options, weights, intercept, diagnostics, state, training_source),
+      UPDATE (model_set, created_at, options, weights, intercept, diagnostics, state, training_source)
+   ON embedstack.fits TO PUBLIC;
+GRANT INSERT (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
+              created_at, served_at, pending, pending_open),
+      UPDATE (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
+              created_at, served_at, pending, pending_open)
+   ON embedstack.generations TO PUBLIC;
+GRANT INSERT (model_set, kind, params, fit_id, phase, rows_done, rows_total, cursor_key, index_name, state, outcome,
+              details, error, pid, resumed_from, started_at, updated_at, finished_at, generation),
+      UPDATE (model_set, kind, params, fit_id, phase, rows_done, rows_total, cursor_key, index_name, state, outcome,
+              details, error, pid, resumed_from, started_at, updated_at, finished_at, generation)
+   ON embedstack.jobs TO PUBLIC;
 GRANT USAGE, SELECT ON SEQUENCE embedstack.fits_id_seq, embedstack.generations_id_seq, embedstack.jobs_id_seq TO PUBLIC;

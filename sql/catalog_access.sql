@@ -83,18 +83,20 @@ $$;
 COMMENT ON FUNCTION embedstack._model_set_exists(text) IS
   'Internal (SECURITY DEFINER): whether a model set of this name exists, visible to the caller or not.';
 
--- The key and model columns of the model set of this name *and this source table*, visible or not
--- (for the served view's gate below, which must run for roles the catalog's row security hides
--- the model set from). NULL when the name is free or belongs to a model set of another table:
--- a served view left behind (its source dropped while a user's view depended on it) then opens
--- to nobody, whoever registers the name next.
-CREATE FUNCTION embedstack._served_columns(model_set text, source oid) RETURNS name[]
+-- The source table and its key and model columns of the model set of this name that has this
+-- generation table, visible or not (for the served view's gate below, which must run for roles
+-- the catalog's row security hides the model set from). No row when the name is free or belongs
+-- to a model set without that generation: a served view left behind (its source dropped while a
+-- user's view depended on it) then opens to nobody, whoever registers the name next.
+CREATE FUNCTION embedstack._served_columns(model_set text, generation regclass, OUT source oid, OUT columns name[])
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT m.key_column || m.model_columns FROM embedstack.model_sets m
-     WHERE m.name = _served_columns.model_set AND m.source::oid = _served_columns.source
+    SELECT m.source::oid, m.key_column || m.model_columns
+      FROM embedstack.model_sets m JOIN embedstack.generations g ON g.model_set = m.name
+     WHERE m.name = _served_columns.model_set AND g.relation = _served_columns.generation
 $$;
-COMMENT ON FUNCTION embedstack._served_columns(text, oid) IS
-  'Internal (SECURITY DEFINER): the key and model column names of a model set when its source is the given table, else NULL.';
+COMMENT ON FUNCTION embedstack._served_columns(text, regclass) IS
+  'Internal (SECURITY DEFINER): the source table and key and model column names of the model set that has this '
+  'generation table, else no row.';
 
 -- The gate of every served view: the generation tables carry no grants (only their owner, the
 -- source's owner, reads them), and the view (owned by the same role, readable by PUBLIC) lets
@@ -102,33 +104,37 @@ COMMENT ON FUNCTION embedstack._served_columns(text, oid) IS
 -- to row security on it (the view cannot apply the source's policies to the generation's rows,
 -- so a role that sees only some rows of the source sees none through the view: 42501). So a GRANT
 -- or REVOKE on the source, also one made later, applies to the served vectors at once; no grant
--- has to be copied to each generation. Bound to the model set by name and source OID (the view
--- definition carries both). Evaluated once per query (a one-time filter: it has no column
--- argument); refuses with 42501 rather than showing an empty result.
-CREATE FUNCTION embedstack._may_read_served(model_set text, source oid) RETURNS boolean
+-- has to be copied to each generation. Bound to the model set by its name and the generation the
+-- view reads (a regclass constant in the view: it follows renames and a dump and restore, and
+-- adds no dependency the view does not have already). Evaluated once per query (a one-time
+-- filter: it has no column argument); refuses with 42501 rather than showing an empty result.
+CREATE FUNCTION embedstack._may_read_served(model_set text, generation regclass) RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cols name[] := embedstack._served_columns(model_set, source);
+    src oid;
+    cols name[];
 BEGIN
-    IF cols IS NULL THEN
-        RAISE EXCEPTION 'this view served model set "%" of a table (OID %) that has no such model set any more', model_set, source
-            USING ERRCODE = '42501', HINT = 'the view was left behind when its model set was dropped: its owner can drop it';
+    SELECT s.source, s.columns INTO src, cols FROM embedstack._served_columns(model_set, generation) s;
+    IF src IS NULL THEN
+        RAISE EXCEPTION 'this view served model set "%" from %, which is no longer a generation of that model set',
+            model_set, generation USING ERRCODE = '42501',
+            HINT = 'the view was left behind when its model set was dropped: its owner can drop it';
     END IF;
-    IF NOT has_table_privilege(source, 'SELECT') AND EXISTS (
+    IF NOT has_table_privilege(src, 'SELECT') AND EXISTS (
         SELECT 1 FROM unnest(cols) c
-         WHERE NOT has_column_privilege(source, c::text, 'SELECT')) THEN
+         WHERE NOT has_column_privilege(src, c::text, 'SELECT')) THEN
         RAISE EXCEPTION 'permission denied for the served vectors of model set "%"', model_set USING ERRCODE = '42501',
-            HINT = 'reading them needs SELECT on the key and model columns of the source table ' || source::regclass::text;
+            HINT = 'reading them needs SELECT on the key and model columns of the source table ' || src::regclass::text;
     END IF;
-    IF row_security_active(source) THEN
+    IF row_security_active(src) THEN
         RAISE EXCEPTION 'permission denied for the served vectors of model set "%": row-level security applies to you on %',
-            model_set, source::regclass USING ERRCODE = '42501',
+            model_set, src::regclass USING ERRCODE = '42501',
             HINT = 'the served view cannot apply the source table''s row security policies; query the source (and '
                    'embedstack.query_vector) instead, or ask its owner for a role that bypasses them';
     END IF;
     RETURN true;
 END $$;
-COMMENT ON FUNCTION embedstack._may_read_served(text, oid) IS
+COMMENT ON FUNCTION embedstack._may_read_served(text, regclass) IS
   'Internal: the gate of a served view: true when the current role may SELECT the source''s key and model '
   'columns and is not subject to row security on it, else ERROR 42501.';
 

@@ -49,7 +49,12 @@ CREATE FUNCTION embedstack._distributed_pair_statistics(ms embedstack.model_sets
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st double precision[];
-    eq text := (embedstack._source_info(ms)).key_eq;
+    si record := embedstack._source_info(ms);
+    -- The key's type by its schema-qualified internal name, without a typmod (a cast to
+    -- varchar(n) would truncate a pair key into a false match).
+    kt text := (SELECT format('%I.%I', n.nspname, t.typname) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped);
 BEGIN
     PERFORM embedstack._column(pairs, left_column::name);
     PERFORM embedstack._column(pairs, right_column::name);
@@ -59,12 +64,15 @@ BEGIN
     END IF;
     PERFORM set_config('citus.enable_repartition_joins', 'on', true);
     EXECUTE format('SELECT embedstack.regression_stats(ARRAY[%s]::float8[], p.%I::float8%s) FROM %s p '
-                   'JOIN %s a ON a.%I %s p.%I JOIN %s b ON b.%I %s p.%I',
+                   'JOIN %s a ON a.%I %s p.%I::%s JOIN %s b ON b.%I %s p.%I::%s',
+                   -- (the pair columns cast to the key's type: the key's own = is named with its
+                   -- schema, and no cross-type operator is looked up by name)
                    (SELECT string_agg(format('embedstack.cosine(a.%1$I, b.%1$I)', c), ', ' ORDER BY o)
                       FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
                    target_column, CASE WHEN sample_weight_column IS NULL THEN ''
                                        ELSE format(', p.%I::float8', sample_weight_column) END,
-                   pairs, ms.source, ms.key_column, eq, left_column, ms.source, ms.key_column, eq, right_column)
+                   pairs, ms.source, ms.key_column, si.key_eq, left_column, kt, ms.source, ms.key_column,
+                   si.key_eq, right_column, kt)
        INTO st;
     RETURN st;
 END $$;

@@ -5,7 +5,7 @@
 -- embedstack._write did, and any role could become superuser through it); the catalog is written
 -- by each role as itself under row security; everything that drops or writes a relation named in
 -- the catalog checks that it is the model set's own; procedures and C code pin search_path; the
--- served views' gate is bound to the source's OID and refuses roles subject to row security.
+-- served views' gate is bound to the generation it reads and refuses roles subject to row security.
 \echo Use "ALTER EXTENSION embedstack UPDATE TO '0.3.1'" to load this file. \quit
 
 -- 1. The door that ran catalog writes as the catalog's owner is gone (its statement was parsed
@@ -18,8 +18,23 @@ DROP FUNCTION embedstack._write(text, "any");
 -- row-security policies that allow the rows of model sets whose source the role owns (current and
 -- outer role), and, for generations, only relations of the source's owner. SELECT on the
 -- sequences lets non-superusers pg_dump the configuration tables; USAGE lets the writers draw ids.
-GRANT SELECT, INSERT, UPDATE, DELETE ON embedstack.model_sets, embedstack.fits, embedstack.jobs, embedstack.generations
-   TO PUBLIC;
+-- (INSERT and UPDATE of every column but the ids: an id a role chose itself could be one the
+-- sequence hands out next, and every other role's insert would fail on it.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON embedstack.model_sets TO PUBLIC;
+GRANT SELECT, DELETE ON embedstack.fits, embedstack.jobs, embedstack.generations TO PUBLIC;
+GRANT INSERT (model_set, created_at, options, weights, intercept, diagnostics, state, training_source),
+      UPDATE (model_set, created_at, options, weights, intercept, diagnostics, state, training_source)
+   ON embedstack.fits TO PUBLIC;
+GRANT INSERT (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
+              created_at, served_at, pending, pending_open),
+      UPDATE (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
+              created_at, served_at, pending, pending_open)
+   ON embedstack.generations TO PUBLIC;
+GRANT INSERT (model_set, kind, params, fit_id, phase, rows_done, rows_total, cursor_key, index_name, state, outcome,
+              details, error, pid, resumed_from, started_at, updated_at, finished_at, generation),
+      UPDATE (model_set, kind, params, fit_id, phase, rows_done, rows_total, cursor_key, index_name, state, outcome,
+              details, error, pid, resumed_from, started_at, updated_at, finished_at, generation)
+   ON embedstack.jobs TO PUBLIC;
 GRANT USAGE, SELECT ON SEQUENCE embedstack.fits_id_seq, embedstack.generations_id_seq, embedstack.jobs_id_seq TO PUBLIC;
 CREATE FUNCTION embedstack."_may_write"(
 	"source" regclass /* RegClass */
@@ -81,7 +96,7 @@ COMMENT ON POLICY readers_of_the_source ON embedstack.model_sets IS
   'and are not subject to row security on it.';
 
 -- 3. Functions: the writers check ownership themselves and run as the caller (executable by
--- PUBLIC now); the served views' gate is bound to the model set's name and source OID and refuses
+-- PUBLIC now); the served views' gate is bound to the model set's name and generation table and refuses
 -- roles subject to row security on the source (the 0.3.0 one-argument gate now always refuses:
 -- step 5 redefines every served view); the event trigger, retention and drop_model_set drop only
 -- what is provably the model set's own; names someone took get a random suffix; cut-over and
@@ -295,38 +310,43 @@ BEGIN
      WHERE j.id = job_id;
 END $$;
 
-CREATE FUNCTION embedstack._served_columns(model_set text, source oid) RETURNS name[]
+CREATE FUNCTION embedstack._served_columns(model_set text, generation regclass, OUT source oid, OUT columns name[])
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT m.key_column || m.model_columns FROM embedstack.model_sets m
-     WHERE m.name = _served_columns.model_set AND m.source::oid = _served_columns.source
+    SELECT m.source::oid, m.key_column || m.model_columns
+      FROM embedstack.model_sets m JOIN embedstack.generations g ON g.model_set = m.name
+     WHERE m.name = _served_columns.model_set AND g.relation = _served_columns.generation
 $$;
-COMMENT ON FUNCTION embedstack._served_columns(text, oid) IS
-  'Internal (SECURITY DEFINER): the key and model column names of a model set when its source is the given table, else NULL.';
+COMMENT ON FUNCTION embedstack._served_columns(text, regclass) IS
+  'Internal (SECURITY DEFINER): the source table and key and model column names of the model set that has this '
+  'generation table, else no row.';
 
-CREATE FUNCTION embedstack._may_read_served(model_set text, source oid) RETURNS boolean
+CREATE FUNCTION embedstack._may_read_served(model_set text, generation regclass) RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cols name[] := embedstack._served_columns(model_set, source);
+    src oid;
+    cols name[];
 BEGIN
-    IF cols IS NULL THEN
-        RAISE EXCEPTION 'this view served model set "%" of a table (OID %) that has no such model set any more', model_set, source
-            USING ERRCODE = '42501', HINT = 'the view was left behind when its model set was dropped: its owner can drop it';
+    SELECT s.source, s.columns INTO src, cols FROM embedstack._served_columns(model_set, generation) s;
+    IF src IS NULL THEN
+        RAISE EXCEPTION 'this view served model set "%" from %, which is no longer a generation of that model set',
+            model_set, generation USING ERRCODE = '42501',
+            HINT = 'the view was left behind when its model set was dropped: its owner can drop it';
     END IF;
-    IF NOT has_table_privilege(source, 'SELECT') AND EXISTS (
+    IF NOT has_table_privilege(src, 'SELECT') AND EXISTS (
         SELECT 1 FROM unnest(cols) c
-         WHERE NOT has_column_privilege(source, c::text, 'SELECT')) THEN
+         WHERE NOT has_column_privilege(src, c::text, 'SELECT')) THEN
         RAISE EXCEPTION 'permission denied for the served vectors of model set "%"', model_set USING ERRCODE = '42501',
-            HINT = 'reading them needs SELECT on the key and model columns of the source table ' || source::regclass::text;
+            HINT = 'reading them needs SELECT on the key and model columns of the source table ' || src::regclass::text;
     END IF;
-    IF row_security_active(source) THEN
+    IF row_security_active(src) THEN
         RAISE EXCEPTION 'permission denied for the served vectors of model set "%": row-level security applies to you on %',
-            model_set, source::regclass USING ERRCODE = '42501',
+            model_set, src::regclass USING ERRCODE = '42501',
             HINT = 'the served view cannot apply the source table''s row security policies; query the source (and '
                    'embedstack.query_vector) instead, or ask its owner for a role that bypasses them';
     END IF;
     RETURN true;
 END $$;
-COMMENT ON FUNCTION embedstack._may_read_served(text, oid) IS
+COMMENT ON FUNCTION embedstack._may_read_served(text, regclass) IS
   'Internal: the gate of a served view: true when the current role may SELECT the source''s key and model '
   'columns and is not subject to row security on it, else ERROR 42501.';
 
@@ -622,6 +642,41 @@ BEGIN
     RETURN r;
 END $$;
 
+CREATE OR REPLACE FUNCTION embedstack._distributed_pair_statistics(ms embedstack.model_sets, pairs regclass, left_column text,
+    right_column text, target_column text, sample_weight_column text) RETURNS double precision[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st double precision[];
+    si record := embedstack._source_info(ms);
+    -- The key's type by its schema-qualified internal name, without a typmod (a cast to
+    -- varchar(n) would truncate a pair key into a false match).
+    kt text := (SELECT format('%I.%I', n.nspname, t.typname) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped);
+BEGIN
+    PERFORM embedstack._column(pairs, left_column::name);
+    PERFORM embedstack._column(pairs, right_column::name);
+    PERFORM embedstack._column(pairs, target_column::name);
+    IF sample_weight_column IS NOT NULL THEN
+        PERFORM embedstack._column(pairs, sample_weight_column::name);
+    END IF;
+    PERFORM set_config('citus.enable_repartition_joins', 'on', true);
+    EXECUTE format('SELECT embedstack.regression_stats(ARRAY[%s]::float8[], p.%I::float8%s) FROM %s p '
+                   'JOIN %s a ON a.%I %s p.%I::%s JOIN %s b ON b.%I %s p.%I::%s',
+                   -- (the pair columns cast to the key's type: the key's own = is named with its
+                   -- schema, and no cross-type operator is looked up by name)
+                   (SELECT string_agg(format('embedstack.cosine(a.%1$I, b.%1$I)', c), ', ' ORDER BY o)
+                      FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                   target_column, CASE WHEN sample_weight_column IS NULL THEN ''
+                                       ELSE format(', p.%I::float8', sample_weight_column) END,
+                   pairs, ms.source, ms.key_column, si.key_eq, left_column, kt, ms.source, ms.key_column,
+                   si.key_eq, right_column, kt)
+       INTO st;
+    RETURN st;
+END $$;
+COMMENT ON FUNCTION embedstack._distributed_pair_statistics(embedstack.model_sets, regclass, text, text, text, text) IS
+  'Internal: the regression state of labelled pairs over a distributed source, computed by one aggregate on the workers.';
+
 CREATE OR REPLACE FUNCTION embedstack._source_info(ms embedstack.model_sets, OUT nsp name, OUT owner name, OUT persistence "char",
     OUT key_type text, OUT key_eq text, OUT key_gt text)
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -796,10 +851,10 @@ COMMENT ON FUNCTION embedstack._freshness_sql(text, oid, text) IS
 
 CREATE OR REPLACE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L, %s::pg_catalog.oid))',
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L, %L::pg_catalog.regclass))',
                   CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
                   ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
-                  g.relation, ms.name, ms.source::oid)
+                  g.relation, ms.name, g.relation::text)
 $$;
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';
@@ -1548,7 +1603,7 @@ COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text,
 COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
   'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a job''s end.';
 
--- 5. Every served view gets the new gate, bound to its model set's source OID (the one-argument
+-- 5. Every served view gets the new gate, bound to the generation it reads (the one-argument
 -- gate of 0.3.0 views refuses everyone from now on). CREATE OR REPLACE keeps the view, its owner,
 -- its grants and the views users built on it.
 DO $redefine$

@@ -329,10 +329,10 @@ COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
 -- evaluated once per query, on the node that plans it -- with Citus, the coordinator).
 CREATE FUNCTION embedstack._view_sql(ms embedstack.model_sets, g embedstack.generations, replace boolean) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L, %s::pg_catalog.oid))',
+    SELECT format('CREATE %sVIEW %I.%I AS SELECT g.%I, g.%I::%I.%I AS %I FROM %s g WHERE (SELECT embedstack._may_read_served(%L, %L::pg_catalog.regclass))',
                   CASE WHEN replace THEN 'OR REPLACE ' ELSE '' END, (embedstack._source_info(ms)).nsp, ms.view_name,
                   ms.key_column, ms.combined_column, embedstack._vector_schema(), g.storage, ms.combined_column,
-                  g.relation, ms.name, ms.source::oid)
+                  g.relation, ms.name, g.relation::text)
 $$;
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';

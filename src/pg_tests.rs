@@ -248,10 +248,10 @@ mod tests {
 
     /// Every function of the extension, with the volatility, strictness and parallel safety it
     /// must declare. A new function without an entry here fails the test.
-    /// The only SECURITY DEFINER functions are the existence check of a model set name and the
-    /// event trigger function (the catalog writers run as the catalog's owner through the
-    /// `_write` gate instead), and each pins search_path; the writers are not executable by
-    /// PUBLIC.
+    /// The only SECURITY DEFINER functions are the existence check of a model set name, the
+    /// served view gate's column lookup and the event trigger function, and each pins
+    /// search_path; the catalog writers run as the caller (row security decides what it may
+    /// write), so none of them switches user.
     #[pg_test]
     fn security_definer_only_where_needed_with_pinned_search_path() {
         let rows: Vec<(String, Option<String>)> = Spi::connect(|client| {
@@ -294,9 +294,11 @@ mod tests {
             ("_drop_triggers(embedstack.model_sets)", "v", false, "u"),
             ("_freshness_sql(text,oid,text)", "s", false, "r"),
             ("_generation_name(embedstack.model_sets,bigint)", "i", false, "s"),
+            ("_give_up_locking_view(embedstack.model_sets,timestamp with time zone)", "v", false, "r"),
             ("_hidden_transactions()", "v", false, "r"),
             ("_in_holdout(text,text,double precision)", "i", true, "s"),
             ("_install_triggers(embedstack.model_sets)", "v", false, "u"),
+            ("_is_generation_table(embedstack.model_sets,bigint,regclass,boolean,oid)", "s", false, "s"),
             ("_is_served_view(embedstack.model_sets)", "s", false, "s"),
             ("_job_lock(integer,boolean)", "v", true, "u"),
             ("_job_step(bigint,text)", "v", false, "u"),
@@ -313,13 +315,19 @@ mod tests {
             ("_mat_write(bigint)", "v", false, "u"),
             ("_may_read(regclass)", "s", true, "s"),
             ("_may_read_served(text)", "s", false, "s"),
+            ("_may_read_served(text,regclass)", "s", false, "s"),
+            ("_may_write(regclass)", "s", true, "s"),
             ("_model_set(text)", "s", false, "s"),
             ("_model_set_exists(text)", "s", false, "s"),
             ("_old_transactions(xid8)", "v", false, "r"),
             ("_on_sql_drop()", "v", false, "u"),
             ("_own_trigger(regclass,text,name)", "s", false, "s"),
+            ("_owned_job(bigint)", "s", false, "s"),
+            ("_owned_like(regclass,regclass)", "s", false, "s"),
+            ("_owned_model_set(text)", "s", false, "s"),
             ("_pair_state(text,regclass,text,text,text,text)", "v", false, "u"),
             ("_point_view(embedstack.model_sets,embedstack.generations,integer)", "v", false, "u"),
+            ("_random_hex6()", "v", false, "s"),
             ("_reads_citus_table(regclass)", "s", false, "s"),
             ("_record_fit(text,double precision[],double precision,boolean,jsonb,jsonb)", "v", false, "u"),
             ("_refit_fit(bigint)", "v", false, "u"),
@@ -328,7 +336,7 @@ mod tests {
             ("_reraise(text,text,text,text)", "v", false, "s"),
             ("_retain(text)", "v", false, "u"),
             ("_run_job(bigint)", "v", false, "u"),
-            ("_served_columns(text)", "s", false, "s"),
+            ("_served_columns(text,regclass)", "s", false, "s"),
             ("_served_view_name(name,text)", "i", true, "s"),
             ("_source_info(embedstack.model_sets)", "s", false, "s"),
             ("_stored_multipliers(text,bigint)", "s", false, "s"),
@@ -349,7 +357,6 @@ mod tests {
             ("_w_job_update(bigint,text,bigint,bigint,text,bigint,name,jsonb,bigint)", "v", false, "u"),
             ("_w_serve(text,bigint,bigint)", "v", false, "u"),
             ("_wait_for_writers(regclass)", "v", true, "u"),
-            ("_write(text,\"any\")", "v", false, "u"),
             ("block_multipliers(double precision[],text,double precision)", "i", true, "s"),
             ("cosine(double precision[],double precision[])", "i", true, "s"),
             ("cosine(real[],real[])", "i", true, "s"),
@@ -637,5 +644,139 @@ mod tests {
         assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'nope')", "42703", "nope");
         Spi::run("DELETE FROM p WHERE r <> 'missing'").unwrap();
         assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'y')", "22023", "no usable pairs");
+    }
+
+    // ------------------------------------------------------------ search path pinning (0.3.1)
+
+    fn search_path() -> String {
+        Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')").unwrap().unwrap()
+    }
+
+    /// The helper pins the path for its closure only (nested too), and an error raised inside it
+    /// and caught by a subtransaction (a PL/pgSQL exception block) leaves the caller's path.
+    #[pg_test]
+    fn pinned_search_path_is_restored_after_return_and_error() {
+        use crate::operations::pinned_path::with_pinned_search_path;
+        Spi::run("SET LOCAL search_path = public, pg_catalog").unwrap();
+        assert_eq!(search_path(), "public, pg_catalog");
+        assert_eq!(with_pinned_search_path(search_path), "pg_catalog, pg_temp");
+        assert_eq!(search_path(), "public, pg_catalog");
+        let (inner, outer) =
+            with_pinned_search_path(|| (with_pinned_search_path(search_path), search_path()));
+        assert_eq!((inner.as_str(), outer.as_str()), ("pg_catalog, pg_temp", "pg_catalog, pg_temp"));
+        assert_eq!(search_path(), "public, pg_catalog");
+        // Errors raised while pinned (the catalog lookup of a missing model set), caught by the
+        // exception block of `outcome`.
+        assert_sqlstate(
+            "SELECT embedstack.pair_statistics('no such set', 'pg_class', 'a', 'b', 'c')",
+            "42704",
+            "does not exist",
+        );
+        assert_eq!(search_path(), "public, pg_catalog");
+        assert_sqlstate("SELECT embedstack.query_vector('no such set', 1)", "42704", "does not exist");
+        assert_eq!(search_path(), "public, pg_catalog");
+        // The same path inside a function with its own SET clause, after the error.
+        Spi::run(
+            "CREATE FUNCTION pg_temp.path_after_error() RETURNS text LANGUAGE plpgsql
+               SET search_path = public, pg_catalog AS $f$
+             BEGIN
+               BEGIN PERFORM embedstack.evaluate('no such set', 'pg_class', 'a', 'b', 'c');
+               EXCEPTION WHEN undefined_object THEN NULL; END;
+               RETURN pg_catalog.current_setting('search_path');
+             END $f$",
+        )
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT pg_temp.path_after_error()").unwrap().unwrap(),
+            "public, pg_catalog"
+        );
+    }
+
+    /// The key comparisons of the pair scan are chosen from the key's btree family and written
+    /// `OPERATOR(pg_catalog.=)`: look-alike operators in a schema on the caller's path (exact
+    /// matches for text = varchar and int4 = int8, which the parser would prefer) are never
+    /// called. Cross-type pair columns keep working (int8 and numeric against an int4 key);
+    /// incomparable ones are 42804.
+    #[pg_test]
+    fn pair_scan_key_comparisons_ignore_lookalike_operators() {
+        Spi::run(
+            "CREATE FUNCTION public.hijack_tv(text, varchar) RETURNS boolean LANGUAGE plpgsql AS
+               $f$ BEGIN RAISE EXCEPTION 'hijacked text = varchar'; END $f$;
+             CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = varchar, FUNCTION = public.hijack_tv);
+             CREATE FUNCTION public.hijack_i48(int4, int8) RETURNS boolean LANGUAGE plpgsql AS
+               $f$ BEGIN RAISE EXCEPTION 'hijacked int4 = int8'; END $f$;
+             CREATE OPERATOR public.= (LEFTARG = int4, RIGHTARG = int8, FUNCTION = public.hijack_i48);
+             CREATE FUNCTION public.hijack_ge(float8, int4) RETURNS boolean LANGUAGE plpgsql AS
+               $f$ BEGIN RAISE EXCEPTION 'hijacked float8 >= int4'; END $f$;
+             CREATE OPERATOR public.>= (LEFTARG = float8, RIGHTARG = int4, FUNCTION = public.hijack_ge);
+             CREATE TABLE hk (k text PRIMARY KEY, m vector(2));
+             INSERT INTO hk VALUES ('a', '[1,0]'), ('b', '[0,1]'), ('c', '[1,1]');
+             CREATE TABLE hp (l varchar, r varchar, y float8);
+             INSERT INTO hp VALUES ('a', 'b', 1), ('a', 'c', 2), ('b', 'c', 3), ('a', 'zz', 4);
+             CREATE TABLE ik (id int4 PRIMARY KEY, m vector(2));
+             INSERT INTO ik VALUES (1, '[1,0]'), (2, '[0,1]'), (3, '[1,1]');
+             CREATE TABLE ip8 (l int8, r int8, y float8);
+             INSERT INTO ip8 VALUES (1, 2, 1), (1, 3, 2), (2, 3, 3), (1, 99, 4), (1, 5000000000, 5);
+             CREATE TABLE ipn (l numeric, r numeric, y float8);
+             INSERT INTO ipn VALUES (1, 2, 1), (1, 3, 2), (2, 3, 3), (1, 2.5, 4);
+             CREATE TABLE ipt (l text, r text, y float8);
+             SELECT embedstack.create_model_set('hs', 'hk', 'k', ARRAY['m']);
+             SELECT embedstack.create_model_set('is', 'ik', 'id', ARRAY['m']);
+             SET LOCAL search_path = public, pg_catalog;",
+        )
+        .unwrap();
+        let used = |sql: &str| -> (Option<i64>, Option<i64>) {
+            Spi::get_two::<i64, i64>(&format!(
+                "SELECT (s).n_used, (s).n_skipped FROM (SELECT embedstack.solve({sql}) AS s) x"
+            ))
+            .unwrap()
+        };
+        assert_eq!(used("embedstack.pair_statistics('hs', 'hp', 'l', 'r', 'y')"), (Some(3), Some(1)));
+        assert_eq!(used("embedstack.pair_statistics('is', 'ip8', 'l', 'r', 'y')"), (Some(3), Some(2)));
+        assert_eq!(used("embedstack.pair_statistics('is', 'ipn', 'l', 'r', 'y')"), (Some(3), Some(1)));
+        assert_sqlstate(
+            "SELECT embedstack.pair_statistics('is', 'ipt', 'l', 'r', 'y')",
+            "42804",
+            "cannot be compared with the key",
+        );
+        // The caller's path is back after each call.
+        assert_eq!(search_path(), "public, pg_catalog");
+    }
+
+    /// Row errors of the row kernel name the key, unless keys are hidden (the freshness
+    /// trigger, for a role without SELECT on the key): then the same message without the value.
+    /// The flag is restored after the call, after an error inside it, and an inner call never
+    /// shows what an outer one hides.
+    #[pg_test]
+    fn row_errors_hide_the_key_while_keys_are_hidden() {
+        use crate::errors::{keys_hidden, with_keys_hidden};
+        let dims = "SELECT embedstack._combine_vector('{1}'::float8[], '{2}'::int4[], '{m}'::text[], 1001, '[1,2,3]'::vector)";
+        let nan = "SELECT embedstack._combine_vector('{1}'::float8[], '{2}'::int4[], '{m}'::text[], 1001, '{1,NaN}'::float8[])";
+        let null = "SELECT embedstack._combine_vector('{1}'::float8[], '{2}'::int4[], '{m}'::text[], 1001, '{1,NULL}'::float8[])";
+        assert_sqlstate(
+            dims,
+            "22000",
+            "row with key 1001: column m has 3 dimensions, the model set expects 2",
+        );
+        assert_sqlstate(nan, "22023", "row with key 1001: column m");
+        assert_sqlstate(null, "22004", "row with key 1001: column m contains a NULL element");
+        for (sql, state) in [(dims, "22000"), (nan, "22023"), (null, "22004")] {
+            let got = with_keys_hidden(true, || outcome(sql));
+            assert!(
+                got.starts_with(&format!(
+                    "{state}: row with key (hidden: no SELECT privilege on the key): column m"
+                )) && !got.contains("1001"),
+                "{got}"
+            );
+        }
+        assert!(!keys_hidden());
+        assert!(with_keys_hidden(true, || with_keys_hidden(false, keys_hidden)), "inner calls stay hidden");
+        assert!(!with_keys_hidden(false, keys_hidden));
+        let caught =
+            PgTryBuilder::new(|| with_keys_hidden(true, || -> bool { panic!("raised while hidden") }))
+                .catch_rust_panic(|_| false)
+                .execute();
+        assert!(!caught && !keys_hidden());
+        assert_sqlstate(dims, "22000", "row with key 1001:");
     }
 }

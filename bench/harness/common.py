@@ -62,8 +62,11 @@ def point_library(conn, path):
     """Points the embedstack C functions of the connected database at another build of the
     library (pg_proc.probin; this database only). The connection that ran CREATE EXTENSION has
     loaded the installed library: close it and use new connections afterwards."""
-    return conn.execute("UPDATE pg_proc SET probin = %s WHERE probin = (SELECT probin FROM pg_proc "
-                        "WHERE oid = 'embedstack._write(text, \"any\")'::regprocedure)", (path,)).rowcount
+    # (embedstack.cosine is a C function of every release: 0.3.1 dropped _write, used here before.)
+    return conn.execute("UPDATE pg_proc SET probin = %s WHERE probin = (SELECT p.probin FROM pg_proc p "
+                        "WHERE p.proname = 'cosine' AND p.pronamespace = 'embedstack'::regnamespace "
+                        "AND p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'c') LIMIT 1)",
+                        (path,)).rowcount
 
 
 def is_debug_build(path):

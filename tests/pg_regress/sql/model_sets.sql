@@ -74,8 +74,8 @@ WHERE g.model_set = 'demo';
 SELECT pg_get_indexdef(to_regclass('demo.items_demo_g1_hnsw')) AS index;
 -- The view: the key and the combined vector (no dimension: a refit of another width redefines
 -- it in place), behind the gate that checks the reader's privileges on the source; the gate is
--- bound to the model set's name and its source table's OID (shown as <demo.items>).
-SELECT replace(pg_get_viewdef('demo.items_demo'), '(' || 'demo.items'::regclass::oid || ')::oid', '<demo.items>::oid') AS view;
+-- bound to the model set's name and the generation the view reads.
+SELECT pg_get_viewdef('demo.items_demo') AS view;
 -- Freshness: four statement-level triggers on the source (0.2's row trigger is gone).
 SELECT pg_get_triggerdef(oid) AS trigger FROM pg_trigger
 WHERE tgrelid = 'demo.items'::regclass AND NOT tgisinternal ORDER BY tgname;
