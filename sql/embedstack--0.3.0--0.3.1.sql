@@ -1225,6 +1225,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF fid IS NULL THEN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
@@ -1264,6 +1265,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF ms.active_fit IS NULL THEN
         RAISE EXCEPTION 'model set "%" is not served yet', ms.name USING ERRCODE = '55000',
             HINT = 'CALL embedstack.materialize first';
@@ -1374,6 +1376,25 @@ BEGIN
     PERFORM embedstack._job_unlock(key);
 END $$;
 COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
+
+CREATE FUNCTION embedstack._check_job_runner(ms embedstack.model_sets) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owner name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = ms.source);
+BEGIN
+    IF owner IS NULL OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = owner) THEN
+        RETURN;
+    END IF;
+    IF (SELECT bool_or(r.rolsuper) FROM pg_roles r WHERE r.rolname IN (current_user, session_user)) THEN
+        RAISE EXCEPTION 'a superuser does not run the jobs of model set "%": its tables belong to role %', ms.name, owner
+            USING ERRCODE = '42501',
+            DETAIL = 'code that role attached to them (triggers, rules, index expressions) would run with superuser rights',
+            HINT = format('run it as %I: connect as that role, or schedule it with cron.schedule_in_database(..., username => %L)',
+                          owner, owner);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._check_job_runner(embedstack.model_sets) IS
+  'Internal: 42501 when a superuser (also under SET ROLE) would run a job on the tables of a role that is not one.';
 
 CREATE OR REPLACE FUNCTION embedstack._in_holdout(left_key text, right_key text, fraction double precision) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -1502,6 +1523,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF pairs IS NULL OR left_column IS NULL OR right_column IS NULL OR target_column IS NULL OR ridge IS NULL
        OR nonnegative IS NULL OR holdout_fraction IS NULL OR cutover IS NULL OR tolerance IS NULL THEN
         RAISE EXCEPTION 'only sample_weight_column may be NULL' USING ERRCODE = '22004';

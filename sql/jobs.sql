@@ -103,6 +103,32 @@ BEGIN
 END $$;
 COMMENT ON PROCEDURE embedstack._run_job(bigint) IS 'Internal: runs a job''s steps, committing after each; records a failure.';
 
+-- Who may run a job: a job writes the owner's generation tables and reads its source, so
+-- whatever the owner attached to them (a trigger, a rule, an index expression or a column default
+-- on a generation table) runs with the rights of the role running the job. A superuser -- also one
+-- underneath a SET ROLE, which the owner's code could RESET -- does not run jobs on the tables of
+-- a role that is not one (42501): the job is run as the owner, which is also what pg_cron's
+-- username => does. (PostgreSQL's own maintenance commands switch to the table's owner for the
+-- same reason; a procedure that commits cannot.)
+CREATE FUNCTION embedstack._check_job_runner(ms embedstack.model_sets) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owner name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = ms.source);
+BEGIN
+    IF owner IS NULL OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = owner) THEN
+        RETURN;
+    END IF;
+    IF (SELECT bool_or(r.rolsuper) FROM pg_roles r WHERE r.rolname IN (current_user, session_user)) THEN
+        RAISE EXCEPTION 'a superuser does not run the jobs of model set "%": its tables belong to role %', ms.name, owner
+            USING ERRCODE = '42501',
+            DETAIL = 'code that role attached to them (triggers, rules, index expressions) would run with superuser rights',
+            HINT = format('run it as %I: connect as that role, or schedule it with cron.schedule_in_database(..., username => %L)',
+                          owner, owner);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._check_job_runner(embedstack.model_sets) IS
+  'Internal: 42501 when a superuser (also under SET ROLE) would run a job on the tables of a role that is not one.';
+
 -- Checks shared by materialize and refit; returns the model set.
 CREATE FUNCTION embedstack._check_writer(model_set text, batch_size integer, wait boolean) RETURNS embedstack.model_sets
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$

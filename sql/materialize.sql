@@ -868,6 +868,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF fid IS NULL THEN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
@@ -911,6 +912,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF ms.active_fit IS NULL THEN
         RAISE EXCEPTION 'model set "%" is not served yet', ms.name USING ERRCODE = '55000',
             HINT = 'CALL embedstack.materialize first';

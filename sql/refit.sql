@@ -139,6 +139,7 @@ BEGIN
     -- pinned for this transaction here, and again after each COMMIT.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
+    PERFORM embedstack._check_job_runner(ms);
     IF pairs IS NULL OR left_column IS NULL OR right_column IS NULL OR target_column IS NULL OR ridge IS NULL
        OR nonnegative IS NULL OR holdout_fraction IS NULL OR cutover IS NULL OR tolerance IS NULL THEN
         RAISE EXCEPTION 'only sample_weight_column may be NULL' USING ERRCODE = '22004';

@@ -278,6 +278,7 @@ mod tests {
     #[pg_test]
     fn catalog_declarations_are_deliberate() {
         let expected: &[(&str, &str, bool, &str)] = &[
+            ("_check_job_runner(embedstack.model_sets)", "s", false, "s"),
             ("_check_owner(regclass)", "s", true, "s"),
             ("_check_writer(text,integer,boolean)", "s", false, "s"),
             ("_column(regclass,name)", "s", false, "s"),
