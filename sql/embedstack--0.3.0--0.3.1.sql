@@ -1290,8 +1290,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
-    caller_path text := pg_catalog.current_setting('search_path');
-    started timestamptz := pg_catalog.clock_timestamp();
+    caller_path pg_catalog.text := pg_catalog.current_setting('search_path');
+    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
     -- caller's path, so it is pinned here (this procedure does not COMMIT; it may run inside the
@@ -1333,15 +1333,15 @@ COMMENT ON PROCEDURE embedstack.rollback(text, boolean) IS
 CREATE OR REPLACE PROCEDURE embedstack._run_job(job_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    isolation text := pg_catalog.current_setting('default_transaction_isolation');
-    phase text;
+    isolation pg_catalog.text := pg_catalog.current_setting('default_transaction_isolation');
+    phase pg_catalog.text;
     key integer;
     failed boolean;
-    e_state text;
-    e_msg text;
-    e_detail text;
-    e_hint text;
-    e_ctx text;
+    e_state pg_catalog.text;
+    e_msg pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
+    e_ctx pg_catalog.text;
 BEGIN
     -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
     -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is
@@ -1514,7 +1514,7 @@ CREATE OR REPLACE PROCEDURE embedstack.refit(
 LANGUAGE plpgsql AS $$
 DECLARE
     ms embedstack.model_sets;
-    params jsonb;
+    params pg_catalog.jsonb;
     prev embedstack.jobs;
     job bigint;
 BEGIN

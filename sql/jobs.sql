@@ -59,15 +59,15 @@ COMMENT ON FUNCTION embedstack._job_step(bigint, text) IS 'Internal: runs one st
 CREATE PROCEDURE embedstack._run_job(job_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    isolation text := pg_catalog.current_setting('default_transaction_isolation');
-    phase text;
+    isolation pg_catalog.text := pg_catalog.current_setting('default_transaction_isolation');
+    phase pg_catalog.text;
     key integer;
     failed boolean;
-    e_state text;
-    e_msg text;
-    e_detail text;
-    e_hint text;
-    e_ctx text;
+    e_state pg_catalog.text;
+    e_msg pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
+    e_ctx pg_catalog.text;
 BEGIN
     -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
     -- caller's path (a pg_cron job runs this as a superuser, with public on the path), so it is

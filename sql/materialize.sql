@@ -940,8 +940,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
-    caller_path text := pg_catalog.current_setting('search_path');
-    started timestamptz := pg_catalog.clock_timestamp();
+    caller_path pg_catalog.text := pg_catalog.current_setting('search_path');
+    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     -- Procedures cannot carry SET search_path: nothing below may resolve a name through the
     -- caller's path, so it is pinned here (this procedure does not COMMIT; it may run inside the

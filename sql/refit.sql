@@ -130,7 +130,7 @@ CREATE PROCEDURE embedstack.refit(
 LANGUAGE plpgsql AS $$
 DECLARE
     ms embedstack.model_sets;
-    params jsonb;
+    params pg_catalog.jsonb;
     prev embedstack.jobs;
     job bigint;
 BEGIN

@@ -28,6 +28,7 @@ pub mod data;
 pub mod fixtures;
 pub mod gate;
 pub mod reference;
+pub mod roles;
 pub mod served;
 pub mod sql;
 pub mod stats;

@@ -619,9 +619,10 @@ fn refit_rejects_nan_tolerance() {
 ///   then runs to completion: its job started after A's finished;
 /// * A's result is the closed form for its fit (every row), though other sessions interfered;
 /// * after calls that FAIL after taking the lock — refit with holdout_fraction 0 (in the fit
-///   step) and a materialize whose prepare step finds a user's table in the way of the next
-///   generation table's name (42P07; nothing written: the user's table, everything served and
-///   the generations as they were) — the failing session, still connected, holds no job lock,
+///   step) and a materialize whose prepare step fails creating the next generation table (a
+///   user's event trigger refuses it, P0001; nothing written: everything served and the
+///   generations as they were; 0.3.1 no longer fails on a user's table of the next generation's
+///   name: it takes a suffixed name) — the failing session, still connected, holds no job lock,
 ///   and another session's refit with `wait => false` runs at once.
 #[test]
 fn job_lock_serialises_and_is_released_by_failed_calls() {
@@ -717,40 +718,40 @@ fn job_lock_serialises_and_is_released_by_failed_calls() {
     c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
     assert_eq!(latest_job(&mut c, "cc").state, "kept");
 
-    // A failing materialize (42P07 in its prepare step: a user's table in the way of the next
-    // generation table, whose id is the catalog sequence's next value).
+    // A failing materialize (in its prepare step: a user's event trigger refuses the creation
+    // of the next generation table).
     let f_ridge: i64 = c
         .query_one("SELECT (embedstack.fit('cc', 'pairs', 'a', 'b', 'y', ridge => 1e6)).id", &[])
         .unwrap()
         .get(0);
-    let next_gen: i64 = c
-        .query_one("SELECT last_value + (is_called::int) FROM embedstack.generations_id_seq", &[])
-        .unwrap()
-        .get(0);
-    let in_the_way = generation_table_name("big_cc", next_gen);
-    c.batch_execute(&format!("CREATE TABLE {in_the_way} (x int); INSERT INTO {in_the_way} VALUES (7)"))
-        .unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION public.refuse_generations() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
+                         WHERE d.command_tag = 'CREATE TABLE' AND d.object_identity LIKE 'public.big\\_cc\\_g%') THEN
+                 RAISE EXCEPTION 'no new generation of cc now';
+             END IF;
+         END $$;
+         CREATE EVENT TRIGGER refuse_generations ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+           EXECUTE FUNCTION public.refuse_generations();",
+    )
+    .unwrap();
+    let gens_before = generations(&mut c, "cc");
     let before = served(&mut c, "cc", "big");
     let e = expect_code(
         &mut x,
         &format!("CALL embedstack.materialize('cc', {f_ridge}, batch_size => 500)"),
-        "42P07",
+        "P0001",
     );
-    assert!(message(&e).contains(&in_the_way), "{}", message(&e));
+    assert!(message(&e).contains("no new generation"), "{}", message(&e));
     assert_eq!(job_locks_held(&mut c, x_pid), 0, "the failed materialize left its lock held");
     assert_eq!(served(&mut c, "cc", "big"), before, "nothing written");
-    let theirs: Vec<(i32, String)> = c
-        .query(&format!("SELECT x, pg_typeof(x)::text FROM {in_the_way}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(theirs, [(7, "integer".to_string())], "the user's table is left as it was");
+    assert_eq!(generations(&mut c, "cc"), gens_before, "no generation recorded");
     let st = status(&mut c, "cc");
-    assert_eq!((st.job_state.as_deref(), st.last_error_sqlstate.as_deref()), (Some("failed"), Some("42P07")));
+    assert_eq!((st.job_state.as_deref(), st.last_error_sqlstate.as_deref()), (Some("failed"), Some("P0001")));
+    c.batch_execute("DROP EVENT TRIGGER refuse_generations").unwrap();
     c.batch_execute(&refit_sql("cc", ", wait => false, cutover => 'never'")).unwrap();
     assert_eq!(latest_job(&mut c, "cc").state, "kept");
-    c.batch_execute(&format!("DROP TABLE {in_the_way}")).unwrap();
     drop(x);
     eprintln!("job lock: {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -1146,10 +1147,14 @@ fn drop_roles(c: &mut Client) {
 ///   evaluate, pair_statistics, query_vector(set, key) and reading the served view; with SELECT
 ///   on the key column only, still 42501; a later GRANT of the model columns opens the view at
 ///   once, and a REVOKE closes it again;
-/// * (d) INSERT / UPDATE / DELETE on model_sets, generations, fits and jobs are 42501 for a
-///   non-superuser (even the owner of a model set's table); SELECT is allowed;
-/// * (e) every SECURITY DEFINER writer called directly by a non-owner is 42501 and changes
-///   nothing (nor for the owner of another table);
+/// * (d) direct INSERT / UPDATE / DELETE on model_sets, generations, fits and jobs (0.3.1:
+///   granted to PUBLIC under row security): a row of a model set whose source the role does not
+///   own cannot be inserted (42501) and is not reached by UPDATE or DELETE (0 rows), for a reader
+///   and for the owner of another table, who does update its own model set's row; SELECT is
+///   allowed;
+/// * (e) every catalog writer (0.3.1: SECURITY INVOKER, executable by PUBLIC, checking ownership
+///   itself) called directly by a non-owner is 42501 and changes nothing (nor for the owner of
+///   another table);
 /// * (f) a superuser session after SET ROLE to a non-owner gets 42501 too (fit, refit,
 ///   materialize, a writer); after RESET ROLE the superuser can.
 #[test]
@@ -1318,36 +1323,83 @@ fn privileges_owner_checks_reading_and_catalog_writers() {
     c.batch_execute("REVOKE SELECT (m3) ON src FROM ops_priv_keyonly").unwrap();
     expect_code(&mut k, "SELECT id FROM src_pv", "42501");
 
-    // (d) Direct writes to the catalog.
+    // (d) Direct writes to the catalog (0.3.1: PUBLIC may write it, under row security).
+    let foreign_inserts = |set: &str, src: &str| -> Vec<String> {
+        vec![
+            format!(
+                "INSERT INTO embedstack.model_sets (name, source, key_column, model_columns, model_dims, model_types, mode,
+                     threshold, combined_column, storage, view_name)
+                 VALUES ('forged', '{src}', 'id', '{{m1}}', '{{16}}', '{{vector}}', 'symmetric', 0, 'forged_c', 'auto',
+                         'forged_v')"
+            ),
+            format!(
+                "INSERT INTO embedstack.fits (model_set, options, weights, intercept, diagnostics, state, training_source)
+                 VALUES ('{set}', '{{}}', '{{1,1,1}}', 0, '{{}}', '{{1}}', '{{}}')"
+            ),
+            format!(
+                "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid)
+                 VALUES ('{set}', 'refit', '{{}}', 'fit', 'running', 1)"
+            ),
+            format!(
+                "INSERT INTO embedstack.generations (model_set, fit_id, multipliers, storage, width, state)
+                 VALUES ('{set}', 1, '{{1,1,1}}', 'vector', 48, 'served')"
+            ),
+        ]
+    };
+    let foreign_changes = |not_mine: &str| -> Vec<String> {
+        vec![
+            format!("UPDATE embedstack.model_sets SET active_fit = NULL WHERE {not_mine}"),
+            format!("UPDATE embedstack.model_sets SET threshold = 0.5 WHERE {not_mine}"),
+            format!("DELETE FROM embedstack.model_sets WHERE {not_mine}"),
+            format!(
+                "UPDATE embedstack.fits SET weights = '{{9,9,9}}' WHERE model_set IS NULL OR {}",
+                not_mine.replace("name", "model_set")
+            ),
+            format!(
+                "DELETE FROM embedstack.fits WHERE model_set IS NULL OR {}",
+                not_mine.replace("name", "model_set")
+            ),
+            format!(
+                "UPDATE embedstack.generations SET state = 'retained' WHERE {}",
+                not_mine.replace("name", "model_set")
+            ),
+            format!("DELETE FROM embedstack.generations WHERE {}", not_mine.replace("name", "model_set")),
+            format!(
+                "UPDATE embedstack.jobs SET state = 'failed' WHERE {}",
+                not_mine.replace("name", "model_set")
+            ),
+            format!("DELETE FROM embedstack.jobs WHERE {}", not_mine.replace("name", "model_set")),
+        ]
+    };
+    // The reader owns nothing: every row is another role's.
+    let mut sqls = foreign_inserts("pv", "src");
+    sqls.extend(foreign_inserts("own", "own_src"));
+    for sql in &sqls {
+        expect_code(&mut reader, sql, "42501");
+    }
+    for sql in foreign_changes("true") {
+        let n = reader.execute(sql.as_str(), &[]).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert_eq!(n, 0, "the reader reached rows of another role's model set: {sql}");
+    }
+    // The owner of 'own' reaches none of 'pv''s rows, and updates its own.
+    for sql in foreign_inserts("pv", "src") {
+        expect_code(&mut owner, &sql, "42501");
+    }
+    for sql in foreign_changes("name <> 'own'") {
+        let n = owner.execute(sql.as_str(), &[]).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert_eq!(n, 0, "the owner of another table reached rows of 'pv': {sql}");
+    }
+    let n = owner
+        .execute("UPDATE embedstack.model_sets SET threshold = threshold WHERE name = 'own'", &[])
+        .unwrap();
+    assert_eq!(n, 1, "the owner writes its own model set's row");
     for who in [&mut reader, &mut owner] {
-        for sql in [
-            "INSERT INTO embedstack.model_sets (name, source, key_column, model_columns, model_dims, model_types, mode,
-                 threshold, combined_column, storage)
-             VALUES ('forged', 'own_src', 'id', '{m1}', '{16}', '{vector}', 'symmetric', 0, 'forged_c', 'auto')",
-            "UPDATE embedstack.model_sets SET active_fit = NULL",
-            "UPDATE embedstack.model_sets SET threshold = 0.5 WHERE name = 'own'",
-            "DELETE FROM embedstack.model_sets",
-            "INSERT INTO embedstack.fits (model_set, options, weights, intercept, diagnostics, state, training_source)
-             VALUES ('own', '{}', '{1,1,1}', 0, '{}', '{1}', '{}')",
-            "UPDATE embedstack.fits SET weights = '{9,9,9}'",
-            "DELETE FROM embedstack.fits",
-            "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid)
-             VALUES ('own', 'refit', '{}', 'fit', 'running', 1)",
-            "INSERT INTO embedstack.generations (model_set, fit_id, multipliers, storage, width, state)
-             VALUES ('own', 1, '{1,1,1}', 'vector', 48, 'served')",
-            "UPDATE embedstack.generations SET state = 'retained'",
-            "DELETE FROM embedstack.generations",
-            "UPDATE embedstack.jobs SET state = 'failed'",
-            "DELETE FROM embedstack.jobs",
-        ] {
-            expect_code(who, sql, "42501");
-        }
         let n: i64 = who.query_one("SELECT count(*) FROM embedstack.fits", &[]).unwrap().get(0);
         assert!(n > 0, "the catalog is readable");
     }
     assert_eq!(catalog_text(&mut c), cat_own);
 
-    // (e) The SECURITY DEFINER writers called directly by a non-owner.
+    // (e) The catalog writers (SECURITY INVOKER since 0.3.1) called directly by a non-owner.
     let (pv_fit, pv_job): (i64, i64) = {
         let r = c
             .query_one(

@@ -12,8 +12,10 @@
 //!    model set that served a column of its table serves the same vectors from its first
 //!    generation through the view; the old column stays in the table, no row is rewritten; the
 //!    statement-level freshness triggers replace the row trigger; a refit afterwards writes the
-//!    next generation and never touches the source; the catalog writers are not executable by
-//!    PUBLIC; from 0.1.0 the extension then equals a fresh install;
+//!    next generation and never touches the source; no SECURITY DEFINER routine but the two
+//!    look-ups of 0.3.1 is executable by PUBLIC; from 0.1.0 the extension then equals a fresh
+//!    install; from 0.3.0 (0.3.1 is a security release) the served vectors stay, every served
+//!    view gets the two-argument gate, and the extension equals a fresh install;
 //! 4. after the upgrade, a non-superuser role that owns its table uses the extension end to
 //!    end, and cannot touch a model set of a table it does not own.
 //!
@@ -459,20 +461,46 @@ fn source_state(c: &mut Client, table: &str) -> SourceState {
     (attributes(c, table), row_versions(c, table))
 }
 
-/// The catalog writers (`embedstack._w_*`) PUBLIC may execute; there must be none, out of
-/// at least 10 writers.
-fn assert_writers_not_public(c: &mut Client) {
+/// 0.3.1: no routine of the extension runs as its owner on a caller's behalf, except two
+/// look-ups: the SECURITY DEFINER routines PUBLIC may execute are exactly
+/// `_model_set_exists(text)` and `_served_columns(text, regclass)` (the event trigger's function,
+/// the third, is not executable by PUBLIC), each with a pinned search_path; the catalog writers
+/// (`embedstack._w_*`, at least 10) are SECURITY INVOKER; 0.3.0's write gate `_write` is gone.
+fn assert_no_public_definer(c: &mut Client) {
+    let definers: Vec<(String, bool, Option<Vec<String>>)> = c
+        .query(
+            "SELECT p.oid::regprocedure::text, has_function_privilege('public', p.oid, 'EXECUTE'), p.proconfig
+               FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace AND p.prosecdef ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let public: Vec<&str> = definers.iter().filter(|d| d.1).map(|d| d.0.as_str()).collect();
+    assert_eq!(
+        public,
+        ["embedstack._model_set_exists(text)", "embedstack._served_columns(text,regclass)"],
+        "SECURITY DEFINER routines executable by PUBLIC: {definers:?}"
+    );
+    for (f, _, config) in &definers {
+        assert!(
+            config.as_ref().is_some_and(|c| c.iter().any(|s| s == "search_path=pg_catalog, pg_temp")),
+            "{f} is SECURITY DEFINER without a pinned search_path: {config:?}"
+        );
+    }
     let r = c
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE')),
-                    string_agg(p.oid::regprocedure::text, ', ') FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE'))
+            "SELECT count(*), count(*) FILTER (WHERE p.prosecdef),
+                    (SELECT count(*) FROM pg_proc w WHERE w.pronamespace = 'embedstack'::regnamespace AND w.proname = '_write')
                FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace AND p.proname LIKE '\\_w\\_%'",
             &[],
         )
         .unwrap();
-    let (n, public, which): (i64, i64, Option<String>) = (r.get(0), r.get(1), r.get(2));
+    let (n, definer, write): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     assert!(n >= 10, "{n} catalog writers");
-    assert_eq!(public, 0, "catalog writers executable by PUBLIC: {which:?}");
+    assert_eq!(definer, 0, "SECURITY DEFINER catalog writers");
+    assert_eq!(write, 0, "0.3.0's embedstack._write still exists");
 }
 
 /// What a 0.1/0.2 release served for a model set (a column of its source): the vectors and the
@@ -1347,8 +1375,8 @@ fn update_extension(c: &mut Client) {
 /// * the row triggers are replaced by the statement-level freshness triggers, which work;
 /// * the extension's objects and their definitions (the object list of /tmp/extobjs.sql), its
 ///   configuration tables, the schema's privileges and the initial privileges are exactly
-///   those of a fresh `CREATE EXTENSION embedstack` — differing rows printed; the catalog
-///   writers are not executable by PUBLIC;
+///   those of a fresh `CREATE EXTENSION embedstack` — differing rows printed; no SECURITY
+///   DEFINER routine but the two look-ups is executable by PUBLIC, and `_write` is gone;
 /// * the operations work on the upgraded model sets: status (no job yet), refit with the
 ///   default policy (cuts over to the next generation; the source table unchanged), refit
 ///   `cutover => 'never'` (kept), a query-weighted refit that writes nothing, materialize of fit
@@ -1403,7 +1431,7 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
     assert!(objs_up.len() > 50, "{} objects", objs_up.len());
     drop(fresh);
     drop_db("es_life_upgrade_ref");
-    assert_writers_not_public(&mut c);
+    assert_no_public_definer(&mut c);
 
     // The freshness triggers.
     check_trigger_on_insert(&mut c, "items", "sym", 4001, &mut Rng(0x0F_0101));
@@ -1506,8 +1534,9 @@ fn upgrade_from_0_1_0_keeps_data_and_equals_a_fresh_install() {
 /// * the old columns stay, no row rewritten (ctid/xmin), pg_attribute unchanged;
 /// * the row triggers are gone (0.2.0's and 0.2.1's names), replaced by the statement-level
 ///   triggers under their documented names (hashed for `long`), which work;
-/// * the catalog writers are not executable by PUBLIC; the catalog rows and the served vectors
-///   are visible to a role only when it may read the source;
+/// * no SECURITY DEFINER routine but the two look-ups is executable by PUBLIC (the writers refuse a
+///   non-owner themselves); the catalog rows and the served vectors are visible to a role only
+///   when it may read the source;
 /// * a refit afterwards writes the next generation, serves it through the same view and its
 ///   index, and never touches the source.
 #[test]
@@ -1585,13 +1614,13 @@ fn upgrade_from_0_2_0_serves_the_columns_from_generations() {
     check_trigger_on_insert(&mut c, "items", &long, 5002, &mut Rng(0x0F_0302));
     check_trigger_on_insert(&mut c, "app.docs", "qw", 5003, &mut Rng(0x0F_0304));
 
-    // Writers not executable by PUBLIC; catalog rows and served vectors visible to readers of
-    // the source only.
-    assert_writers_not_public(&mut c);
+    // No SECURITY DEFINER writer (0.3.1: the writers are SECURITY INVOKER and refuse a
+    // non-owner); catalog rows and served vectors visible to readers of the source only.
+    assert_no_public_definer(&mut c);
     c.batch_execute(&format!("CREATE ROLE {reader} LOGIN")).unwrap();
     let mut r = connect_as(db, reader);
     expect_code(&mut r, "SELECT embedstack._w_delete_model_set('sym')", "42501");
-    expect_code(&mut r, "SELECT embedstack._write('delete_model_set', 'sym')", "42501");
+    expect_code(&mut r, "SELECT embedstack._write('delete_model_set', 'sym')", "42883");
     let visible = |r: &mut Client| -> i64 {
         r.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get(0)
     };
@@ -1624,6 +1653,174 @@ fn upgrade_from_0_2_0_serves_the_columns_from_generations() {
     admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
 }
 
+/// The arities of the `embedstack._may_read_served` gates a view's rule calls.
+fn gate_arities(c: &mut Client, view: &str) -> Vec<i32> {
+    c.query(
+        "SELECT p.pronargs::int FROM pg_rewrite r
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+           JOIN pg_proc p ON p.oid = d.refobjid
+          WHERE r.ev_class = $1::text::regclass AND p.proname = '_may_read_served'
+            AND p.pronamespace = 'embedstack'::regnamespace
+          ORDER BY 1",
+        &[&view],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// `ALTER EXTENSION embedstack UPDATE` from 0.3.0 to the security release 0.3.1, with model sets
+/// served by 0.3.0 (`sym` on `items`: two layouts, a served and a retained generation; `qw`,
+/// query-weighted, on `app.docs`):
+/// * the catalog rows (the columns every release has, the fits, the generations) and the source
+///   tables (pg_attribute, every row's ctid/xmin) are unchanged; each view serves the same vectors
+///   and the same k-NN answers (= exact search) through the served generation's index;
+/// * every served view calls the two-argument gate now (bound to its model set's source), no
+///   longer 0.3.0's one-argument one: a role without SELECT on the source is refused (42501), a
+///   GRANT opens the view at once;
+/// * the extension's objects, definitions, configuration, privileges and initial privileges are
+///   exactly those of a fresh `CREATE EXTENSION embedstack` (differing rows printed); no SECURITY
+///   DEFINER routine but the two look-ups is executable by PUBLIC, and `_write` is gone;
+/// * rollback switches to the retained generation and back, and a refit writes the next
+///   generation, without touching the source.
+#[test]
+fn upgrade_from_0_3_0_equals_a_fresh_install() {
+    let t0 = Instant::now();
+    let db = "es_life_upgrade_030";
+    let reader = "es_life_reader_030";
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
+    let mut c = create_db(db);
+    c.batch_execute("CREATE EXTENSION embedstack VERSION '0.3.0' CASCADE").unwrap();
+    assert_eq!(installed_version(&mut c), "0.3.0");
+    let (items, docs) = setup_served(&mut c, 0x0F_0400);
+    let (f1, _) = fit(&mut c, "sym", "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f1})")).unwrap();
+    let (f2, _) = fit(&mut c, "sym", "pairs2");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2})")).unwrap();
+    let (fq, _) = fit(&mut c, "qw", "app.doc_pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('qw', {fq})")).unwrap();
+    c.batch_execute("ANALYZE").unwrap();
+    let states: Vec<String> = generations(&mut c, "sym").into_iter().map(|g| g.state).collect();
+    assert_eq!(states, ["retained", "served"], "test precondition: two generations of sym");
+    for s in [SYM, QW] {
+        assert_eq!(gate_arities(&mut c, &s.view_rel()), [1], "{}: 0.3.0's gate", s.name);
+    }
+    let cat_before = common_catalog(&mut c);
+    let gens_before = (generations(&mut c, "sym"), generations(&mut c, "qw"));
+    let before: Vec<ColumnServed> = [(SYM, &items, 0xD0_0001), (QW, &docs, 0xD0_0002)]
+        .iter()
+        .map(|(s, rows, seed)| {
+            let mut knn_all = Vec::new();
+            for q in queries(rows, *seed) {
+                let got = knn(&mut c, *s, At::View, &q);
+                assert_eq!(
+                    got,
+                    knn_exact(&mut c, *s, At::View, &q),
+                    "{}: HNSW vs exact before the upgrade",
+                    s.name
+                );
+                knn_all.push(got);
+            }
+            ColumnServed { vectors: vectors_text(&mut c, *s, At::View), knn: knn_all }
+        })
+        .collect();
+    let items_state = source_state(&mut c, "items");
+    let docs_state = source_state(&mut c, "app.docs");
+
+    update_extension(&mut c);
+    assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
+    assert_eq!(
+        (generations(&mut c, "sym"), generations(&mut c, "qw")),
+        gens_before,
+        "generations after the upgrade"
+    );
+    assert!(source_state(&mut c, "items") == items_state, "the upgrade changed items (attributes or rows)");
+    assert!(
+        source_state(&mut c, "app.docs") == docs_state,
+        "the upgrade changed app.docs (attributes or rows)"
+    );
+    for (i, (s, rows, seed)) in [(SYM, &items, 0xD0_0001), (QW, &docs, 0xD0_0002)].into_iter().enumerate() {
+        assert_eq!(
+            gate_arities(&mut c, &s.view_rel()),
+            [2],
+            "{}: the view calls the two-argument gate",
+            s.name
+        );
+        assert!(
+            vectors_text(&mut c, s, At::View) == before[i].vectors,
+            "{}: the view serves other vectors",
+            s.name
+        );
+        let index = served_index(&mut c, s.name);
+        for (k, q) in queries(rows, seed).iter().enumerate() {
+            let got = knn(&mut c, s, At::View, q);
+            assert_eq!(got, before[i].knn[k], "{}: k-NN answer {k} after the upgrade", s.name);
+            assert_eq!(got, knn_exact(&mut c, s, At::View, q), "{}: HNSW vs exact", s.name);
+            assert_uses_index(&mut c, s, At::View, q, &index);
+        }
+    }
+    eprintln!("upgrade 0.3.0: served data unchanged at {:.1}s", t0.elapsed().as_secs_f64());
+
+    // Same objects and definitions as a fresh install.
+    let mut fresh = fresh_db("life_upgrade_030_ref");
+    let objs_up = rows2(&mut c, EXTOBJS_SQL);
+    let objs_fresh = rows2(&mut fresh, EXTOBJS_SQL);
+    let mut diffs = diff_maps("upgraded", &objs_up, "fresh", &objs_fresh);
+    for sql in [EXTDETAIL_SQL, EXTMETA_SQL] {
+        let (up, fr) = (rows2(&mut c, sql), rows2(&mut fresh, sql));
+        diffs.extend(diff_maps("upgraded", &up, "fresh", &fr));
+    }
+    assert!(
+        diffs.is_empty(),
+        "the extension upgraded from 0.3.0 differs from a fresh install ({} objects upgraded, {} fresh):\n{}",
+        objs_up.len(),
+        objs_fresh.len(),
+        diffs.join("\n")
+    );
+    assert!(objs_up.len() > 50, "{} objects", objs_up.len());
+    drop(fresh);
+    drop_db("es_life_upgrade_030_ref");
+    assert_no_public_definer(&mut c);
+
+    // The new gate decides who reads the served vectors.
+    c.batch_execute(&format!("CREATE ROLE {reader} LOGIN")).unwrap();
+    let mut r = connect_as(db, reader);
+    expect_code(&mut r, "SELECT count(*) FROM items_sym", "42501");
+    expect_code(&mut r, "SELECT embedstack._w_delete_model_set('sym')", "42501");
+    c.batch_execute(&format!("GRANT SELECT ON items TO {reader}")).unwrap();
+    let n: i64 = r.query_one("SELECT count(*) FROM items_sym", &[]).unwrap().get(0);
+    let n_items: i64 = c.query_one("SELECT count(*) FROM items", &[]).unwrap().get(0);
+    assert_eq!(n, n_items, "the reader of items reads every served row");
+    drop(r);
+
+    // rollback and a refit on the upgraded model set.
+    let (g_ret, g_srv) = (gens_before.0[0].id, gens_before.0[1].id);
+    c.batch_execute("CALL embedstack.rollback('sym')").unwrap();
+    assert_eq!(served_generation(&mut c, "sym"), g_ret, "rollback serves the retained generation");
+    assert!(
+        vectors_text(&mut c, SYM, At::View) != before[0].vectors,
+        "the retained generation holds the other layout"
+    );
+    c.batch_execute("CALL embedstack.rollback('sym')").unwrap();
+    assert_eq!(served_generation(&mut c, "sym"), g_srv);
+    assert!(vectors_text(&mut c, SYM, At::View) == before[0].vectors, "switched back");
+    let items_state = source_state(&mut c, "items");
+    c.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
+    let st = status_summary(&mut c, "sym");
+    assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
+    assert!(st.served_generation.unwrap() > g_srv, "the refit writes the next generation: {st:?}");
+    assert!(source_state(&mut c, "items") == items_state, "the refit changed items (attributes or rows)");
+    let q = &queries(&items, 0x0F_0401)[0];
+    assert_eq!(knn(&mut c, SYM, At::View, q), knn_exact(&mut c, SYM, At::View, q));
+    check_trigger_on_insert(&mut c, "items", "sym", 6001, &mut Rng(0x0F_0402));
+    drop(c);
+    drop_db(db);
+    admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
+    eprintln!("upgrade 0.3.0: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. A non-superuser owner after the upgrade
 // ---------------------------------------------------------------------------------------
@@ -1636,8 +1833,8 @@ fn upgrade_from_0_2_0_serves_the_columns_from_generations() {
 ///   refit, status, jobs, reads of the catalog, and drop_model_set (view and generations gone),
 ///   all as that role;
 /// * it cannot fit, materialize, refit, roll back or drop postgres's model set, read its served
-///   view, nor write the catalog directly or through the writers (42501), and postgres's set is
-///   unchanged.
+///   view, nor write its catalog rows directly (0.3.1: an INSERT is 42501, UPDATE and DELETE reach
+///   no row) or through the writers (42501), and postgres's set is unchanged.
 #[test]
 fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     let t0 = Instant::now();
@@ -1748,11 +1945,7 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
         "CALL embedstack.rollback('sym')",
         "SELECT embedstack.drop_model_set('sym', true)",
         "SELECT count(*) FROM items_sym",
-        "DELETE FROM embedstack.model_sets WHERE name = 'sym'",
-        "UPDATE embedstack.model_sets SET active_fit = NULL WHERE name = 'sym'",
-        "DELETE FROM embedstack.generations WHERE model_set = 'sym'",
         "INSERT INTO embedstack.jobs (model_set, kind, params, phase, state, pid) VALUES ('sym', 'refit', '{}', 'fit', 'running', 1)",
-        "SELECT embedstack._write('delete_model_set', 'sym')",
         "SELECT embedstack._w_delete_model_set('sym')",
         "SELECT embedstack._w_serve('sym', NULL, NULL)",
         "SELECT embedstack._w_insert_fit('sym', '{}', '{1,1,1}', 0, '{}', '{}', '{}')",
@@ -1761,6 +1954,17 @@ fn non_superuser_owner_uses_the_extension_after_the_upgrade() {
     ] {
         expect_code(&mut u, sql, "42501");
     }
+    // 0.3.1: the catalog is writable by PUBLIC under row security: the role's UPDATE and DELETE
+    // reach no row of postgres's model set; 0.3.0's write gate is gone.
+    for sql in [
+        "DELETE FROM embedstack.model_sets WHERE name = 'sym'",
+        "UPDATE embedstack.model_sets SET active_fit = NULL WHERE name = 'sym'",
+        "DELETE FROM embedstack.generations WHERE model_set = 'sym'",
+        "DELETE FROM embedstack.fits WHERE model_set = 'sym'",
+    ] {
+        assert_eq!(u.execute(sql, &[]).unwrap(), 0, "{sql}");
+    }
+    expect_code(&mut u, "SELECT embedstack._write('delete_model_set', 'sym')", "42883");
     let (sym_after, _) = common_catalog(&mut c);
     let sym_rows = |v: &[String]| v.iter().filter(|r| !r.starts_with("mine|")).cloned().collect::<Vec<_>>();
     assert_eq!(sym_rows(&sym_after), sym_before, "postgres's model sets are unchanged");
