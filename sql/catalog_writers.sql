@@ -234,3 +234,33 @@ BEGIN
      WHERE j.id = job_id;
 END $$;
 
+
+-- Every role may call the writers (each checks ownership, and row security decides what it may
+-- write). Written out as REVOKE + GRANT, so that the functions' ACL is the same explicit one in a
+-- fresh install and in a database upgraded from 0.2.1 / 0.3.0, where they were revoked.
+REVOKE EXECUTE ON FUNCTION
+    embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
+    embedstack._w_delete_model_set(text),
+    embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb),
+    embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
+    embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
+    embedstack._w_delete_generation(text, bigint),
+    embedstack._w_generation_pending(text, bigint, regclass, boolean),
+    embedstack._w_serve(text, bigint, bigint),
+    embedstack._w_job_start(text, text, jsonb, text, bigint),
+    embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
+    embedstack._w_job_finish(bigint, text, text, jsonb)
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
+    embedstack._w_delete_model_set(text),
+    embedstack._w_insert_fit(text, jsonb, double precision[], double precision, jsonb, double precision[], jsonb),
+    embedstack._w_insert_generation(text, bigint, double precision[], text, integer),
+    embedstack._w_generation_set(text, bigint, regclass, name, text, bigint),
+    embedstack._w_delete_generation(text, bigint),
+    embedstack._w_generation_pending(text, bigint, regclass, boolean),
+    embedstack._w_serve(text, bigint, bigint),
+    embedstack._w_job_start(text, text, jsonb, text, bigint),
+    embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
+    embedstack._w_job_finish(bigint, text, text, jsonb)
+  TO PUBLIC;

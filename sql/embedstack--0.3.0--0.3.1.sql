@@ -11,7 +11,7 @@
 -- 1. The door that ran catalog writes as the catalog's owner is gone (its statement was parsed
 -- with the caller's search_path and cast the caller's arguments: a domain named text in pg_temp
 -- or a user cast ran the caller's code as superuser). The library keeps its C symbol, which now
--- only refuses (the install scripts of earlier releases create the function).
+-- runs the writer as the caller (the install scripts of earlier releases create the function).
 DROP FUNCTION embedstack._write(text, "any");
 
 -- 2. The catalog is written by each role as itself: PUBLIC may INSERT, UPDATE and DELETE, under
@@ -1627,16 +1627,22 @@ COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
 
 -- 5. Every served view gets the new gate, bound to the generation it reads (the one-argument
 -- gate of 0.3.0 views refuses everyone from now on). CREATE OR REPLACE keeps the view, its owner,
--- its grants and the views users built on it.
+-- its grants and the views users built on it. (An extension script may not replace an object
+-- the extension does not own: the view is made a member for the CREATE OR REPLACE and released
+-- right after, as 0.3.0's upgrade released the views it created.)
 DO $redefine$
 DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
+    view text;
 BEGIN
     FOR ms IN SELECT * FROM embedstack.model_sets m WHERE m.served_generation IS NOT NULL LOOP
         SELECT * INTO g FROM embedstack.generations x WHERE x.id = ms.served_generation AND x.model_set = ms.name;
         IF FOUND AND g.relation IS NOT NULL AND embedstack._is_served_view(ms) THEN
+            view := format('%I.%I', (embedstack._source_info(ms)).nsp, ms.view_name);
+            EXECUTE format('ALTER EXTENSION embedstack ADD VIEW %s', view);
             EXECUTE embedstack._view_sql(ms, g, true);
+            EXECUTE format('ALTER EXTENSION embedstack DROP VIEW %s', view);
         END IF;
     END LOOP;
 END $redefine$;

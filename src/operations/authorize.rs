@@ -139,29 +139,3 @@ pub fn _may_write(source: RegClass) -> bool {
     let (current, outer) = unsafe { (pg_sys::GetUserId(), pg_sys::GetOuterUserId()) };
     owns(relid, current) && owns(relid, outer)
 }
-
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_embedstack_write() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
-
-/// The C symbol of 0.2.1 / 0.3.0's `embedstack._write(writer, VARIADIC "any")`, which ran catalog
-/// writes as the catalog's owner (and through which any role could become superuser). The SQL
-/// function is dropped by the 0.3.1 upgrade; the symbol stays because the install scripts of the
-/// earlier releases (kept for `CREATE EXTENSION ... VERSION` and the upgrade path) create the
-/// function. With this library it only refuses: a database whose extension is not updated yet
-/// writes no catalog row at all until `ALTER EXTENSION embedstack UPDATE`.
-#[no_mangle]
-#[doc(hidden)]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn embedstack_write(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    crate::ereport_hint!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        "embedstack._write is gone: this database still has the SQL of an embedstack release before 0.3.1"
-            .to_string(),
-        "run ALTER EXTENSION embedstack UPDATE (as the extension's owner)"
-    )
-}
