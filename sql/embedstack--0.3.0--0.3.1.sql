@@ -859,6 +859,47 @@ $$;
 COMMENT ON FUNCTION embedstack._view_sql(embedstack.model_sets, embedstack.generations, boolean) IS
   'Internal: the definition of a model set''s served view over a generation.';
 
+CREATE OR REPLACE FUNCTION embedstack._point_view(ms embedstack.model_sets, g embedstack.generations, lock_timeout_ms integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    si record := embedstack._source_info(ms);
+    ours boolean := embedstack._is_served_view(ms);
+    prev_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF ours IS NULL THEN
+        EXECUTE embedstack._view_sql(ms, g, false);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
+        RETURN;
+    END IF;
+    IF NOT ours THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
+            USING ERRCODE = '42P07',
+            HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
+                   '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
+    END IF;
+    IF lock_timeout_ms IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true);
+    END IF;
+    EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', si.nsp, ms.view_name);
+    PERFORM set_config('lock_timeout', prev_timeout, true);
+    IF ms.served_storage IS NOT DISTINCT FROM g.storage THEN
+        EXECUTE embedstack._view_sql(ms, g, true);
+    ELSE
+        BEGIN
+            EXECUTE format('DROP VIEW %I.%I', si.nsp, ms.view_name);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'the served view %.% of model set "%" changes type from % to %, and objects depend on it',
+                si.nsp, ms.view_name, ms.name, ms.served_storage, g.storage USING ERRCODE = '2BP01',
+                HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+        END;
+        EXECUTE embedstack._view_sql(ms, g, false);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._point_view(embedstack.model_sets, embedstack.generations, integer) IS
+  'Internal: creates or redefines the served view to read a generation.';
+
 CREATE OR REPLACE FUNCTION embedstack._mat_prepare(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -898,7 +939,9 @@ BEGIN
 
     IF embedstack._is_served_view(ms) = false THEN
         RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+            USING ERRCODE = '42P07',
+            HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
+                   '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
     END IF;
     dist := embedstack._distributed_on(ms.source);
     IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN

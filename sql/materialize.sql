@@ -372,7 +372,9 @@ BEGIN
     END IF;
     IF NOT ours THEN
         RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+            USING ERRCODE = '42P07',
+            HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
+                   '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
     END IF;
     IF lock_timeout_ms IS NOT NULL THEN
         PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true);
@@ -445,7 +447,9 @@ BEGIN
 
     IF embedstack._is_served_view(ms) = false THEN
         RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
-            USING ERRCODE = '42P07', HINT = 'rename or drop it';
+            USING ERRCODE = '42P07',
+            HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
+                   '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
     END IF;
     dist := embedstack._distributed_on(ms.source);
     IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
