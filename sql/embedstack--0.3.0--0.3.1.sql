@@ -995,7 +995,14 @@ COMMENT ON FUNCTION embedstack._mat_prepare(bigint) IS
   'Internal materialise step: layout, generation table (new or resumed), freshness triggers.';
 
 CREATE OR REPLACE FUNCTION embedstack._mat_write(job_id bigint) RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+    -- The resume cursor is the last key written, as text: written and read back here only, always
+    -- with these settings, so a run resumed in a session with another DateStyle, IntervalStyle,
+    -- TimeZone, extra_float_digits or lc_monetary reads back exactly the key it wrote (0.3.0 used
+    -- the session's: a timestamp cursor resumed under another DateStyle skipped rows, and with
+    -- extra_float_digits < 0 float8 keys printed alike and the job never advanced).
+    SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' SET extra_float_digits = 3
+    SET lc_monetary = 'C' SET bytea_output = 'hex' AS $$
 DECLARE
     j embedstack.jobs;
     ms embedstack.model_sets;
@@ -1041,6 +1048,13 @@ BEGIN
     IF last_key IS NULL THEN
         PERFORM embedstack._w_job_update(job_id, 'index');
         RETURN 'index';
+    END IF;
+    -- The batch's keys are all greater than the cursor: the same text again means the key type's
+    -- text form does not tell its values apart, and the job would never advance.
+    IF last_key = g.cursor_key THEN
+        RAISE EXCEPTION 'model set "%": the key column "%" (%) prints two different keys alike (%), so the job cannot '
+                        'remember where it stopped', ms.name, ms.key_column, si.key_type, last_key
+            USING ERRCODE = '22000', HINT = 'use a key whose text form is unique (an integer, text, uuid, timestamp, ...)';
     END IF;
     done := g.rows_written + n;
     PERFORM embedstack._w_generation_set(ms.name, g.id, NULL, NULL, last_key, done);
