@@ -47,8 +47,8 @@ COMMENT ON AGGREGATE embedstack.fit_weights(double precision[], double precision
   'One-call OLS fit with intercept of y on the features (scikit-learn LinearRegression). NULL when '
   'no row is usable.';
 COMMENT ON FUNCTION embedstack.merge(double precision[], double precision[]) IS
-  'Merges two regression states (Chan et al.): merge(stats(A), stats(B)) = stats(A UNION ALL B). '
-  'Corrupt state: 22023; different feature counts: 22000.';
+  'Merges two regression states (Chan et al.): merge(stats(A), stats(B)) = stats(A UNION ALL B); NULL is the '
+  'empty state (merge(s, NULL) = s, merge(NULL, NULL) = NULL). Corrupt state: 22023; different feature counts: 22000.';
 COMMENT ON FUNCTION embedstack.solve(double precision[], double precision, boolean, boolean) IS
   'Solves a regression state: OLS (ridge => 0), ridge (intercept never penalised, scikit-learn Ridge) '
   'or non-negative (LinearRegression(positive=True)), with or without intercept. Collinear features: '

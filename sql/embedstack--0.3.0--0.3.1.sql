@@ -1682,6 +1682,13 @@ COMMENT ON FUNCTION embedstack._w_job_update(bigint, text, bigint, bigint, text,
 COMMENT ON FUNCTION embedstack._w_job_finish(bigint, text, text, jsonb) IS
   'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a job''s end.';
 
+-- merge: NULL (the aggregate over no rows) is the empty state, merge(s, NULL) = merge(NULL, s) = s:
+-- one empty fold no longer wipes a chain of merges (the C function now handles NULL itself).
+ALTER FUNCTION embedstack.merge(double precision[], double precision[]) CALLED ON NULL INPUT;
+COMMENT ON FUNCTION embedstack.merge(double precision[], double precision[]) IS
+  'Merges two regression states (Chan et al.): merge(stats(A), stats(B)) = stats(A UNION ALL B); NULL is the '
+  'empty state (merge(s, NULL) = s, merge(NULL, NULL) = NULL). Corrupt state: 22023; different feature counts: 22000.';
+
 -- 5. Every served view gets the new gate, bound to the generation it reads (the one-argument
 -- gate of 0.3.0 views refuses everyone from now on). CREATE OR REPLACE keeps the view, its owner,
 -- its grants and the views users built on it. (An extension script may not replace an object

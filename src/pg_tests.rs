@@ -374,7 +374,7 @@ mod tests {
             ("l2_normalize(real[])", "i", true, "s"),
             ("l2_normalize(vector)", "i", true, "s"),
             ("materialize(text,bigint,integer,boolean)", "v", false, "u"),
-            ("merge(double precision[],double precision[])", "i", true, "s"),
+            ("merge(double precision[],double precision[])", "i", false, "s"),
             ("pair_statistics(text,regclass,text,text,text,text)", "v", false, "u"),
             ("prediction_mse(double precision[],double precision[],double precision)", "i", true, "s"),
             ("query_vector(text,anyelement)", "s", true, "s"),
@@ -458,6 +458,43 @@ mod tests {
         )
         .unwrap();
         assert!((b0_merged - 1.0).abs() < 1e-9);
+    }
+
+    /// NULL is the empty state: merging it with a state, in either order, gives that state (the
+    /// same array, so a chain of merges over folds survives an empty fold); two NULLs stay NULL,
+    /// and the aggregate over no rows is still NULL. A malformed state next to a NULL is still
+    /// refused (22023).
+    #[pg_test]
+    fn merge_treats_null_as_the_empty_state() {
+        Spi::run(
+            "CREATE TEMP TABLE mr AS SELECT ARRAY[i::float8, (i % 7)::float8] AS x, 1 + 2.0 * i - (i % 7) AS y
+               FROM generate_series(1, 30) i",
+        )
+        .unwrap();
+        let same = |sql: &str| Spi::get_one::<bool>(sql).unwrap();
+        let s = "(SELECT embedstack.regression_stats(x, y) FROM mr)";
+        assert_eq!(same(&format!("SELECT embedstack.merge({s}, NULL) = {s}")), Some(true));
+        assert_eq!(same(&format!("SELECT embedstack.merge(NULL, {s}) = {s}")), Some(true));
+        let empty = "(SELECT embedstack.regression_stats(x, y) FROM mr WHERE false)";
+        assert_eq!(same(&format!("SELECT {empty} IS NULL")), Some(true));
+        assert_eq!(same(&format!("SELECT embedstack.merge({empty}, {empty}) IS NULL")), Some(true));
+        // A chain over three folds, the middle one empty, equals the chain without it.
+        let (a, b) = (
+            "(SELECT embedstack.regression_stats(x, y) FROM mr WHERE x[1] <= 10)",
+            "(SELECT embedstack.regression_stats(x, y) FROM mr WHERE x[1] > 10)",
+        );
+        assert_eq!(
+            same(&format!(
+                "SELECT embedstack.merge(embedstack.merge({a}, {empty}), {b}) = embedstack.merge({a}, {b})
+                    AND embedstack.merge({a}, {b}) IS NOT NULL"
+            )),
+            Some(true)
+        );
+        assert_sqlstate(
+            "SELECT embedstack.merge(NULL, '{4011970,1,1,1,0,1,0,0,-1,0,0}'::float8[])",
+            "22023",
+            "invalid regression state",
+        );
     }
 
     #[pg_test]

@@ -180,9 +180,16 @@ fn count_row(count: &mut f64) {
 }
 
 /// Merges two states (the aggregate's combine function; also callable on stored states).
-/// A state with no usable rows merges with any other. Overflowing statistics are an error
-/// (22003), never an Infinity in the state.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn merge(a: Array<'_, f64>, b: Array<'_, f64>) -> Vec<f64> {
-    merge_states(&parse_state(&a), &parse_state(&b)).or_raise().to_vec()
+/// A state with no usable rows merges with any other, and NULL is the empty state (what the
+/// aggregate returns over no rows): `merge(s, NULL) = merge(NULL, s) = s` (checked), so one empty
+/// fold does not wipe a chain of merges; `merge(NULL, NULL)` is NULL. Not STRICT for that reason
+/// (since 0.3.1; as the combine function it then also sees the executor's NULL partial states).
+/// Overflowing statistics are an error (22003), never an Infinity in the state.
+#[pg_extern(immutable, parallel_safe)]
+fn merge(a: Option<Array<'_, f64>>, b: Option<Array<'_, f64>>) -> Option<Vec<f64>> {
+    match (a, b) {
+        (None, None) => None,
+        (Some(s), None) | (None, Some(s)) => Some(parse_state(&s).to_vec()),
+        (Some(a), Some(b)) => Some(merge_states(&parse_state(&a), &parse_state(&b)).or_raise().to_vec()),
+    }
 }
