@@ -486,7 +486,13 @@ BEGIN
     END IF;
     IF (SELECT count(DISTINCT c) FROM unnest(model_columns) c) <> cardinality(model_columns)
        OR key_column = ANY (model_columns) THEN
-        RAISE EXCEPTION 'a column appears twice among the key and model columns' USING ERRCODE = '42701';
+        RAISE EXCEPTION 'column "%" appears twice among the key and model columns',
+            (SELECT c FROM unnest(key_column || model_columns) c GROUP BY c HAVING count(*) > 1 LIMIT 1)
+            USING ERRCODE = '42701', HINT = 'name each model column once, and not the key';
+    END IF;
+    IF view_name IS NOT NULL AND position('.' IN view_name) > 0 THEN
+        RAISE EXCEPTION 'view_name "%" contains a dot: it is the name of the served view in the source''s schema', view_name
+            USING ERRCODE = '42602', HINT = 'pass the bare name (the view is created next to the source table)';
     END IF;
     IF model_dims IS NOT NULL AND cardinality(model_dims) <> cardinality(model_columns) THEN
         RAISE EXCEPTION 'model_dims has % entries for % model columns', cardinality(model_dims), cardinality(model_columns)

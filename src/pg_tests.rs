@@ -574,7 +574,18 @@ mod tests {
         assert_sqlstate(
             "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1','m1'])",
             "42701",
-            "twice",
+            "column \"m1\" appears twice",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1','id'])",
+            "42701",
+            "column \"id\" appears twice",
+        );
+        // A schema-qualified view name is not one: refused, not created as a name with a dot.
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], view_name => 'other.v')",
+            "42602",
+            "contains a dot",
         );
         assert_sqlstate(
             "SELECT embedstack.create_model_set('u', 't', 'id', ARRAY['m1'], mode => 'x')",
