@@ -200,6 +200,21 @@ pub fn view_reads(c: &mut Client, set: &str) -> Option<String> {
     .map(|r| r.get(0))
 }
 
+/// Every relation the rule of view `view` (SQL text) reads, other than the view itself, sorted.
+pub fn relations_read_by_view(c: &mut Client, view: &str) -> Vec<String> {
+    c.query(
+        "SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite r
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+          WHERE r.ev_class = $1::text::regclass ORDER BY 1",
+        &[&view],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Served vectors
 // ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ use embedstack_client_tests::catalog::{active_fit, columns, fit, row_versions};
 use embedstack_client_tests::check::assert_close_vec;
 use embedstack_client_tests::data::{load_pairs, load_vectors, make_pairs, models_sql, vec_sql, Models, Rng};
 use embedstack_client_tests::reference::{combined, symmetric_multipliers};
+use embedstack_client_tests::served::relations_read_by_view;
 use embedstack_client_tests::sql::{backend_pid, expect_code, message};
 use embedstack_client_tests::{admin, config, connect_as, create_db, drop_db, fresh_db, pg_bin, port};
 use postgres::{Client, NoTls};
@@ -427,21 +428,6 @@ fn generations(c: &mut Client, set: &str) -> Vec<Gen> {
     .collect()
 }
 
-/// The relations the served view's rule reads (other than the view itself).
-fn view_reads(c: &mut Client, view: &str) -> Vec<String> {
-    c.query(
-        "SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite r
-           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
-          WHERE r.ev_class = $1::text::regclass ORDER BY 1",
-        &[&view],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
 /// Every pg_attribute row of a table (dropped and system columns included), as text.
 fn attributes(c: &mut Client, table: &str) -> Vec<String> {
     c.query(
@@ -568,7 +554,12 @@ fn assert_upgraded_set(
         s.name
     );
     assert_eq!((gen, served_idx.as_deref()), (Some(g.id), Some(index.as_str())), "{}", s.name);
-    assert_eq!(view_reads(c, &s.view_rel()), vec![rel.clone()], "{}: the view reads its generation", s.name);
+    assert_eq!(
+        relations_read_by_view(c, &s.view_rel()),
+        vec![rel.clone()],
+        "{}: the view reads its generation",
+        s.name
+    );
     assert!(
         vectors_text(c, s, At::View) == before.vectors,
         "{}: the view does not serve the vectors the column served",
@@ -1203,7 +1194,12 @@ fn pg_dump_and_pg_restore_keep_what_is_served() {
         let served: Vec<&Gen> = gens.iter().filter(|g| g.state == "served").collect();
         assert_eq!(served.len(), 1, "{}: {gens:?}", s.name);
         let rel = served[0].relation.clone().expect("the served generation's table");
-        assert_eq!(view_reads(&mut r, &s.view_rel()), vec![rel.clone()], "{}: the view reads it", s.name);
+        assert_eq!(
+            relations_read_by_view(&mut r, &s.view_rel()),
+            vec![rel.clone()],
+            "{}: the view reads it",
+            s.name
+        );
         for g in &gens {
             let ok: bool = r
                 .query_one(
@@ -1642,7 +1638,7 @@ fn upgrade_from_0_2_0_serves_the_columns_from_generations() {
     let gens: Vec<(i64, String)> = generations(&mut c, "sym").into_iter().map(|g| (g.id, g.state)).collect();
     assert_eq!(gens, vec![(g_sym, "retained".to_string()), (4, "served".to_string())]);
     assert_eq!(served_index(&mut c, "sym"), "items_sym_g4_hnsw");
-    assert_eq!(view_reads(&mut c, "items_sym"), vec!["items_sym_g4".to_string()]);
+    assert_eq!(relations_read_by_view(&mut c, "items_sym"), vec!["items_sym_g4".to_string()]);
     assert!(source_state(&mut c, "items") == items_state, "the refit changed items (attributes or rows)");
     let q = &queries(&items, 0x0F_0303)[0];
     assert_uses_index(&mut c, SYM, At::View, q, "items_sym_g4_hnsw");

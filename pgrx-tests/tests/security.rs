@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use embedstack_client_tests::roles::{
     backends_crashed, connect_with_notices, postmaster_start, simple_rows, Notices, TestRoles,
 };
+use embedstack_client_tests::served::relations_read_by_view;
 use embedstack_client_tests::sql::{all_text, backend_pid, message, q, sqlstate};
 use embedstack_client_tests::{admin, config, connect_as, create_db, pg_bin, port};
 use postgres::{Client, NoTls};
@@ -285,21 +286,6 @@ fn latest_job(su: &mut Client, set: &str) -> i64 {
         .unwrap()
         .get::<_, Option<i64>>(0)
         .unwrap_or(0)
-}
-
-/// The relations a view's rule reads.
-fn view_reads(su: &mut Client, view: &str) -> Vec<String> {
-    su.query(
-        "SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite r
-           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
-          WHERE r.ev_class = $1::text::regclass ORDER BY 1",
-        &[&view],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// md5 of everything a relation holds, as `c` reads it.
@@ -1482,7 +1468,7 @@ fn f7_a_lock_on_the_served_view_fails_the_cutover_after_the_timeout() {
     );
     let (_, g1, _) = served_ids(&mut w.su, "stack");
     let g1 = g1.unwrap();
-    let reads_before = view_reads(&mut w.su, "alice.items_stack");
+    let reads_before = relations_read_by_view(&mut w.su, "alice.items_stack");
     let vectors_before = content(&mut a, "alice.items_stack");
     let mut a2 = w.connect("alice");
     ok(&mut a2, "BEGIN; SELECT pg_catalog.pg_current_xact_id()");
@@ -1512,7 +1498,7 @@ fn f7_a_lock_on_the_served_view_fails_the_cutover_after_the_timeout() {
     );
     assert_eq!(served_ids(&mut w.su, "stack").1, Some(g1), "the old generation is still served");
     assert_eq!(
-        view_reads(&mut w.su, "alice.items_stack"),
+        relations_read_by_view(&mut w.su, "alice.items_stack"),
         reads_before,
         "the view still reads the old generation"
     );
@@ -1522,7 +1508,7 @@ fn f7_a_lock_on_the_served_view_fails_the_cutover_after_the_timeout() {
     let (_, g2, prev) = served_ids(&mut w.su, "stack");
     let g2 = g2.unwrap();
     assert!(g2 > g1 && prev == Some(g1), "the new generation is served: {g2} after {g1}");
-    assert_ne!(view_reads(&mut w.su, "alice.items_stack"), reads_before);
+    assert_ne!(relations_read_by_view(&mut w.su, "alice.items_stack"), reads_before);
 
     // rollback: the same bound.
     ok(&mut c, "BEGIN; LOCK TABLE alice.items_stack IN ACCESS SHARE MODE");
@@ -1533,7 +1519,7 @@ fn f7_a_lock_on_the_served_view_fails_the_cutover_after_the_timeout() {
     ok(&mut c, "COMMIT");
     ok(&mut a, "CALL embedstack.rollback('stack')");
     assert_eq!(served_ids(&mut w.su, "stack").1, Some(g1), "rollback serves the previous generation");
-    assert_eq!(view_reads(&mut w.su, "alice.items_stack"), reads_before);
+    assert_eq!(relations_read_by_view(&mut w.su, "alice.items_stack"), reads_before);
     drop((a, a2, c));
     w.finish();
 }
@@ -1743,7 +1729,7 @@ fn f12_taken_generation_names_get_a_random_suffix() {
         (w.r("alice"), true),
         "{rel} is alice's, with its index {idx}"
     );
-    assert_eq!(view_reads(&mut w.su, "public.pitems_pub"), vec![rel.clone()]);
+    assert_eq!(relations_read_by_view(&mut w.su, "public.pitems_pub"), vec![rel.clone()]);
     let served: i64 = a
         .query_one("SELECT count(*) FROM public.pitems_pub WHERE pub_combined IS NOT NULL", &[])
         .unwrap()
@@ -1907,7 +1893,7 @@ fn f14_a_moved_source_keeps_its_model_set_where_it_was() {
             .collect();
     assert!(!gens.is_empty() && gens.len() <= 2 && gens.iter().all(|g| g.starts_with("alice.")), "{gens:?}");
     let (_, rel, _) = served_generation(&mut w.su, "ccset");
-    assert_eq!(view_reads(&mut w.su, "alice.cc_ccset"), vec![rel]);
+    assert_eq!(relations_read_by_view(&mut w.su, "alice.cc_ccset"), vec![rel]);
     let n: i64 = a.query_one("SELECT count(*) FROM alice.cc_ccset", &[]).unwrap().get(0);
     assert_eq!(n, 100);
     ok(&mut a, "INSERT INTO public.cc VALUES (5000, 'x', '[1,2,3]', '{1,2,3,4}')");
