@@ -201,10 +201,25 @@ pub unsafe extern "C-unwind" fn embedstack_write(fcinfo: pg_sys::FunctionCallInf
         // As the caller: no role switch (0.3.0 switched to the catalog's owner here). With the
         // SQL of 0.2.1 / 0.3.0, whose catalog tables and writers only their owner may use, this
         // lets a superuser (the owner of the extension) work until the update, and nobody else.
-        let result: Option<i64> = with_pinned_search_path(|| {
-            Spi::connect_mut(|c| c.update(*sql, Some(1), &args).and_then(|t| t.first().get_one::<i64>()))
-                .or_internal()
-        });
+        // The statements are 0.3.0's: with 0.2.1's SQL, whose writers have other signatures,
+        // they name functions that do not exist; say what to do instead of "add explicit casts".
+        let result: Option<i64> = PgTryBuilder::new(|| {
+            with_pinned_search_path(|| {
+                Spi::connect_mut(|c| c.update(*sql, Some(1), &args).and_then(|t| t.first().get_one::<i64>()))
+                    .or_internal()
+            })
+        })
+        .catch_when(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, |_| {
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+                "this database still has the SQL of an earlier embedstack release, whose catalog writers this \
+                 library does not call"
+                    .to_string(),
+                "run ALTER EXTENSION embedstack UPDATE (as the extension's owner)"
+            )
+        })
+        .execute();
         match result {
             Some(v) => pg_sys::Datum::from(v),
             None => {
