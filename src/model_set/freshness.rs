@@ -101,9 +101,14 @@ unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op
         if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
             error!("embedstack._refresh_generations: SPI_register_trigger_data failed");
         }
-        // Unknown key column (no such model set of this table): the table-level SELECT decides.
-        let key_att = key_column(name, relid).map_or(0, |c| super::catalog::attnum(relid, &c));
-        let hide = !role_may_see_column(relid, key_att, role);
+        // The table-level SELECT (and row security) decides without the key column, so the
+        // catalog is read for it only when that is not enough (the usual writer may read the
+        // table: no extra query per statement). Unknown key column (no such model set of this
+        // table): the table-level answer stands.
+        let hide = !role_may_see_column(relid, 0, role)
+            && !key_column(name, relid)
+                .map(|c| super::catalog::attnum(relid, &c))
+                .is_some_and(|att| role_may_see_column(relid, att, role));
         with_keys_hidden(hide, || run_statements(name, relid, op));
         pg_sys::SPI_finish();
     }
