@@ -242,10 +242,27 @@ DECLARE
     differ text;
     changed_old text;
     changed_new text;
+    part boolean := false;
+    leaving text;
     out text[] := '{}';
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
-    IF NOT FOUND OR ms.source::oid <> relid THEN
+    -- relid: the source, or one of its partitions (a statement aimed at the partition fires the
+    -- partition's triggers only); for DETACH, a table that was one (it still has the model
+    -- set's triggers: sql/partitions.sql drops them afterwards).
+    IF FOUND AND ms.source::oid <> relid THEN
+        part := CASE WHEN event = 'DETACH' THEN embedstack._own_trigger(relid::regclass, ms.name, (embedstack._trigger_names(ms.name))[1])
+                     ELSE ms.source::oid = ANY (ARRAY(SELECT a.relid::oid FROM pg_partition_ancestors(relid) a)) END;
+        IF NOT part THEN
+            ms := NULL;
+        ELSIF (SELECT c.relowner FROM pg_class c WHERE c.oid = relid) <> (SELECT c.relowner FROM pg_class c WHERE c.oid = ms.source) THEN
+            -- The trigger runs as the partition's owner, who may not write the generations.
+            RAISE EXCEPTION 'partition % of % has another owner than the table, so model set "%" cannot keep its rows served',
+                relid::regclass, ms.source, ms.name USING ERRCODE = '0A000',
+                HINT = format('ALTER TABLE %s OWNER TO %I', relid::regclass, (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = ms.source));
+        END IF;
+    END IF;
+    IF ms.name IS NULL THEN
         -- Not this table's model set (a pg_dump -n of the schema restored without the catalog
         -- rows, or the name now belongs to another table): nothing to keep fresh here, and the
         -- table stays writable; the catalog row of another table is never touched.
@@ -266,8 +283,37 @@ BEGIN
                           'WHERE n.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
     changed_new := format('SELECT n.* FROM embedstack_new n LEFT JOIN embedstack_old o ON o.%1$s %2$s n.%1$s '
                           'WHERE o.%1$s IS NULL OR %3$s', k, si.key_eq, differ);
+    -- Rows that leave the source with no transition table: a partition truncated (BEFORE
+    -- TRUNCATE: they are still there) or detached (still in the detached table), or, PRUNE, a
+    -- dropped partition's (gone: every key the source no longer has).
+    IF event IN ('DETACH', 'TRUNCATE') AND part THEN
+        leaving := format('SELECT p.%s FROM %s p', k, relid::regclass);
+    ELSIF event = 'PRUNE' THEN
+        IF relid <> ms.source::oid THEN
+            RAISE EXCEPTION 'PRUNE applies to the source of model set "%"', ms.name USING ERRCODE = '22023';
+        END IF;
+    END IF;
     FOR g IN SELECT * FROM embedstack._live_generations(ms.name) LOOP
-        IF g.pending_open AND event <> 'TRUNCATE' THEN
+        IF event = 'PRUNE' THEN
+            out := out || format(CASE WHEN g.pending_open
+                                      THEN 'INSERT INTO %4$s (%2$s) SELECT g.%2$s FROM %1$s g WHERE NOT EXISTS (SELECT FROM %5$s s WHERE s.%2$s %3$s g.%2$s)'
+                                      ELSE 'DELETE FROM %1$s g WHERE NOT EXISTS (SELECT FROM %5$s s WHERE s.%2$s %3$s g.%2$s)' END,
+                                 g.relation, k, si.key_eq, g.pending, ms.source);
+        ELSIF leaving IS NOT NULL THEN
+            out := out || CASE WHEN g.pending_open THEN format('INSERT INTO %s (%s) %s', g.pending, k, leaving)
+                               ELSE format('DELETE FROM %1$s g USING (%2$s) p WHERE g.%3$s %4$s p.%3$s', g.relation, leaving, k, si.key_eq) END;
+        ELSIF event = 'ATTACH' THEN
+            -- A partition's rows join the source (replacing whatever a generation held for them).
+            IF NOT part THEN
+                RAISE EXCEPTION '% is not a partition of the source of model set "%"', relid::regclass, ms.name USING ERRCODE = '22023';
+            END IF;
+            out := out || CASE WHEN g.pending_open THEN ARRAY[format('INSERT INTO %s (%s) SELECT p.%2$s FROM %s p', g.pending, k, relid::regclass)]
+                               ELSE ARRAY[format('DELETE FROM %1$s g USING %2$s p WHERE g.%3$s %4$s p.%3$s', g.relation, relid::regclass, k, si.key_eq),
+                                          format('INSERT INTO %1$s (%2$s, %3$I) SELECT p.%2$s, %4$s FROM %5$s p', g.relation, k,
+                                                 ms.combined_column, embedstack._combine_expr(ms, g, 'p'), relid::regclass)] END;
+        ELSIF event = 'DETACH' THEN
+            RAISE EXCEPTION '% is not a detached partition of the source of model set "%"', relid::regclass, ms.name USING ERRCODE = '22023';
+        ELSIF g.pending_open AND event <> 'TRUNCATE' THEN
             -- Its index is being built: record the keys, the job applies them afterwards.
             out := out || format('INSERT INTO %s (%s) %s', g.pending, k, CASE event
                 WHEN 'INSERT' THEN format('SELECT n.%s FROM embedstack_new n', k)
@@ -296,24 +342,18 @@ END $$;
 COMMENT ON FUNCTION embedstack._freshness_sql(text, oid, text) IS
   'Internal: the statements that apply a source statement''s transition tables to the live generations.';
 
--- Installs the four freshness triggers (or keeps them), checking that their names are free.
+-- Installs the four freshness triggers (or keeps them) on the source and on every table of its
+-- partition tree (a statement aimed at a partition fires that partition's statement triggers
+-- only), checking that their names are free. On a partition, the TRUNCATE trigger runs BEFORE:
+-- the partition's rows leave the source and are read before they go.
 CREATE FUNCTION embedstack._install_triggers(ms embedstack.model_sets) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    names name[] := embedstack._trigger_names(ms.name);
-    events text[] := ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'];
-    refs text[] := ARRAY['REFERENCING NEW TABLE AS embedstack_new',
-                         'REFERENCING OLD TABLE AS embedstack_old NEW TABLE AS embedstack_new',
-                         'REFERENCING OLD TABLE AS embedstack_old', ''];
+    rel regclass;
 BEGIN
-    FOR i IN 1 .. 4 LOOP
-        CONTINUE WHEN embedstack._own_trigger(ms.source, ms.name, names[i]);
-        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ms.source AND t.tgname = names[i]) THEN
-            RAISE EXCEPTION 'trigger "%" on % is in the way of model set "%"', names[i], ms.source, ms.name
-                USING ERRCODE = '42710', HINT = 'rename or drop that trigger';
-        END IF;
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations(%L)',
-                       names[i], events[i], ms.source, refs[i], ms.name);
+    FOR rel IN SELECT p.relid FROM pg_partition_tree(ms.source) p JOIN pg_class c ON c.oid = p.relid
+                WHERE c.relkind IN ('r', 'p') ORDER BY p.level, p.relid LOOP
+        PERFORM embedstack._install_triggers_on(ms, rel);
     END LOOP;
     -- The row trigger of 0.2.x, if a model set upgraded from it still has one.
     IF embedstack._own_trigger(ms.source, ms.name, embedstack._trigger_name(ms.name)) THEN
@@ -321,7 +361,31 @@ BEGIN
     END IF;
 END $$;
 COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
-  'Internal: creates the model set''s statement-level freshness triggers on its source.';
+  'Internal: creates the model set''s statement-level freshness triggers on its source and its partitions.';
+
+-- The four freshness triggers on one table of the source's partition tree.
+CREATE FUNCTION embedstack._install_triggers_on(ms embedstack.model_sets, rel regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    names name[] := embedstack._trigger_names(ms.name);
+    events text[] := ARRAY['AFTER INSERT', 'AFTER UPDATE', 'AFTER DELETE',
+                           CASE WHEN rel = ms.source THEN 'AFTER TRUNCATE' ELSE 'BEFORE TRUNCATE' END];
+    refs text[] := ARRAY['REFERENCING NEW TABLE AS embedstack_new',
+                         'REFERENCING OLD TABLE AS embedstack_old NEW TABLE AS embedstack_new',
+                         'REFERENCING OLD TABLE AS embedstack_old', ''];
+BEGIN
+    FOR i IN 1 .. 4 LOOP
+        CONTINUE WHEN embedstack._own_trigger(rel, ms.name, names[i]);
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = names[i]) THEN
+            RAISE EXCEPTION 'trigger "%" on % is in the way of model set "%"', names[i], rel, ms.name
+                USING ERRCODE = '42710', HINT = 'rename or drop that trigger';
+        END IF;
+        EXECUTE format('CREATE TRIGGER %I %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION embedstack._refresh_generations(%L)',
+                       names[i], events[i], rel, refs[i], ms.name);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION embedstack._install_triggers_on(embedstack.model_sets, regclass) IS
+  'Internal: creates the model set''s four freshness triggers on one table of its source''s partition tree.';
 
 -- The served view over generation g: key and combined vector, the vector cast to its type
 -- without a dimension (so that a refit that changes the width can redefine the view in place,
@@ -451,6 +515,7 @@ BEGIN
             HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
                    '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
     END IF;
+    PERFORM embedstack._check_source_shape(ms.source);
     dist := embedstack._distributed_on(ms.source);
     IF dist IS DISTINCT FROM ms.key_column AND dist IS NOT NULL THEN
         RAISE EXCEPTION '% is distributed on column "%", not on its key "%"', ms.source, dist, ms.key_column
@@ -534,7 +599,7 @@ BEGIN
             HINT = 'CALL the procedure again: it starts a new generation';
     END IF;
     IF NOT coalesce((j.details->>'writers_synced')::boolean, true) THEN
-        PERFORM embedstack._wait_for_writers(ms.source);
+        PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
         PERFORM embedstack._w_job_update(job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
         RETURN 'write';
     END IF;
@@ -650,7 +715,7 @@ BEGIN
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'index_synced')::boolean, false) THEN                              -- 2
-            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
             RETURN 'index';
         END IF;
@@ -667,7 +732,7 @@ BEGIN
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'catchup_synced')::boolean, false) THEN                            -- 5
-            PERFORM embedstack._wait_for_writers(ms.source);
+            PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
             RETURN 'index';
         END IF;

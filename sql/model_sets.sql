@@ -121,6 +121,7 @@ BEGIN
     IF v_relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', source USING ERRCODE = '42809';
     END IF;
+    PERFORM embedstack._check_source_shape(source);
     -- A model set outlives the session; a temporary table does not (and its model set could
     -- never be dropped by anyone afterwards).
     IF (SELECT c.relpersistence FROM pg_class c WHERE c.oid = source) = 't' THEN
@@ -309,18 +310,35 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                       AND t.tgargs = convert_to(model_set, getdatabaseencoding()) || '\x00'::bytea)
 $$;
 
--- Drops the model set's freshness triggers (and a 0.2.x row trigger), only its own.
+-- Drops the model set's freshness triggers (and a 0.2.x row trigger), only its own: on the
+-- source and on every table that carries them (its partitions, and one detached meanwhile).
 CREATE FUNCTION embedstack._drop_triggers(ms embedstack.model_sets) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t name;
+    rel regclass;
 BEGIN
-    FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
-        IF embedstack._own_trigger(ms.source, ms.name, t) THEN
-            EXECUTE format('DROP TRIGGER %I ON %s', t, ms.source);
-        END IF;
+    FOR rel IN SELECT ms.source UNION SELECT h FROM embedstack._hooked_tables(ms.name) h LOOP
+        FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
+            IF embedstack._own_trigger(rel, ms.name, t) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
+            END IF;
+        END LOOP;
     END LOOP;
 END $$;
+
+-- The tables that carry a freshness trigger of the model set (the extension's function with
+-- the model set's name as argument, under one of its trigger names).
+CREATE FUNCTION embedstack._hooked_tables(model_set text) RETURNS SETOF regclass
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
+     WHERE t.tgfoid IN (SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'embedstack'::regnamespace
+                           AND p.proname = '_refresh_generations')
+       AND t.tgname = ANY (embedstack._trigger_names(model_set))
+       AND t.tgnargs = 1 AND t.tgargs = convert_to(model_set, getdatabaseencoding()) || '\x00'::bytea
+$$;
+COMMENT ON FUNCTION embedstack._hooked_tables(text) IS
+  'Internal: the tables that carry a freshness trigger of the model set.';
 
 -- Solves a regression state and records it as a fit of the model set (22023 with a hint when
 -- no pair was usable).

@@ -50,7 +50,12 @@ extension_sql_file!(
 extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
 extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["model_sets"]);
 extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["citus"]);
-extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["materialize"]);
+extension_sql_file!(
+    "../sql/partitions.sql",
+    name = "partitions",
+    requires = ["materialize", model_set::freshness::_apply_partition]
+);
+extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["partitions"]);
 extension_sql_file!("../sql/refit.sql", name = "refit", requires = ["jobs"]);
 extension_sql_file!("../sql/status.sql", name = "status", requires = ["refit"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

@@ -61,8 +61,10 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
             pg_sys::TRIGGER_EVENT_TRUNCATE => "TRUNCATE",
             _ => protocol("embedstack._refresh_generations(): unknown trigger event"),
         };
-        if !after || !statement {
-            protocol("embedstack._refresh_generations() must run AFTER ... FOR EACH STATEMENT");
+        // BEFORE TRUNCATE on a partition (its rows leave the source; they are read before they
+        // go), AFTER ... FOR EACH STATEMENT otherwise.
+        if !statement || !(after || op == "TRUNCATE") {
+            protocol("embedstack._refresh_generations() must run AFTER ... FOR EACH STATEMENT (or BEFORE TRUNCATE)");
         }
         let trigger = td.tg_trigger;
         if (*trigger).tgnargs != 1 {
@@ -90,7 +92,56 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
     }
 }
 
-/// Runs the statements `_freshness_sql` builds, each with the latest snapshot, with the row
+/// `embedstack._apply_partition(model_set, part, event)`: what no trigger sees on a partitioned
+/// source -- a partition's rows joining it (`ATTACH`, also a table created as a partition) or
+/// leaving it (`DETACH`), or a dropped partition's rows gone (`PRUNE`, `part` = the source) --
+/// applied to the live generations, as the freshness trigger applies a statement: by the
+/// statements `_freshness_sql` builds, run as the source's owner (restricted, search_path
+/// pinned), with the latest snapshot. Called by the event triggers (sql/partitions.sql); the
+/// caller must be a member of the source's owner (42501 otherwise), as the DDL it follows
+/// requires, so it lets nobody do what they could not do themselves.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _apply_partition(model_set: &str, part: RegClass, event: &str) {
+    if !matches!(event, "ATTACH" | "DETACH" | "PRUNE") {
+        crate::errors::fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            &format!("unknown partition event {event:?} (ATTACH, DETACH or PRUNE)"),
+        );
+    }
+    let found = Spi::get_two_with_args::<pg_sys::Oid, pg_sys::Oid>(
+        "SELECT c.oid, c.relowner FROM embedstack.model_sets m
+           JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) m.source::pg_catalog.oid
+          WHERE m.name OPERATOR(pg_catalog.=) $1",
+        &[model_set.into()],
+    );
+    let Ok((Some(source), Some(owner))) = found else {
+        crate::errors::fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            &format!("model set \"{model_set}\" does not exist"),
+        );
+    };
+    unsafe {
+        if !pg_sys::pg_class_ownercheck(source, pg_sys::GetUserId()) {
+            crate::errors::fail(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                &format!("must be a member of the owner of the source of model set \"{model_set}\""),
+            );
+        }
+        let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0i32);
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        with_pinned_search_path(|| apply(std::ptr::null_mut(), model_set, part.0, event, saved_user));
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+    }
+}
+
+/// Runs the statements `_freshness_sql` builds (with the trigger's transition tables when `td`
+/// is not null), each with the latest snapshot, with the row
 /// keys hidden from their errors unless `role` (whose statement fired the trigger) may read the
 /// key column (errors.rs, `with_keys_hidden`).
 unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op: &str, role: pg_sys::Oid) {
@@ -98,7 +149,7 @@ unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
             error!("embedstack._refresh_generations: SPI_connect failed");
         }
-        if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
+        if !td.is_null() && pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
             error!("embedstack._refresh_generations: SPI_register_trigger_data failed");
         }
         // The table-level SELECT (and row security) decides without the key column, so the
@@ -114,14 +165,17 @@ unsafe fn apply(td: *mut pg_sys::TriggerData, name: &str, relid: pg_sys::Oid, op
     }
 }
 
-/// The key column of model set `name` if its source is `relid` (read as the owner, with the
-/// latest snapshot, inside the trigger's SPI connection).
+/// The key column of model set `name` if its source is `relid` or one of its ancestors (`relid`
+/// a partition; read as the owner, with the latest snapshot, inside the trigger's SPI
+/// connection).
 unsafe fn key_column(name: &str, relid: pg_sys::Oid) -> Option<String> {
     unsafe {
         let mut types = [pg_sys::TEXTOID, pg_sys::OIDOID];
         let plan = pg_sys::SPI_prepare(
             c"SELECT m.key_column::pg_catalog.text FROM embedstack.model_sets m
-               WHERE m.name OPERATOR(pg_catalog.=) $1 AND m.source::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
+               WHERE m.name OPERATOR(pg_catalog.=) $1
+                 AND m.source::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                     SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($2) a))"
                 .as_ptr(),
             2,
             types.as_mut_ptr(),
