@@ -351,7 +351,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     rel regclass;
 BEGIN
-    FOR rel IN SELECT p.relid FROM pg_partition_tree(ms.source) p JOIN pg_class c ON c.oid = p.relid
+    FOR rel IN SELECT p.relid FROM embedstack._source_tables(ms.source) p JOIN pg_class c ON c.oid = p.relid
                 WHERE c.relkind IN ('r', 'p') ORDER BY p.level, p.relid LOOP
         PERFORM embedstack._install_triggers_on(ms, rel);
     END LOOP;
@@ -599,7 +599,7 @@ BEGIN
             HINT = 'CALL the procedure again: it starts a new generation';
     END IF;
     IF NOT coalesce((j.details->>'writers_synced')::boolean, true) THEN
-        PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
+        PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;  -- each partition: a writer aimed at one locks only it
         PERFORM embedstack._w_job_update(job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
         RETURN 'write';
     END IF;
@@ -656,8 +656,8 @@ COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
 --   1. create (or reopen) the pending table;       2. wait for writers that missed it;
 --   3. build the index (kept when an interrupted run left it valid);
 --   4. close the pending table;                    5. wait for writers still recording into it;
---   6. apply the pending keys (under SHARE on the generation, as a batch) and drop the table;
---      the horizon for the cut-over wait is this transaction.
+--   6. apply the pending keys in batches (each under SHARE on the generation, one transaction)
+--      and drop the table; the horizon for the cut-over wait is that last transaction.
 CREATE FUNCTION embedstack._mat_index(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -668,6 +668,12 @@ DECLARE
     idx regclass;
     pname name;
     n bigint;
+    removed bigint;
+    workers integer;
+    batch integer;
+    keys text;
+    t0 timestamptz;
+    elapsed double precision;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -715,11 +721,17 @@ BEGIN
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'index_synced')::boolean, false) THEN                              -- 2
-            PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
+            PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;  -- each partition: a writer aimed at one locks only it
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": true}'::jsonb);
             RETURN 'index';
         END IF;
-        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.%', ms.name, si.nsp, g.index_name;      -- 3
+        -- 3. With parallel workers: the planner sizes them from the main fork, which TOASTed
+        -- vectors leave tiny (0.3.x built every index with none); the table's parallel_workers
+        -- decides instead, capped by max_parallel_maintenance_workers as PostgreSQL caps it.
+        workers := greatest(current_setting('max_parallel_maintenance_workers')::integer, 0);
+        EXECUTE format('ALTER TABLE %s SET (parallel_workers = %s)', g.relation, workers);
+        RAISE NOTICE 'embedstack: model set "%": building the HNSW index %.% (up to % parallel workers)', ms.name, si.nsp,
+            g.index_name, workers;
         EXECUTE format('CREATE INDEX %I ON %s USING hnsw (%I %I.%s)', g.index_name, g.relation, ms.combined_column,
                        embedstack._vector_schema(), g.storage || '_ip_ops');
         PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
@@ -732,22 +744,50 @@ BEGIN
             RETURN 'index';
         END IF;
         IF NOT coalesce((j.details->>'catchup_synced')::boolean, false) THEN                            -- 5
-            PERFORM embedstack._wait_for_writers(p.relid) FROM pg_partition_tree(ms.source) p;  -- each partition: a writer aimed at one locks only it
+            PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;  -- each partition: a writer aimed at one locks only it
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": true}'::jsonb);
             RETURN 'index';
         END IF;
-        EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);                                      -- 6
-        EXECUTE format('DELETE FROM %1$s g USING (SELECT DISTINCT p.%2$I AS k FROM %3$s p) p WHERE g.%2$I %4$s p.k',
-                       g.relation, ms.key_column, g.pending, si.key_eq);
-        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s '
-                       'JOIN (SELECT DISTINCT p.%2$I AS k FROM %6$s p) p ON s.%2$I %7$s p.k',
+        -- 6. The pending keys, in batches: each its own transaction under SHARE on the generation,
+        -- so a writer waits for one batch at most (0.3.x applied them all under one lock, and at
+        -- 100,000 rows writers stalled for 348 s). A batch is the first `catchup_batch` distinct
+        -- keys in key order (an index on the pending table, made once: it no longer changes),
+        -- re-read from the source, then deleted from the pending table in the same transaction;
+        -- the batch size adapts to take 0.1-0.5 s.
+        IF NOT coalesce((j.details->>'catchup_indexed')::boolean, false) THEN
+            EXECUTE format('CREATE INDEX ON %s (%I)', g.pending, ms.key_column);
+            EXECUTE format('SELECT count(DISTINCT p.%I) FROM %s p', ms.key_column, g.pending) INTO n;
+            IF n > 0 THEN
+                RAISE NOTICE 'embedstack: model set "%": applying % rows written meanwhile to generation %', ms.name, n, g.id;
+            END IF;
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL,
+                jsonb_build_object('catchup_indexed', true, 'catchup_batch', 256, 'catchup_applied', 0, 'catchup_keys', n));
+            RETURN 'index';
+        END IF;
+        batch := coalesce((j.details->>'catchup_batch')::integer, 256);
+        t0 := clock_timestamp();
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
+        keys := format('(SELECT DISTINCT q.%1$I AS k FROM %2$s q ORDER BY 1 LIMIT %3$s)', ms.key_column, g.pending, batch);
+        EXECUTE format('DELETE FROM %1$s g USING %2$s p WHERE g.%3$I %4$s p.k', g.relation, keys, ms.key_column, si.key_eq);
+        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s JOIN %6$s p ON s.%2$I %7$s p.k',
                        g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
-                       g.pending, si.key_eq);
+                       keys, si.key_eq);
         GET DIAGNOSTICS n = ROW_COUNT;
+        EXECUTE format('DELETE FROM %1$s q USING %2$s p WHERE q.%3$I %4$s p.k', g.pending, keys, ms.key_column, si.key_eq);
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        IF removed > 0 THEN
+            elapsed := extract(epoch FROM clock_timestamp() - t0);
+            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL,
+                jsonb_build_object('catchup_batch', CASE WHEN elapsed > 0.5 THEN greatest(batch / 2, 16)
+                                                         WHEN elapsed < 0.1 THEN least(batch * 2, 65536) ELSE batch END,
+                                   'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + n));
+            RETURN 'index';
+        END IF;
         EXECUTE format('DROP TABLE %s', g.pending);
         PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
-        IF n > 0 THEN
-            RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name, n, g.id;
+        IF coalesce((j.details->>'catchup_keys')::bigint, 0) > 0 THEN
+            RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name,
+                (j.details->>'catchup_applied')::bigint, g.id;
         END IF;
     ELSIF idx IS NOT NULL AND NOT coalesce((j.details->>'index_synced')::boolean, false) THEN
         RAISE NOTICE 'embedstack: model set "%": the HNSW index %.% of an interrupted run is complete, keeping it',

@@ -48,6 +48,15 @@ LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION embedstack._random_hex6() IS 'Internal: six random hex digits (suffix of a name that was taken).';
 
+-- The tables of a source: itself, and, partitioned, every table of its partition tree
+-- (pg_partition_tree alone lists nothing for a table that is not partitioned).
+CREATE FUNCTION embedstack._source_tables(source regclass) RETURNS TABLE (relid regclass, level integer)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT source, 0 UNION ALL SELECT p.relid, p.level FROM pg_partition_tree(source) p WHERE p.relid <> source
+$$;
+COMMENT ON FUNCTION embedstack._source_tables(regclass) IS
+  'Internal: a source table and the tables of its partition tree.';
+
 -- The model set's row, or ERROR 42704 (or 42501 when it exists but the caller may not read its
 -- source: the catalog's row security hides it).
 CREATE FUNCTION embedstack._model_set(model_set text) RETURNS embedstack.model_sets

@@ -66,7 +66,7 @@ BEGIN
     IF NOT FOUND OR NOT embedstack._own_trigger(ms.source, ms.name, (embedstack._trigger_names(ms.name))[1]) THEN
         RETURN;
     END IF;
-    FOR rel IN SELECT p.relid FROM pg_partition_tree(ms.source) p JOIN pg_class c ON c.oid = p.relid
+    FOR rel IN SELECT p.relid FROM embedstack._source_tables(ms.source) p JOIN pg_class c ON c.oid = p.relid
                 WHERE c.relkind IN ('r', 'p') AND p.relid NOT IN (SELECT h FROM embedstack._hooked_tables(ms.name) h)
                 ORDER BY p.level, p.relid LOOP
         PERFORM embedstack._install_triggers_on(ms, rel);
@@ -75,7 +75,7 @@ BEGIN
         END IF;
     END LOOP;
     FOR rel IN SELECT h FROM embedstack._hooked_tables(ms.name) h
-                WHERE h NOT IN (SELECT p.relid FROM pg_partition_tree(ms.source) p) LOOP
+                WHERE h NOT IN (SELECT p.relid FROM embedstack._source_tables(ms.source) p) LOOP
         IF (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'r' THEN
             PERFORM embedstack._apply_partition(ms.name, rel, 'DETACH');
         END IF;
@@ -90,8 +90,8 @@ COMMENT ON FUNCTION embedstack._sync_partitions(text) IS
   'Internal: after DDL on a partitioned source, installs the freshness triggers on new partitions and applies '
   'the rows of partitions attached or detached to the live generations.';
 
--- CREATE TABLE ... PARTITION OF, ALTER TABLE ... ATTACH / DETACH PARTITION (and any other ALTER
--- TABLE or CREATE TABLE: the checks are cheap when nothing changed). For the model sets whose
+-- CREATE [FOREIGN] TABLE ... PARTITION OF, ALTER TABLE ... ATTACH / DETACH PARTITION (and any
+-- other ALTER or CREATE TABLE: the checks are cheap when nothing changed). For the model sets whose
 -- source is in the tree of a table the command touched: refuse a shape whose changes cannot all
 -- be seen (the command fails), then sync. As the role that ran the command.
 CREATE FUNCTION embedstack._on_table_ddl() RETURNS event_trigger
@@ -101,8 +101,9 @@ DECLARE
 BEGIN
     FOR m IN SELECT DISTINCT s.name, s.source
                FROM pg_event_trigger_ddl_commands() d
-               JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid AND c.relkind IN ('r', 'p')
-               CROSS JOIN LATERAL (SELECT a.relid FROM pg_partition_ancestors(c.oid) a
+               JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid AND c.relkind IN ('r', 'p', 'f')
+               CROSS JOIN LATERAL (SELECT c.oid::regclass AS relid
+                                   UNION SELECT a.relid FROM pg_partition_ancestors(c.oid) a
                                    UNION SELECT t.relid FROM pg_partition_tree(c.oid) t
                                    UNION SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) r
                JOIN embedstack.model_sets s ON s.source = r.relid
@@ -114,7 +115,7 @@ END $$;
 COMMENT ON FUNCTION embedstack._on_table_ddl() IS
   'Internal event trigger function: keeps the served vectors of partitioned sources exact through CREATE TABLE '
   '... PARTITION OF, ATTACH and DETACH PARTITION, and refuses DDL that would make a source unservable (0A000).';
-CREATE EVENT TRIGGER embedstack_partitions_changed ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+CREATE EVENT TRIGGER embedstack_partitions_changed ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION embedstack._on_table_ddl();
 COMMENT ON EVENT TRIGGER embedstack_partitions_changed IS
   'Keeps the served vectors of partitioned sources exact when partitions are created, attached or detached (embedstack).';

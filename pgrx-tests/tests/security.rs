@@ -2514,6 +2514,29 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("CALL embedstack.materialize('dt_{tag}')"),
         format!("DROP TABLE {dt}"),
     ]);
+    // A partitioned source (0.4.0): the event trigger on partitions created, attached, detached
+    // and dropped, and the partitions' own freshness triggers (BEFORE TRUNCATE too).
+    let pt = format!("{}.pt_{tag}", o.schema);
+    s.extend([
+        format!(
+            "CREATE TABLE {pt} (id int PRIMARY KEY, m1 public.vector(3)) PARTITION BY RANGE (id);
+             CREATE TABLE {pt}_1 PARTITION OF {pt} FOR VALUES FROM (1) TO (3);
+             CREATE TABLE {pt}_2 PARTITION OF {pt} FOR VALUES FROM (3) TO (10);
+             INSERT INTO {pt} VALUES (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[1,1,0]'), (4, '[0,1,1]'), (5, '[1,0,1]');
+             SELECT embedstack.create_model_set('pt_{tag}', '{pt}', 'id', '{{m1}}')"
+        ),
+        format!("SELECT embedstack.fit('pt_{tag}', '{dt}_p', 'a', 'b', 'y')"),
+        format!("CALL embedstack.materialize('pt_{tag}')"),
+        format!("CREATE TABLE {pt}_3 PARTITION OF {pt} FOR VALUES FROM (10) TO (20); INSERT INTO {pt}_3 VALUES (11, '[1,2,3]')"),
+        format!(
+            "CREATE TABLE {pt}_4 (id int NOT NULL, m1 public.vector(3)); INSERT INTO {pt}_4 VALUES (21, '[3,2,1]');
+             ALTER TABLE {pt} ATTACH PARTITION {pt}_4 FOR VALUES FROM (20) TO (30)"
+        ),
+        format!("UPDATE {pt}_4 SET m1 = '[1,1,1]'"),
+        format!("ALTER TABLE {pt} DETACH PARTITION {pt}_3"),
+        format!("TRUNCATE {pt}_1"),
+        format!("DROP TABLE {pt}_4"),
+    ]);
     s.into_iter().map(|x| (x, Want::Ok)).collect()
 }
 
@@ -2531,10 +2554,21 @@ fn superuser_on_alice_steps(r: usize) -> Vec<(String, Want)> {
             .into(),
         "CALL embedstack.rollback('stack')".into(),
         "CALL embedstack.rollback('stack')".into(),
+        // alice's partitioned source (owner_steps): writes and partition DDL by the superuser
+        // apply the rows as alice (restricted), never as the superuser.
+        format!("INSERT INTO alice.pt_a{r}_2 VALUES (6, '[1,1,1]')"),
+        format!("TRUNCATE alice.pt_a{r}_2"),
+        format!("INSERT INTO alice.pt_a{r} VALUES (7, '[1,2,1]')"),
+        format!("ALTER TABLE alice.pt_a{r} DETACH PARTITION alice.pt_a{r}_2"),
     ]
     .into_iter()
     .map(|x| (x, Want::Ok))
     .collect();
+    // A partition the superuser would own: refused (the triggers run as the source's owner).
+    s.push((
+        format!("CREATE TABLE alice.pt_a{r}_su PARTITION OF alice.pt_a{r} FOR VALUES FROM (30) TO (40)"),
+        Want::Code("0A000"),
+    ));
     s.extend(
         [
             "CALL embedstack.materialize('stack')",

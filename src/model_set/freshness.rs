@@ -73,7 +73,13 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
         let name = std::ffi::CStr::from_ptr(*(*trigger).tgargs).to_string_lossy().into_owned();
         let relation = td.tg_relation;
         let relid = (*relation).rd_id;
-        let owner = (*(*relation).rd_rel).relowner;
+        // As the owner of the tree's root (the source: a partition cannot be one), who owns the
+        // generations; `_freshness_sql` refuses a partition of another owner (0A000).
+        let owner = if (*(*relation).rd_rel).relispartition {
+            root_owner(relid)
+        } else {
+            (*(*relation).rd_rel).relowner
+        };
 
         // As the source's owner, restricted; search_path pinned for the statements (both undone
         // by the (sub)transaction abort on error, as for a SECURITY DEFINER function).
@@ -90,6 +96,18 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
         pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
         pg_sys::Datum::from(0usize)
     }
+}
+
+/// The owner of the root of partition `relid`'s tree (read as the caller: pg_class is public).
+fn root_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT c.relowner FROM pg_catalog.pg_class c
+          WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.pg_partition_root($1::pg_catalog.regclass)::pg_catalog.oid",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| error!("embedstack._refresh_generations: the root of partition {} is gone", relid.to_u32()))
 }
 
 /// `embedstack._apply_partition(model_set, part, event)`: what no trigger sees on a partitioned
@@ -174,8 +192,9 @@ unsafe fn key_column(name: &str, relid: pg_sys::Oid) -> Option<String> {
         let plan = pg_sys::SPI_prepare(
             c"SELECT m.key_column::pg_catalog.text FROM embedstack.model_sets m
                WHERE m.name OPERATOR(pg_catalog.=) $1
-                 AND m.source::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                     SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($2) a))"
+                 AND (m.source::pg_catalog.oid OPERATOR(pg_catalog.=) $2
+                      OR m.source::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                         SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($2) a)))"
                 .as_ptr(),
             2,
             types.as_mut_ptr(),
