@@ -51,6 +51,8 @@ fn is_root() -> bool {
 
 impl ThrowawayCluster {
     /// initdb + start on `port` with `env` in the server's environment (e.g. RUST_BACKTRACE).
+    /// Ports below Linux's ephemeral range (32768-60999): a port in it can be taken at that moment
+    /// by the local end of one of the many client connections the other tests open.
     pub fn start(name: &str, port: u16, env: &[(&str, &str)]) -> ThrowawayCluster {
         let dir = PathBuf::from(format!("/var/tmp/embedstack-throwaway-{name}-{port}"));
         let bin = pg_bin();

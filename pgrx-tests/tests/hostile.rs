@@ -136,7 +136,7 @@ fn insert_gets_vector(a: &mut Client, id: i32) {
 /// clean errors, no crash.
 #[test]
 fn altered_types_and_foreign_triggers_are_clean_errors() {
-    let (cl, mut su) = setup("types", 54891);
+    let (cl, mut su) = setup("types", 28891);
     let mut a = cl.connect("h", "alice");
 
     // A temporary table cannot be a source (its model set would outlive it).
@@ -417,7 +417,7 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
 /// INVOKER, executable by PUBLIC, and refuse a non-owner themselves.)
 #[test]
 fn definer_functions_cannot_change_another_roles_model_set() {
-    let (cl, mut su) = setup("deputy", 54892);
+    let (cl, mut su) = setup("deputy", 28892);
     let mut a = cl.connect("h", "alice");
     let mut b = cl.connect("h", "bob");
     let (fit, generation): (i64, i64) = {
@@ -578,7 +578,7 @@ fn check_served_names(su: &mut Client, set: &str, schema: &str, source: &str) ->
 /// rules, all distinct).
 #[test]
 fn dropped_sources_free_names_and_derived_names_are_unique() {
-    let (cl, mut su) = setup("names", 54893);
+    let (cl, mut su) = setup("names", 28893);
     let mut a = cl.connect("h", "alice");
     let mut b = cl.connect("h", "bob");
 
@@ -713,7 +713,7 @@ fn dropped_sources_free_names_and_derived_names_are_unique() {
 /// generations, keeps them fresh.
 #[test]
 fn catalog_rows_follow_read_privileges_on_the_source() {
-    let (cl, mut su) = setup("leaks", 54894);
+    let (cl, mut su) = setup("leaks", 28894);
     let mut a = cl.connect("h", "alice");
     // A failed materialise records a key value in the job's error: a second model set on the
     // table, materialised for the first time, meets a row that cannot be combined.
@@ -815,7 +815,7 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
 /// SQLSTATEs and no Rust backtrace even with RUST_BACKTRACE set in the server's environment.
 #[test]
 fn resources_numbers_and_error_codes() {
-    let (cl, mut su) = setup("numbers", 54895);
+    let (cl, mut su) = setup("numbers", 28895);
     let mut b = cl.connect("h", "bob");
 
     // Item 7: the feature cap, before allocating (0.2.0: a 1 GB state, then XX000).

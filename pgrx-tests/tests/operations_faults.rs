@@ -821,14 +821,14 @@ fn run_fault(name: &str, port: u16, seed: u64, kind: JobKind, fault: Fault) {
 #[test]
 fn faults_terminate_mid_batch_then_resume() {
     let _g = serial();
-    run_fault("faults_mid_batch", 54901, 0xFA17_0001, JobKind::Materialize, Fault::MidBatch);
+    run_fault("faults_mid_batch", 28901, 0xFA17_0001, JobKind::Materialize, Fault::MidBatch);
 }
 
 /// (b) refit killed with pg_terminate_backend during the HNSW build of the new generation.
 #[test]
 fn faults_terminate_during_index_build_then_resume() {
     let _g = serial();
-    run_fault("faults_index_build", 54902, 0xFA17_0002, JobKind::Refit, Fault::IndexBuild);
+    run_fault("faults_index_build", 28902, 0xFA17_0002, JobKind::Refit, Fault::IndexBuild);
 }
 
 /// (c) materialize killed in the `wait` phase (an older transaction holds the cut-over back);
@@ -836,7 +836,7 @@ fn faults_terminate_during_index_build_then_resume() {
 #[test]
 fn faults_terminate_before_cutover_then_resume() {
     let _g = serial();
-    run_fault("faults_before_cutover", 54903, 0xFA17_0003, JobKind::Materialize, Fault::BeforeCutover);
+    run_fault("faults_before_cutover", 28903, 0xFA17_0003, JobKind::Materialize, Fault::BeforeCutover);
 }
 
 /// (d) refit's backend SIGKILLed mid-batch: the whole (throw-away) cluster restarts; the re-run
@@ -844,7 +844,7 @@ fn faults_terminate_before_cutover_then_resume() {
 #[test]
 fn faults_sigkill_mid_batch_then_resume() {
     let _g = serial();
-    run_fault("faults_sigkill", 54904, 0xFA17_0004, JobKind::Refit, Fault::Sigkill);
+    run_fault("faults_sigkill", 28904, 0xFA17_0004, JobKind::Refit, Fault::Sigkill);
 }
 
 // ---------------------------------------------------------------------------------------
