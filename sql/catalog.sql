@@ -25,18 +25,23 @@ CREATE TABLE embedstack.model_sets (
     served_generation   bigint,
     previous_fit        bigint,
     previous_generation bigint,
-    legacy_column       name
+    legacy_column       name,
+    -- A rollback holds the model set (0.4.0): refit records its fits but keeps the served one,
+    -- and a plain materialize refuses, until embedstack.release(name).
+    held_since          timestamptz,
+    held_reason         text
 );
 
 -- The served vectors (0.3.0): each materialisation writes a generation, a table of the
 -- extension's making (key, combined vector) in the source's schema, owned by the source's owner,
 -- with its HNSW index; the model set's view (model_sets.view_name) selects from the served one.
 -- state: building (being written by a job), served (the view reads it), retained (kept for
--- rollback, and kept fresh like the served one). cursor_key / rows_written: how far the writing
--- got (a resumed job continues there). pending / pending_open: while the generation's index is
--- built, the freshness triggers record the keys they change in this table instead of writing
--- the generation (CREATE INDEX holds SHARE on it: writing would stall the user's statements for
--- the whole build); the job applies them afterwards. Dumped: the tables are ordinary user tables.
+-- rollback). cursor_key / rows_written: how far the writing got (a resumed job continues
+-- there). pending / pending_open: while the generation's index is built, and (since 0.4.0) while
+-- it is retained, the freshness triggers record the keys they change in this table instead of
+-- writing the generation (CREATE INDEX holds SHARE on it: writing would stall the user's
+-- statements for the whole build; a retained one would cost every write an HNSW insert); the job,
+-- or the rollback that serves it again, applies them. Dumped: the tables are ordinary user tables.
 CREATE TABLE embedstack.generations (
     id           bigserial PRIMARY KEY,
     model_set    text NOT NULL,

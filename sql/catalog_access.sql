@@ -216,14 +216,14 @@ BEGIN
     END LOOP;
     -- A partition of a served source dropped (its freshness triggers went with it): its rows left
     -- the source without any trigger seeing them, and they cannot be read any more; the keys the
-    -- source no longer has are taken out of the live generations (0.4.0, _apply_partition PRUNE,
+    -- source no longer has are taken out of the live generations (0.4.0, _apply_as_owner PRUNE,
     -- run as the source's owner).
     FOR m IN SELECT DISTINCT s.name
                FROM embedstack.model_sets s JOIN pg_event_trigger_dropped_objects() d
                  ON d.object_type = 'trigger' AND d.address_names[3] = ANY (embedstack._trigger_names(s.name))
               WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.source AND c.relkind = 'p')
               ORDER BY s.name LOOP
-        PERFORM embedstack._apply_partition(m.name, (SELECT x.source FROM embedstack.model_sets x WHERE x.name = m.name), 'PRUNE');
+        PERFORM embedstack._apply_as_owner(m.name, (SELECT x.source FROM embedstack.model_sets x WHERE x.name = m.name), 'PRUNE');
     END LOOP;
 END $$;
 REVOKE EXECUTE ON FUNCTION embedstack._on_sql_drop() FROM PUBLIC;

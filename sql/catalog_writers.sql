@@ -152,6 +152,16 @@ BEGIN
      WHERE g.id = generation AND g.model_set = _w_generation_pending.model_set;
 END $$;
 
+-- Holds the model set (a rollback: `reason` says which), or releases it (`reason` NULL).
+CREATE FUNCTION embedstack._w_hold(model_set text, reason text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM embedstack._owned_model_set(model_set);
+    UPDATE embedstack.model_sets x
+       SET held_since = CASE WHEN reason IS NULL THEN NULL ELSE clock_timestamp() END, held_reason = reason
+     WHERE x.name = _w_hold.model_set;
+END $$;
+
 -- What is served: fit `fit_id` from generation `generation`. The generation served so far is
 -- retained (with its fit, as what a rollback serves again); called in the cut-over
 -- transaction, by a rollback, or alone when only the active fit changes (query-weighted mode).
@@ -176,10 +186,10 @@ BEGIN
     UPDATE embedstack.model_sets x
        SET active_fit = _w_serve.fit_id, served_generation = generation, served_multipliers = g.multipliers,
            served_storage = g.storage, served_index = g.index_name,
-           previous_fit = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id OR m.served_generation IS DISTINCT FROM generation
-                               THEN m.active_fit ELSE x.previous_fit END,
-           previous_generation = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id OR m.served_generation IS DISTINCT FROM generation
-                                      THEN m.served_generation ELSE x.previous_generation END
+           -- (The same fit from another generation -- a refresh -- keeps the rollback point.)
+           previous_fit = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id THEN m.active_fit ELSE x.previous_fit END,
+           previous_generation = CASE WHEN m.active_fit IS DISTINCT FROM _w_serve.fit_id THEN m.served_generation
+                                      ELSE x.previous_generation END
      WHERE x.name = _w_serve.model_set;
 END $$;
 

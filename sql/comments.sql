@@ -258,3 +258,6 @@ COMMENT ON FUNCTION embedstack._own_trigger(regclass, text, name) IS
   'Internal: is this trigger on the source the model set''s own (extension function, model set argument)?';
 COMMENT ON FUNCTION embedstack._drop_triggers(embedstack.model_sets) IS 'Internal: drops a model set''s freshness triggers.';
 COMMENT ON FUNCTION embedstack._served_view_name(name, text) IS 'Internal: the default served view name, <source>_<model set>.';
+COMMENT ON FUNCTION embedstack._w_hold(text, text) IS
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): holds a model set (a '
+  'rollback) or releases it (reason NULL).';

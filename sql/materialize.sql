@@ -202,6 +202,143 @@ END $$;
 COMMENT ON FUNCTION embedstack._drop_generation(embedstack.model_sets, bigint, boolean) IS
   'Internal: drops a generation table and its catalog row (nowait: skip it when in use).';
 
+-- A pending-keys table for generation g, opened (the freshness triggers record the keys they
+-- change in it instead of writing the generation): for the index build, and for a generation that
+-- is no longer served. Named after the generation (a random suffix when taken), owned by the
+-- source's owner.
+CREATE FUNCTION embedstack._create_pending(ms embedstack.model_sets, g embedstack.generations) RETURNS regclass
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    si record := embedstack._source_info(ms);
+    pname name := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
+BEGIN
+    WHILE to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL LOOP
+        pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation),
+                                          'pending_' || embedstack._random_hex6());
+    END LOOP;
+    EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL)', CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
+                   si.nsp, pname, ms.key_column, si.key_type);
+    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, pname, si.owner);
+    PERFORM embedstack._w_generation_pending(ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
+    RETURN format('%I.%I', si.nsp, pname)::regclass;
+END $$;
+COMMENT ON FUNCTION embedstack._create_pending(embedstack.model_sets, embedstack.generations) IS
+  'Internal: creates and opens the pending-keys table of a generation.';
+
+-- A generation that is no longer served (cut-over, rollback): from now on the freshness triggers
+-- record the keys they change for it instead of writing it (an HNSW insert per write and
+-- retained generation was most of a write's cost in 0.3.x); the rollback that serves it again
+-- writes those keys first. Not for a distributed (Citus) source: nothing is recorded there.
+CREATE FUNCTION embedstack._retire(ms embedstack.model_sets, generation bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g embedstack.generations;
+BEGIN
+    SELECT * INTO g FROM embedstack.generations x
+     WHERE x.id = generation AND x.model_set = ms.name AND x.state = 'retained' AND x.pending IS NULL
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.relation);
+    IF FOUND AND embedstack._distributed_on(ms.source) IS NULL THEN
+        PERFORM embedstack._create_pending(ms, g);
+    END IF;
+END $$;
+COMMENT ON FUNCTION embedstack._retire(embedstack.model_sets, bigint) IS
+  'Internal: a generation no longer served records the keys written meanwhile instead of being written.';
+
+-- SHARE on the source (and, LOCK recursing, its partitions): no writer runs while it is held, and
+-- every writer that ran before has committed. As the cut-over locks the view: 50 ms attempts
+-- (writers queue behind a waiting lock), 55P03 naming the holders after
+-- embedstack.cutover_wait_timeout since `started`.
+CREATE FUNCTION embedstack._lock_source(ms embedstack.model_sets, started timestamptz) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    prev_timeout text := current_setting('lock_timeout');
+    timeout_ms integer := embedstack._cutover_wait_timeout();
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', ms.source);
+            PERFORM set_config('lock_timeout', prev_timeout, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM set_config('lock_timeout', prev_timeout, true);
+            IF timeout_ms > 0 AND clock_timestamp() - started > timeout_ms * interval '1 ms' THEN
+                RAISE EXCEPTION 'model set "%": gave up after % waiting for the writers of % (pids %)', ms.name,
+                    date_trunc('second', clock_timestamp() - started), ms.source,
+                    coalesce((SELECT string_agg(DISTINCT l.pid::text, ', ') FROM pg_locks l
+                               WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+                                 AND l.relation IN (SELECT t.relid FROM embedstack._source_tables(ms.source) t)
+                                 AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareRowExclusiveLock',
+                                                'ExclusiveLock', 'AccessExclusiveLock')), 'unknown')
+                    USING ERRCODE = '55P03',
+                    HINT = 'the writes recorded for the generation are applied with the source''s writers paused: end '
+                           'the long transactions named, or raise embedstack.cutover_wait_timeout';
+            END IF;
+            PERFORM pg_sleep(0.05);
+        END;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION embedstack._lock_source(embedstack.model_sets, timestamptz) IS
+  'Internal: SHARE on the source (its writers paused), in 50 ms attempts, 55P03 after embedstack.cutover_wait_timeout.';
+
+-- Serves fit `fit_id` from the live generation g (served or retained) at once: a retained one
+-- first gets the keys written since it was served (with the source's writers paused: SHARE on
+-- it, the pending table is complete; as the source's owner), then the view is pointed at it
+-- (50 ms attempts, 55P03 after embedstack.cutover_wait_timeout since `started`) and the one
+-- served so far records its changed keys from now on. One transaction; returns the number of
+-- rows written again.
+CREATE FUNCTION embedstack._switch_to(ms embedstack.model_sets, g embedstack.generations, fit_id bigint, started timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint := 0;
+    was bigint := ms.served_generation;
+BEGIN
+    IF g.id IS DISTINCT FROM was THEN
+        IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+            PERFORM embedstack._lock_source(ms, started);
+            EXECUTE format('SELECT count(DISTINCT p.%I) FROM %s p', ms.key_column, g.pending) INTO n;
+            IF n > 0 THEN
+                PERFORM embedstack._apply_as_owner(ms.name, g.relation, 'CATCHUP');
+            END IF;
+            EXECUTE format('DROP TABLE %s', g.pending);
+        END IF;
+        IF g.pending IS NOT NULL THEN
+            PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
+        END IF;
+        LOOP
+            BEGIN
+                PERFORM embedstack._point_view(ms, g, 50);
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                PERFORM embedstack._give_up_locking_view(ms, started);
+                PERFORM pg_sleep(0.2);
+            END;
+        END LOOP;
+    END IF;
+    PERFORM embedstack._w_serve(ms.name, fit_id, g.id);
+    IF was IS NOT NULL AND was IS DISTINCT FROM g.id THEN
+        PERFORM embedstack._retire(ms, was);
+    END IF;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION embedstack._switch_to(embedstack.model_sets, embedstack.generations, bigint, timestamptz) IS
+  'Internal: serves a fit from a live generation at once (a retained one is brought up to date first).';
+
+-- The live generation (served first, else the newest retained) whose stored layout is the one of
+-- fit `fit_id`, if any: serving that fit needs no rows written.
+CREATE FUNCTION embedstack._generation_for(ms embedstack.model_sets, fit_id bigint) RETURNS embedstack.generations
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT g.* FROM embedstack.generations g, embedstack._layout(ms.name, _generation_for.fit_id) l
+     WHERE g.model_set = ms.name AND g.state IN ('served', 'retained')
+       AND g.multipliers = l.multipliers AND g.storage = l.storage
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)
+       AND (g.state = 'served' OR g.pending_open OR g.pending IS NULL)
+     ORDER BY g.state = 'served' DESC, g.id DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION embedstack._generation_for(embedstack.model_sets, bigint) IS
+  'Internal: the live generation that holds a fit''s stored layout (served first), if any.';
+
 -- The live generations of a model set: the ones the freshness triggers keep up to date (the
 -- served one, the ones retained for rollback, the one being written), with an existing table.
 CREATE FUNCTION embedstack._live_generations(model_set text) RETURNS SETOF embedstack.generations
@@ -247,6 +384,24 @@ DECLARE
     out text[] := '{}';
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
+    IF FOUND AND event = 'CATCHUP' THEN
+        -- relid: a retained generation of the model set; the keys its pending table recorded while
+        -- it was not served are written again from the source (the rollback holds SHARE on it).
+        SELECT * INTO g FROM embedstack.generations x
+         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION '% is not a retained generation of model set "%" with recorded keys', relid::regclass, ms.name
+                USING ERRCODE = '22023';
+        END IF;
+        si := embedstack._source_info(ms);
+        k := format('%I', ms.key_column);
+        RETURN ARRAY[
+            format('DELETE FROM %1$s g USING (SELECT DISTINCT p.%2$s AS k FROM %3$s p) p WHERE g.%2$s %4$s p.k',
+                   g.relation, k, g.pending, si.key_eq),
+            format('INSERT INTO %1$s (%2$s, %3$I) SELECT s.%2$s, %4$s FROM %5$s s JOIN (SELECT DISTINCT p.%2$s AS k FROM %6$s p) p '
+                   'ON s.%2$s %7$s p.k', g.relation, k, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                   g.pending, si.key_eq)];
+    END IF;
     -- relid: the source, or one of its partitions (a statement aimed at the partition fires the
     -- partition's triggers only); for DETACH, a table that was one (it still has the model
     -- set's triggers: sql/partitions.sql drops them afterwards).
@@ -488,16 +643,35 @@ BEGIN
     ms := embedstack._model_set(j.model_set);
     lay := embedstack._layout(ms.name, j.fit_id);
     si := embedstack._source_info(ms);
-    -- Same multipliers and storage: the stored vectors are already what this fit would write
-    -- (always so in query-weighted mode); unless a refresh asks for a new generation.
-    IF ms.served_multipliers = lay.multipliers AND ms.served_storage = lay.storage
-       AND embedstack._is_served_view(ms) AND NOT coalesce((j.params->>'refresh')::boolean, false) THEN
-        PERFORM embedstack._w_serve(ms.name, j.fit_id, ms.served_generation);
-        PERFORM embedstack._w_job_update(job_id, 'done');
-        PERFORM embedstack._w_job_finish(job_id, 'succeeded',
-            format('stored vectors unchanged; fit %s is active', j.fit_id));
-        RAISE NOTICE 'embedstack: model set "%": stored vectors unchanged, active fit is now %', ms.name, j.fit_id;
-        RETURN 'done';
+    -- A live generation already holds what this fit would write (always so in query-weighted
+    -- mode): no rows are written (unless a refresh asks for a new generation).
+    IF embedstack._is_served_view(ms) AND NOT coalesce((j.params->>'refresh')::boolean, false) THEN
+        g := embedstack._generation_for(ms, j.fit_id);
+        IF g.id IS NOT NULL AND g.id = ms.served_generation AND (ms.mode = 'symmetric' OR j.fit_id = ms.active_fit
+               OR (SELECT f.weights = a.weights AND f.intercept = a.intercept FROM embedstack.fits f, embedstack.fits a
+                    WHERE f.id = j.fit_id AND a.id = ms.active_fit)) THEN
+            -- Serves exactly what is served (the same stored vectors, and in query-weighted mode the
+            -- same weights): nothing changes -- no new active fit, the rollback point stays (0.3.x
+            -- made the active fit the rollback point, and the real earlier fit became unreachable).
+            PERFORM embedstack._w_job_update(job_id, 'done');
+            PERFORM embedstack._w_job_finish(job_id, 'succeeded',
+                format('fit %s serves what fit %s serves (same stored vectors and scores): nothing changed', j.fit_id, ms.active_fit));
+            RAISE NOTICE 'embedstack: model set "%": fit % serves what fit % serves: nothing changed', ms.name, j.fit_id,
+                ms.active_fit;
+            RETURN 'done';
+        ELSIF g.id IS NOT NULL THEN
+            -- The served generation with another fit's weights (query-weighted mode), or a retained
+            -- generation of this layout, brought up to date: served at once.
+            PERFORM embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
+            PERFORM embedstack._retain(ms.name);
+            PERFORM embedstack._w_job_update(job_id, 'done');
+            PERFORM embedstack._w_job_finish(job_id, 'succeeded',
+                format('serving fit %s from generation %s (no rows written: it holds this layout)', j.fit_id, g.id));
+            RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (it holds this layout: no rows written)',
+                ms.name, j.fit_id, g.id;
+            RETURN 'done';
+        END IF;
+        g := NULL;
     END IF;
     -- A storage type change drops and recreates the view: refuse now, not after the writing.
     IF ms.served_storage IS DISTINCT FROM lay.storage AND embedstack._is_served_view(ms) AND EXISTS (
@@ -666,7 +840,6 @@ DECLARE
     g embedstack.generations;
     si record;
     idx regclass;
-    pname name;
     n bigint;
     removed bigint;
     workers integer;
@@ -703,15 +876,7 @@ BEGIN
     END IF;
     IF idx IS NULL THEN
         IF g.pending IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN     -- 1
-            pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation), 'pending');
-            WHILE to_regclass(format('%I.%I', si.nsp, pname)) IS NOT NULL LOOP      -- taken: a random suffix
-                pname := embedstack._derived_name((SELECT c.relname FROM pg_class c WHERE c.oid = g.relation),
-                                                  'pending_' || embedstack._random_hex6());
-            END LOOP;
-            EXECUTE format('CREATE %sTABLE %I.%I (%I %s NOT NULL)', CASE WHEN si.persistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
-                           si.nsp, pname, ms.key_column, si.key_type);
-            EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', si.nsp, pname, si.owner);
-            PERFORM embedstack._w_generation_pending(ms.name, g.id, format('%I.%I', si.nsp, pname)::regclass, true);
+            PERFORM embedstack._create_pending(ms, g);
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"index_synced": false}'::jsonb);
             RETURN 'index';
         END IF;
@@ -888,8 +1053,8 @@ COMMENT ON FUNCTION embedstack._mat_wait(bigint) IS
   'Internal materialise step: waits for older transactions of this database, bounded by embedstack.cutover_wait_timeout.';
 
 -- Drops the retained generations beyond embedstack.keep_generations (newest served first; the
--- previous one, which rollback serves, is kept while the setting is at least 1), skipping any
--- still in use.
+-- previous one, which rollback serves, is kept while the setting is at least 1), and any with the
+-- served generation's layout, skipping those still in use.
 CREATE FUNCTION embedstack._retain(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -897,6 +1062,13 @@ DECLARE
     keep integer := embedstack._keep_generations();
     g record;
 BEGIN
+    -- A retained generation with the served one's layout serves nothing the served one does not
+    -- (the one a refresh replaced): dropped, not counted.
+    FOR g IN SELECT x.id FROM embedstack.generations x JOIN embedstack.generations s ON s.id = ms.served_generation
+              WHERE x.model_set = ms.name AND x.state = 'retained' AND x.multipliers = s.multipliers
+                AND x.storage = s.storage LOOP
+        PERFORM embedstack._drop_generation(ms, g.id, true);
+    END LOOP;
     FOR g IN SELECT x.id FROM embedstack.generations x
               WHERE x.model_set = ms.name AND x.state = 'retained'
               ORDER BY x.id = ms.previous_generation DESC, x.served_at DESC NULLS LAST, x.id DESC OFFSET keep LOOP
@@ -960,6 +1132,9 @@ BEGIN
     END;
     PERFORM embedstack._w_serve(ms.name, j.fit_id, g.id);
     PERFORM embedstack._retain(ms.name);
+    IF ms.served_generation IS DISTINCT FROM g.id THEN
+        PERFORM embedstack._retire(ms, ms.served_generation);
+    END IF;
     PERFORM embedstack._w_job_update(job_id, 'done');
     PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
@@ -992,6 +1167,10 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ms := embedstack._check_writer(model_set, batch_size, wait);
     PERFORM embedstack._check_job_runner(ms);
+    IF fid IS NULL AND ms.held_since IS NOT NULL THEN
+        RAISE EXCEPTION 'model set "%" is held since % (%)', ms.name, ms.held_since, ms.held_reason USING ERRCODE = '55000',
+            HINT = pg_catalog.format('SELECT embedstack.release(%L) ends the hold, or pass fit_id => the fit to serve', ms.name);
+    END IF;
     IF fid IS NULL THEN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
@@ -1006,6 +1185,12 @@ BEGIN
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
     PERFORM embedstack._lock_model_set(ms.name, wait);
+    IF ms.held_since IS NOT NULL THEN
+        -- A fit named explicitly ends a rollback's hold (the DBA chose what to serve).
+        PERFORM embedstack._w_hold(ms.name, NULL);
+        RAISE NOTICE 'embedstack: model set "%": the hold of the rollback (%) ends: serving fit % was asked for', ms.name,
+            ms.held_reason, fid;
+    END IF;
     -- (After the lock, like the COMMIT it stands for: a failure here releases the lock as any.)
     PERFORM embedstack._require_no_transaction_block('materialize');
     job := embedstack._w_job_start(ms.name, 'materialize', pg_catalog.jsonb_build_object('batch_size', batch_size), 'prepare',
@@ -1055,14 +1240,20 @@ COMMENT ON PROCEDURE embedstack.refresh(text, integer, boolean) IS
   'Writes the active fit''s vectors into a new generation and switches to it (as materialize, without the '
   'unchanged-layout shortcut): how changes to a distributed (Citus) source are served.';
 
--- Serves the previous fit and generation again (undoes the last switch; calling it again
--- switches back): no rewrite, no index build. The previous generation was kept fresh all along.
--- Runs in one transaction; takes the model set's job lock like materialize (55P03 or wait).
-CREATE PROCEDURE embedstack.rollback(model_set text, wait boolean DEFAULT false)
+-- Serves an earlier fit again, at once: the previous one (undoes the last switch; calling it
+-- again switches back), or `to_fit`, any fit whose stored layout a live generation holds (the
+-- served one, or one of the embedstack.keep_generations retained). No rewrite, no index build: a
+-- retained generation gets the rows written since it was served (the source's writers pause for
+-- that: SHARE on it, as the source's owner). The model set is then held: refit records its fits
+-- but keeps this one, and a plain materialize refuses, until embedstack.release. One
+-- transaction; takes the model set's job lock like materialize (55P03 or wait).
+CREATE PROCEDURE embedstack.rollback(model_set text, wait boolean DEFAULT false, to_fit bigint DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
+    target bigint;
+    n bigint;
     caller_path pg_catalog.text := pg_catalog.current_setting('search_path');
     started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
@@ -1073,32 +1264,52 @@ BEGIN
     ms := embedstack._check_writer(model_set, 1, wait);
     PERFORM embedstack._lock_model_set(ms.name, wait);
     ms := embedstack._model_set(ms.name);
-    SELECT * INTO g FROM embedstack.generations x
-     WHERE x.id = ms.previous_generation AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.relation);
-    IF ms.previous_fit IS NULL OR NOT FOUND
-       OR NOT EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.id = ms.previous_fit) THEN
+    target := coalesce(to_fit, ms.previous_fit);
+    IF target IS NULL OR NOT EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.id = target AND f.model_set = ms.name) THEN
         PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+        IF to_fit IS NOT NULL THEN
+            RAISE EXCEPTION 'fit % of model set "%" does not exist', to_fit, ms.name USING ERRCODE = '42704',
+                HINT = 'SELECT id FROM embedstack.fits WHERE model_set = ... lists them';
+        END IF;
         RAISE EXCEPTION 'model set "%" has nothing to roll back to', ms.name USING ERRCODE = '55000',
-            HINT = 'rollback serves the fit and generation served before the last switch; embedstack.keep_generations = 0 keeps none';
+            HINT = 'rollback serves the fit served before the last switch (or to_fit => id); none was served before';
     END IF;
-    IF g.id <> ms.served_generation THEN
-        -- As the cut-over: 50 ms attempts (readers of the view queue behind a waiting lock), given
-        -- up after embedstack.cutover_wait_timeout with 55P03.
-        LOOP
-            BEGIN
-                PERFORM embedstack._point_view(ms, g, 50);
-                EXIT;
-            EXCEPTION WHEN lock_not_available THEN
-                PERFORM embedstack._give_up_locking_view(ms, started);
-                PERFORM pg_catalog.pg_sleep(0.2);
-            END;
-        END LOOP;
+    g := embedstack._generation_for(ms, target);
+    IF g.id IS NULL THEN
+        PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+        RAISE EXCEPTION 'no generation of model set "%" holds the stored vectors of fit %', ms.name, target
+            USING ERRCODE = '55000',
+            HINT = pg_catalog.format('embedstack.keep_generations (now %s) retained none for it: CALL embedstack.materialize(%L, fit_id => %s) '
+                                     'writes one', embedstack._keep_generations(), ms.name, target);
     END IF;
-    PERFORM embedstack._w_serve(ms.name, ms.previous_fit, g.id);
-    RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % again', ms.name, ms.previous_fit, g.id;
+    n := embedstack._switch_to(ms, g, target, started);
+    PERFORM embedstack._retain(ms.name);
+    PERFORM embedstack._w_hold(ms.name, pg_catalog.format('rollback to fit %s at %s', target, started));
+    RAISE NOTICE '%', pg_catalog.format('embedstack: model set "%s": serving fit %s from generation %s again (%s rows changed '
+        'since it was served written again); the model set is held: refits keep this fit until embedstack.release(%L)',
+        ms.name, target, g.id, n, ms.name);
     PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
     PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $$;
-COMMENT ON PROCEDURE embedstack.rollback(text, boolean) IS
-  'Serves the fit and generation served before the last switch again, at once (no rewrite, no index build); '
-  'calling it again switches back. 55000 when there is none (embedstack.keep_generations = 0).';
+COMMENT ON PROCEDURE embedstack.rollback(text, boolean, bigint) IS
+  'Serves an earlier fit again at once (the previous one, or to_fit => id) from a live generation that holds its '
+  'vectors, brought up to date (no rewrite, no index build), and holds the model set until embedstack.release. '
+  '55000 when no generation holds it.';
+
+-- Ends the hold a rollback put on the model set: refits may switch again, a plain materialize
+-- serves the newest fit no refit rejected.
+CREATE FUNCTION embedstack.release(model_set text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    PERFORM embedstack._check_owner(ms.source);
+    IF ms.held_since IS NULL THEN
+        RAISE NOTICE 'embedstack: model set "%" is not held', ms.name;
+        RETURN;
+    END IF;
+    PERFORM embedstack._w_hold(ms.name, NULL);
+    RAISE NOTICE 'embedstack: model set "%" released (held since %: %)', ms.name, ms.held_since, ms.held_reason;
+END $$;
+COMMENT ON FUNCTION embedstack.release(text) IS
+  'Ends the hold a rollback put on a model set: refits may switch the served fit again.';

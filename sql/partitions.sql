@@ -53,7 +53,7 @@ COMMENT ON FUNCTION embedstack._check_source_shape(regclass) IS
 -- it was created as a partition); a table that left it (detached) has its rows taken out and its
 -- triggers dropped. Runs as the role that ran the DDL (a member of the source's owner: PostgreSQL
 -- requires that for CREATE TABLE ... PARTITION OF, ATTACH and DETACH); the rows are applied as
--- the source's owner (_apply_partition).
+-- the source's owner (_apply_as_owner).
 CREATE FUNCTION embedstack._sync_partitions(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -71,13 +71,13 @@ BEGIN
                 ORDER BY p.level, p.relid LOOP
         PERFORM embedstack._install_triggers_on(ms, rel);
         IF (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'r' THEN
-            PERFORM embedstack._apply_partition(ms.name, rel, 'ATTACH');
+            PERFORM embedstack._apply_as_owner(ms.name, rel, 'ATTACH');
         END IF;
     END LOOP;
     FOR rel IN SELECT h FROM embedstack._hooked_tables(ms.name) h
                 WHERE h NOT IN (SELECT p.relid FROM embedstack._source_tables(ms.source) p) LOOP
         IF (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'r' THEN
-            PERFORM embedstack._apply_partition(ms.name, rel, 'DETACH');
+            PERFORM embedstack._apply_as_owner(ms.name, rel, 'DETACH');
         END IF;
         FOREACH t IN ARRAY embedstack._trigger_names(ms.name) LOOP
             IF embedstack._own_trigger(rel, ms.name, t) THEN

@@ -78,7 +78,12 @@ BEGIN
         END IF;
     END IF;
 
-    IF p->>'cutover' = 'never' THEN
+    IF ms.held_since IS NOT NULL THEN
+        -- A rollback holds the model set: the fit is recorded, the served one stays.
+        cut := false;
+        decision := format('fit %s recorded; the model set is held since %s (%s): SELECT embedstack.release(%L) ends the hold',
+                           f.id, ms.held_since, ms.held_reason, ms.name);
+    ELSIF p->>'cutover' = 'never' THEN
         cut := false;
         decision := format('fit %s recorded, cutover => never', f.id);
     ELSIF act.id IS NULL THEN

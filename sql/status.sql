@@ -32,7 +32,11 @@ SELECT m.name AS model_set,
        m.view_name AS view,
        m.served_generation,
        m.previous_fit,
-       m.previous_generation
+       m.previous_generation,
+       m.held_since,
+       m.held_reason,
+       (SELECT pg_catalog.count(*) FROM embedstack.generations g WHERE g.model_set = m.name AND g.state = 'retained')
+           AS retained_generations
   FROM embedstack.model_sets m
   LEFT JOIN embedstack.fits af ON af.id = m.active_fit
   LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name ORDER BY x.id DESC LIMIT 1) j ON true
@@ -43,4 +47,5 @@ GRANT SELECT ON embedstack.status TO PUBLIC;
 -- otherwise reads its tables as the view's owner, who sees every row).
 COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
-  'latest job (interrupted when its session is gone) with progress, and the latest error.';
+  'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback '
+  'and how many generations rollback can reach.';

@@ -53,7 +53,7 @@ extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = [
 extension_sql_file!(
     "../sql/partitions.sql",
     name = "partitions",
-    requires = ["materialize", model_set::freshness::_apply_partition]
+    requires = ["materialize", model_set::freshness::_apply_as_owner]
 );
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["partitions"]);
 extension_sql_file!("../sql/refit.sql", name = "refit", requires = ["jobs"]);

@@ -25,8 +25,9 @@ pub fn register() {
         c"embedstack.keep_generations",
         c"Generations of served vectors kept per model set besides the served one.",
         c"1 keeps the previously served generation, so that embedstack.rollback serves it again at once; \
-          every kept generation is also kept up to date by the freshness triggers (each write to the \
-          source is applied once per kept generation). 0 keeps none (no rollback).",
+          each kept generation is reachable with rollback(..., to_fit => id). A kept generation is not \
+          written by each write to the source: the keys written are recorded and applied when a rollback \
+          serves it again. 0 keeps none (no rollback).",
         &KEEP_GENERATIONS,
         0,
         100,

@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod check;
 pub mod cluster;
 pub mod data;
+pub mod exact;
 pub mod fixtures;
 pub mod gate;
 pub mod reference;

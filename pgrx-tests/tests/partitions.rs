@@ -11,26 +11,11 @@
 //! `embedstack._combine_vector` over the source's current rows, with the multipliers computed
 //! here from each generation's fit by the documented rule (reference.rs).
 
-use std::collections::BTreeMap;
-
-use embedstack_client_tests::reference::symmetric_multipliers;
+use embedstack_client_tests::exact::{assert_same, expected, read, rows};
 use embedstack_client_tests::roles::TestRoles;
 use embedstack_client_tests::sql::{all_text, expect_code, expect_err};
 use embedstack_client_tests::{connect_as, fresh_db};
 use postgres::Client;
-
-type Vectors = BTreeMap<i32, Option<Vec<f32>>>;
-
-/// Rows `(id, m1 vector(3), m2 real[4], note)` for ids `lo..=hi` (`salt` changes the values).
-fn rows(lo: i32, hi: i32, salt: f64) -> String {
-    format!(
-        "SELECT g, ARRAY[sin(g * 1.1 + {salt}) + 1.5, cos(g * 0.7 + {salt}), sin(g * 0.3 + 1)]::real[]::vector(3),
-                CASE WHEN g % 17 = 0 THEN NULL
-                     ELSE ARRAY[cos(g * 1.9 + {salt}), sin(g * 2.3) + 1.2, 0.25, cos(g * 0.5 - {salt})]::real[] END,
-                'row ' || g
-           FROM generate_series({lo}, {hi}) g"
-    )
-}
 
 /// `items`, range-partitioned on its key: `items_a` (1-100, a table), `items_b` (101-300,
 /// itself partitioned: `items_b1` 101-200, `items_b2` 201-300), with rows 1-280; pairs and two
@@ -60,47 +45,12 @@ fn setup(c: &mut Client) {
     }
 }
 
-/// What a generation of fit `fit_id` must hold: the row kernel over the rows of `items` now.
-fn expected(c: &mut Client, fit_id: i64) -> Vectors {
-    let w: Vec<f64> =
-        c.query_one("SELECT weights FROM embedstack.fits WHERE id = $1", &[&fit_id]).unwrap().get(0);
-    let mult = symmetric_multipliers(&w, 0.05);
-    c.query(
-        "SELECT id, embedstack._combine_vector($1::float8[], '{3,4}'::int4[], '{m1,m2}'::text[], id, m1, m2)::real[]
-           FROM items",
-        &[&mult],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
-fn read(c: &mut Client, sql: &str) -> Vectors {
-    c.query(sql, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
-}
-
-fn assert_same(got: &Vectors, want: &Vectors, what: &str) {
-    if got == want {
-        return;
-    }
-    let missing: Vec<&i32> = want.keys().filter(|k| !got.contains_key(k)).take(5).collect();
-    let extra: Vec<&i32> = got.keys().filter(|k| !want.contains_key(k)).take(5).collect();
-    let wrong: Vec<&i32> =
-        want.keys().filter(|k| got.get(k).is_some_and(|g| g != &want[k])).take(5).collect();
-    panic!(
-        "{what}: {} rows served, {} in the source; missing {missing:?}, extra {extra:?}, other vectors {wrong:?}",
-        got.len(),
-        want.len()
-    );
-}
-
 /// The view and every generation of `sym` hold exactly the kernel over the rows of `items`; two
 /// generations (served, retained).
 fn assert_exact(c: &mut Client, what: &str) {
     let active: i64 =
         c.query_one("SELECT active_fit FROM embedstack.model_sets WHERE name = 'sym'", &[]).unwrap().get(0);
-    let want = expected(c, active);
+    let want = expected(c, "items", active);
     assert_same(&read(c, "SELECT id, sym_combined::real[] FROM items_sym"), &want, &format!("{what}: view"));
     let gens: Vec<(String, i64, String)> = c
         .query(
@@ -113,7 +63,7 @@ fn assert_exact(c: &mut Client, what: &str) {
         .collect();
     assert_eq!(gens.len(), 2, "{what}: a served and a retained generation: {gens:?}");
     for (rel, fit_id, state) in gens {
-        let want = expected(c, fit_id);
+        let want = expected(c, "items", fit_id);
         let got = read(c, &format!("SELECT id, sym_combined::real[] FROM {rel}"));
         assert_same(&got, &want, &format!("{what}: generation {rel} ({state})"));
     }

@@ -110,20 +110,23 @@ fn root_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
     .unwrap_or_else(|| error!("embedstack._refresh_generations: the root of partition {} is gone", relid.to_u32()))
 }
 
-/// `embedstack._apply_partition(model_set, part, event)`: what no trigger sees on a partitioned
-/// source -- a partition's rows joining it (`ATTACH`, also a table created as a partition) or
-/// leaving it (`DETACH`), or a dropped partition's rows gone (`PRUNE`, `part` = the source) --
-/// applied to the live generations, as the freshness trigger applies a statement: by the
-/// statements `_freshness_sql` builds, run as the source's owner (restricted, search_path
-/// pinned), with the latest snapshot. Called by the event triggers (sql/partitions.sql); the
-/// caller must be a member of the source's owner (42501 otherwise), as the DDL it follows
-/// requires, so it lets nobody do what they could not do themselves.
+/// `embedstack._apply_as_owner(model_set, rel, event)`: changes no freshness trigger applied,
+/// applied as the freshness trigger applies a statement -- by the statements `_freshness_sql`
+/// builds, run as the source's owner (restricted, search_path pinned), with the latest snapshot:
+/// on a partitioned source, a partition's rows joining it (`ATTACH`, also a table created as a
+/// partition) or leaving it (`DETACH`), or a dropped partition's rows gone (`PRUNE`, `rel` = the
+/// source), for the event triggers (sql/partitions.sql); the keys a retained generation `rel`
+/// recorded while it was not served (`CATCHUP`, for the rollback that serves it again). The
+/// caller must be a member of the source's owner (42501 otherwise), as the DDL or job it serves
+/// requires, so it lets nobody do what they could not do themselves; a superuser's DDL or
+/// rollback on another role's tables runs nothing of that role's (triggers, index expressions
+/// on its generation tables) with superuser rights.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _apply_partition(model_set: &str, part: RegClass, event: &str) {
-    if !matches!(event, "ATTACH" | "DETACH" | "PRUNE") {
+fn _apply_as_owner(model_set: &str, rel: RegClass, event: &str) {
+    if !matches!(event, "ATTACH" | "DETACH" | "PRUNE" | "CATCHUP") {
         crate::errors::fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            &format!("unknown partition event {event:?} (ATTACH, DETACH or PRUNE)"),
+            format!("unknown event {event:?} (ATTACH, DETACH, PRUNE or CATCHUP)"),
         );
     }
     let found = Spi::get_two_with_args::<pg_sys::Oid, pg_sys::Oid>(
@@ -135,14 +138,14 @@ fn _apply_partition(model_set: &str, part: RegClass, event: &str) {
     let Ok((Some(source), Some(owner))) = found else {
         crate::errors::fail(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            &format!("model set \"{model_set}\" does not exist"),
+            format!("model set \"{model_set}\" does not exist"),
         );
     };
     unsafe {
         if !pg_sys::pg_class_ownercheck(source, pg_sys::GetUserId()) {
             crate::errors::fail(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                &format!("must be a member of the owner of the source of model set \"{model_set}\""),
+                format!("must be a member of the owner of the source of model set \"{model_set}\""),
             );
         }
         let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0i32);
@@ -153,7 +156,7 @@ fn _apply_partition(model_set: &str, part: RegClass, event: &str) {
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-        with_pinned_search_path(|| apply(std::ptr::null_mut(), model_set, part.0, event, saved_user));
+        with_pinned_search_path(|| apply(std::ptr::null_mut(), model_set, rel.0, event, saved_user));
         pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
     }
 }

@@ -1,0 +1,204 @@
+//! Rollback a DBA can rely on (issue 19, item 3; P2 of the 0.3.0 new-user trial), against the real
+//! project cluster, with `embedstack.keep_generations = 2`:
+//! * a retained generation is not written by the source's writes (its rows keep their versions:
+//!   no HNSW insert per write) — the keys are recorded and written again when a rollback serves it;
+//! * `rollback(set, to_fit => id)` serves any retained generation's fit, exactly (the kernel over
+//!   the source now), `rollback(set)` toggles with the previous fit;
+//! * a rollback holds the model set: a refit records its fit and keeps the served one (job `kept`,
+//!   saying why), a plain `materialize` refuses (55000 naming `release`), status shows the hold;
+//!   `release` ends it; `materialize(fit_id => …)` ends it too;
+//! * `materialize(fit_id => <retained fit>)` reuses its generation (no new generation);
+//! * a refit whose fit serves what is served changes nothing (no new active fit, no new
+//!   generation, the rollback point stays); `refresh` keeps the rollback point;
+//! * a fit whose vectors no generation holds: 55000 with a hint.
+
+use embedstack_client_tests::exact::{
+    assert_same, assert_view_exact, create_pairs, expected, label, read, rows,
+};
+use embedstack_client_tests::fresh_db;
+use embedstack_client_tests::sql::expect_code;
+use postgres::Client;
+
+const VIEW: &str = "items_s";
+
+fn fit(c: &mut Client) -> i64 {
+    c.query_one("SELECT id FROM embedstack.fit('s', 'pairs', 'a', 'b', 'y')", &[]).unwrap().get(0)
+}
+
+/// `(active_fit, previous_fit, served_generation, held)`.
+fn served(c: &mut Client) -> (i64, Option<i64>, i64, bool) {
+    let r = c
+        .query_one(
+            "SELECT active_fit, previous_fit, served_generation, held_since IS NOT NULL FROM embedstack.model_sets
+              WHERE name = 's'",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+/// `(id, fit_id, state, table)` of the generations.
+fn generations(c: &mut Client) -> Vec<(i64, i64, String, String)> {
+    c.query(
+        "SELECT id, fit_id, state, relation::text FROM embedstack.generations WHERE model_set = 's' ORDER BY id",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+fn row_versions(c: &mut Client, rel: &str) -> Vec<(i32, String, String)> {
+    c.query(&format!("SELECT id, ctid::text, xmin::text FROM {rel} ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+fn last_job(c: &mut Client) -> (String, String) {
+    let r = c
+        .query_one(
+            "SELECT state, outcome FROM embedstack.jobs WHERE model_set = 's' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
+    let mut c = fresh_db("rollback");
+    c.batch_execute(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, m1 vector(3), m2 real[], note text);
+         INSERT INTO items {};
+         SELECT embedstack.create_model_set('s', 'items', 'id', ARRAY['m1', 'm2']);
+         SET embedstack.keep_generations = 2;
+         SET client_min_messages = warning;",
+        rows(1, 400, 0.0)
+    ))
+    .unwrap();
+    create_pairs(&mut c, "items");
+    let mut fits = Vec::new();
+    for (w1, w2) in [(0.3, 1.0), (1.0, 0.3), (1.0, 1.0)] {
+        label(&mut c, w1, w2);
+        fits.push(fit(&mut c));
+        c.batch_execute("CALL embedstack.materialize('s')").unwrap();
+    }
+    let (f1, f2, f3) = (fits[0], fits[1], fits[2]);
+    let gens = generations(&mut c);
+    assert_eq!(
+        gens.iter().map(|g| (g.1, g.2.as_str())).collect::<Vec<_>>(),
+        [(f1, "retained"), (f2, "retained"), (f3, "served")],
+        "keep_generations = 2 keeps both earlier generations"
+    );
+    assert_view_exact(&mut c, "items", "s", VIEW, "after three materialisations");
+
+    // Writes reach the served generation; the retained ones only record keys.
+    let retained_before: Vec<_> = gens[..2].iter().map(|g| row_versions(&mut c, &g.3)).collect();
+    c.batch_execute(&format!(
+        "UPDATE items SET m1 = '[0.5,2,1]' WHERE id % 7 = 0;
+         DELETE FROM items WHERE id > 390;
+         INSERT INTO items {};
+         UPDATE items SET note = 'n' WHERE id < 20",
+        rows(401, 420, 0.4)
+    ))
+    .unwrap();
+    for (k, g) in gens[..2].iter().enumerate() {
+        assert_eq!(row_versions(&mut c, &g.3), retained_before[k], "retained generation {} was written", g.0);
+    }
+    assert_view_exact(&mut c, "items", "s", VIEW, "after writes");
+
+    // rollback to any retained fit: exact, and held.
+    c.batch_execute(&format!("CALL embedstack.rollback('s', to_fit => {f1})")).unwrap();
+    assert_eq!(served(&mut c), (f1, Some(f3), gens[0].0, true), "rollback to fit {f1}");
+    assert_view_exact(&mut c, "items", "s", VIEW, "rolled back to the oldest fit");
+    let (held, retained): (bool, i64) = {
+        let r = c
+            .query_one("SELECT held_since IS NOT NULL, retained_generations FROM embedstack.status WHERE model_set = 's'", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((held, retained), (true, 2), "status shows the hold and the reachable generations");
+    // The generation left behind records from now on; a write, then toggling back serves it exactly.
+    c.batch_execute("UPDATE items SET m2 = '{1,2,3,4}' WHERE id BETWEEN 100 AND 140").unwrap();
+    c.batch_execute("CALL embedstack.rollback('s')").unwrap();
+    assert_eq!(served(&mut c).0, f3, "rollback toggles back to the previous fit");
+    assert_view_exact(&mut c, "items", "s", VIEW, "toggled back");
+    c.batch_execute(&format!("CALL embedstack.rollback('s', to_fit => {f2})")).unwrap();
+    assert_view_exact(&mut c, "items", "s", VIEW, "rolled back to the middle fit");
+    assert_eq!(served(&mut c).0, f2);
+
+    // Held: a refit records and keeps; a plain materialize refuses.
+    label(&mut c, 0.2, 1.0);
+    c.batch_execute("CALL embedstack.refit('s', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
+    let (state, outcome) = last_job(&mut c);
+    assert_eq!(state, "kept", "{outcome}");
+    assert!(outcome.contains("held") && outcome.contains("release"), "the refit says why: {outcome}");
+    assert_eq!(served(&mut c).0, f2, "the held fit stays");
+    let e = expect_code(&mut c, "CALL embedstack.materialize('s')", "55000");
+    assert!(format!("{e:?}").contains("release"), "{e:?}");
+    c.batch_execute("SELECT embedstack.release('s')").unwrap();
+    assert!(!served(&mut c).3, "released");
+
+    // materialize(fit_id => a retained fit) reuses its generation.
+    let n_gens = generations(&mut c).iter().map(|g| g.0).max().unwrap();
+    c.batch_execute(&format!("CALL embedstack.materialize('s', fit_id => {f1})")).unwrap();
+    assert_eq!(served(&mut c).0, f1);
+    assert_eq!(
+        generations(&mut c).iter().map(|g| g.0).max().unwrap(),
+        n_gens,
+        "no generation written for a fit a retained generation holds"
+    );
+    assert_view_exact(&mut c, "items", "s", VIEW, "materialize of a retained fit");
+
+    // A fit that serves what is served changes nothing: the same labels on the same rows, fitted
+    // twice.
+    label(&mut c, 0.3, 1.0);
+    let first = fit(&mut c);
+    c.batch_execute(&format!("CALL embedstack.materialize('s', fit_id => {first})")).unwrap();
+    let same = fit(&mut c);
+    let w: (Vec<f64>, Vec<f64>) = {
+        let r = c
+            .query_one(
+                "SELECT a.weights, b.weights FROM embedstack.fits a, embedstack.fits b WHERE a.id = $1 AND b.id = $2",
+                &[&first, &same],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(w.0, w.1, "test precondition: the same pairs and rows give the same weights");
+    let before = served(&mut c);
+    let gens_before = generations(&mut c);
+    c.batch_execute(&format!("CALL embedstack.materialize('s', fit_id => {same})")).unwrap();
+    assert_eq!(served(&mut c), before, "an identical fit changes nothing (active, previous, generation)");
+    assert_eq!(generations(&mut c), gens_before, "and writes no generation");
+    assert!(last_job(&mut c).1.contains("nothing changed"), "{:?}", last_job(&mut c));
+
+    // refresh writes a new generation of the served fit and keeps the rollback point.
+    let (active, previous, _, _) = served(&mut c);
+    c.batch_execute("CALL embedstack.refresh('s')").unwrap();
+    let after = served(&mut c);
+    assert_eq!((after.0, after.1), (active, previous), "refresh keeps the active fit and the rollback point");
+    c.batch_execute("CALL embedstack.rollback('s')").unwrap();
+    assert_eq!(served(&mut c).0, previous.unwrap(), "rollback after a refresh reaches the real earlier fit");
+    assert_view_exact(&mut c, "items", "s", VIEW, "rollback after refresh");
+    // Every retained generation still holds its fit's vectors once served: serve each in turn.
+    for g in generations(&mut c) {
+        c.batch_execute(&format!("CALL embedstack.rollback('s', to_fit => {})", g.1)).unwrap();
+        let want = expected(&mut c, "items", g.1);
+        assert_same(
+            &read(&mut c, &format!("SELECT id, s_combined::real[] FROM {VIEW}")),
+            &want,
+            &format!("fit {}", g.1),
+        );
+    }
+
+    // A fit no generation holds.
+    label(&mut c, 1.0, 0.05);
+    let lone = fit(&mut c);
+    let e = expect_code(&mut c, &format!("CALL embedstack.rollback('s', to_fit => {lone})"), "55000");
+    assert!(format!("{e:?}").contains("materialize"), "{e:?}");
+    expect_code(&mut c, "CALL embedstack.rollback('s', to_fit => 999999)", "42704");
+}
