@@ -259,7 +259,8 @@ REVOKE EXECUTE ON FUNCTION
     embedstack._w_serve(text, bigint, bigint),
     embedstack._w_job_start(text, text, jsonb, text, bigint),
     embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
-    embedstack._w_job_finish(bigint, text, text, jsonb)
+    embedstack._w_job_finish(bigint, text, text, jsonb),
+    embedstack._w_hold(text, text)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     embedstack._w_insert_model_set(text, regclass, name, name[], integer[], regtype[], text, double precision, name, text, name),
@@ -272,5 +273,6 @@ GRANT EXECUTE ON FUNCTION
     embedstack._w_serve(text, bigint, bigint),
     embedstack._w_job_start(text, text, jsonb, text, bigint),
     embedstack._w_job_update(bigint, text, bigint, bigint, text, bigint, name, jsonb, bigint),
-    embedstack._w_job_finish(bigint, text, text, jsonb)
+    embedstack._w_job_finish(bigint, text, text, jsonb),
+    embedstack._w_hold(text, text)
   TO PUBLIC;

@@ -109,6 +109,10 @@ COMMENT ON COLUMN embedstack.generations.pending_open IS 'Whether the freshness 
 COMMENT ON COLUMN embedstack.model_sets.legacy_column IS
   'The source column a 0.1/0.2 release served from (set by the 0.3.0 upgrade; no longer written); '
   'drop_model_set(name, drop_columns => true) drops it.';
+COMMENT ON COLUMN embedstack.model_sets.held_since IS
+  'Since when a rollback holds the model set: refit records its fits but keeps the served one, a plain materialize '
+  'refuses, until embedstack.release(name). NULL: not held.';
+COMMENT ON COLUMN embedstack.model_sets.held_reason IS 'Which rollback holds the model set.';
 COMMENT ON FUNCTION embedstack._w_generation_pending(text, bigint, regclass, boolean) IS
   'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): a generation''s pending-keys table.';
 COMMENT ON FUNCTION embedstack._keep_generations() IS 'Internal: the value of embedstack.keep_generations.';
@@ -161,6 +165,12 @@ COMMENT ON FUNCTION embedstack.query_vector(text, vector[]) IS
 COMMENT ON FUNCTION embedstack.query_vector(text, anyelement) IS
   'Query-side vector of the active fit for the stored row with this key (item-to-item search). '
   'No such row: P0002. STABLE.';
+COMMENT ON FUNCTION embedstack.query_vector(text, text) IS
+  'Query-side vector of the active fit for the stored row whose key is given as text (a quoted literal), read '
+  'with the key type''s input function. No such row: P0002. STABLE.';
+COMMENT ON FUNCTION embedstack._apply_as_owner(text, regclass, text) IS
+  'Internal: applies changes no freshness trigger saw (partitions attached, detached or dropped; the keys a retained '
+  'generation recorded) to the live generations, as the source''s owner; the caller must be a member of it.';
 COMMENT ON COLUMN embedstack.status.model_set IS 'The model set''s name.';
 COMMENT ON COLUMN embedstack.status.source IS 'Its source table.';
 COMMENT ON COLUMN embedstack.status.combined_column IS 'The combined-vector column of the served view.';
@@ -187,6 +197,9 @@ COMMENT ON COLUMN embedstack.status.view IS 'The served view (in the source''s s
 COMMENT ON COLUMN embedstack.status.served_generation IS 'The generation the view reads.';
 COMMENT ON COLUMN embedstack.status.previous_fit IS 'What rollback would serve: this fit ...';
 COMMENT ON COLUMN embedstack.status.previous_generation IS '... from this generation.';
+COMMENT ON COLUMN embedstack.status.held_since IS 'Since when a rollback holds the model set (refits keep the served fit until embedstack.release); NULL: not held.';
+COMMENT ON COLUMN embedstack.status.held_reason IS 'Which rollback holds it.';
+COMMENT ON COLUMN embedstack.status.retained_generations IS 'Generations kept besides the served one: what rollback(..., to_fit => id) can serve at once.';
 COMMENT ON TABLE embedstack.jobs IS
   'One row per materialize / refit call: progress committed with each batch, outcome, error. '
   'Trimmed to embedstack.keep_history rows per model set; not dumped.';

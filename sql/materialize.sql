@@ -1175,12 +1175,15 @@ BEGIN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
         SELECT max(f.id) INTO fid FROM embedstack.fits f
-         WHERE f.model_set = ms.name
+         WHERE f.model_set = ms.name AND NOT coalesce((f.diagnostics->>'underdetermined')::boolean, false)
            AND NOT EXISTS (SELECT 1 FROM embedstack.jobs j
                             WHERE j.model_set = ms.name AND j.kind = 'refit' AND j.state = 'kept' AND j.fit_id = f.id);
         IF fid IS NULL THEN
-            RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
-                HINT = 'run embedstack.fit first';
+            RAISE EXCEPTION 'model set "%" has no fit to serve', ms.name USING ERRCODE = '55000',
+                HINT = CASE WHEN EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.model_set = ms.name)
+                            THEN 'its fits had fewer pairs than weights + intercept (underdetermined) or a refit rejected them: '
+                                 'fit with more pairs, or pass fit_id'
+                            ELSE 'run embedstack.fit first' END;
         END IF;
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes

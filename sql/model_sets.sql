@@ -97,6 +97,7 @@ DECLARE
     v_dims integer[] := '{}';
     v_types regtype[] := '{}';
     v_dim integer;
+    v_bad bigint;
     v_typname pg_catalog.name;
     v_combined pg_catalog.name;
     v_view pg_catalog.name;
@@ -200,6 +201,20 @@ BEGIN
                 RAISE EXCEPTION 'cannot discover the dimension of column "%": it has no values yet', model_columns[i]
                     USING ERRCODE = '22023', HINT = 'declare it as vector(n) or pass model_dims';
             END IF;
+            -- Every row must agree with the first (0.3.0 took the first row's dimension silently, and
+            -- each fit then failed on one bad row at a time).
+            EXECUTE format(CASE WHEN v_typname = 'vector' THEN 'SELECT count(*) FROM %2$s WHERE %3$I.vector_dims(%1$I) <> %4$s'
+                                ELSE 'SELECT count(*) FROM %2$s WHERE cardinality(%1$I) <> %4$s' END,
+                           model_columns[i], source, v_vnsp, v_dim) INTO v_bad;
+            IF v_bad > 0 THEN
+                RAISE EXCEPTION 'column "%" of % has % rows whose dimension is not % (the dimension of its first row)',
+                    model_columns[i], source, v_bad, v_dim USING ERRCODE = '22000',
+                    HINT = format(CASE WHEN v_typname = 'vector'
+                                       THEN 'SELECT %1$I, %4$I.vector_dims(%2$I) FROM %3$s WHERE %4$I.vector_dims(%2$I) <> %5$s lists them'
+                                       ELSE 'SELECT %1$I, cardinality(%2$I) FROM %3$s WHERE cardinality(%2$I) <> %5$s lists them' END,
+                                  key_column, model_columns[i], source, v_vnsp, v_dim)
+                           || '; fix them (or set them NULL), or pass model_dims with the right dimension';
+            END IF;
         END IF;
         IF v_dim < 1 OR v_dim > 16000 THEN
             RAISE EXCEPTION 'column "%" has % dimensions; a model has 1 to 16000', model_columns[i], v_dim
@@ -209,6 +224,18 @@ BEGIN
         v_types := v_types || v_col.typid::regtype;
     END LOOP;
 
+    -- Query-weighted: every model is stored (multipliers all 1), so the width is known now; a set
+    -- pgvector cannot index is refused here, not at the first materialise (P8).
+    IF mode = 'query_weighted' AND (SELECT sum(d) FROM unnest(v_dims) d)
+                                   > (CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END) THEN
+        RAISE EXCEPTION 'the combined vector of a query-weighted model set of these models has % dimensions, more than pgvector can index as % (at most %)',
+            (SELECT sum(d) FROM unnest(v_dims) d), CASE storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
+            CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END USING ERRCODE = '54000',
+            HINT = CASE WHEN storage = 'vector' AND (SELECT sum(d) FROM unnest(v_dims) d) <= 4000
+                        THEN 'use storage => ''auto'' or ''halfvec'' (halfvec indexes up to 4000 dimensions)'
+                        ELSE 'a query-weighted set stores every model: leave models out, use lower-dimensional ones, or use '
+                             'mode => ''symmetric'' (its threshold leaves out low-weight models)' END;
+    END IF;
     v_combined := coalesce(combined_column, embedstack._derived_name(name, 'combined'));
     IF v_combined = key_column THEN
         RAISE EXCEPTION 'combined column "%" is the key column', v_combined USING ERRCODE = '42701',
@@ -366,13 +393,20 @@ BEGIN
                    'present and non-zero, and the target (and weight) are not NULL';
     END IF;
     f := embedstack.solve(st, ridge, nonnegative, true);
+    -- (solve warned when there are fewer pairs than weights + intercept: such a fit is recorded,
+    -- marked underdetermined, and a plain materialize does not pick it.)
+    IF f.r2 < 0.01 AND f.n_used > cardinality(f.weights) + 1 THEN
+        RAISE WARNING 'the fit of model set "%" explains almost nothing of the target (r2 = %)', model_set, round(f.r2::numeric, 4)
+            USING HINT = 'check the target column (is it the similarity label?) and the pairs'' keys; embedstack.check lists common causes';
+    END IF;
     fid := (embedstack._w_insert_fit(model_set,
         jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
         f.weights, f.intercept,
         jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
                            'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
                            'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
-                           'collinear', to_jsonb(f.collinear)) || extra_diagnostics,
+                           'collinear', to_jsonb(f.collinear),
+                           'underdetermined', f.n_used < cardinality(f.weights) + 1 AND ridge = 0) || extra_diagnostics,
         st, training_source)).id;
     SELECT * INTO r FROM embedstack.fits x WHERE x.id = fid;
     RETURN r;

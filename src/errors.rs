@@ -286,6 +286,23 @@ pub fn raise_row_error(code: PgSqlErrorCode, key: &str, column: &str, what: &str
     fail(code, format!("row with key {}: column {column} {what}", shown_key(key)))
 }
 
+/// 22000 for a row whose model vector has another dimension than the model set's, with a HINT
+/// that finds all such rows at once (0.3.0 reported one bad row per attempt).
+pub fn raise_dimension_error(model_set: &str, key: &str, column: &str, found: usize, expected: usize) -> ! {
+    fail_hint(
+        PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+        format!(
+            "row with key {}: column {column} has {found} dimensions, the model set expects {expected}",
+            shown_key(key)
+        ),
+        format!(
+            "SELECT * FROM embedstack.check('{}') counts the rows of every other dimension and gives the query that \
+             lists them",
+            model_set.replace('\'', "''")
+        ),
+    )
+}
+
 // ------------------------------------------------- keys hidden from a role that may not read them
 
 /// What a row error says instead of the key, to a role that may not read the key (see

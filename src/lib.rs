@@ -58,6 +58,7 @@ extension_sql_file!(
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["partitions"]);
 extension_sql_file!("../sql/refit.sql", name = "refit", requires = ["jobs"]);
 extension_sql_file!("../sql/status.sql", name = "status", requires = ["refit"]);
+extension_sql_file!("../sql/check.sql", name = "check", requires = ["status"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -77,7 +77,23 @@ fn solve_state(
     opts: SolveOptions,
 ) -> Option<pgrx::composite_type!('static, "embedstack.fit")> {
     let fit = solve_core(st, opts).or_raise()?;
-    if !fit.collinear.is_empty() {
+    let needed = st.k as u64 + u64::from(opts.fit_intercept);
+    if st.n < needed && opts.ridge == 0.0 {
+        // Fewer rows than unknowns: the cause of the rank deficiency, said as such (P8 of the
+        // 0.3.0 trial: "collinear" sent users looking for a modelling problem).
+        crate::ereport_hint!(
+            WARNING,
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "only {} usable rows for {} weights{}: at least {needed} are needed, the weights are not determined \
+                 (minimum-norm solution)",
+                st.n,
+                st.k,
+                if opts.fit_intercept { " and the intercept" } else { "" }
+            ),
+            "label more pairs (a model set's fit then is not what a plain materialize serves)"
+        );
+    } else if !fit.collinear.is_empty() {
         let names: Vec<String> = fit.collinear.iter().map(|i| (i + 1).to_string()).collect();
         crate::ereport_hint!(
             WARNING,

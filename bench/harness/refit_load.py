@@ -96,9 +96,9 @@ def create_db(ctx, v, lib):
         conn.execute("SELECT embedstack.l2_normalize('[1]'::vector)")  # loads the library
         libs = loaded_libraries(conn.info.backend_pid)
     want = lib or "/embedstack.so"
-    # "0.3.0" stands for the 0.3 storage (generation tables behind a view): the current 0.3.x
-    # release, whose default version CREATE EXTENSION installed (0.3.1 changed security, not storage).
-    same_line = ver == v or (v == "0.3.0" and ver.startswith("0.3."))
+    # "0.3.0" stands for the storage of 0.3 and later (generation tables behind a view): the release
+    # whose default version CREATE EXTENSION installed.
+    same_line = ver == v or (v == "0.3.0" and tuple(int(x) for x in ver.split(".")) >= (0, 3, 0))
     ctx.check("refit_load", f"{v}: database {name} runs embedstack {v if ver == v else v + ' storage (' + ver + ')'} "
               "on the intended library",
               same_line and len(libs) == 1 and libs[0].endswith(want), f"extversion {ver}, loaded {libs}")
@@ -326,6 +326,25 @@ def reader_plan(conn, query):
     return (scans[0] if scans else plan[0]) + " + sort"
 
 
+def bare_index_build(conn):
+    """Seconds of a bare CREATE INDEX ... USING hnsw over a copy of the served generation's vectors
+    (same maintenance_work_mem, parallel_workers as the refit's build): the floor of a refit."""
+    rel, comb, storage = conn.execute(
+        "SELECT g.relation::text, m.combined_column, g.storage FROM embedstack.model_sets m "
+        "JOIN embedstack.generations g ON g.id = m.served_generation WHERE m.name = %s", (SET,)).fetchone()
+    conn.execute("DROP TABLE IF EXISTS bare_floor")
+    conn.execute(f"CREATE TABLE bare_floor AS SELECT * FROM {rel}")
+    workers = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]
+    conn.execute(f"ALTER TABLE bare_floor SET (parallel_workers = {int(workers)})")
+    conn.execute(MWM)
+    conn.execute("CHECKPOINT")
+    t = time.time()
+    conn.execute(f"CREATE INDEX ON bare_floor USING hnsw ({comb} {storage}_ip_ops)")
+    secs = time.time() - t
+    conn.execute("DROP TABLE bare_floor")
+    return secs
+
+
 def run(ctx):
     a = ctx.args
     n = a.load_rows
@@ -386,6 +405,7 @@ def run(ctx):
     sizes = {v: [] for v in versions}
     plans = {v: [] for v in versions}  # the readers' plan before each refit
     weights = {v: [] for v in versions}
+    bare = {v: [] for v in versions}  # 0.3.0: a bare HNSW build of the served vectors after each refit
     for rep in range(a.load_reps):
         target = "pairs" if rep % 2 == 0 else "pairs_alt"
         order = versions if rep % 2 == 0 else versions[::-1]
@@ -444,6 +464,10 @@ def run(ctx):
                 mult_prev[v] = ms[1]
                 rows_after = served_check(ctx, conn, v, f"rep {rep + 1}")
                 conn.execute("VACUUM ANALYZE items")  # untimed, before the next refit
+                if v == "0.3.0":
+                    bare[v].append(bare_index_build(conn))
+                    log(f"refit under load: bare CREATE INDEX ... USING hnsw of the same vectors (no load): "
+                        f"{bare[v][-1]:.1f} s")
             ctx.check("refit_load", f"{v} rep {rep + 1}: every reader answer had 10 rows, no reader failed",
                       load.short_answers == 0 and not load.read_errors and load.answers > 0,
                       f"{load.answers} answers, {load.short_answers} short, {len(load.read_errors)} errors "
@@ -487,4 +511,5 @@ def run(ctx):
         "skip_v021": skip, "setup_s": setup_s, "runs": runs, "median": {v: median(r) for v, r in runs.items()},
         "phases": {v: {p: median([x[p] for x in phases[v]]) for p in phases[v][0]} for v in versions if phases[v]},
         "throughput": thr, "sizes": sizes, "plans": plans, "databases": dbs,
+        "bare_index_s": bare.get("0.3.0", []),
     }

@@ -34,10 +34,11 @@ import profiling as perf_profile  # noqa: E402
 import refit_load  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
+import serving_costs  # noqa: E402
 from common import Ctx, log  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-SECTIONS = ["features", "fit", "materialize", "serving", "memory", "refit_load"]
+SECTIONS = ["features", "fit", "materialize", "serving", "memory", "refit_load", "serving_costs"]
 
 
 def env_default(name):
@@ -70,6 +71,8 @@ def parse_args(argv):
     p.add_argument("--contention", default="", help="a note on other load during the run")
     p.add_argument("--profile", action="store_true", help="profile fit and the plain SQL fit with perf (extra, untimed runs)")
     p.add_argument("--load-rows", type=int, default=100000, help="refit under load: rows of the source table")
+    p.add_argument("--cost-rows", type=int, default=20000,
+                   help="serving costs (write cost of a served source, rollback): rows of the source table")
     p.add_argument("--load-pairs", type=int, default=None, help="refit under load: labelled pairs (default: --load-rows)")
     p.add_argument("--load-reps", type=int, default=1, help="refit under load: refits per version (interleaved)")
     p.add_argument("--load-writers", type=int, default=2, help="refit under load: writer threads")
@@ -218,7 +221,7 @@ def main(argv):
                      ([f"m{m + 1}" for m in range(len(args.dims))],))
 
     modules = {"features": features, "fit": fit, "materialize": materialize, "serving": serving, "memory": memory,
-               "refit_load": refit_load, "profile": perf_profile}
+               "refit_load": refit_load, "serving_costs": serving_costs, "profile": perf_profile}
     for name in SECTIONS + ["profile"]:
         if name == "profile" and not (args.profile and "fit" in ctx.results):
             continue

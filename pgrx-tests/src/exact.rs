@@ -94,3 +94,46 @@ pub fn assert_view_exact(c: &mut Client, table: &str, set: &str, view: &str, wha
     );
     active
 }
+
+/// The distinct keys recorded in generation `generation`'s pending-keys table (empty without one):
+/// the rows written since it stopped being served (0.4.0: a retained generation records them
+/// instead of being written; the rollback that serves it again writes them first).
+pub fn pending_keys(c: &mut Client, generation: i64) -> std::collections::BTreeSet<i32> {
+    let rel: Option<String> = c
+        .query_one("SELECT pending::text FROM embedstack.generations WHERE id = $1", &[&generation])
+        .unwrap()
+        .get(0);
+    match rel {
+        None => Default::default(),
+        Some(rel) => c
+            .query(&format!("SELECT DISTINCT id FROM {rel}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    }
+}
+
+/// Asserts a generation that records its changed keys is exact but for them: every key whose row
+/// differs from `want` (missing, extra, other vector) is recorded in `pending` — so the rollback
+/// that writes the recorded keys again serves exactly `want`.
+pub fn assert_same_but_recorded(
+    got: &Vectors,
+    want: &Vectors,
+    pending: &std::collections::BTreeSet<i32>,
+    what: &str,
+) {
+    let unrecorded: Vec<&i32> = want
+        .keys()
+        .chain(got.keys())
+        .filter(|k| got.get(k) != want.get(k) && !pending.contains(k))
+        .take(5)
+        .collect();
+    assert!(
+        unrecorded.is_empty(),
+        "{what}: keys {unrecorded:?} differ from the source and are not recorded ({} rows, {} in the source, {} recorded)",
+        got.len(),
+        want.len(),
+        pending.len()
+    );
+}

@@ -474,9 +474,10 @@ fn refit_policy_cutover_kept_never_always_and_no_holdout() {
 
 /// (b) A second refit identical to the first one (same pairs, same arguments, same data) must
 /// produce the same fit: identical weights, hence equal held-out MSEs, hence "not worse" -> cut
-/// over; and as the stored multipliers are then identical, nothing is written: no new
+/// over; and as the stored multipliers are then identical, nothing changes (0.4.0): no new
 /// generation, the same one served, none of its rows rewritten (every row keeps its ctid and
-/// xmin), the source untouched, while `active_fit` moves to the new fit. Checked twice: right
+/// xmin), the source untouched, and the active fit and the rollback point stay (0.3.x moved
+/// `active_fit` to the new fit and made the identical old one the rollback point). Checked twice: right
 /// after the first refit, and after an UPDATE of a column outside the model set (which moves half
 /// the source rows physically but changes nothing the model set reads: the freshness triggers
 /// rewrite no generation row).
@@ -531,7 +532,8 @@ fn refit_identical_rerun_rewrites_no_row() {
         );
         assert_eq!(j.details["new_mse"], j.details["active_mse"], "{step}: {:?}", j.details);
         assert_eq!(j.state, "succeeded", "{step}: not worse -> cut over: {j:?}");
-        assert_eq!(status(&mut c, "ri").active_fit, Some(f), "{step}");
+        assert!(j.outcome.as_deref().unwrap_or("").contains("nothing changed"), "{step}: {j:?}");
+        assert_eq!(status(&mut c, "ri").active_fit, Some(f1), "{step}: the served fit stays");
         assert_eq!(rewritten, 0, "{step}: identical multipliers: no row may be rewritten");
         assert_eq!(after.generation_rows, before.generation_rows, "{step}: the served generation's rows");
         assert_eq!(after.generations, before.generations, "{step}: no new generation");
@@ -1056,8 +1058,10 @@ fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
         (r.get(0), r.get(1))
     };
     assert_eq!(previous(&mut c).0, Some(f1));
-    let f_plain: i64 =
-        c.query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y')).id", &[]).unwrap().get(0);
+    let f_plain: i64 = c
+        .query_one("SELECT (embedstack.fit('kh', 'pairs', 'a', 'b', 'y', ridge => 3)).id", &[])
+        .unwrap()
+        .get(0);
     all_fits.push(f_plain);
     let mut want = newest(&all_fits, 3);
     want.insert(0, f1);
@@ -1065,7 +1069,9 @@ fn keep_history_trims_fits_and_jobs_but_never_the_active_fit() {
     assert!(fit_ids(&mut c, "kh").contains(&f_new));
     assert_eq!(job_ids(&mut c, "kh"), newest(&all_jobs, 3), "fit() trims jobs too");
     // Serving f_plain (a new layout: a new generation): f_new becomes the previous fit, f1's
-    // generation is dropped (one retained generation), and f1 goes at the next fit.
+    // generation is dropped (one retained generation), and f1 goes at the next fit. (f_plain is
+    // fitted with a ridge: without one it would have f1's layout, and serving it would reuse f1's
+    // retained generation, rollback.rs.)
     let gen_before = previous(&mut c).1;
     c.batch_execute(&format!("CALL embedstack.materialize('kh', {f_plain})")).unwrap();
     all_jobs.push(latest_job(&mut c, "kh").id);

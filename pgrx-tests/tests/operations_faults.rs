@@ -1296,19 +1296,13 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
         row_versions(&mut c, "big").into_iter().filter(|(id, _, _)| *id <= LROWS).collect();
     assert!(untouched == big_rows, "rows 1..={LROWS} of big rewritten (ctid/xmin changed) or lost");
 
-    // Every key = _combine_vector over the source, in the view (fit B) and in the retained
-    // generation (fit A).
+    // Every key = _combine_vector over the source, in the view (fit B), and in the retained
+    // generation (fit A) once a rollback serves it again (since 0.4.0 a retained generation is
+    // not written by each write: the keys are recorded, and the rollback writes them again).
     let writer_rows: usize = wstats.iter().map(|s| s.live.len()).sum();
     let n_keys = LROWS as i64 + writer_rows as i64;
     let b = compare_with_source(&mut c, "big", "big_ld", "ld_combined", "ld", "m.served_multipliers");
     assert_eq!(b, (n_keys, 0, 0, 0), "view vs _combine_vector(fit B): (keys, missing, extra, differing)");
-    let mult_a_sql = format!("(SELECT g.multipliers FROM embedstack.generations g WHERE g.id = {gen_a})");
-    let a = compare_with_source(&mut c, "big", &gen_table("big_ld", gen_a), "ld_combined", "ld", &mult_a_sql);
-    assert_eq!(
-        a,
-        (n_keys, 0, 0, 0),
-        "retained generation vs _combine_vector(fit A): (keys, missing, extra, differing)"
-    );
     let ga = generation(&mut c, "ld", gen_a);
     for (g, w) in ga.multipliers.iter().zip(&mult_a) {
         assert!(
@@ -1345,6 +1339,19 @@ fn faults_load_refit_under_concurrent_writers_and_readers() {
     assert!(checked >= 2000, "{checked} sampled rows");
     let mut fresh = db.session();
     assert_index_used(&mut fresh, LD, &models_sql(&qmodels[0]), &gen_index("big_ld", gen_b), "fit B");
+    let t_rb = Instant::now();
+    c.batch_execute("CALL embedstack.rollback('ld')").unwrap();
+    println!(
+        "load: rollback to fit A (retained generation brought up to date): {:.2}s",
+        t_rb.elapsed().as_secs_f64()
+    );
+    let mult_a_sql = format!("(SELECT g.multipliers FROM embedstack.generations g WHERE g.id = {gen_a})");
+    let a = compare_with_source(&mut c, "big", "big_ld", "ld_combined", "ld", &mult_a_sql);
+    assert_eq!(
+        a,
+        (n_keys, 0, 0, 0),
+        "view after rollback vs _combine_vector(fit A): (keys, missing, extra, differing)"
+    );
 
     let notices = notices.lock().unwrap().clone();
     for n in notices.iter().filter(|n| !n.contains(" rows (")) {

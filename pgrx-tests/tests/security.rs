@@ -2477,6 +2477,7 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("CALL embedstack.refresh('{set}')"),
         format!("CALL embedstack.rollback('{set}')"),
         format!("CALL embedstack.rollback('{set}')"),
+        format!("SELECT embedstack.release('{set}')"),
         format!("CALL embedstack.materialize('{wset}', batch_size => 7)"),
         format!("SELECT embedstack.query_vector('{set}', 7)"),
         format!("SELECT embedstack.query_vector('{set}', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])"),
@@ -2554,6 +2555,7 @@ fn superuser_on_alice_steps(r: usize) -> Vec<(String, Want)> {
             .into(),
         "CALL embedstack.rollback('stack')".into(),
         "CALL embedstack.rollback('stack')".into(),
+        "SELECT embedstack.release('stack')".into(),
         // alice's partitioned source (owner_steps): writes and partition DDL by the superuser
         // apply the rows as alice (restricted), never as the superuser.
         format!("INSERT INTO alice.pt_a{r}_2 VALUES (6, '[1,1,1]')"),

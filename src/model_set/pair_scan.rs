@@ -324,26 +324,39 @@ pub fn pair_statistics(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &Pa
     st
 }
 
-/// Says how many pairs were skipped and why: a NOTICE, or a WARNING when more than half were
-/// (0.2.0 skipped them silently, and a wrong key column looked like a small training set).
+/// Says how many pairs were skipped and why: a WARNING when a pair names a key the source does
+/// not have or more than a tenth were skipped (drivers and pg_cron show no NOTICE: 0.3.0 reported
+/// 30% of pairs with unknown keys as a NOTICE), else a NOTICE.
 fn report_skipped(def: &ModelSetDef, pairs: &PairSource, st: &RegStats, missing: u64) {
     if st.skipped == 0 {
         return;
     }
     let all = st.n + st.skipped;
+    let other = if pairs.weight.is_some() {
+        "a NULL or zero vector, a NULL target or a NULL or zero weight"
+    } else {
+        "a NULL or zero vector or a NULL target"
+    };
     let msg = format!(
-        "model set \"{}\": {} of {all} pairs of {} skipped ({missing} with a key not in {}, {} with a NULL or \
-         zero vector, a NULL target or a NULL or zero weight)",
+        "model set \"{}\": {} of {all} pairs of {} skipped ({missing} with a key not in {}, {} with {other})",
         def.name,
         st.skipped,
         pairs.table_sql,
         def.source_sql,
         st.skipped - missing
     );
-    let hint =
-        "a pair is used when both keys exist in the source table, every model vector of both is present \
-                and non-zero, and the target (and weight) are not NULL";
-    if st.skipped * 2 > all {
+    let hint = format!(
+        "a pair is used when both keys exist in the source table, every model vector of both is present and \
+         non-zero, and the target{} not NULL; SELECT * FROM embedstack.check('{}', '{}', '{}', '{}', '{}') counts \
+         them with the queries that list them",
+        if pairs.weight.is_some() { " and weight are" } else { " is" },
+        def.name.replace('\'', "''"),
+        pairs.table_sql.replace('\'', "''"),
+        pairs.left.replace('\'', "''"),
+        pairs.right.replace('\'', "''"),
+        pairs.target.replace('\'', "''")
+    );
+    if missing > 0 || st.skipped * 10 > all {
         crate::ereport_hint!(WARNING, PgSqlErrorCode::ERRCODE_WARNING, msg, hint);
     } else {
         crate::ereport_hint!(NOTICE, PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, msg, hint);
@@ -452,11 +465,12 @@ fn load_chunk(
                     Ok(_) => {}
                 }
                 if let Err(e) = chunk.set(idx, m, block) {
-                    raise_row_error(
-                        PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                    crate::errors::raise_dimension_error(
+                        &def.name,
                         &key(),
                         &def.model_columns[m],
-                        &format!("has {} dimensions, the model set expects {}", e.found, e.expected),
+                        e.found,
+                        e.expected,
                     );
                 }
             }

@@ -94,10 +94,29 @@ fn query_vector_from_key(model_set: &str, key: AnyElement, fcinfo: pg_sys::Funct
     args.push(0);
     // SAFETY: a non-null argument (the function is strict) of the type pgrx reports.
     unsafe { call_cache::datum_bytes(key.oid(), key.datum(), &mut args) };
-    call_cache::vector_once(fcinfo, args, || with_pinned_search_path(|| build_from_key(model_set, &key)))
+    call_cache::vector_once(fcinfo, args, || {
+        with_pinned_search_path(|| build_from_key(model_set, key.datum(), key.oid()))
+    })
 }
 
-fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
+/// The same for a key given as text (a quoted literal: `query_vector('set', '42')` was ambiguous
+/// in 0.3.0, and `'42'::text` failed for an integer key): read with the key type's input function,
+/// as the literal would be in a comparison with the key column.
+#[pg_extern(stable, strict, parallel_safe, name = "query_vector")]
+fn query_vector_from_text_key(model_set: &str, key: &str, fcinfo: pg_sys::FunctionCallInfo) -> VectorOutput {
+    let mut args = model_set.as_bytes().to_vec();
+    args.push(0);
+    args.extend_from_slice(&pg_sys::TEXTOID.to_u32().to_le_bytes());
+    args.extend_from_slice(key.as_bytes());
+    call_cache::vector_once(fcinfo, args, || {
+        with_pinned_search_path(|| {
+            let datum = key.into_datum().expect("text datum");
+            build_from_key(model_set, datum, pg_sys::TEXTOID)
+        })
+    })
+}
+
+fn build_from_key(model_set: &str, key_datum: pg_sys::Datum, key_oid: pg_sys::Oid) -> VectorOutput {
     // Read the row inside SPI, but build the vector outside it: SPI's memory is freed at
     // disconnect, and the result must outlive it.
     let (def, query, raw) = Spi::connect(|client| {
@@ -108,19 +127,26 @@ fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
         // operator name the parser resolves through the search path.
         super::catalog::require_columns(def.source_oid, &def.source_sql, &[&def.key_column]);
         let key_column = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
-        let Some(cmp) = key_column.compare_with(key.oid()) else {
+        let (key_datum, key_oid) = match key_column.compare_with(key_oid) {
+            None if key_oid == pg_sys::TEXTOID => (text_as(key_datum, key_column.typid), key_column.typid),
+            _ => (key_datum, key_oid),
+        };
+        let Some(cmp) = key_column.compare_with(key_oid) else {
             crate::ereport_hint!(
                 ERROR,
                 PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
                 format!(
                     "model set \"{}\": a key of type {} cannot be compared with the key \"{}\" of {} ({})",
                     def.name,
-                    format_type(key.oid(), -1),
+                    format_type(key_oid, -1),
                     def.key_column,
                     def.source_sql,
                     format_type(key_column.typid, -1)
                 ),
-                "pass the key as a value of the key column's type"
+                format!(
+                    "pass the key as a value of the key column's type (a quoted literal, or a cast: ...::{})",
+                    format_type(key_column.typid, -1)
+                )
             );
         };
         let cols: Vec<String> = def.model_columns.iter().map(|c| format!("s.{}", ident(c))).collect();
@@ -130,7 +156,7 @@ fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
             def.source_sql,
             cmp.sql(&format!("s.{}", ident(&def.key_column)), "$1")
         );
-        let arg = unsafe { DatumWithOid::new(key.datum(), key.oid()) };
+        let arg = unsafe { DatumWithOid::new(key_datum, key_oid) };
         let table = client.select(sql.as_str(), Some(2), &[arg]).or_internal();
         let rows = table.len();
         if rows == 0 {
@@ -180,6 +206,16 @@ fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
                 Block::F64(x) => RawBlock::F64(x.to_vec()),
             }));
         }
+        if raw.iter().all(Option::is_none) {
+            // Served as a zero vector, which scores 0 with every row: "similar items" would be
+            // arbitrary rows (P8 of the 0.3.0 trial).
+            crate::ereport_hint!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("model set \"{}\": the row with this key has no model vector (every model column is NULL)", def.name),
+                "it has nothing to be similar by: give it a vector of at least one model"
+            );
+        }
         (def, q, raw)
     });
     let stored = def.served.as_ref().expect("checked").multipliers.clone();
@@ -193,6 +229,17 @@ fn build_from_key(model_set: &str, key: &AnyElement) -> VectorOutput {
         })
         .collect();
     build(&def, &stored, &query, &blocks, &|| "row with the given key: ".into())
+}
+
+/// A text value read as type `typid` by its input function (errors as the input function raises
+/// them, e.g. 22P02 for an integer key given as 'abc').
+fn text_as(text: pg_sys::Datum, typid: pg_sys::Oid) -> pg_sys::Datum {
+    unsafe {
+        let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
+        let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(typid, &mut input, &mut ioparam);
+        pg_sys::OidInputFunctionCall(input, cstr, ioparam, -1)
+    }
 }
 
 enum RawBlock {
