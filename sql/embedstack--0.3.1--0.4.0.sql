@@ -7,10 +7,15 @@
 -- 1. A rollback holds its model set (refit keeps the served fit, a plain materialize refuses)
 -- until embedstack.release: the hold is recorded with the model set.
 ALTER TABLE embedstack.model_sets ADD COLUMN held_since timestamptz, ADD COLUMN held_reason text;
+COMMENT ON COLUMN embedstack.model_sets.held_since IS
+  'Since when a rollback holds the model set: refit records its fits but keeps the served one, a plain materialize '
+  'refuses, until embedstack.release(name). NULL: not held.';
+COMMENT ON COLUMN embedstack.model_sets.held_reason IS 'Which rollback holds the model set.';
 
 -- 2. Partitioned sources (P1, F10): the freshness triggers sit on every table of the partition
 -- tree; an event trigger installs them on partitions created or attached later and applies the
 -- rows that join or leave the source; shapes whose changes cannot all be seen are refused (0A000).
+-- _apply_as_owner applies what no trigger saw, as the source's owner.
 CREATE FUNCTION embedstack."_apply_as_owner"("model_set" TEXT, "rel" regclass, "event" TEXT) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_apply_as_owner_wrapper';
 COMMENT ON FUNCTION embedstack._apply_as_owner(text, regclass, text) IS
@@ -142,6 +147,7 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
+COMMENT ON FUNCTION embedstack._drop_triggers(embedstack.model_sets) IS 'Internal: drops a model set''s freshness triggers.';
 
 -- The statements that apply one source statement's changes to every live generation (called by
 -- the trigger, with the transition tables embedstack_new / embedstack_old in scope; a generation
@@ -451,6 +457,7 @@ DECLARE
     v_dims integer[] := '{}';
     v_types regtype[] := '{}';
     v_dim integer;
+    v_bad bigint;
     v_typname pg_catalog.name;
     v_combined pg_catalog.name;
     v_view pg_catalog.name;
@@ -554,6 +561,20 @@ BEGIN
                 RAISE EXCEPTION 'cannot discover the dimension of column "%": it has no values yet', model_columns[i]
                     USING ERRCODE = '22023', HINT = 'declare it as vector(n) or pass model_dims';
             END IF;
+            -- Every row must agree with the first (0.3.0 took the first row's dimension silently, and
+            -- each fit then failed on one bad row at a time).
+            EXECUTE format(CASE WHEN v_typname = 'vector' THEN 'SELECT count(*) FROM %2$s WHERE %3$I.vector_dims(%1$I) <> %4$s'
+                                ELSE 'SELECT count(*) FROM %2$s WHERE cardinality(%1$I) <> %4$s' END,
+                           model_columns[i], source, v_vnsp, v_dim) INTO v_bad;
+            IF v_bad > 0 THEN
+                RAISE EXCEPTION 'column "%" of % has % rows whose dimension is not % (the dimension of its first row)',
+                    model_columns[i], source, v_bad, v_dim USING ERRCODE = '22000',
+                    HINT = format(CASE WHEN v_typname = 'vector'
+                                       THEN 'SELECT %1$I, %4$I.vector_dims(%2$I) FROM %3$s WHERE %4$I.vector_dims(%2$I) <> %5$s lists them'
+                                       ELSE 'SELECT %1$I, cardinality(%2$I) FROM %3$s WHERE cardinality(%2$I) <> %5$s lists them' END,
+                                  key_column, model_columns[i], source, v_vnsp, v_dim)
+                           || '; fix them (or set them NULL), or pass model_dims with the right dimension';
+            END IF;
         END IF;
         IF v_dim < 1 OR v_dim > 16000 THEN
             RAISE EXCEPTION 'column "%" has % dimensions; a model has 1 to 16000', model_columns[i], v_dim
@@ -563,6 +584,18 @@ BEGIN
         v_types := v_types || v_col.typid::regtype;
     END LOOP;
 
+    -- Query-weighted: every model is stored (multipliers all 1), so the width is known now; a set
+    -- pgvector cannot index is refused here, not at the first materialise (P8).
+    IF mode = 'query_weighted' AND (SELECT sum(d) FROM unnest(v_dims) d)
+                                   > (CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END) THEN
+        RAISE EXCEPTION 'the combined vector of a query-weighted model set of these models has % dimensions, more than pgvector can index as % (at most %)',
+            (SELECT sum(d) FROM unnest(v_dims) d), CASE storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
+            CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END USING ERRCODE = '54000',
+            HINT = CASE WHEN storage = 'vector' AND (SELECT sum(d) FROM unnest(v_dims) d) <= 4000
+                        THEN 'use storage => ''auto'' or ''halfvec'' (halfvec indexes up to 4000 dimensions)'
+                        ELSE 'a query-weighted set stores every model: leave models out, use lower-dimensional ones, or use '
+                             'mode => ''symmetric'' (its threshold leaves out low-weight models)' END;
+    END IF;
     v_combined := coalesce(combined_column, embedstack._derived_name(name, 'combined'));
     IF v_combined = key_column THEN
         RAISE EXCEPTION 'combined column "%" is the key column', v_combined USING ERRCODE = '42701',
@@ -587,6 +620,12 @@ BEGIN
                               threshold, v_combined, storage, v_view);
     RETURN embedstack._model_set(name);
 END $$;
+COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[], name) IS
+  'Registers a model set: source table, key column (NOT NULL, single-column unique index), model columns '
+  '(vector(n), real[] or double precision[]; dims from the typmod, model_dims, or the first row), mode '
+  'symmetric | query_weighted, threshold, combined column name (default <name>_combined), storage, served view '
+  'name (default <source>_<name>). Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, '
+  '42710 duplicate name, 42701/42P07 name clash.';
 
 CREATE EVENT TRIGGER embedstack_partitions_changed ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER TABLE', 'ALTER FOREIGN TABLE')
@@ -595,7 +634,7 @@ COMMENT ON EVENT TRIGGER embedstack_partitions_changed IS
   'Keeps the served vectors of partitioned sources exact when partitions are created, attached or detached (embedstack).';
 
 -- 3. The writers of a partition lock only it: the jobs wait for the writers of every table of the
--- source; the catch-up after the index build runs in committed batches (writers stalled for
+-- source. The catch-up after the index build runs in committed batches (writers stalled for
 -- minutes behind one long lock); the index build gets parallel workers. Retained generations
 -- record the keys written instead of being written (an HNSW insert per write and generation).
 -- A pending-keys table for generation g, opened (the freshness triggers record the keys they
@@ -1155,7 +1194,8 @@ COMMENT ON FUNCTION embedstack._retain(text) IS
 
 -- 4. Rollback a DBA can rely on (P2): rollback(set, to_fit => id) serves any live generation's fit
 -- and holds the model set; release ends the hold; refit keeps a held model set's fit; materialize
--- refuses to pick a fit for a held model set; refresh keeps the rollback point.
+-- refuses to pick a fit for a held model set (and does not pick an underdetermined fit); refresh
+-- keeps the rollback point.
 DROP PROCEDURE embedstack.rollback(text, boolean);
 -- Serves an earlier fit again, at once: the previous one (undoes the last switch; calling it
 -- again switches back), or `to_fit`, any fit whose stored layout a live generation holds (the
@@ -1240,10 +1280,13 @@ BEGIN
        SET held_since = CASE WHEN reason IS NULL THEN NULL ELSE clock_timestamp() END, held_reason = reason
      WHERE x.name = _w_hold.model_set;
 END $$;
+COMMENT ON FUNCTION embedstack._w_hold(text, text) IS
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): holds a model set (a '
+  'rollback) or releases it (reason NULL).';
+
 -- (The writers' ACL is written out as REVOKE + GRANT, as in a fresh install.)
 REVOKE EXECUTE ON FUNCTION embedstack._w_hold(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION embedstack._w_hold(text, text) TO PUBLIC;
-
 -- What is served: fit `fit_id` from generation `generation`. The generation served so far is
 -- retained (with its fit, as what a rollback serves again); called in the cut-over
 -- transaction, by a rollback, or alone when only the active fit changes (query-weighted mode).
@@ -1274,6 +1317,8 @@ BEGIN
                                       ELSE x.previous_generation END
      WHERE x.name = _w_serve.model_set;
 END $$;
+COMMENT ON FUNCTION embedstack._w_serve(text, bigint, bigint) IS
+  'Internal catalog writer (as the caller; 42501 unless it owns the model set''s source): the served fit and generation.';
 
 -- fit (refit's first step): train on the pairs not held out, score the new and the active fit
 -- on the held-out ones (prediction MSE, exact from the held-out regression state), and decide.
@@ -1399,12 +1444,15 @@ BEGIN
         -- The latest fit that no refit rejected (a refit that kept the active fit recorded the
         -- new one as kept: serving it by default would undo that decision).
         SELECT max(f.id) INTO fid FROM embedstack.fits f
-         WHERE f.model_set = ms.name
+         WHERE f.model_set = ms.name AND NOT coalesce((f.diagnostics->>'underdetermined')::boolean, false)
            AND NOT EXISTS (SELECT 1 FROM embedstack.jobs j
                             WHERE j.model_set = ms.name AND j.kind = 'refit' AND j.state = 'kept' AND j.fit_id = f.id);
         IF fid IS NULL THEN
-            RAISE EXCEPTION 'model set "%" has no fit', ms.name USING ERRCODE = '55000',
-                HINT = 'run embedstack.fit first';
+            RAISE EXCEPTION 'model set "%" has no fit to serve', ms.name USING ERRCODE = '55000',
+                HINT = CASE WHEN EXISTS (SELECT 1 FROM embedstack.fits f WHERE f.model_set = ms.name)
+                            THEN 'its fits had fewer pairs than weights + intercept (underdetermined) or a refit rejected them: '
+                                 'fit with more pairs, or pass fit_id'
+                            ELSE 'run embedstack.fit first' END;
         END IF;
     END IF;
     PERFORM embedstack._layout(ms.name, fid);   -- 42704, 22023, 54000 before anything changes
@@ -1478,8 +1526,202 @@ COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
   'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback '
   'and how many generations rollback can reach.';
+COMMENT ON COLUMN embedstack.status.held_since IS 'Since when a rollback holds the model set (refits keep the served fit until embedstack.release); NULL: not held.';
+COMMENT ON COLUMN embedstack.status.held_reason IS 'Which rollback holds it.';
+COMMENT ON COLUMN embedstack.status.retained_generations IS 'Generations kept besides the served one: what rollback(..., to_fit => id) can serve at once.';
 
--- 5. Model sets served by 0.3.x from a partitioned source had triggers on the parent only: writes
+-- 5. Messages that name the fix (P8): _record_fit warns when a fit explains nothing and marks a fit
+-- of fewer pairs than weights + intercept; query_vector takes a key given as text; check() is the
+-- pre-flight.
+-- Solves a regression state and records it as a fit of the model set (22023 with a hint when
+-- no pair was usable).
+CREATE OR REPLACE FUNCTION embedstack._record_fit(model_set text, st double precision[], ridge double precision,
+    nonnegative boolean, training_source jsonb, extra_diagnostics jsonb DEFAULT '{}')
+RETURNS embedstack.fits
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f embedstack.fit;
+    fid bigint;
+    r embedstack.fits;
+BEGIN
+    IF st[4] = 0 THEN
+        RAISE EXCEPTION 'no usable pairs in % (% skipped)', training_source->>'pairs', st[5]::bigint USING ERRCODE = '22023',
+            HINT = 'a pair is used when both keys exist in the source table, every model vector of both is '
+                   'present and non-zero, and the target (and weight) are not NULL';
+    END IF;
+    f := embedstack.solve(st, ridge, nonnegative, true);
+    -- (solve warned when there are fewer pairs than weights + intercept: such a fit is recorded,
+    -- marked underdetermined, and a plain materialize does not pick it.)
+    IF f.r2 < 0.01 AND f.n_used > cardinality(f.weights) + 1 THEN
+        RAISE WARNING 'the fit of model set "%" explains almost nothing of the target (r2 = %)', model_set, round(f.r2::numeric, 4)
+            USING HINT = 'check the target column (is it the similarity label?) and the pairs'' keys; embedstack.check lists common causes';
+    END IF;
+    fid := (embedstack._w_insert_fit(model_set,
+        jsonb_build_object('ridge', ridge, 'nonnegative', nonnegative, 'fit_intercept', true),
+        f.weights, f.intercept,
+        jsonb_build_object('r2', f.r2, 'rmse', f.rmse, 'n_used', f.n_used, 'n_skipped', f.n_skipped,
+                           'condition_number', CASE WHEN f.condition_number = 'Infinity' THEN NULL ELSE f.condition_number END,
+                           'std_errors', to_jsonb(f.std_errors), 'rank', f.rank,
+                           'collinear', to_jsonb(f.collinear),
+                           'underdetermined', f.n_used < cardinality(f.weights) + 1 AND ridge = 0) || extra_diagnostics,
+        st, training_source)).id;
+    SELECT * INTO r FROM embedstack.fits x WHERE x.id = fid;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION embedstack._record_fit(text, double precision[], double precision, boolean, jsonb, jsonb) IS
+  'Internal: solves a state and records it as a fit.';
+
+CREATE FUNCTION embedstack."query_vector"("model_set" TEXT, "key" TEXT) RETURNS vector
+STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'query_vector_from_text_key_wrapper';
+COMMENT ON FUNCTION embedstack.query_vector(text, text) IS
+  'Query-side vector of the active fit for the stored row whose key is given as text (a quoted literal), read '
+  'with the key type''s input function. No such row: P0002. STABLE.';
+
+CREATE OR REPLACE FUNCTION embedstack.check(model_set text, pairs regclass DEFAULT NULL, left_column name DEFAULT NULL,
+                                 right_column name DEFAULT NULL, target_column name DEFAULT NULL)
+RETURNS TABLE (severity text, finding text, model_column name, count bigint, detail text, query text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+    vnsp name := embedstack._vector_schema();
+    col name;
+    d integer;
+    is_vector boolean;
+    dims_expr text;
+    r record;
+    n_rows bigint;
+    n_pairs bigint;
+    key_of text := format('s.%I', ms.key_column);
+    lk text;
+    rk text;
+    y text;
+    usable bigint;
+BEGIN
+    IF (pairs IS NULL) <> (left_column IS NULL) OR (pairs IS NULL) <> (right_column IS NULL)
+       OR (pairs IS NULL) <> (target_column IS NULL) THEN
+        RAISE EXCEPTION 'pass the pairs with their left, right and target columns, or none of them' USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO n_rows;
+    FOR i IN 1 .. cardinality(ms.model_columns) LOOP
+        col := ms.model_columns[i];
+        d := ms.model_dims[i];
+        is_vector := (SELECT t.typname = 'vector' FROM pg_type t WHERE t.oid = ms.model_types[i]);
+        dims_expr := CASE WHEN is_vector THEN format('%I.vector_dims(s.%I)', vnsp, col) ELSE format('cardinality(s.%I)', col) END;
+        EXECUTE format(
+            'SELECT count(*) FILTER (WHERE s.%1$I IS NULL) AS nulls,
+                    count(*) FILTER (WHERE s.%1$I IS NOT NULL AND %2$s <> %3$s) AS bad_dims,
+                    string_agg(DISTINCT CASE WHEN s.%1$I IS NOT NULL AND %2$s <> %3$s THEN %2$s::text END, '', '') AS found_dims,
+                    count(*) FILTER (WHERE s.%1$I IS NOT NULL AND %4$s) AS zeros,
+                    count(*) FILTER (WHERE s.%1$I IS NOT NULL AND %5$s) AS nonfinite,
+                    count(*) FILTER (WHERE s.%1$I IS NOT NULL AND %6$s) AS nested
+               FROM %7$s s',
+            col, dims_expr, d,
+            CASE WHEN is_vector THEN format('%I.vector_norm(s.%I) = 0', vnsp, col)
+                 ELSE format('NOT EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x <> 0)', col) END,
+            CASE WHEN is_vector THEN 'false'
+                 ELSE format('EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x IS NULL OR x IN (''NaN'', ''Infinity'', ''-Infinity''))', col) END,
+            CASE WHEN is_vector THEN 'false' ELSE format('array_ndims(s.%I) > 1', col) END,
+            ms.source) INTO r;
+        IF r.bad_dims > 0 THEN
+            RETURN QUERY SELECT 'error', 'dimension mismatch', col, r.bad_dims,
+                format('the model set expects %s dimensions; rows have %s: fit and materialise stop at the first', d, r.found_dims),
+                format('SELECT %s, %s FROM %s s WHERE %s <> %s', key_of, dims_expr, ms.source, dims_expr, d);
+        END IF;
+        IF r.nested > 0 THEN
+            RETURN QUERY SELECT 'error', 'multi-dimensional array', col, r.nested,
+                'an array of arrays is read as one flat vector: store one vector per row'::text,
+                format('SELECT %s FROM %s s WHERE array_ndims(s.%I) > 1', key_of, ms.source, col);
+        END IF;
+        IF r.nonfinite > 0 THEN
+            RETURN QUERY SELECT 'error', 'NULL, NaN or infinite element', col, r.nonfinite,
+                'a vector with such an element has no direction: fit and materialise refuse it'::text,
+                format('SELECT %s FROM %s s WHERE EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x IS NULL OR x IN (''NaN'', ''Infinity'', ''-Infinity''))',
+                       key_of, ms.source, col);
+        END IF;
+        IF r.zeros > 0 THEN
+            RETURN QUERY SELECT 'warning', 'zero vector', col, r.zeros,
+                'a zero vector has no direction: its block is served as zeros and pairs with it are skipped'::text,
+                format('SELECT %s FROM %s s WHERE %s', key_of, ms.source,
+                       CASE WHEN is_vector THEN format('%I.vector_norm(s.%I) = 0', vnsp, col)
+                            ELSE format('NOT EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x <> 0)', col) END);
+        END IF;
+        IF r.nulls > 0 THEN
+            RETURN QUERY SELECT 'info', 'NULL vector', col, r.nulls,
+                'served with this model''s block as zeros; pairs with it are skipped'::text,
+                format('SELECT %s FROM %s s WHERE s.%I IS NULL', key_of, ms.source, col);
+        END IF;
+    END LOOP;
+    EXECUTE format('SELECT count(*) FROM %s s WHERE %s', ms.source,
+                   (SELECT string_agg(format('s.%I IS NULL', c), ' AND ') FROM unnest(ms.model_columns) c)) INTO usable;
+    IF usable > 0 THEN
+        RETURN QUERY SELECT 'warning', 'no model vector', NULL::name, usable,
+            'served as a zero vector (score 0 with every query); query_vector refuses its key'::text,
+            format('SELECT %s FROM %s s WHERE %s', key_of, ms.source,
+                   (SELECT string_agg(format('s.%I IS NULL', c), ' AND ') FROM unnest(ms.model_columns) c));
+    END IF;
+
+    IF pairs IS NOT NULL THEN
+        PERFORM embedstack._column(pairs, left_column);
+        PERFORM embedstack._column(pairs, right_column);
+        PERFORM embedstack._column(pairs, target_column);
+        lk := format('p.%I', left_column);
+        rk := format('p.%I', right_column);
+        y := format('p.%I', target_column);
+        EXECUTE format('SELECT count(*) FROM %s p', pairs) INTO n_pairs;
+        BEGIN
+            EXECUTE format(
+                'SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM %1$s s WHERE s.%2$I = %3$s)
+                                            OR NOT EXISTS (SELECT 1 FROM %1$s s WHERE s.%2$I = %4$s)) AS unknown,
+                        count(*) FILTER (WHERE %5$s IS NULL) AS null_target,
+                        count(DISTINCT %5$s) AS targets
+                   FROM %6$s p', ms.source, ms.key_column, lk, rk, y, pairs) INTO r;
+        EXCEPTION WHEN undefined_function THEN
+            RETURN QUERY SELECT 'error', 'key types', NULL::name, n_pairs,
+                format('the pairs'' columns %I, %I cannot be compared with the key %I of %s: cast them to its type',
+                       left_column, right_column, ms.key_column, ms.source), NULL::text;
+            RETURN;
+        END;
+        IF r.unknown > 0 THEN
+            RETURN QUERY SELECT 'warning', 'pair key not in the source', NULL::name, r.unknown,
+                'these pairs are skipped by fit, refit and evaluate'::text,
+                format('SELECT p.* FROM %1$s p WHERE NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.%3$I = %4$s) '
+                       'OR NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.%3$I = %5$s)', pairs, ms.source, ms.key_column, lk, rk);
+        END IF;
+        IF r.null_target > 0 THEN
+            RETURN QUERY SELECT 'warning', 'NULL target', NULL::name, r.null_target, 'these pairs are skipped'::text,
+                format('SELECT p.* FROM %s p WHERE %s IS NULL', pairs, y);
+        END IF;
+        IF r.targets = 1 THEN
+            RETURN QUERY SELECT 'error', 'constant target', NULL::name, n_pairs - r.null_target,
+                'every pair has the same target: a fit explains nothing (r2 = 0)'::text,
+                format('SELECT %s, count(*) FROM %s p GROUP BY 1', y, pairs);
+        END IF;
+        EXECUTE format('SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) AS c FROM %s p GROUP BY least(%s, %s), greatest(%s, %s) '
+                       'HAVING count(*) > 1) x', pairs, lk, rk, lk, rk) INTO usable;
+        IF usable > 0 THEN
+            RETURN QUERY SELECT 'warning', 'duplicate pair', NULL::name, usable,
+                'a pair given more than once (either order) weighs more in the fit'::text,
+                format('SELECT least(%1$s, %2$s), greatest(%1$s, %2$s), count(*) FROM %3$s p GROUP BY 1, 2 HAVING count(*) > 1',
+                       lk, rk, pairs);
+        END IF;
+        usable := n_pairs - r.null_target - r.unknown;
+        IF usable < cardinality(ms.model_columns) + 1 THEN
+            RETURN QUERY SELECT 'error', 'too few pairs', NULL::name, greatest(usable, 0),
+                format('a fit of %s models and an intercept needs at least %s usable pairs (more in practice)',
+                       cardinality(ms.model_columns), cardinality(ms.model_columns) + 1), NULL::text;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT 'info', 'summary', NULL::name, n_rows,
+        format('%s rows in %s%s', n_rows, ms.source, CASE WHEN pairs IS NULL THEN '' ELSE format(', %s pairs in %s', n_pairs, pairs) END),
+        NULL::text;
+END $$;
+COMMENT ON FUNCTION embedstack.check(text, regclass, name, name, name) IS
+  'Pre-flight check of a model set''s source (and pairs): one row per finding (dimension mismatches, NaN, nested '
+  'arrays, zero and NULL vectors, rows without any vector, pair keys not in the source, NULL or constant targets, '
+  'duplicate pairs, too few pairs) with its severity, count and the query that lists the rows; a summary row last.';
+
+-- 6. Model sets served by 0.3.x from a partitioned source had triggers on the parent only: writes
 -- aimed at a partition were not served. Install them on every partition now, and say that a
 -- refresh brings the served vectors up to date.
 DO $$

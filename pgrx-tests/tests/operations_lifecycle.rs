@@ -1803,6 +1803,8 @@ fn upgrade_from_0_3_0_equals_a_fresh_install() {
     assert_eq!(served_generation(&mut c, "sym"), g_srv);
     assert!(vectors_text(&mut c, SYM, At::View) == before[0].vectors, "switched back");
     let items_state = source_state(&mut c, "items");
+    // (0.4.0: a rollback holds the model set until release.)
+    c.batch_execute("SELECT embedstack.release('sym')").unwrap();
     c.batch_execute("CALL embedstack.refit('sym', 'pairs', 'a', 'b', 'y', cutover => 'always')").unwrap();
     let st = status_summary(&mut c, "sym");
     assert_eq!(st.job_state.as_deref(), Some("succeeded"), "{st:?}");
