@@ -231,11 +231,13 @@ FROM demo.items s JOIN demo.items_demo v USING (id)
 ORDER BY v.demo_combined <#> embedstack.query_vector('demo', 1), s.id;
 RESET enable_indexscan;
 
--- Freshness: inserts, updates and deletes reach every live generation, the served one and the
--- retained one. Item 7: text [3,0], glove [0,5]; item 3 loses its text vector (a zero block);
--- item 6 goes. An update that changes no model column rewrites no generation row.
--- Expected in generation 1 (multipliers sqrt(2/3), 1, 0): item 3 {0,0,0,1}, item 7
--- {0.816497,0,0,1}; in the served one (0, 1, 0): item 3 {0,1}, item 7 {0,1}.
+-- Freshness: inserts, updates and deletes reach the served generation; the retained one is not
+-- written (0.4.0: an HNSW insert per write and retained generation was most of a write's cost),
+-- it records the keys, and the rollback that serves it again writes them first. Item 7: text
+-- [3,0], glove [0,5]; item 3 loses its text vector (a zero block); item 6 goes. An update that
+-- changes no model column rewrites no generation row. Expected in the served one (0, 1, 0): item
+-- 3 {0,1}, item 7 {0,1}; generation 1 keeps items 3 and 6 as they were, has no item 7, and
+-- records keys 3, 6 and 7.
 CREATE TABLE demo.gen_versions AS
 SELECT 'g1' AS gen, id, xmin::text AS row_xmin, ctid::text AS row_ctid FROM demo.items_demo_g1
 UNION ALL SELECT 'served', id, xmin::text, ctid::text FROM demo.items_demo_g3;
@@ -251,19 +253,28 @@ SELECT id, (SELECT array_agg(round(x::numeric, 6)) FROM unnest(demo_combined::re
 FROM demo.items_demo WHERE id IN (3, 6, 7) ORDER BY id;
 SELECT id, (SELECT array_agg(round(x::numeric, 6)) FROM unnest(demo_combined::real[]) x) AS combined
 FROM demo.items_demo_g1 WHERE id IN (3, 6, 7) ORDER BY id;
+SELECT DISTINCT id AS recorded_for_generation_1 FROM demo.items_demo_g1_pending ORDER BY id;
 -- Every live generation holds exactly the source's keys, each row the kernel's vector for the
--- source row with that generation's multipliers.
+-- source row with that generation's multipliers -- the retained one but for the keys it recorded.
 SELECT g.id AS generation, g.state,
        (SELECT count(*) FROM demo.items) AS source_rows,
        (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', g.relation), false, true, '')))[1]::text::int AS generation_rows,
        (xpath('/row/n/text()', query_to_xml(format(
           'SELECT count(*) AS n FROM demo.items s FULL JOIN %s x USING (id) WHERE x.demo_combined IS DISTINCT FROM '
           'embedstack._combine_vector(%L, ''{2,2,2}'', ''{m_text,m_glove,m_cf}'', s.id, s.m_text, s.m_glove, s.m_cf)',
-          g.relation, g.multipliers), false, true, '')))[1]::text::int AS rows_differing
+          g.relation, g.multipliers), false, true, '')))[1]::text::int AS rows_differing,
+       (xpath('/row/n/text()', query_to_xml(format(
+          'SELECT count(*) AS n FROM demo.items s FULL JOIN %s x USING (id) WHERE x.demo_combined IS DISTINCT FROM '
+          'embedstack._combine_vector(%L, ''{2,2,2}'', ''{m_text,m_glove,m_cf}'', s.id, s.m_text, s.m_glove, s.m_cf) '
+          'AND coalesce(s.id, x.id) NOT IN (SELECT p.id FROM %s p)',
+          g.relation, g.multipliers, coalesce(g.pending::text, '(SELECT NULL::int AS id WHERE false)')), false, true, '')))[1]::text::int
+         AS differing_not_recorded
 FROM embedstack.generations g WHERE g.model_set = 'demo' ORDER BY g.id;
 
 -- Rollback: the previous fit from the previous generation, at once (no rewrite, no index
--- build); calling it again switches back. Scores from item 1 under fit 1 with the new rows:
+-- build: the 3 recorded rows are written again first); calling it again switches back. A
+-- rollback holds the model set (refits keep the served fit) until embedstack.release.
+-- Scores from item 1 under fit 1 with the new rows:
 -- item1 1.666667, item5 1.192570, item4 1, item2 0.707107, item7 (2/3)·1 + 0 = 0.666667,
 -- item3 0 + 0 = 0.
 CALL embedstack.rollback('demo');
@@ -300,14 +311,16 @@ ORDER BY v.demo_combined <#> embedstack.query_vector('demo', 1), s.id;
 RESET enable_indexscan;
 
 -- Retention: embedstack.keep_generations (default 1) keeps the previous generation only.
--- Serving fit 1 again writes a new generation; generation 1 goes, generation 3 is retained.
+-- Serving fit 1 again (a fit named explicitly ends the hold) reuses generation 1, which holds
+-- its layout: no generation is written; generation 3 is retained.
 SELECT min(id) AS first_fit FROM embedstack.fits WHERE model_set = 'demo' \gset
 SET client_min_messages = warning;
 CALL embedstack.materialize('demo', fit_id => :first_fit);
 RESET client_min_messages;
 SELECT id, fit_id, state FROM embedstack.generations WHERE model_set = 'demo' ORDER BY id;
 SELECT to_regclass('demo.items_demo_g1') AS generation_1_table;
--- keep_generations = 0: nothing is retained, so nothing to roll back to (55000).
+-- keep_generations = 0: nothing is retained, so nothing to roll back to (55000). (The last fit's
+-- layout is generation 3's: served again from it.)
 SELECT max(id) AS last_fit FROM embedstack.fits WHERE model_set = 'demo' \gset
 SET embedstack.keep_generations = 0;
 SET client_min_messages = warning;

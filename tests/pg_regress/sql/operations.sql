@@ -51,7 +51,7 @@ SELECT (SELECT array_agg(round(w::numeric, 6) + 0) FROM unnest(f.weights) w) AS 
        round(f.intercept::numeric, 6) + 0 AS intercept, f.training_source->>'split' AS split,
        f.id = (SELECT active_fit FROM embedstack.model_sets WHERE name = 'qw') AS active
 FROM embedstack.fits f WHERE f.model_set = 'qw' ORDER BY f.id;
-SELECT job_kind, job_state, phase, active_fit = job_fit AS serves_new_fit, outcome LIKE '%stored vectors unchanged%' AS no_rewrite,
+SELECT job_kind, job_state, phase, active_fit = job_fit AS serves_new_fit, outcome LIKE '%no rows written%' AS no_rewrite,
        last_error
 FROM embedstack.status WHERE model_set = 'qw';
 
