@@ -67,7 +67,7 @@ BEGIN
         IF r.zeros > 0 THEN
             RETURN QUERY SELECT 'warning', 'zero vector', col, r.zeros,
                 'a zero vector has no direction: its block is served as zeros and pairs with it are skipped'::text,
-                format('SELECT %s FROM %s s WHERE %s', key_of, ms.source,
+                format('SELECT %s FROM %s s WHERE s.%I IS NOT NULL AND %s', key_of, ms.source, col,
                        CASE WHEN is_vector THEN format('%I.vector_norm(s.%I) = 0', vnsp, col)
                             ELSE format('NOT EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x <> 0)', col) END);
         END IF;

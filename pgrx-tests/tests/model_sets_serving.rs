@@ -32,7 +32,7 @@ use embedstack_client_tests::served::{
     generation_row_versions, generation_table_name, generations, relation_exists, served_by_id,
     served_generation, source_state, trigger_names, view_exists, view_name, view_reads, Generation,
 };
-use embedstack_client_tests::sql::{expect_code, message, q, qi, quote_ident, sqlstate};
+use embedstack_client_tests::sql::{all_text, expect_code, message, q, qi, quote_ident, sqlstate};
 use embedstack_client_tests::stats::{pearson, spearman};
 use postgres::Client;
 
@@ -863,8 +863,8 @@ fn bad_input_wrong_dimension_row_names_its_key() {
 }
 
 /// Too wide: three 1500-dimension models in query-weighted mode (4500 > 4000) and two in
-/// `storage => 'vector'` (3000 > 2000) make materialize raise 54000 and serve nothing (no
-/// active fit, no generation, no view, the source's columns unchanged); the same two models with
+/// `storage => 'vector'` (3000 > 2000) make create_model_set raise 54000 (since 0.4.0) and record
+/// nothing (no model set, no view, the source's columns unchanged); the same two models with
 /// `storage => 'auto'` are served as `halfvec` (a `halfvec(3000)` generation) holding the unit
 /// blocks (checked against the raw data).
 #[test]
@@ -883,28 +883,26 @@ fn bad_input_too_wide_combined_vector() {
            FROM generate_series(1, 200) j WHERE (j % 30) <> ((j * 7 + 3) % 30);",
     )
     .unwrap();
-    c.batch_execute(
-        "SELECT embedstack.create_model_set('wide', 'w', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted')",
-    )
-    .unwrap();
-    fit(&mut c, "wide", "wp");
+    // Query-weighted: every model is stored, so the width is known when the model set is created:
+    // refused there (0.4.0; 0.3.x accepted it and failed at the first materialise, P8), with a
+    // hint for query-weighted sets; nothing is recorded, nothing served, the source unchanged.
     let attributes0 = attributes(&mut c, "w");
-    let e = expect_code(&mut c, "CALL embedstack.materialize('wide')", "54000");
+    let e = expect_code(
+        &mut c,
+        "SELECT embedstack.create_model_set('wide', 'w', 'id', ARRAY['m1', 'm2', 'm3'], mode => 'query_weighted')",
+        "54000",
+    );
     eprintln!("54000 message: {}", message(&e));
-    assert_eq!(active_fit(&mut c, "wide"), None);
-    assert_eq!(generations(&mut c, "wide"), vec![], "nothing written");
-    assert!(!relation_exists(&mut c, "w_wide"), "no view");
-    assert_eq!(attributes(&mut c, "w"), attributes0);
-
-    c.batch_execute(
+    assert!(all_text(&e).contains("4500") && all_text(&e).contains("symmetric"), "{}", all_text(&e));
+    let e = expect_code(
+        &mut c,
         "SELECT embedstack.create_model_set('wv', 'w', 'id', ARRAY['m1', 'm2'], mode => 'query_weighted', storage => 'vector')",
-    )
-    .unwrap();
-    fit(&mut c, "wv", "wp");
-    expect_code(&mut c, "CALL embedstack.materialize('wv')", "54000");
-    assert_eq!(active_fit(&mut c, "wv"), None);
-    assert_eq!(generations(&mut c, "wv"), vec![], "nothing written");
-    assert!(!relation_exists(&mut c, "w_wv"), "no view");
+        "54000",
+    );
+    assert!(all_text(&e).contains("halfvec"), "the hint names halfvec: {}", all_text(&e));
+    let n: i64 = c.query_one("SELECT count(*) FROM embedstack.model_sets", &[]).unwrap().get(0);
+    assert_eq!(n, 0, "no model set recorded");
+    assert!(!relation_exists(&mut c, "w_wide") && !relation_exists(&mut c, "w_wv"), "no view");
     assert_eq!(attributes(&mut c, "w"), attributes0);
 
     // Within halfvec's limit: served as halfvec(3000).
