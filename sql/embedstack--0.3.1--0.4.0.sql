@@ -131,20 +131,31 @@ END $$;
 COMMENT ON FUNCTION embedstack._install_triggers(embedstack.model_sets) IS
   'Internal: creates the model set''s statement-level freshness triggers on its source and its partitions.';
 
+-- The model set's triggers on one table (only its own: the extension's function, the model set
+-- as argument, one of its trigger names).
+CREATE OR REPLACE FUNCTION embedstack._drop_triggers_on(ms embedstack.model_sets, rel regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t name;
+BEGIN
+    FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
+        IF embedstack._own_trigger(rel, ms.name, t) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION embedstack._drop_triggers_on(embedstack.model_sets, regclass) IS
+  'Internal: drops the model set''s freshness triggers from one table.';
+
 -- Drops the model set's freshness triggers (and a 0.2.x row trigger), only its own: on the
 -- source and on every table that carries them (its partitions, and one detached meanwhile).
 CREATE OR REPLACE FUNCTION embedstack._drop_triggers(ms embedstack.model_sets) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t name;
     rel regclass;
 BEGIN
     FOR rel IN SELECT ms.source UNION SELECT h FROM embedstack._hooked_tables(ms.name) h LOOP
-        FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
-            IF embedstack._own_trigger(rel, ms.name, t) THEN
-                EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
-            END IF;
-        END LOOP;
+        PERFORM embedstack._drop_triggers_on(ms, rel);
     END LOOP;
 END $$;
 COMMENT ON FUNCTION embedstack._drop_triggers(embedstack.model_sets) IS 'Internal: drops a model set''s freshness triggers.';
@@ -298,7 +309,6 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets;
     rel regclass;
-    t name;
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
     -- Not served yet (no trigger on the source): the first materialise installs them on every table.
@@ -318,11 +328,7 @@ BEGIN
         IF (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'r' THEN
             PERFORM embedstack._apply_as_owner(ms.name, rel, 'DETACH');
         END IF;
-        FOREACH t IN ARRAY embedstack._trigger_names(ms.name) LOOP
-            IF embedstack._own_trigger(rel, ms.name, t) THEN
-                EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
-            END IF;
-        END LOOP;
+        PERFORM embedstack._drop_triggers_on(ms, rel);
     END LOOP;
 END $$;
 COMMENT ON FUNCTION embedstack._sync_partitions(text) IS
@@ -1642,7 +1648,7 @@ BEGIN
         IF r.zeros > 0 THEN
             RETURN QUERY SELECT 'warning', 'zero vector', col, r.zeros,
                 'a zero vector has no direction: its block is served as zeros and pairs with it are skipped'::text,
-                format('SELECT %s FROM %s s WHERE %s', key_of, ms.source,
+                format('SELECT %s FROM %s s WHERE s.%I IS NOT NULL AND %s', key_of, ms.source, col,
                        CASE WHEN is_vector THEN format('%I.vector_norm(s.%I) = 0', vnsp, col)
                             ELSE format('NOT EXISTS (SELECT 1 FROM unnest(s.%I) x WHERE x <> 0)', col) END);
         END IF;

@@ -351,17 +351,28 @@ $$;
 CREATE FUNCTION embedstack._drop_triggers(ms embedstack.model_sets) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t name;
     rel regclass;
 BEGIN
     FOR rel IN SELECT ms.source UNION SELECT h FROM embedstack._hooked_tables(ms.name) h LOOP
-        FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
-            IF embedstack._own_trigger(rel, ms.name, t) THEN
-                EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
-            END IF;
-        END LOOP;
+        PERFORM embedstack._drop_triggers_on(ms, rel);
     END LOOP;
 END $$;
+
+-- The model set's triggers on one table (only its own: the extension's function, the model set
+-- as argument, one of its trigger names).
+CREATE FUNCTION embedstack._drop_triggers_on(ms embedstack.model_sets, rel regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t name;
+BEGIN
+    FOREACH t IN ARRAY embedstack._trigger_names(ms.name) || embedstack._trigger_name(ms.name) LOOP
+        IF embedstack._own_trigger(rel, ms.name, t) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION embedstack._drop_triggers_on(embedstack.model_sets, regclass) IS
+  'Internal: drops the model set''s freshness triggers from one table.';
 
 -- The tables that carry a freshness trigger of the model set (the extension's function with
 -- the model set's name as argument, under one of its trigger names).

@@ -59,7 +59,6 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     ms embedstack.model_sets;
     rel regclass;
-    t name;
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
     -- Not served yet (no trigger on the source): the first materialise installs them on every table.
@@ -79,11 +78,7 @@ BEGIN
         IF (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'r' THEN
             PERFORM embedstack._apply_as_owner(ms.name, rel, 'DETACH');
         END IF;
-        FOREACH t IN ARRAY embedstack._trigger_names(ms.name) LOOP
-            IF embedstack._own_trigger(rel, ms.name, t) THEN
-                EXECUTE format('DROP TRIGGER %I ON %s', t, rel);
-            END IF;
-        END LOOP;
+        PERFORM embedstack._drop_triggers_on(ms, rel);
     END LOOP;
 END $$;
 COMMENT ON FUNCTION embedstack._sync_partitions(text) IS

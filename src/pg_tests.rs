@@ -296,6 +296,7 @@ mod tests {
             ("_distributed_pair_statistics(embedstack.model_sets,regclass,text,text,text,text)", "v", false, "u"),
             ("_drop_generation(embedstack.model_sets,bigint,boolean)", "v", false, "u"),
             ("_drop_triggers(embedstack.model_sets)", "v", false, "u"),
+            ("_drop_triggers_on(embedstack.model_sets,regclass)", "v", false, "u"),
             ("_freshness_sql(text,oid,text)", "s", false, "r"),
             ("_generation_for(embedstack.model_sets,bigint)", "s", false, "s"),
             ("_generation_name(embedstack.model_sets,bigint)", "i", false, "s"),

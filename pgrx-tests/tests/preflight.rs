@@ -9,7 +9,8 @@
 //!    and a query that lists the rows; a fit of fewer pairs than weights + intercept warns so and is
 //!    not what a plain materialize picks; a fit that explains nothing warns; a key given as a
 //!    quoted literal works for an integer key (and fails as the key type's input does); a row
-//!    without any model vector is refused by query_vector.
+//!    without any model vector is refused by query_vector; a renamed model column names the model
+//!    set and the way back.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +18,11 @@ use embedstack_client_tests::fresh_db;
 use embedstack_client_tests::roles::connect_with_notices;
 use embedstack_client_tests::sql::{all_text, expect_code};
 
-/// `(severity, finding, model column) -> (count, query)`.
-type Findings = BTreeMap<(String, String, Option<String>), (i64, Option<String>)>;
+/// `(severity, finding, model column)`.
+type Finding = (String, String, Option<String>);
+
+/// `finding -> (count, query)`.
+type Findings = BTreeMap<Finding, (i64, Option<String>)>;
 
 fn findings(c: &mut postgres::Client, sql: &str) -> Findings {
     c.query(sql, &[])
@@ -28,7 +32,7 @@ fn findings(c: &mut postgres::Client, sql: &str) -> Findings {
         .collect()
 }
 
-fn key(sev: &str, what: &str, col: Option<&str>) -> (String, String, Option<String>) {
+fn key(sev: &str, what: &str, col: Option<&str>) -> Finding {
     (sev.to_string(), what.to_string(), col.map(str::to_string))
 }
 
@@ -56,7 +60,7 @@ fn check_counts_every_finding_with_a_query_that_lists_it() {
     )
     .unwrap();
     let got = findings(&mut c, "SELECT * FROM embedstack.check('s', 'pairs', 'a', 'b', 'y')");
-    let want: Vec<((String, String, Option<String>), i64)> = vec![
+    let want: Vec<(Finding, i64)> = vec![
         (key("error", "dimension mismatch", Some("m1")), 2),
         (key("error", "multi-dimensional array", Some("m1")), 1),
         (key("error", "NULL, NaN or infinite element", Some("m1")), 1),
@@ -172,4 +176,14 @@ fn messages_name_the_fix() {
     expect_code(&mut s, "SELECT embedstack.query_vector('it', '123456')", "P0002");
     let e = expect_code(&mut s, "SELECT embedstack.query_vector('it', 999)", "22004");
     assert!(all_text(&e).contains("no model vector"), "{}", all_text(&e));
+
+    // A model column renamed since the model set was created: 42703 naming the model set and the
+    // way back.
+    s.batch_execute("ALTER TABLE it RENAME COLUMN m3 TO m3_renamed").unwrap();
+    let e = expect_code(&mut s, "SELECT embedstack.fit('it', 'noise', 'a', 'b', 'y')", "42703");
+    assert!(
+        all_text(&e).contains("model set \"it\" reads it") && all_text(&e).contains("RENAME COLUMN"),
+        "{}",
+        all_text(&e)
+    );
 }

@@ -2480,6 +2480,9 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("SELECT embedstack.release('{set}')"),
         format!("CALL embedstack.materialize('{wset}', batch_size => 7)"),
         format!("SELECT embedstack.query_vector('{set}', 7)"),
+        format!("SELECT embedstack.query_vector('{set}', '7')"),
+        format!("SELECT * FROM embedstack.check('{set}', '{pairs}', 'a', 'b', 'y')"),
+        format!("SELECT * FROM embedstack.check('{wset}')"),
         format!("SELECT embedstack.query_vector('{set}', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])"),
         format!(
             "SELECT v.id FROM {view} v

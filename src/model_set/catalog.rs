@@ -267,3 +267,20 @@ pub fn require_columns(relid: pg_sys::Oid, relation: &str, columns: &[&str]) {
         );
     }
 }
+
+/// The key and model columns of a model set must still exist in its source: a column renamed or
+/// dropped since `create_model_set` is 42703 naming the model set and the way back (0.3.0 said
+/// only that the column does not exist, P8).
+pub fn require_model_set_columns(def: &ModelSetDef, columns: &[&str]) {
+    if let Some(c) = columns.iter().find(|c| attnum(def.source_oid, c) <= 0) {
+        crate::errors::fail_hint(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "column \"{c}\" of relation {} does not exist: model set \"{}\" reads it",
+                def.source_sql, def.name
+            ),
+            "a column of the model set was renamed or dropped since it was created: rename it back (ALTER TABLE \
+             ... RENAME COLUMN), or drop the model set and create it again",
+        );
+    }
+}

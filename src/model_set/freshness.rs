@@ -81,8 +81,17 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
             (*(*relation).rd_rel).relowner
         };
 
-        // As the source's owner, restricted; search_path pinned for the statements (both undone
-        // by the (sub)transaction abort on error, as for a SECURITY DEFINER function).
+        let tdp = td.as_ptr();
+        as_owner(owner, |caller| apply(tdp, &name, relid, op, caller));
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+/// Runs `f` (given the calling role) as `owner`, as a restricted operation, with search_path
+/// pinned: both undone by the (sub)transaction abort on error, as for a SECURITY DEFINER
+/// function. The one way this file switches role.
+fn as_owner(owner: pg_sys::Oid, f: impl FnOnce(pg_sys::Oid)) {
+    unsafe {
         let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0i32);
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
         pg_sys::SetUserIdAndSecContext(
@@ -91,10 +100,8 @@ pub unsafe extern "C-unwind" fn embedstack_refresh_generations(
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-        let tdp = td.as_ptr();
-        with_pinned_search_path(|| apply(tdp, &name, relid, op, saved_user));
+        with_pinned_search_path(|| f(saved_user));
         pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
-        pg_sys::Datum::from(0usize)
     }
 }
 
@@ -148,17 +155,8 @@ fn _apply_as_owner(model_set: &str, rel: RegClass, event: &str) {
                 format!("must be a member of the owner of the source of model set \"{model_set}\""),
             );
         }
-        let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0i32);
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_ctx
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-        with_pinned_search_path(|| apply(std::ptr::null_mut(), model_set, rel.0, event, saved_user));
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
     }
+    as_owner(owner, |caller| unsafe { apply(std::ptr::null_mut(), model_set, rel.0, event, caller) });
 }
 
 /// Runs the statements `_freshness_sql` builds (with the trigger's transition tables when `td`

@@ -95,7 +95,7 @@ struct KeyJoins {
 fn prepare(client: &mut SpiClient<'_>, def: &ModelSetDef, pairs: &PairSource) -> KeyJoins {
     let mut cols: Vec<&str> = vec![&def.key_column];
     cols.extend(def.model_columns.iter().map(String::as_str));
-    super::catalog::require_columns(def.source_oid, &def.source_sql, &cols);
+    super::catalog::require_model_set_columns(def, &cols);
     let joins = key_joins(client, def, pairs);
     let key = ident(&def.key_column);
     let (l, r) = (ident(&pairs.left), ident(&pairs.right));

@@ -125,7 +125,7 @@ fn build_from_key(model_set: &str, key_datum: pg_sys::Datum, key_oid: pg_sys::Oi
         // The key compared with the argument as key_compare.rs chooses (the key's btree
         // equality, schema-qualified, both sides cast to its input types), never by an
         // operator name the parser resolves through the search path.
-        super::catalog::require_columns(def.source_oid, &def.source_sql, &[&def.key_column]);
+        super::catalog::require_model_set_columns(&def, &[&def.key_column]);
         let key_column = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
         let (key_datum, key_oid) = match key_column.compare_with(key_oid) {
             None if key_oid == pg_sys::TEXTOID => (text_as(key_datum, key_column.typid), key_column.typid),
