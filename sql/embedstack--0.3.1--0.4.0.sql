@@ -185,6 +185,29 @@ DECLARE
     out text[] := '{}';
 BEGIN
     SELECT * INTO ms FROM embedstack.model_sets m WHERE m.name = model_set;
+    IF FOUND AND event = 'CATCHUP_BATCH' THEN
+        -- relid: a retained generation that records keys; up to 1,000 recorded entries taken out of
+        -- its pending table and written again from the source, in one statement, while writers go
+        -- on recording (embedstack.catch_up): the entries are deleted before the source is read,
+        -- so a key a writer records meanwhile stays recorded for a later batch. A key the source no
+        -- longer has is deleted; the others are upserted (never HOT: the vector is indexed).
+        SELECT * INTO g FROM embedstack.generations x
+         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION '% is not a retained generation of model set "%" with recorded keys', relid::regclass, ms.name
+                USING ERRCODE = '22023';
+        END IF;
+        si := embedstack._source_info(ms);
+        k := format('%I', ms.key_column);
+        RETURN ARRAY[format(
+            'WITH batch AS (DELETE FROM %1$s p WHERE p.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT q.ctid FROM %1$s q LIMIT 1000)) '
+            'RETURNING p.%2$s), keys AS (SELECT DISTINCT b.%2$s AS k FROM batch b), '
+            'gone AS (DELETE FROM %3$s g USING keys WHERE g.%2$s %4$s keys.k '
+            'AND NOT EXISTS (SELECT FROM %5$s s WHERE s.%2$s %4$s keys.k) RETURNING 1) '
+            'INSERT INTO %3$s AS g (%2$s, %6$I) SELECT s.%2$s, %7$s FROM %5$s s JOIN keys ON s.%2$s %4$s keys.k '
+            'ON CONFLICT (%2$s) DO UPDATE SET %6$I = EXCLUDED.%6$I',
+            g.pending, k, g.relation, si.key_eq, ms.source, ms.combined_column, embedstack._combine_expr(ms, g, 's'))];
+    END IF;
     IF FOUND AND event = 'CATCHUP' THEN
         -- relid: a retained generation of the model set; the keys its pending table recorded while
         -- it was not served are written again from the source (the rollback holds SHARE on it).
@@ -1276,6 +1299,47 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION embedstack.release(text) IS
   'Ends the hold a rollback put on a model set: refits may switch the served fit again.';
+
+-- Brings the generations kept for rollback up to date, in committed batches of up to 1,000
+-- recorded keys, without pausing the source's writers (they go on recording): what a rollback
+-- then has to write is only what changed since. Schedule it (pg_cron) to bound rollback time.
+-- As the source's owner (_apply_as_owner); takes the model set's job lock like materialize.
+CREATE OR REPLACE PROCEDURE embedstack.catch_up(model_set text, wait boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ms embedstack.model_sets;
+    g embedstack.generations;
+    left_ bigint;
+    rounds bigint;
+    before_ bigint;
+    total bigint := 0;
+BEGIN
+    -- (search_path pinned as in materialize, at entry and after every COMMIT.)
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    ms := embedstack._check_writer(model_set, 1, wait);
+    PERFORM embedstack._lock_model_set(ms.name, wait);
+    PERFORM embedstack._require_no_transaction_block('catch_up');
+    FOR g IN SELECT * FROM embedstack.generations x
+              WHERE x.model_set = ms.name AND x.state = 'retained' AND x.pending_open AND x.pending IS NOT NULL
+              ORDER BY x.id LOOP
+        EXECUTE pg_catalog.format('SELECT count(*) FROM %s', g.pending) INTO before_;
+        -- At most as many batches as there were entries at the start (writers keep recording).
+        rounds := before_ / 1000 + 1;
+        FOR i IN 1 .. rounds LOOP
+            PERFORM embedstack._apply_as_owner(ms.name, g.relation, 'CATCHUP_BATCH');
+            COMMIT;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        END LOOP;
+        EXECUTE pg_catalog.format('SELECT count(*) FROM %s', g.pending) INTO left_;
+        total := total + before_;
+        RAISE NOTICE 'embedstack: model set "%": generation % brought up to date (% recorded entries applied, % recorded meanwhile)',
+            ms.name, g.id, before_, left_;
+    END LOOP;
+    PERFORM embedstack._job_unlock(pg_catalog.hashtext(ms.name));
+END $$;
+COMMENT ON PROCEDURE embedstack.catch_up(text, boolean) IS
+  'Writes the rows changed since they were served into the generations kept for rollback, in committed batches, '
+  'without pausing writers, so that a rollback has only the changes since to write. Outside a transaction block only.';
 
 -- Holds the model set (a rollback: `reason` says which), or releases it (`reason` NULL).
 CREATE OR REPLACE FUNCTION embedstack._w_hold(model_set text, reason text) RETURNS void

@@ -373,6 +373,7 @@ mod tests {
             ("_w_serve(text,bigint,bigint)", "v", false, "u"),
             ("_wait_for_writers(regclass)", "v", true, "u"),
             ("block_multipliers(double precision[],text,double precision)", "i", true, "s"),
+            ("catch_up(text,boolean)", "v", false, "u"),
             ("check(text,regclass,name,name,name)", "s", false, "s"),
             ("cosine(double precision[],double precision[])", "i", true, "s"),
             ("cosine(real[],real[])", "i", true, "s"),

@@ -138,6 +138,9 @@ def goals(ctx):
         big = max(sc["rollback"]) if sc["rollback"] else None
         if big is not None:
             rows.append((f"rollback after {big:,} changed rows < 2 s", sc["rollback"][big], 2.0, "<="))
+            if sc.get("rollback_after_catch_up"):
+                rows.append((f"rollback after {big:,} changed rows and a catch_up < 2 s",
+                             sc["rollback_after_catch_up"][big], 2.0, "<="))
     out = []
     for row in rows:
         name, val, target = row[:3]
@@ -429,7 +432,11 @@ def render(ctx, meta):
                               ("INSERT, 1,000 rows", "insert", "insert_ratio")):
             L.append(f"| {name} | {runs_cell(sc[key]['served'])} | {runs_cell(sc[key]['plain'])} | {fmt_ratio(sc[rk])} |")
         L.append("")
-        L.append("Rollback after N changed rows: " + ", ".join(f"N = {n:,}: {fmt_s(t)} s" for n, t in sorted(sc["rollback"].items()))
+        L.append("Rollback after N changed rows (the rollback writes them, the source's writers paused): "
+                 + ", ".join(f"N = {n:,}: {fmt_s(t)} s" for n, t in sorted(sc["rollback"].items()))
+                 + ". With `catch_up` first (it writes them without pausing writers): "
+                 + ", ".join(f"N = {n:,}: catch_up {fmt_s(sc['catch_up'][n])} s, then rollback "
+                             f"{fmt_s(sc['rollback_after_catch_up'][n])} s" for n in sorted(sc.get("catch_up", {})))
                  + ".")
         L.append("")
 

@@ -10,7 +10,9 @@ pool), and a 1,000-row INSERT of new rows. Goal: served / plain <= 1.3 for both.
 
 Rollback. After N rows changed (an UPDATE of a model column) since the retained generation was
 served, `CALL embedstack.rollback('wc')` writes those N rows into it and serves it: timed for
-N = 1,000 and 10,000 (capped at the table's rows). Goal: under 2 s at 10,000.
+N = 1,000 and 10,000 (capped at the table's rows). Goal: under 2 s at 10,000. Then the same N
+changes, `CALL embedstack.catch_up('wc')` (writes them into the kept generation without pausing
+writers), and the rollback after it.
 
 Checks (never on timings): after the timed statements the view serves exactly plain's vectors
 (the same kernel and multipliers), before and after each rollback pair."""
@@ -93,6 +95,7 @@ def run(ctx):
             offset = int(rng.integers(0, POOL - BATCH))
             new_ids = list(range(next_id, next_id + BATCH))
             next_id += BATCH
+            srcs = (rng.choice(n, size=BATCH, replace=False) + 1).tolist()  # the rows the INSERTs copy
             order = ["served", "plain"] if rep % 2 == 0 else ["plain", "served"]
             for which in order:
                 # UPDATE of model column m1 of 1,000 rows (new vectors), one transaction.
@@ -112,13 +115,12 @@ def run(ctx):
                 # INSERT of 1,000 new rows (copies of existing rows' vectors under new ids).
                 src = ("SELECT u.id, " + ", ".join(f"s.{c}" for c in cols)
                        + " FROM unnest(%s::int[], %s::int[]) u(id, src) JOIN items s ON s.id = u.src")
-                srcs = (rng.choice(n, size=BATCH, replace=False) + 1).tolist()
                 if which == "served":
                     sql, args = f"INSERT INTO items (id, {', '.join(cols)}) {src}", (new_ids, srcs)
                 else:
                     sql = (f"INSERT INTO plain (id, {', '.join(cols)}, combined) SELECT y.*, "
                            + comb.replace("x.", "y.") + f" FROM ({src}) y")
-                    args = (new_ids, srcs, mult, dims, cols)
+                    args = (mult, dims, cols, new_ids, srcs)
                 t = time.time()
                 conn.execute(sql, args)
                 ins_s[which].append(time.time() - t)
@@ -129,27 +131,41 @@ def run(ctx):
         ctx.check("serving_costs", "after the timed writes the view serves exactly the hand-built column's vectors",
                   nv == total and bad == 0, f"{nv} rows joined of {total}, {bad} differ")
 
-        # Rollback after N changed rows.
-        rollback_s = {}
+        # Rollback after N changed rows: directly (the rollback writes them), and after a
+        # catch_up (which writes them without pausing writers; the rollback then has nothing left).
+        rollback_s, catch_up_s, after_catch_up_s = {}, {}, {}
         conn.execute(f"CALL embedstack.rollback('{SET}')")  # (both up to date now: the pending keys applied)
         conn.execute(f"CALL embedstack.rollback('{SET}')")
-        for n_changed in sorted({min(1000, total), min(10000, total)}):
+
+        def change(n_changed):
             ids = (rng.choice(total, size=n_changed, replace=False) + 1).tolist()
             conn.execute("UPDATE items x SET m1 = nv.v FROM unnest(%s::int[]) WITH ORDINALITY u(id, o) "
                          "JOIN newvals nv ON nv.i = (u.o %% %s) WHERE x.id = u.id", (ids, POOL))
-            conn.execute(f"UPDATE plain x SET m1 = i.m1 FROM items i WHERE i.id = x.id AND x.id = ANY(%s)", (ids,))
+            conn.execute("UPDATE plain x SET m1 = i.m1 FROM items i WHERE i.id = x.id AND x.id = ANY(%s)", (ids,))
+
+        def timed_rollback(label):
             t = time.time()
             conn.execute(f"CALL embedstack.rollback('{SET}')")
-            rollback_s[n_changed] = time.time() - t
+            secs = time.time() - t
             nv, bad = _view_equals_plain(conn, cols)
-            ctx.check("serving_costs", f"after the rollback of {n_changed:,} changed rows the view is exact", bad == 0,
-                      f"{bad} of {nv} differ")
+            ctx.check("serving_costs", f"after the rollback {label} the view is exact", bad == 0, f"{bad} of {nv} differ")
             conn.execute(f"CALL embedstack.rollback('{SET}')")  # back (untimed)
-            log(f"serving costs: rollback after {n_changed:,} changed rows: {rollback_s[n_changed]:.2f} s")
+            return secs
+
+        for n_changed in sorted({min(1000, total), min(10000, total)}):
+            change(n_changed)
+            rollback_s[n_changed] = timed_rollback(f"of {n_changed:,} changed rows")
+            change(n_changed)
+            t = time.time()
+            conn.execute(f"CALL embedstack.catch_up('{SET}')")
+            catch_up_s[n_changed] = time.time() - t
+            after_catch_up_s[n_changed] = timed_rollback(f"after a catch_up of {n_changed:,} changed rows")
+            log(f"serving costs: {n_changed:,} changed rows: rollback {rollback_s[n_changed]:.2f} s; catch_up "
+                f"{catch_up_s[n_changed]:.2f} s then rollback {after_catch_up_s[n_changed]:.2f} s")
         conn.execute(f"SELECT embedstack.release('{SET}')")
     ctx.results["serving_costs"] = {
         "rows": n, "dims": dims, "reps": a.reps, "update": upd_s, "insert": ins_s,
         "update_ratio": median(upd_s["served"]) / median(upd_s["plain"]),
         "insert_ratio": median(ins_s["served"]) / median(ins_s["plain"]),
-        "rollback": rollback_s,
+        "rollback": rollback_s, "catch_up": catch_up_s, "rollback_after_catch_up": after_catch_up_s,
     }

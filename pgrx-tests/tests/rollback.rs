@@ -1,7 +1,8 @@
 //! Rollback a DBA can rely on (issue 19, item 3; P2 of the 0.3.0 new-user trial), against the real
 //! project cluster, with `embedstack.keep_generations = 2`:
 //! * a retained generation is not written by the source's writes (its rows keep their versions:
-//!   no HNSW insert per write) — the keys are recorded and written again when a rollback serves it;
+//!   no HNSW insert per write) — the keys are recorded and written again when a rollback serves it,
+//!   or by `catch_up`, which leaves it exact with nothing recorded;
 //! * `rollback(set, to_fit => id)` serves any retained generation's fit, exactly (the kernel over
 //!   the source now), `rollback(set)` toggles with the previous fit;
 //! * a rollback holds the model set: a refit records its fit and keeps the served one (job `kept`,
@@ -57,6 +58,10 @@ fn row_versions(c: &mut Client, rel: &str) -> Vec<(i32, String, String)> {
         .collect()
 }
 
+fn generation_pending(c: &mut Client, id: i64) -> String {
+    c.query_one("SELECT pending::text FROM embedstack.generations WHERE id = $1", &[&id]).unwrap().get(0)
+}
+
 fn last_job(c: &mut Client) -> (String, String) {
     let r = c
         .query_one(
@@ -109,6 +114,22 @@ fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
         assert_eq!(row_versions(&mut c, &g.3), retained_before[k], "retained generation {} was written", g.0);
     }
     assert_view_exact(&mut c, "items", "s", VIEW, "after writes");
+
+    // catch_up writes the recorded rows into the retained generations without pausing writers:
+    // they are exact afterwards, with nothing left recorded.
+    c.batch_execute("CALL embedstack.catch_up('s')").unwrap();
+    for g in &gens[..2] {
+        let want = expected(&mut c, "items", g.1);
+        assert_same(
+            &read(&mut c, &format!("SELECT id, s_combined::real[] FROM {}", g.3)),
+            &want,
+            &format!("caught up {}", g.3),
+        );
+        let pending = generation_pending(&mut c, g.0);
+        let left: i64 = c.query_one(&format!("SELECT count(*) FROM {pending}"), &[]).unwrap().get(0);
+        assert_eq!(left, 0, "nothing left recorded for generation {}", g.0);
+    }
+    c.batch_execute("UPDATE items SET m1 = '[1,1,1]' WHERE id IN (3, 4)").unwrap();
 
     // rollback to any retained fit: exact, and held.
     c.batch_execute(&format!("CALL embedstack.rollback('s', to_fit => {f1})")).unwrap();

@@ -123,17 +123,18 @@ fn root_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
 /// on a partitioned source, a partition's rows joining it (`ATTACH`, also a table created as a
 /// partition) or leaving it (`DETACH`), or a dropped partition's rows gone (`PRUNE`, `rel` = the
 /// source), for the event triggers (sql/partitions.sql); the keys a retained generation `rel`
-/// recorded while it was not served (`CATCHUP`, for the rollback that serves it again). The
+/// recorded while it was not served (`CATCHUP`, for the rollback that serves it again; or 1,000 of
+/// them at a time while writers go on, `CATCHUP_BATCH`, for `embedstack.catch_up`). The
 /// caller must be a member of the source's owner (42501 otherwise), as the DDL or job it serves
 /// requires, so it lets nobody do what they could not do themselves; a superuser's DDL or
 /// rollback on another role's tables runs nothing of that role's (triggers, index expressions
 /// on its generation tables) with superuser rights.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _apply_as_owner(model_set: &str, rel: RegClass, event: &str) {
-    if !matches!(event, "ATTACH" | "DETACH" | "PRUNE" | "CATCHUP") {
+    if !matches!(event, "ATTACH" | "DETACH" | "PRUNE" | "CATCHUP" | "CATCHUP_BATCH") {
         crate::errors::fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("unknown event {event:?} (ATTACH, DETACH, PRUNE or CATCHUP)"),
+            format!("unknown event {event:?} (ATTACH, DETACH, PRUNE, CATCHUP or CATCHUP_BATCH)"),
         );
     }
     let found = Spi::get_two_with_args::<pg_sys::Oid, pg_sys::Oid>(
