@@ -70,7 +70,8 @@ PAIRS ?= 1000000
 
 # Benchmark harness (bench/harness/run.py, Python venv from scripts/bench-venv.sh): features, fit,
 # materialise, query-weighted refit, serving and memory vs plain SQL + pgvector and the seed
-# workflow. `make bench` (minutes) rewrites its section of bench/RESULTS.md (scale: ENTITIES,
+# workflow, a refit under load (with its floor, a bare HNSW build) and the serving costs (the write
+# cost of a served source vs a hand-built table, rollback time). `make bench` (minutes) rewrites its section of bench/RESULTS.md (scale: ENTITIES,
 # PAIRS, DIMS, REPS); `make bench-smoke` (seconds, part of `make test`) is a tiny run whose
 # report goes to a temp file; both fail when a comparison's results disagree (never on timings).
 REPS ?= 3
@@ -83,7 +84,7 @@ bench: cluster
 bench-smoke: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && out=$$(mktemp /tmp/embedstack-bench-smoke.XXXXXX) \
 	  && "$$py" bench/harness/run.py --entities 1000 --pairs 5000 --reps 1 --queries 50 --exact-queries 5 \
-	       --load-rows 2000 --load-warmup 1 --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
+	       --load-rows 2000 --load-warmup 1 --cost-rows 1500 --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
 	  && echo "bench-smoke: report in $$out"
 
 # Citus, opt-in (not part of `make test` yet): build and install Citus 13.2.2 for the system
