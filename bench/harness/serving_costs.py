@@ -113,8 +113,11 @@ def run(ctx):
                 conn.execute(sql, args)
                 upd_s[which].append(time.time() - t)
                 # INSERT of 1,000 new rows (copies of existing rows' vectors under new ids).
+                # (Each table copies from itself: the two hold the same model values at this point
+                # of their own sequence, whichever went first in this repetition.)
                 src = ("SELECT u.id, " + ", ".join(f"s.{c}" for c in cols)
-                       + " FROM unnest(%s::int[], %s::int[]) u(id, src) JOIN items s ON s.id = u.src")
+                       + f" FROM unnest(%s::int[], %s::int[]) u(id, src) JOIN {'items' if which == 'served' else 'plain'} s "
+                       "ON s.id = u.src")
                 if which == "served":
                     sql, args = f"INSERT INTO items (id, {', '.join(cols)}) {src}", (new_ids, srcs)
                 else:
