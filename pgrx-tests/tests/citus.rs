@@ -980,10 +980,16 @@ fn changes_to_a_distributed_source_are_served_after_refresh_without_triggers() {
     assert_vectors_equal(&view_vectors(&mut c, "items_es"), &after, "items_es after refresh");
     assert_no_triggers(&mut c, "items");
     assert_no_triggers(&mut c, &generation1);
-    // The previous generation is kept for rollback (keep_generations = 1), as it was.
-    let state: String =
-        c.query_one("SELECT state FROM embedstack.generations WHERE id = $1", &[&gen0]).unwrap().get(0);
-    assert_eq!(state, "retained", "{generation0}");
+    // The generation refresh replaced holds the served layout (same fit), so rollback could not
+    // reach anything different through it: since 0.4.0 it is dropped, row and table (README,
+    // "A kept generation with the served one's layout ... is dropped"); the rollback point, if
+    // there were an earlier fit, would stay.
+    let rows: i64 =
+        c.query_one("SELECT count(*) FROM embedstack.generations WHERE id = $1", &[&gen0]).unwrap().get(0);
+    assert_eq!(rows, 0, "{generation0}: the replaced generation of the same fit is not kept");
+    let table: Option<String> =
+        c.query_one("SELECT to_regclass($1)::text", &[&generation0]).unwrap().get(0);
+    assert_eq!(table, None, "{generation0} is dropped");
 }
 
 // ---------------------------------------------------------------------------------------
