@@ -1791,6 +1791,51 @@ COMMENT ON FUNCTION embedstack.check(text, regclass, name, name, name) IS
   'arrays, zero and NULL vectors, rows without any vector, pair keys not in the source, NULL or constant targets, '
   'duplicate pairs, too few pairs) with its severity, count and the query that lists the rows; a summary row last.';
 
+-- 5b. The cut-over (and a rollback) locked the served view with LOCK TABLE, which on a view
+-- recurses into the tables it reads: ACCESS EXCLUSIVE on the served generation, which every
+-- writer's trigger writes and autovacuum vacuums. Under a steady write load the 50 ms attempts
+-- rarely won (a refit's cut-over took 73 s at 20,000 rows), and while autovacuum vacuumed the
+-- generation none did (autovacuum yields only to a lock wait longer than deadlock_timeout): the
+-- view is now locked alone, by the CREATE OR REPLACE VIEW (or DROP VIEW) that redefines it.
+CREATE OR REPLACE FUNCTION embedstack._point_view(ms embedstack.model_sets, g embedstack.generations, lock_timeout_ms integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    si record := embedstack._source_info(ms);
+    ours boolean := embedstack._is_served_view(ms);
+    prev_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF ours IS NULL THEN
+        EXECUTE embedstack._view_sql(ms, g, false);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
+        RETURN;
+    END IF;
+    IF NOT ours THEN
+        RAISE EXCEPTION 'relation %.% is in the way of the served view of model set "%"', si.nsp, ms.view_name, ms.name
+            USING ERRCODE = '42P07',
+            HINT = 'rename or drop it; if it is the model set''s view and the source table was given to another role '
+                   '(ALTER TABLE ... OWNER TO), give the view and the generation tables to that role too (REASSIGN OWNED)';
+    END IF;
+    IF lock_timeout_ms IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true);
+    END IF;
+    IF ms.served_storage IS NOT DISTINCT FROM g.storage THEN
+        EXECUTE embedstack._view_sql(ms, g, true);
+        PERFORM set_config('lock_timeout', prev_timeout, true);
+    ELSE
+        BEGIN
+            EXECUTE format('DROP VIEW %I.%I', si.nsp, ms.view_name);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'the served view %.% of model set "%" changes type from % to %, and objects depend on it',
+                si.nsp, ms.view_name, ms.name, ms.served_storage, g.storage USING ERRCODE = '2BP01',
+                HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
+        END;
+        PERFORM set_config('lock_timeout', prev_timeout, true);
+        EXECUTE embedstack._view_sql(ms, g, false);
+        PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
+    END IF;
+END $$;
+
 -- 6. Model sets served by 0.3.x from a partitioned source had triggers on the parent only: writes
 -- aimed at a partition were not served. Install them on every partition now, and say that a
 -- refresh brings the served vectors up to date.

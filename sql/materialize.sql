@@ -598,7 +598,12 @@ COMMENT ON FUNCTION embedstack._view_privileges(embedstack.model_sets, name, nam
 -- readable by PUBLIC behind its gate), redefined in place after that; dropped and created again
 -- only when the storage type changes (vector <-> halfvec), which views built on it prevent
 -- (2BP01). Takes the view's lock with at most lock_timeout_ms of waiting (55P03 otherwise;
--- NULL: the session's lock_timeout).
+-- NULL: the session's lock_timeout). The lock is the one CREATE OR REPLACE VIEW (or DROP VIEW)
+-- takes on the view alone, never LOCK TABLE: on a view, LOCK recurses into the tables it reads,
+-- i.e. ACCESS EXCLUSIVE on the served generation, which every writer's trigger writes and
+-- autovacuum vacuums -- under a steady write load a 50 ms attempt rarely won (a refit's cut-over
+-- took 73 s at 20,000 rows), and while autovacuum vacuumed it (minutes, for an HNSW index) none
+-- did: autovacuum yields only to a lock wait longer than deadlock_timeout.
 CREATE FUNCTION embedstack._point_view(ms embedstack.model_sets, g embedstack.generations, lock_timeout_ms integer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -621,10 +626,9 @@ BEGIN
     IF lock_timeout_ms IS NOT NULL THEN
         PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true);
     END IF;
-    EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', si.nsp, ms.view_name);
-    PERFORM set_config('lock_timeout', prev_timeout, true);
     IF ms.served_storage IS NOT DISTINCT FROM g.storage THEN
         EXECUTE embedstack._view_sql(ms, g, true);
+        PERFORM set_config('lock_timeout', prev_timeout, true);
     ELSE
         BEGIN
             EXECUTE format('DROP VIEW %I.%I', si.nsp, ms.view_name);
@@ -633,6 +637,7 @@ BEGIN
                 si.nsp, ms.view_name, ms.name, ms.served_storage, g.storage USING ERRCODE = '2BP01',
                 HINT = 'drop the views built on it and materialise again, or create the model set with a fixed storage';
         END;
+        PERFORM set_config('lock_timeout', prev_timeout, true);
         EXECUTE embedstack._view_sql(ms, g, false);
         PERFORM embedstack._view_privileges(ms, si.nsp, si.owner);
     END IF;

@@ -223,3 +223,64 @@ fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
     assert!(format!("{e:?}").contains("materialize"), "{e:?}");
     expect_code(&mut c, "CALL embedstack.rollback('s', to_fit => 999999)", "42704");
 }
+
+/// The cut-over and a rollback lock the served view, not the generation it reads. LOCK TABLE on a
+/// view recurses into its tables: up to 0.4.0's first cut that was ACCESS EXCLUSIVE on the
+/// served generation, which autovacuum holds in SHARE UPDATE EXCLUSIVE while it vacuums it
+/// (minutes with an HNSW index; a 50 ms attempt never makes it yield) and every writer's trigger
+/// writes: the bench's refit under load waited 73 s in its cut-over, and a rollback waited for
+/// ever behind an autovacuum. Here another session holds what VACUUM holds on the served
+/// generation for the whole test: the rollback and a materialise's cut-over still complete well
+/// inside `cutover_wait_timeout` (they gave up with 55P03 before the fix).
+#[test]
+fn cut_over_and_rollback_do_not_wait_for_a_vacuum_of_the_served_generation() {
+    let mut c = fresh_db("rollback_vacuum");
+    c.batch_execute(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, m1 vector(3), m2 real[], note text);
+         INSERT INTO items {};
+         SELECT embedstack.create_model_set('s', 'items', 'id', ARRAY['m1', 'm2']);
+         SET client_min_messages = warning;
+         SET embedstack.cutover_wait_timeout = '3s';",
+        rows(1, 200, 0.0)
+    ))
+    .unwrap();
+    create_pairs(&mut c, "items");
+    let mut fits = Vec::new();
+    for (w1, w2) in [(0.3, 1.0), (1.0, 0.3)] {
+        label(&mut c, w1, w2);
+        fits.push(fit(&mut c));
+        c.batch_execute("CALL embedstack.materialize('s')").unwrap();
+    }
+    let (f1, f2) = (fits[0], fits[1]);
+    let gens = generations(&mut c);
+    let (served_rel, retained_rel) = (gens[1].3.clone(), gens[0].3.clone());
+
+    // A VACUUM's lock on both generations, held by another session until the end.
+    let mut vacuum = embedstack_client_tests::connect("rollback_vacuum", "postgres");
+    vacuum
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {served_rel} IN SHARE UPDATE EXCLUSIVE MODE;
+             LOCK TABLE {retained_rel} IN SHARE UPDATE EXCLUSIVE MODE"
+        ))
+        .unwrap();
+    c.batch_execute("UPDATE items SET m1 = '[0.5,2,1]' WHERE id % 5 = 0").unwrap();
+
+    c.batch_execute("CALL embedstack.rollback('s')")
+        .unwrap_or_else(|e| panic!("rollback while the served generation is vacuumed: {e:?}"));
+    assert_eq!(served(&mut c).0, f1, "rolled back to fit {f1}");
+    assert_view_exact(&mut c, "items", "s", VIEW, "rollback while vacuumed");
+
+    // A new fit's materialise: its cut-over points the view away from a vacuumed generation.
+    label(&mut c, 1.0, 1.0);
+    let f3 = fit(&mut c);
+    c.batch_execute(&format!("CALL embedstack.materialize('s', fit_id => {f3})"))
+        .unwrap_or_else(|e| panic!("materialize while the served generation is vacuumed: {e:?}"));
+    assert_eq!(served(&mut c).0, f3, "serving fit {f3}");
+    assert_view_exact(&mut c, "items", "s", VIEW, "cut-over while vacuumed");
+    // And back to a retained fit whose generation is being vacuumed.
+    c.batch_execute(&format!("CALL embedstack.rollback('s', to_fit => {f2})"))
+        .unwrap_or_else(|e| panic!("rollback to a vacuumed generation: {e:?}"));
+    assert_eq!(served(&mut c).0, f2);
+    assert_view_exact(&mut c, "items", "s", VIEW, "rolled back to a vacuumed generation");
+    vacuum.batch_execute("COMMIT").unwrap();
+}
