@@ -987,8 +987,7 @@ fn changes_to_a_distributed_source_are_served_after_refresh_without_triggers() {
     let rows: i64 =
         c.query_one("SELECT count(*) FROM embedstack.generations WHERE id = $1", &[&gen0]).unwrap().get(0);
     assert_eq!(rows, 0, "{generation0}: the replaced generation of the same fit is not kept");
-    let table: Option<String> =
-        c.query_one("SELECT to_regclass($1)::text", &[&generation0]).unwrap().get(0);
+    let table: Option<String> = c.query_one("SELECT to_regclass($1)::text", &[&generation0]).unwrap().get(0);
     assert_eq!(table, None, "{generation0} is dropped");
 }
 
