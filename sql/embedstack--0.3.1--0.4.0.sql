@@ -818,6 +818,7 @@ DECLARE
     gname name;
     total bigint;
     dist name;
+    note text;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -840,15 +841,39 @@ BEGIN
                 ms.active_fit;
             RETURN 'done';
         ELSIF g.id IS NOT NULL THEN
+            -- A retained generation of this layout with more than 1,000 recorded entries: written
+            -- first in committed batches (one per step, 1,000 entries each) without pausing the
+            -- writers, as embedstack.catch_up does -- at most as many batches as there were entries
+            -- when it started (writers go on recording) -- so that the switch below, which pauses
+            -- them, has only the remainder to write (a scheduled refit that came back to the fit of
+            -- a retained generation paused writers 10.5 s at 20,000 rows before this).
+            IF g.id IS DISTINCT FROM ms.served_generation AND g.pending_open AND g.pending IS NOT NULL
+               AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s LIMIT 1001) p', g.pending) INTO total;
+                IF total > 1000 AND coalesce((j.details->>'catchup_rounds_left')::bigint, 1) > 0 THEN
+                    IF j.details->>'catchup_rounds_left' IS NULL THEN
+                        EXECUTE format('SELECT count(*) FROM %s', g.pending) INTO total;
+                        j.details := jsonb_build_object('catchup_rounds_left', total / 1000 + 1);
+                    END IF;
+                    PERFORM embedstack._apply_as_owner(ms.name, g.relation, 'CATCHUP_BATCH');
+                    PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
+                        jsonb_build_object('catchup_rounds_left', (j.details->>'catchup_rounds_left')::bigint - 1));
+                    RETURN 'prepare';
+                END IF;
+            END IF;
             -- The served generation with another fit's weights (query-weighted mode), or a retained
             -- generation of this layout, brought up to date: served at once.
-            PERFORM embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
+            total := embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
             PERFORM embedstack._retain(ms.name);
             PERFORM embedstack._w_job_update(job_id, 'done');
+            note := CASE WHEN j.details ? 'catchup_rounds_left'
+                         THEN format('its recorded rows written in committed batches, the last %s with writers paused', total)
+                         WHEN total > 0 THEN format('%s recorded rows written with writers paused', total)
+                         ELSE 'no rows written' END;
             PERFORM embedstack._w_job_finish(job_id, 'succeeded',
-                format('serving fit %s from generation %s (no rows written: it holds this layout)', j.fit_id, g.id));
-            RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (it holds this layout: no rows written)',
-                ms.name, j.fit_id, g.id;
+                format('serving fit %s from generation %s (it holds this layout: %s)', j.fit_id, g.id, note));
+            RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (it holds this layout: %)',
+                ms.name, j.fit_id, g.id, note;
             RETURN 'done';
         END IF;
         g := NULL;

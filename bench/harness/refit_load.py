@@ -510,6 +510,7 @@ def run(ctx):
         "library_v030": ctx.library or "the installed library",
         "skip_v021": skip, "setup_s": setup_s, "runs": runs, "median": {v: median(r) for v, r in runs.items()},
         "phases": {v: {p: median([x[p] for x in phases[v]]) for p in phases[v][0]} for v in versions if phases[v]},
+        "phases_by_rep": phases,
         "throughput": thr, "sizes": sizes, "plans": plans, "databases": dbs,
         "bare_index_s": bare.get("0.3.0", []),
     }
