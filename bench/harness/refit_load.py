@@ -485,10 +485,12 @@ def run(ctx):
                 "read_base": rate(load.reads, tl + 0.5, t0), "read_during": rate(load.reads, t0, t1),
                 "write_p99_base": p99(load.writes, tl + 0.5, t0), "write_p99_during": p99(load.writes, t0, t1),
                 "read_p99_base": p99(load.reads, tl + 0.5, t0), "read_p99_during": p99(load.reads, t0, t1),
-                "write_max_during": max((s for e, s in load.writes if t0 <= e <= t1), default=float("nan")),
-                "read_max_during": max((s for e, s in load.reads if t0 <= e <= t1), default=float("nan")),
+                # Every operation that overlapped the refit (one the refit's last transaction held
+                # back ends after the CALL returned).
+                "write_max_during": max((s for e, s in load.writes if e >= t0 and e - s <= t1), default=float("nan")),
+                "read_max_during": max((s for e, s in load.reads if e >= t0 and e - s <= t1), default=float("nan")),
                 "write_longest_by_phase": longest_by_phase(load.writes, win),
-                "writes_over_1s": sum(1 for e, x in load.writes if x > 1 and t0 <= e <= t1),
+                "writes_over_1s": sum(1 for e, x in load.writes if x > 1 and e >= t0 and e - x <= t1),
                 "live_generations": live,
                 "retention_skipped": in_use,
             })
