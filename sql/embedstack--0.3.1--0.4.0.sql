@@ -797,7 +797,6 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
      WHERE g.model_set = ms.name AND g.state IN ('served', 'retained')
        AND g.multipliers = l.multipliers AND g.storage = l.storage
        AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)
-       AND (g.state = 'served' OR g.pending_open OR g.pending IS NULL)
      ORDER BY g.state = 'served' DESC, g.id DESC LIMIT 1
 $$;
 COMMENT ON FUNCTION embedstack._generation_for(embedstack.model_sets, bigint) IS
@@ -819,6 +818,7 @@ DECLARE
     total bigint;
     dist name;
     note text;
+    b record;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -841,35 +841,47 @@ BEGIN
                 ms.active_fit;
             RETURN 'done';
         ELSIF g.id IS NOT NULL THEN
-            -- A retained generation of this layout with more than 100 recorded entries: written
-            -- first in committed batches (one per step, up to 1,000 entries each) without pausing
-            -- the writers, as embedstack.catch_up does -- at most 10 batches more than there were
-            -- thousands of entries when it started (writers go on recording) -- so that the switch
-            -- below, which pauses them, has only what the last batch's time let them record (a
-            -- scheduled refit that came back to the fit of a retained generation paused writers
-            -- 10.5 s at 20,000 rows before this; 13.5 s with a remainder of up to 1,000).
-            IF g.id IS DISTINCT FROM ms.served_generation AND g.pending_open AND g.pending IS NOT NULL
+            -- A retained generation of this layout that recorded keys: brought up to date the way
+            -- a new generation's index catch-up is, before the switch -- its pending table closed
+            -- (writers write the generation again from then on), the writers that recorded into
+            -- it waited for, then the keys applied in batches of 0.1-0.5 s, each its own
+            -- transaction under SHARE on the generation -- so the switch pauses no writer for the
+            -- recorded rows (it did, all of them: a scheduled refit that came back to an earlier
+            -- fit paused writers 10-20 s at 20,000 rows; and writing batches while writers kept
+            -- recording did not converge under load).
+            IF g.id IS DISTINCT FROM ms.served_generation AND g.pending IS NOT NULL
                AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
-                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s LIMIT 101) p', g.pending) INTO total;
-                IF total > 100 AND coalesce((j.details->>'catchup_rounds_left')::bigint, 1) > 0 THEN
-                    IF j.details->>'catchup_rounds_left' IS NULL THEN
-                        EXECUTE format('SELECT count(*) FROM %s', g.pending) INTO total;
-                        j.details := jsonb_build_object('catchup_rounds_left', total / 1000 + 10);
-                    END IF;
-                    PERFORM embedstack._apply_as_owner(ms.name, g.relation, 'CATCHUP_BATCH');
+                IF g.pending_open THEN
+                    PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, false);
                     PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
-                        jsonb_build_object('catchup_rounds_left', (j.details->>'catchup_rounds_left')::bigint - 1));
+                        jsonb_build_object('reuse_synced', false, 'reuse_generation', g.id));
                     RETURN 'prepare';
                 END IF;
+                IF NOT coalesce((j.details->>'reuse_synced')::boolean, false) THEN
+                    PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;
+                    EXECUTE format('CREATE INDEX ON %s (%I)', g.pending, ms.key_column);
+                    PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
+                        jsonb_build_object('reuse_synced', true, 'catchup_batch', 256, 'catchup_applied', 0));
+                    RETURN 'prepare';
+                END IF;
+                b := embedstack._pending_batch(ms, g, coalesce((j.details->>'catchup_batch')::integer, 256));
+                IF b.removed > 0 THEN
+                    PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
+                        jsonb_build_object('catchup_batch', b.next_batch,
+                                           'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + b.written));
+                    RETURN 'prepare';
+                END IF;
+                EXECUTE format('DROP TABLE %s', g.pending);
+                PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
+                g.pending := NULL;
             END IF;
             -- The served generation with another fit's weights (query-weighted mode), or a retained
             -- generation of this layout, brought up to date: served at once.
             total := embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
             PERFORM embedstack._retain(ms.name);
             PERFORM embedstack._w_job_update(job_id, 'done');
-            note := CASE WHEN j.details ? 'catchup_rounds_left'
-                         THEN format('its recorded rows written in committed batches, the last %s with writers paused', total)
-                         WHEN total > 0 THEN format('%s recorded rows written with writers paused', total)
+            note := CASE WHEN j.details ? 'reuse_synced'
+                         THEN format('its %s recorded rows written in batches first', coalesce((j.details->>'catchup_applied')::bigint, 0))
                          ELSE 'no rows written' END;
             PERFORM embedstack._w_job_finish(job_id, 'succeeded',
                 format('serving fit %s from generation %s (it holds this layout: %s)', j.fit_id, g.id, note));
@@ -1027,6 +1039,37 @@ END $$;
 COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
   'Internal materialise step: one batch of rows into the generation being written.';
 
+-- (4b. The batch of recorded keys, shared by the index catch-up and by a materialise that reuses a
+-- retained generation.)
+-- One batch of the keys a generation's (closed) pending table recorded, in the caller's
+-- transaction, under SHARE on the generation: its writers wait for this batch only. The first
+-- `batch` distinct keys in key order are re-read from the source, then deleted from the pending
+-- table. Returns the rows written, the entries removed (0: nothing was left) and the next batch
+-- size, adapted so that a batch takes 0.1-0.5 s.
+CREATE FUNCTION embedstack._pending_batch(ms embedstack.model_sets, g embedstack.generations, batch integer,
+                                          OUT written bigint, OUT removed bigint, OUT next_batch integer)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    si record := embedstack._source_info(ms);
+    keys text := format('(SELECT DISTINCT q.%1$I AS k FROM %2$s q ORDER BY 1 LIMIT %3$s)', ms.key_column, g.pending, batch);
+    t0 timestamptz := clock_timestamp();
+    elapsed double precision;
+BEGIN
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
+    EXECUTE format('DELETE FROM %1$s g USING %2$s p WHERE g.%3$I %4$s p.k', g.relation, keys, ms.key_column, si.key_eq);
+    EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s JOIN %6$s p ON s.%2$I %7$s p.k',
+                   g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
+                   keys, si.key_eq);
+    GET DIAGNOSTICS written = ROW_COUNT;
+    EXECUTE format('DELETE FROM %1$s q USING %2$s p WHERE q.%3$I %4$s p.k', g.pending, keys, ms.key_column, si.key_eq);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    elapsed := extract(epoch FROM clock_timestamp() - t0);
+    next_batch := CASE WHEN elapsed > 0.5 THEN greatest(batch / 2, 16) WHEN elapsed < 0.1 THEN least(batch * 2, 65536)
+                       ELSE batch END;
+END $$;
+COMMENT ON FUNCTION embedstack._pending_batch(embedstack.model_sets, embedstack.generations, integer) IS
+  'Internal: applies one batch of a generation''s recorded keys under SHARE on it (0.1-0.5 s, adapted).';
+
 -- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
 -- on the generation, built without stalling the source's writers, as CREATE INDEX
 -- CONCURRENTLY would (which a procedure cannot run): CREATE INDEX holds SHARE on the generation,
@@ -1047,12 +1090,8 @@ DECLARE
     si record;
     idx regclass;
     n bigint;
-    removed bigint;
     workers integer;
-    batch integer;
-    keys text;
-    t0 timestamptz;
-    elapsed double precision;
+    b record;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -1135,23 +1174,11 @@ BEGIN
                 jsonb_build_object('catchup_indexed', true, 'catchup_batch', 256, 'catchup_applied', 0, 'catchup_keys', n));
             RETURN 'index';
         END IF;
-        batch := coalesce((j.details->>'catchup_batch')::integer, 256);
-        t0 := clock_timestamp();
-        EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
-        keys := format('(SELECT DISTINCT q.%1$I AS k FROM %2$s q ORDER BY 1 LIMIT %3$s)', ms.key_column, g.pending, batch);
-        EXECUTE format('DELETE FROM %1$s g USING %2$s p WHERE g.%3$I %4$s p.k', g.relation, keys, ms.key_column, si.key_eq);
-        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s JOIN %6$s p ON s.%2$I %7$s p.k',
-                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
-                       keys, si.key_eq);
-        GET DIAGNOSTICS n = ROW_COUNT;
-        EXECUTE format('DELETE FROM %1$s q USING %2$s p WHERE q.%3$I %4$s p.k', g.pending, keys, ms.key_column, si.key_eq);
-        GET DIAGNOSTICS removed = ROW_COUNT;
-        IF removed > 0 THEN
-            elapsed := extract(epoch FROM clock_timestamp() - t0);
+        b := embedstack._pending_batch(ms, g, coalesce((j.details->>'catchup_batch')::integer, 256));
+        IF b.removed > 0 THEN
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL,
-                jsonb_build_object('catchup_batch', CASE WHEN elapsed > 0.5 THEN greatest(batch / 2, 16)
-                                                         WHEN elapsed < 0.1 THEN least(batch * 2, 65536) ELSE batch END,
-                                   'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + n));
+                jsonb_build_object('catchup_batch', b.next_batch,
+                                   'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + b.written));
             RETURN 'index';
         END IF;
         EXECUTE format('DROP TABLE %s', g.pending);
