@@ -666,7 +666,6 @@ DECLARE
     total bigint;
     dist name;
     note text;
-    b record;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -702,21 +701,17 @@ BEGIN
                 IF g.pending_open THEN
                     PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, false);
                     PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
-                        jsonb_build_object('reuse_synced', false, 'reuse_generation', g.id));
+                        '{"reuse_synced": false}'::jsonb);
                     RETURN 'prepare';
                 END IF;
                 IF NOT coalesce((j.details->>'reuse_synced')::boolean, false) THEN
                     PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;
                     EXECUTE format('CREATE INDEX ON %s (%I)', g.pending, ms.key_column);
                     PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
-                        jsonb_build_object('reuse_synced', true, 'catchup_batch', 32, 'catchup_applied', 0));
+                        '{"reuse_synced": true}'::jsonb);
                     RETURN 'prepare';
                 END IF;
-                b := embedstack._pending_batch(ms, g, coalesce((j.details->>'catchup_batch')::integer, 32));
-                IF b.removed > 0 THEN
-                    PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
-                        jsonb_build_object('catchup_batch', b.next_batch,
-                                           'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + b.written));
+                IF embedstack._pending_batch(job_id, ms, g) THEN
                     RETURN 'prepare';
                 END IF;
                 EXECUTE format('DROP TABLE %s', g.pending);
@@ -725,7 +720,7 @@ BEGIN
             END IF;
             -- The served generation with another fit's weights (query-weighted mode), or a retained
             -- generation of this layout, brought up to date: served at once.
-            total := embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
+            PERFORM embedstack._switch_to(ms, g, j.fit_id, clock_timestamp());
             PERFORM embedstack._retain(ms.name);
             PERFORM embedstack._w_job_update(job_id, 'done');
             note := CASE WHEN j.details ? 'reuse_synced'
@@ -887,20 +882,24 @@ END $$;
 COMMENT ON FUNCTION embedstack._mat_write(bigint) IS
   'Internal materialise step: one batch of rows into the generation being written.';
 
--- One batch of the keys a generation's (closed) pending table recorded, in the caller's
--- transaction, under SHARE on the generation: its writers wait for this batch only. The first
--- `batch` distinct keys in key order are re-read from the source, then deleted from the pending
--- table. Returns the rows written, the entries removed (0: nothing was left) and the next batch
--- size, adapted so that a batch takes 0.1-0.5 s (the callers start at 32 keys: a first batch of
--- 256 held writers 3 s under load at 1,408 dimensions).
-CREATE FUNCTION embedstack._pending_batch(ms embedstack.model_sets, g embedstack.generations, batch integer,
-                                          OUT written bigint, OUT removed bigint, OUT next_batch integer)
+-- One step of job `job_id` that applies the keys a generation's (closed) pending table recorded:
+-- one batch, in the step's transaction, under SHARE on the generation (its writers wait for this
+-- batch only). The first `catchup_batch` distinct keys in key order (the job's details; 32 at
+-- first: a first batch of 256 held writers 3 s under load at 1,408 dimensions) are re-read from
+-- the source, then deleted from the pending table; the batch size adapts so that a batch takes
+-- 0.1-0.5 s, and `catchup_applied` counts the rows written. False when nothing was left.
+CREATE FUNCTION embedstack._pending_batch(job_id bigint, ms embedstack.model_sets, g embedstack.generations)
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    d jsonb := (SELECT j.details FROM embedstack.jobs j WHERE j.id = job_id);
+    batch integer := coalesce((d->>'catchup_batch')::integer, 32);
     si record := embedstack._source_info(ms);
     keys text := format('(SELECT DISTINCT q.%1$I AS k FROM %2$s q ORDER BY 1 LIMIT %3$s)', ms.key_column, g.pending, batch);
     t0 timestamptz := clock_timestamp();
     elapsed double precision;
+    written bigint;
+    removed bigint;
 BEGIN
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
     EXECUTE format('DELETE FROM %1$s g USING %2$s p WHERE g.%3$I %4$s p.k', g.relation, keys, ms.key_column, si.key_eq);
@@ -910,12 +909,18 @@ BEGIN
     GET DIAGNOSTICS written = ROW_COUNT;
     EXECUTE format('DELETE FROM %1$s q USING %2$s p WHERE q.%3$I %4$s p.k', g.pending, keys, ms.key_column, si.key_eq);
     GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed = 0 THEN
+        RETURN false;
+    END IF;
     elapsed := extract(epoch FROM clock_timestamp() - t0);
-    next_batch := CASE WHEN elapsed > 0.5 THEN greatest(batch / 2, 16) WHEN elapsed < 0.1 THEN least(batch * 2, 65536)
-                       ELSE batch END;
+    PERFORM embedstack._w_job_update(job_id, NULL, NULL, NULL, NULL, NULL, NULL,
+        jsonb_build_object('catchup_batch', CASE WHEN elapsed > 0.5 THEN greatest(batch / 2, 16)
+                                                 WHEN elapsed < 0.1 THEN least(batch * 2, 65536) ELSE batch END,
+                           'catchup_applied', coalesce((d->>'catchup_applied')::bigint, 0) + written));
+    RETURN true;
 END $$;
-COMMENT ON FUNCTION embedstack._pending_batch(embedstack.model_sets, embedstack.generations, integer) IS
-  'Internal: applies one batch of a generation''s recorded keys under SHARE on it (0.1-0.5 s, adapted).';
+COMMENT ON FUNCTION embedstack._pending_batch(bigint, embedstack.model_sets, embedstack.generations) IS
+  'Internal job step: applies one batch of a generation''s recorded keys under SHARE on it (0.1-0.5 s, adapted).';
 
 -- index: the HNSW index (inner product: exact weighted-sum ranking even with missing blocks)
 -- on the generation, built without stalling the source's writers, as CREATE INDEX
@@ -938,7 +943,6 @@ DECLARE
     idx regclass;
     n bigint;
     workers integer;
-    b record;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -1018,14 +1022,10 @@ BEGIN
                 RAISE NOTICE 'embedstack: model set "%": applying % rows written meanwhile to generation %', ms.name, n, g.id;
             END IF;
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL,
-                jsonb_build_object('catchup_indexed', true, 'catchup_batch', 32, 'catchup_applied', 0, 'catchup_keys', n));
+                jsonb_build_object('catchup_indexed', true, 'catchup_applied', 0, 'catchup_keys', n));
             RETURN 'index';
         END IF;
-        b := embedstack._pending_batch(ms, g, coalesce((j.details->>'catchup_batch')::integer, 32));
-        IF b.removed > 0 THEN
-            PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL,
-                jsonb_build_object('catchup_batch', b.next_batch,
-                                   'catchup_applied', coalesce((j.details->>'catchup_applied')::bigint, 0) + b.written));
+        IF embedstack._pending_batch(job_id, ms, g) THEN
             RETURN 'index';
         END IF;
         EXECUTE format('DROP TABLE %s', g.pending);

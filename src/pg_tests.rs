@@ -336,7 +336,7 @@ mod tests {
             ("_owned_like(regclass,regclass)", "s", false, "s"),
             ("_owned_model_set(text)", "s", false, "s"),
             ("_pair_state(text,regclass,text,text,text,text)", "v", false, "u"),
-            ("_pending_batch(embedstack.model_sets,embedstack.generations,integer)", "v", false, "u"),
+            ("_pending_batch(bigint,embedstack.model_sets,embedstack.generations)", "v", false, "u"),
             ("_point_view(embedstack.model_sets,embedstack.generations,integer)", "v", false, "u"),
             ("_random_hex6()", "v", false, "s"),
             ("_reads_citus_table(regclass)", "s", false, "s"),

@@ -76,25 +76,36 @@ fn last_job(c: &mut Client) -> (String, String) {
     (r.get(0), r.get(1))
 }
 
-#[test]
-fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
-    let mut c = fresh_db("rollback");
+/// A database `es_<name>` with `items` (ids 1..=`n`), model set `s`, the pairs, the session
+/// `settings`, and one fit materialised per `(w1, w2)` labelling in turn: the fits' ids.
+fn served_set(name: &str, n: i32, settings: &str, labellings: &[(f64, f64)]) -> (Client, Vec<i64>) {
+    let mut c = fresh_db(name);
     c.batch_execute(&format!(
         "CREATE TABLE items (id int PRIMARY KEY, m1 vector(3), m2 real[], note text);
          INSERT INTO items {};
          SELECT embedstack.create_model_set('s', 'items', 'id', ARRAY['m1', 'm2']);
-         SET embedstack.keep_generations = 2;
-         SET client_min_messages = warning;",
-        rows(1, 400, 0.0)
+         SET client_min_messages = warning; {settings}",
+        rows(1, n, 0.0)
     ))
     .unwrap();
     create_pairs(&mut c, "items");
     let mut fits = Vec::new();
-    for (w1, w2) in [(0.3, 1.0), (1.0, 0.3), (1.0, 1.0)] {
+    for &(w1, w2) in labellings {
         label(&mut c, w1, w2);
         fits.push(fit(&mut c));
         c.batch_execute("CALL embedstack.materialize('s')").unwrap();
     }
+    (c, fits)
+}
+
+#[test]
+fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
+    let (mut c, fits) = served_set(
+        "rollback",
+        400,
+        "SET embedstack.keep_generations = 2;",
+        &[(0.3, 1.0), (1.0, 0.3), (1.0, 1.0)],
+    );
     let (f1, f2, f3) = (fits[0], fits[1], fits[2]);
     let gens = generations(&mut c);
     assert_eq!(
@@ -238,23 +249,12 @@ fn rollback_serves_retained_fits_exactly_and_holds_the_model_set() {
 /// inside `cutover_wait_timeout` (they gave up with 55P03 before the fix).
 #[test]
 fn cut_over_and_rollback_do_not_wait_for_a_vacuum_of_the_served_generation() {
-    let mut c = fresh_db("rollback_vacuum");
-    c.batch_execute(&format!(
-        "CREATE TABLE items (id int PRIMARY KEY, m1 vector(3), m2 real[], note text);
-         INSERT INTO items {};
-         SELECT embedstack.create_model_set('s', 'items', 'id', ARRAY['m1', 'm2']);
-         SET client_min_messages = warning;
-         SET embedstack.cutover_wait_timeout = '3s';",
-        rows(1, 200, 0.0)
-    ))
-    .unwrap();
-    create_pairs(&mut c, "items");
-    let mut fits = Vec::new();
-    for (w1, w2) in [(0.3, 1.0), (1.0, 0.3)] {
-        label(&mut c, w1, w2);
-        fits.push(fit(&mut c));
-        c.batch_execute("CALL embedstack.materialize('s')").unwrap();
-    }
+    let (mut c, fits) = served_set(
+        "rollback_vacuum",
+        200,
+        "SET embedstack.cutover_wait_timeout = '3s';",
+        &[(0.3, 1.0), (1.0, 0.3)],
+    );
     let (f1, f2) = (fits[0], fits[1]);
     let gens = generations(&mut c);
     let (served_rel, retained_rel) = (gens[1].3.clone(), gens[0].3.clone());
@@ -295,22 +295,7 @@ fn cut_over_and_rollback_do_not_wait_for_a_vacuum_of_the_served_generation() {
 /// to the earlier fit paused writers 10.5 s at 20,000 rows when it was all written in the switch).
 #[test]
 fn reusing_a_retained_generation_catches_up_in_batches_before_the_switch() {
-    let mut c = fresh_db("rollback_reuse");
-    c.batch_execute(&format!(
-        "CREATE TABLE items (id int PRIMARY KEY, m1 vector(3), m2 real[], note text);
-         INSERT INTO items {};
-         SELECT embedstack.create_model_set('s', 'items', 'id', ARRAY['m1', 'm2']);
-         SET client_min_messages = warning;",
-        rows(1, 2600, 0.0)
-    ))
-    .unwrap();
-    create_pairs(&mut c, "items");
-    let mut fits = Vec::new();
-    for (w1, w2) in [(0.3, 1.0), (1.0, 0.3)] {
-        label(&mut c, w1, w2);
-        fits.push(fit(&mut c));
-        c.batch_execute("CALL embedstack.materialize('s')").unwrap();
-    }
+    let (mut c, fits) = served_set("rollback_reuse", 2600, "", &[(0.3, 1.0), (1.0, 0.3)]);
     let (f1, _f2) = (fits[0], fits[1]);
     let g1 = generations(&mut c)[0].clone();
     assert_eq!((g1.1, g1.2.as_str()), (f1, "retained"));
