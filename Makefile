@@ -43,7 +43,7 @@ test-core:
 # #[pg_test]s inside a backend (pgrx runs its own cluster as the postgres OS user).
 test-pg:
 	. scripts/env.sh && mkdir -p "$$ES_PGRX_TESTDATA" && chown postgres:postgres "$$ES_PGRX_TESTDATA" \
-	  && cargo pgrx test pg15 --runas postgres --pgdata "$$ES_PGRX_TESTDATA"
+	  && cargo pgrx test pg$$PG $$ES_FEATURES --runas postgres --pgdata "$$ES_PGRX_TESTDATA"
 
 # pg_regress golden files against the project cluster (started, with the extension installed).
 test-regress: cluster

@@ -1,7 +1,21 @@
 # Sourced by the scripts: one place for paths, ports and versions.
 # shellcheck shell=bash
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PG_CONFIG="${PG_CONFIG:-/usr/bin/pg_config}"
+# PG: the PostgreSQL major to build and test against. 15 is this machine's own server (Debian
+# bookworm); 17 and 18 run inside Debian roots of their suites (scripts/pg-root.sh, `make
+# test-matrix`), where Debian's layout puts pg_config at /usr/lib/postgresql/N/bin. The Cargo
+# feature is pgN; other majors get their own target dir, data dirs and port so that builds and
+# clusters of different majors never share state.
+export PG="${PG:-15}"
+if [ "$PG" = 15 ]; then
+  export PG_CONFIG="${PG_CONFIG:-/usr/bin/pg_config}"
+  ES_SUFFIX=""
+else
+  export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/$PG/bin/pg_config}"
+  ES_SUFFIX="-pg$PG"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/pg$PG}"
+fi
+export ES_FEATURES="--no-default-features --features pg$PG"
 export PG_BIN="${PG_BIN:-$($PG_CONFIG --bindir)}"
 # The pinned pgrx version is read from Cargo.toml (`pgrx = "=X.Y.Z"`), its only home.
 PGRX_VERSION="$(sed -n 's/^pgrx = "=\([0-9.]*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n1)"
@@ -18,8 +32,8 @@ if [ -z "${ES_STATE:-}" ]; then
   fi
 fi
 export ES_STATE
-export ES_PGDATA="${ES_PGDATA:-$ES_STATE/.pgdata}"
-export ES_PGRUN="${ES_PGRUN:-$ES_STATE/.pgrun}"   # socket dir and log
-export ES_PGRX_TESTDATA="${ES_PGRX_TESTDATA:-$ES_STATE/.pgrx-testdata}"
-export ES_PGPORT="${ES_PGPORT:-54815}"
+export ES_PGDATA="${ES_PGDATA:-$ES_STATE/.pgdata$ES_SUFFIX}"
+export ES_PGRUN="${ES_PGRUN:-$ES_STATE/.pgrun$ES_SUFFIX}"   # socket dir and log
+export ES_PGRX_TESTDATA="${ES_PGRX_TESTDATA:-$ES_STATE/.pgrx-testdata$ES_SUFFIX}"
+if [ "$PG" = 15 ]; then export ES_PGPORT="${ES_PGPORT:-54815}"; else export ES_PGPORT="${ES_PGPORT:-548$PG}"; fi
 export ES_PGUSER=postgres

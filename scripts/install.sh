@@ -11,9 +11,10 @@ set -euo pipefail
 profile=release
 args=()
 if [ "${1:-}" = "--debug" ]; then profile=debug; args+=(--debug); fi
-stage="$ROOT/target/$profile/embedstack-package"
+stage="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/embedstack-package"
 rm -rf "$stage"
-cargo pgrx package "${args[@]}" --pg-config "$PG_CONFIG" --out-dir "$stage" >/dev/null
+# shellcheck disable=SC2086 # ES_FEATURES is a word list (env.sh)
+cargo pgrx package "${args[@]}" $ES_FEATURES --pg-config "$PG_CONFIG" --out-dir "$stage" >/dev/null
 libdir="$($PG_CONFIG --pkglibdir)"
 sharedir="$($PG_CONFIG --sharedir)/extension"
 put() { # put SRC DEST_DIR MODE: copy to a temp name in DEST_DIR, then rename over the target

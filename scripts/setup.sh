@@ -9,6 +9,19 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '[setup] %s\n' "$*"; }
 
+# Other majors run inside their Debian root (scripts/pg-root.sh), which has the server, headers,
+# pgvector and pg_cron as Debian packages already: only pgrx needs to learn their pg_config.
+if [ "$PG" != 15 ]; then
+  [ -x "$PG_CONFIG" ] || { echo "setup: no $PG_CONFIG; PostgreSQL $PG is set up by scripts/pg-root.sh $PG setup and used inside that root (make test-matrix)" >&2; exit 1; }
+  cargo pgrx --version 2>/dev/null | grep -qx "cargo-pgrx $PGRX_VERSION" || { echo "setup: cargo-pgrx $PGRX_VERSION missing (run scripts/setup.sh outside the root first)" >&2; exit 1; }
+  if ! grep -q "pg$PG = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+    log "cargo pgrx init --pg$PG $PG_CONFIG"
+    cargo pgrx init "--pg$PG" "$PG_CONFIG" >/dev/null
+  fi
+  log "set-up complete for PostgreSQL $PG ($("$PG_CONFIG" --version))"
+  exit 0
+fi
+
 # ---------------------------------------------------------------- apt packages
 # postgresql-15-cron: pg_cron, the scheduler the README's refit recipe and its test use.
 apt_pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron libclang-dev clang

@@ -16,6 +16,7 @@ mod datatype;
 mod errors;
 mod model_set;
 mod operations;
+mod pg_version;
 mod primitives;
 mod regression_state;
 mod settings;

@@ -149,13 +149,11 @@ fn _apply_as_owner(model_set: &str, rel: RegClass, event: &str) {
             format!("model set \"{model_set}\" does not exist"),
         );
     };
-    unsafe {
-        if !pg_sys::pg_class_ownercheck(source, pg_sys::GetUserId()) {
-            crate::errors::fail(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be a member of the owner of the source of model set \"{model_set}\""),
-            );
-        }
+    if !crate::pg_version::relation_owner_check(source, unsafe { pg_sys::GetUserId() }) {
+        crate::errors::fail(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be a member of the owner of the source of model set \"{model_set}\""),
+        );
     }
     as_owner(owner, |caller| unsafe { apply(std::ptr::null_mut(), model_set, rel.0, event, caller) });
 }

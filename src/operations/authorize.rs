@@ -37,7 +37,7 @@ fn relation_exists(relid: pg_sys::Oid) -> bool {
 
 /// Is `role` a member of the owner of the existing relation `relid`?
 fn owns(relid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
-    unsafe { pg_sys::pg_class_ownercheck(relid, role) }
+    crate::pg_version::relation_owner_check(relid, role)
 }
 
 fn rel_name(relid: pg_sys::Oid) -> String {

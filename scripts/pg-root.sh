@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# PostgreSQL majors other than the machine's own (15, Debian bookworm) live in Debian root file
+# systems of the suite that ships them, built with debootstrap and Debian's own binary packages of
+# the server, its headers, pgvector and pg_cron. Inside, PostgreSQL is installed exactly as on a
+# user's Debian machine (/usr/lib/postgresql/N/bin/pg_config, dpkg knows postgresql-N), so the
+# package test checks our .deb's dependencies against the real packages, never forced.
+#
+# Why roots and not a build on this machine: Debian's *source* packages of postgresql-17/18 and of
+# pgvector 0.8.7 are listed by the archive here but their files are not served (HTTP 404), while
+# the binary packages are; those binaries need the glibc of their own suite (trixie 2.41, forky
+# 2.43), newer than bookworm's 2.36, so they run in a root of that suite.
+#
+#   pg-root.sh N setup            create or update the root for major N (idempotent, cached)
+#   pg-root.sh N run CMD [ARG..]  run CMD as root inside it, in a private mount namespace where the
+#                                 repository (same path), the Rust toolchain (~/.cargo, ~/.rustup)
+#                                 and /proc, /dev are mounted; the mounts vanish when CMD exits
+#   pg-root.sh N shell CMD        the same with a shell command line (bash -c)
+#   pg-root.sh N path             print the root's directory
+#   pg-root.sh N stop             stop every server of the root (pg_ctl of each data dir found)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# The one table of supported majors beyond 15: major -> Debian suite that ships it.
+suite_for() {
+  case "$1" in
+    17) echo trixie ;;
+    18) echo forky ;;
+    *) echo "pg-root: no Debian suite known for PostgreSQL $1 (supported: 17, 18)" >&2; return 1 ;;
+  esac
+}
+
+N="${1:?usage: pg-root.sh N setup|run|shell|path|stop}"
+cmd="${2:?usage: pg-root.sh N setup|run|shell|path|stop}"
+shift 2
+suite="$(suite_for "$N")"
+roots="${ES_ROOTS:-/var/cache/embedstack/roots}"
+root="$roots/pg$N"
+mirror="${ES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# What a root holds: the server, its headers (pgrx's bindgen), pgvector and pg_cron as Debian
+# packages; clang/libclang for bindgen; sudo for `cargo pgrx test --runas`.
+pkgs=("postgresql-$N" "postgresql-server-dev-$N" "postgresql-$N-pgvector" "postgresql-$N-cron"
+      libclang-dev clang gcc make pkg-config sudo ca-certificates dpkg-dev)
+stamp="$root/.embedstack-root"
+want_stamp="suite=$suite packages=${pkgs[*]}"
+
+log() { printf '[pg-root %s] %s\n' "$N" "$*"; }
+
+in_root() { # in_root CMD...: chroot without the repository mounts (set-up steps)
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive "$@"
+}
+
+setup() {
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
+    log "root $root ($suite) present"
+    return
+  fi
+  command -v debootstrap >/dev/null || {
+    log "apt-get install debootstrap"
+    apt-get install -y -qq debootstrap >/dev/null
+  }
+  if [ ! -x "$root/usr/bin/apt-get" ]; then
+    log "debootstrap $suite into $root"
+    rm -rf "$root.tmp"
+    mkdir -p "$roots"
+    # bookworm's debootstrap has no script named after every later suite; `sid`'s is the generic one.
+    script=/usr/share/debootstrap/scripts/$suite
+    [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
+    debootstrap --variant=minbase "$suite" "$root.tmp" "$mirror" "$script" >"$roots/debootstrap-pg$N.log" 2>&1 \
+      || { tail -20 "$roots/debootstrap-pg$N.log" >&2; exit 1; }
+    mv "$root.tmp" "$root"
+  fi
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+  # Mirrors that serve a snapshot of the archive carry Release files past their Valid-Until date.
+  echo 'Acquire::Check-Valid-Until "false";' >"$root/etc/apt/apt.conf.d/99embedstack"
+  # No service starts inside the root, and no default cluster: tests make their own.
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod 755 "$root/usr/sbin/policy-rc.d"
+  mkdir -p "$root/etc/postgresql-common"
+  echo "create_main_cluster = false" >"$root/etc/postgresql-common/createcluster.conf"
+  log "apt-get install ${pkgs[*]}"
+  mount_basic
+  in_root apt-get update -qq
+  in_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$roots/apt-pg$N.log" 2>&1 \
+    || { umount_basic; tail -20 "$roots/apt-pg$N.log" >&2; exit 1; }
+  in_root apt-get clean
+  umount_basic
+  in_root /usr/lib/postgresql/"$N"/bin/pg_config --version >/dev/null
+  echo "$want_stamp" >"$stamp"
+  log "root ready: $(in_root dpkg-query -W -f='${Package} ${Version}, ' "postgresql-$N" "postgresql-$N-pgvector" "postgresql-$N-cron")"
+}
+
+mount_basic() {
+  mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+  mountpoint -q "$root/dev" || mount --rbind /dev "$root/dev"
+}
+umount_basic() {
+  umount -R "$root/dev" 2>/dev/null || umount -l "$root/dev" 2>/dev/null || true
+  umount "$root/proc" 2>/dev/null || umount -l "$root/proc" 2>/dev/null || true
+}
+
+# Enter the root in a private mount namespace (unshare -m): every mount below belongs to that
+# namespace alone and disappears with it, so nothing is left mounted if a test is killed.
+enter() { # enter CMD...
+  [ -f "$stamp" ] || { echo "pg-root: no root for PostgreSQL $N; run: $0 $N setup" >&2; exit 1; }
+  local repo="$here" home="${HOME:-/root}"
+  exec unshare -m --propagation private /usr/bin/env ES_IN_ROOT_REPO="$repo" ES_IN_ROOT_HOME="$home" \
+    ES_IN_ROOT_DIR="$root" bash -c '
+      set -e
+      r="$ES_IN_ROOT_DIR"
+      mount -t proc proc "$r/proc"
+      mount --rbind /dev "$r/dev"
+      mount -t tmpfs tmpfs "$r/dev/shm" 2>/dev/null || true
+      for d in "$ES_IN_ROOT_REPO" "$ES_IN_ROOT_HOME/.cargo" "$ES_IN_ROOT_HOME/.rustup"; do
+        [ -d "$d" ] || continue
+        mkdir -p "$r$d"
+        mount --bind "$d" "$r$d"
+      done
+      cd /
+      exec chroot "$r" /usr/bin/env -i HOME="$ES_IN_ROOT_HOME" LANG=C.UTF-8 TERM=dumb \
+        PATH="$ES_IN_ROOT_HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        RUSTUP_HOME="$ES_IN_ROOT_HOME/.rustup" CARGO_HOME="$ES_IN_ROOT_HOME/.cargo" \
+        "$@"' bash "$@"
+}
+
+case "$cmd" in
+  setup) setup ;;
+  run) enter "$@" ;;
+  shell) enter bash -c "cd '$here' && $*" ;;
+  path) echo "$root" ;;
+  stop) [ -f "$stamp" ] && enter bash -c "cd '$here' && PG=$N bash scripts/cluster.sh stop" || true ;;
+  *) echo "usage: pg-root.sh N setup|run|shell|path|stop" >&2; exit 2 ;;
+esac
