@@ -5,7 +5,8 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test lint test-core test-pg test-regress test-client \
-        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop test-citus
+        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop test-citus \
+        test-matrix package package-test
 
 setup:
 	bash scripts/setup.sh
@@ -103,6 +104,27 @@ citus-stop:
 # against the local Citus cluster, one test at a time (one restarts a worker).
 test-citus: citus-cluster
 	. scripts/env.sh && ES_CITUS_PORT=$${CITUS_PORT:-9700} cargo test -p embedstack-client-tests --test citus -- --ignored --test-threads=1
+
+# PostgreSQL majors besides 15. Each runs in a Debian root of the suite that ships it, built from
+# Debian's binary packages (scripts/pg-root.sh; its table maps a major to a suite): the build,
+# the #[pg_test]s, every pg_regress file, the client tests below, and the .deb installed by dpkg
+# (scripts/matrix.sh). A new major: one Cargo feature, one line in pg-root.sh, one word here.
+MATRIX ?= 17 18
+MATRIX_TESTS ?= hostile security model_sets_serving served_tables rollback pagination partitions resume_cursor model_sets_wordsim
+test-matrix: setup
+	for v in $(MATRIX); do MATRIX_TESTS="$(MATRIX_TESTS)" bash scripts/matrix.sh $$v || exit 1; done
+
+# The Debian package for one major (PG=15 on this machine, 17/18 inside their root), named like
+# PostgreSQL's apt repository names extensions: target/packages/postgresql-N-embedstack_*.deb.
+# `make package-test PG=N` installs it with dpkg into N's root, where no cargo output is
+# reachable, runs the walk-through, updates from the oldest release and purges it.
+PG ?= 15
+package: setup
+	if [ "$(PG)" = 15 ]; then bash scripts/package.sh; \
+	else bash scripts/pg-root.sh $(PG) setup && bash scripts/pg-root.sh $(PG) shell "export PG=$(PG) && bash scripts/setup.sh && bash scripts/package.sh"; fi
+
+package-test: package
+	bash scripts/package-test.sh $(PG)
 
 stop:
 	$(CLUSTER) stop

@@ -15,6 +15,8 @@
 #                                 repository (same path), the Rust toolchain (~/.cargo, ~/.rustup)
 #                                 and /proc, /dev are mounted; the mounts vanish when CMD exits
 #   pg-root.sh N shell CMD        the same with a shell command line (bash -c)
+#   pg-root.sh N bare CMD [ARG..] run CMD inside with only /proc and /dev mounted: nothing of the
+#                                 repository or its build output is reachable (the package test)
 #   pg-root.sh N path             print the root's directory
 #   pg-root.sh N stop             stop every server of the root (pg_ctl of each data dir found)
 set -euo pipefail
@@ -37,9 +39,10 @@ roots="${ES_ROOTS:-/var/cache/embedstack/roots}"
 root="$roots/pg$N"
 mirror="${ES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # What a root holds: the server, its headers (pgrx's bindgen), pgvector and pg_cron as Debian
-# packages; clang/libclang for bindgen; sudo for `cargo pgrx test --runas`.
+# packages; clang/libclang for bindgen; sudo for `cargo pgrx test --runas`; python3 for the
+# package checks (scripts/package.sh).
 pkgs=("postgresql-$N" "postgresql-server-dev-$N" "postgresql-$N-pgvector" "postgresql-$N-cron"
-      libclang-dev clang gcc make pkg-config sudo ca-certificates dpkg-dev)
+      libclang-dev clang gcc make pkg-config sudo ca-certificates dpkg-dev python3)
 stamp="$root/.embedstack-root"
 want_stamp="suite=$suite packages=${pkgs[*]}"
 
@@ -101,9 +104,10 @@ umount_basic() {
 
 # Enter the root in a private mount namespace (unshare -m): every mount below belongs to that
 # namespace alone and disappears with it, so nothing is left mounted if a test is killed.
-enter() { # enter CMD...
+enter() { # enter CMD...   (ES_BARE=1: without the repository and toolchain mounts)
   [ -f "$stamp" ] || { echo "pg-root: no root for PostgreSQL $N; run: $0 $N setup" >&2; exit 1; }
   local repo="$here" home="${HOME:-/root}"
+  if [ "${ES_BARE:-0}" = 1 ]; then repo=/nonexistent home=/nonexistent; fi
   exec unshare -m --propagation private /usr/bin/env ES_IN_ROOT_REPO="$repo" ES_IN_ROOT_HOME="$home" \
     ES_IN_ROOT_DIR="$root" bash -c '
       set -e
@@ -127,6 +131,7 @@ case "$cmd" in
   setup) setup ;;
   run) enter "$@" ;;
   shell) enter bash -c "cd '$here' && $*" ;;
+  bare) ES_BARE=1 enter "$@" ;;
   path) echo "$root" ;;
   stop) [ -f "$stamp" ] && enter bash -c "cd '$here' && PG=$N bash scripts/cluster.sh stop" || true ;;
   *) echo "usage: pg-root.sh N setup|run|shell|path|stop" >&2; exit 2 ;;

@@ -217,9 +217,10 @@ pub unsafe fn check_model_attributes(
 /// `desc` must be a valid tuple descriptor with at least `att` attributes.
 pub unsafe fn attribute_type(desc: pg_sys::TupleDesc, att: i32) -> (pg_sys::Oid, i32) {
     unsafe {
-        let n = (*desc).natts as usize;
-        assert!(att >= 1 && att as usize <= n, "attribute number within the descriptor");
-        let a = &(*desc).attrs.as_slice(n)[att as usize - 1];
+        // pgrx's accessor: PostgreSQL 18 moved the attribute array behind `compact_attrs`.
+        let td = pgrx::PgTupleDesc::from_pg_unchecked(desc);
+        assert!(att >= 1 && att as usize <= td.len(), "attribute number within the descriptor");
+        let a = td.get(att as usize - 1).expect("attribute within the descriptor");
         (a.atttypid, a.atttypmod)
     }
 }
