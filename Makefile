@@ -116,15 +116,16 @@ test-matrix: setup
 
 # The Debian package for one major (PG=15 on this machine, 17/18 inside their root), named like
 # PostgreSQL's apt repository names extensions: target/packages/postgresql-N-embedstack_*.deb.
-# `make package-test PG=N` installs it with dpkg into N's root, where no cargo output is
-# reachable, runs the walk-through, updates from the oldest release and purges it.
+# `make package-test PG=N` installs it with dpkg into N's Debian root (for 15 a bookworm root with
+# pgvector built from Debian's source package), where no cargo output is reachable, runs the
+# pg_regress suite, updates from the oldest release and purges it.
 PG ?= 15
 package: setup
 	if [ "$(PG)" = 15 ]; then bash scripts/package.sh; \
 	else bash scripts/pg-root.sh $(PG) setup && bash scripts/pg-root.sh $(PG) shell "export PG=$(PG) && bash scripts/setup.sh && bash scripts/package.sh"; fi
 
 package-test: package
-	bash scripts/package-test.sh $(PG)
+	bash scripts/pg-root.sh $(PG) setup && bash scripts/package-test.sh $(PG)
 
 stop:
 	$(CLUSTER) stop

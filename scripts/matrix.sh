@@ -15,8 +15,9 @@ root() { bash "$here/scripts/pg-root.sh" "$N" "$@"; }
 
 phase "Debian root"
 root setup
-phase "build and #[pg_test]s"
-root shell "export PG=$N && bash scripts/setup.sh && make --no-print-directory test-pg"
+phase "clippy (this major's cfg arms), build and #[pg_test]s"
+root shell "export PG=$N && bash scripts/setup.sh && . scripts/env.sh && cargo clippy -q --lib \$ES_FEATURES -- -D warnings \
+  && make --no-print-directory test-pg"
 phase "install, cluster, pg_regress, client tests: $tests"
 args=""
 for t in $tests; do args="$args --test $t"; done

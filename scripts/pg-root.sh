@@ -22,14 +22,21 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The one table of supported majors beyond 15: major -> Debian suite that ships it.
+# The one table of supported majors: major -> Debian suite that ships it. 15 is this machine's
+# own (bookworm); its root serves the package test only (scripts/package-test.sh).
 suite_for() {
   case "$1" in
+    15) echo bookworm ;;
     17) echo trixie ;;
     18) echo forky ;;
-    *) echo "pg-root: no Debian suite known for PostgreSQL $1 (supported: 17, 18)" >&2; return 1 ;;
+    *) echo "pg-root: no Debian suite known for PostgreSQL $1 (supported: 15, 17, 18)" >&2; return 1 ;;
   esac
 }
+# pgvector: the suite's own binary package, except where the suite's is older than the 0.8.0 the
+# extension needs (bookworm ships 0.4.1): there a .deb built in the root from Debian's pgvector
+# source package (trixie's 0.8.0-1, the version scripts/setup.sh builds for this machine).
+PGVECTOR_SOURCE_VERSION=0.8.0-1
+pgvector_from_source() { [ "$1" = 15 ]; }
 
 N="${1:?usage: pg-root.sh N setup|run|shell|path|stop}"
 cmd="${2:?usage: pg-root.sh N setup|run|shell|path|stop}"
@@ -43,6 +50,9 @@ mirror="${ES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # package checks (scripts/package.sh).
 pkgs=("postgresql-$N" "postgresql-server-dev-$N" "postgresql-$N-pgvector" "postgresql-$N-cron"
       libclang-dev clang gcc make pkg-config sudo ca-certificates dpkg-dev python3)
+if pgvector_from_source "$N"; then
+  pkgs=("${pkgs[@]/#postgresql-$N-pgvector/debhelper}" postgresql-server-dev-all build-essential)
+fi
 stamp="$root/.embedstack-root"
 want_stamp="suite=$suite packages=${pkgs[*]}"
 
@@ -86,11 +96,32 @@ setup() {
   in_root apt-get update -qq
   in_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$roots/apt-pg$N.log" 2>&1 \
     || { umount_basic; tail -20 "$roots/apt-pg$N.log" >&2; exit 1; }
+  if pgvector_from_source "$N"; then
+    build_pgvector || { umount_basic; exit 1; }
+  fi
   in_root apt-get clean
   umount_basic
   in_root /usr/lib/postgresql/"$N"/bin/pg_config --version >/dev/null
   echo "$want_stamp" >"$stamp"
   log "root ready: $(in_root dpkg-query -W -f='${Package} ${Version}, ' "postgresql-$N" "postgresql-$N-pgvector" "postgresql-$N-cron")"
+}
+
+# Debian's pgvector source package, built into .debs in the root (tests skipped: -Pnocheck) and
+# installed with dpkg, so that dpkg knows postgresql-N-pgvector as it would from the archive. Its
+# real build dependencies are in pkgs; -d skips only the check of `architecture-is-64-bit`, a
+# marker package that bookworm does not have.
+build_pgvector() {
+  log "building pgvector $PGVECTOR_SOURCE_VERSION from Debian's source package"
+  printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" >"$root/etc/apt/sources.list.d/embedstack-trixie-src.sources"
+  in_root apt-get update -qq
+  in_root bash -c "set -e; rm -rf /usr/src/pgvector; mkdir -p /usr/src/pgvector; cd /usr/src/pgvector
+    apt-get source -qq pgvector=$PGVECTOR_SOURCE_VERSION
+    cd pgvector-*/
+    pg_buildext updatecontrol   # debian/control lists the suite's PostgreSQL majors (trixie: 17)
+    DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -b -uc -us -d -Pnocheck
+    dpkg -i ../postgresql-$N-pgvector_${PGVECTOR_SOURCE_VERSION}_*.deb" >"$roots/pgvector-pg$N.log" 2>&1 \
+    || { tail -20 "$roots/pgvector-pg$N.log" >&2; return 1; }
 }
 
 mount_basic() {
