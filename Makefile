@@ -120,7 +120,8 @@ test-matrix: setup
 # pgvector built from Debian's source package), where no cargo output is reachable, runs the
 # pg_regress suite, updates from the oldest release and purges it.
 PG ?= 15
-package: setup
+package:
+	PG=15 bash scripts/setup.sh
 	if [ "$(PG)" = 15 ]; then bash scripts/package.sh; \
 	else bash scripts/pg-root.sh $(PG) setup && bash scripts/pg-root.sh $(PG) shell "export PG=$(PG) && bash scripts/setup.sh && bash scripts/package.sh"; fi
 

@@ -86,7 +86,9 @@ stop_server() {
 }
 trap stop_server EXIT
 log "the WordSim fit against scikit-learn's weights (client test model_sets_wordsim, port $port)"
-(cd "$here" && . scripts/env.sh && ES_PGPORT=$port cargo test -q -p embedstack-client-tests --test model_sets_wordsim) \
+# (This machine's build of the client, whatever major PG names: the roots' builds need their glibc.)
+(cd "$here" && env -u PG -u PG_CONFIG -u PG_BIN -u CARGO_TARGET_DIR ES_PGPORT=$port \
+  bash -c '. scripts/env.sh && cargo test -q -p embedstack-client-tests --test model_sets_wordsim') \
   >"$root$work/wordsim.log" 2>&1 || { cat "$root$work/wordsim.log" >&2; exit 1; }
 grep -E '^test result' "$root$work/wordsim.log"
 stop_server
