@@ -133,6 +133,69 @@ COMMENT ON FUNCTION embedstack._is_generation_table(embedstack.model_sets, bigin
   'Internal: whether a relation is a generation table (or pending-keys table) of the model set, named so and '
   'owned by the given role.';
 
+-- Is the relation generation g's catalog row records as its pending-keys table (g.pending) one
+-- the extension made for g (0.4.1)? An existing plain table owned by the source's owner, as
+-- _is_generation_table requires, named after g's generation table -- itself provably g's (a
+-- table of that owner named as _is_generation_table requires) -- as _create_pending names it
+-- (<generation>_pending, or with the random suffix it adds when that name is taken). The catalog
+-- row is written by the model set's owner, who could record any table of its own there, and a
+-- row can outlive its table (its OID then reused by another role's); what reads, writes,
+-- truncates or drops a pending-keys table checks this first, as retention and the event trigger
+-- check generation tables. False when g.pending is NULL or names no relation. PL/pgSQL with the
+-- cheap tests first: the freshness trigger asks it on every write (about 20 us; the same test as
+-- one SQL function over _is_generation_table took 185 us, a fifth of a one-row write).
+CREATE FUNCTION embedstack._is_pending_table(ms embedstack.model_sets, g embedstack.generations) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pname name;
+    rname name;
+BEGIN
+    IF g.pending IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT p.relname, r.relname INTO pname, rname
+      FROM pg_class p, pg_class r, pg_class s
+     WHERE p.oid = g.pending AND r.oid = g.relation AND s.oid = ms.source
+       AND p.relkind = 'r' AND p.relowner = s.relowner AND r.relkind IN ('r', 'p') AND r.relowner = s.relowner;
+    IF NOT FOUND OR NOT (rname = embedstack._generation_name(ms, g.id) OR rname ~ ('_g' || g.id || '_[0-9a-f]{6}$')) THEN
+        RETURN false;
+    END IF;
+    RETURN pname = rname || '_pending' OR pname = embedstack._derived_name(rname, 'pending')
+        OR (left(pname, -6) = left(embedstack._derived_name(rname, 'pending_000000'), -6) AND right(pname, 6) ~ '^[0-9a-f]{6}$');
+END $$;
+COMMENT ON FUNCTION embedstack._is_pending_table(embedstack.model_sets, embedstack.generations) IS
+  'Internal: whether the pending-keys table a generation''s catalog row names is one the extension made for it '
+  '(a table of the source''s owner, named after the generation table).';
+
+-- Drops the pending-keys table the catalog records for generation g and forgets it (the catalog
+-- row is read again: not what a caller read earlier). Only a table that is provably g's
+-- (_is_pending_table): this runs as whoever runs the job or the rollback, a superuser too, and
+-- the row may name anything its owner wrote (0.4.0 dropped whatever it named). A relation that
+-- is not g's is left in place with a WARNING and forgotten all the same, as _drop_generation and
+-- the event trigger leave a generation table that is not provably theirs.
+CREATE FUNCTION embedstack._drop_pending(ms embedstack.model_sets, g embedstack.generations) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cur embedstack.generations;
+BEGIN
+    SELECT * INTO cur FROM embedstack.generations x WHERE x.id = g.id AND x.model_set = ms.name;
+    IF cur.pending IS NULL THEN
+        RETURN;
+    END IF;
+    IF embedstack._is_pending_table(ms, cur) THEN
+        EXECUTE format('DROP TABLE %s', cur.pending);
+    ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cur.pending) THEN
+        RAISE WARNING 'embedstack: model set "%": % is recorded as the pending-keys table of generation %, but it is not one: '
+                      'left in place, no longer recorded', ms.name, cur.pending, cur.id
+            USING HINT = format('the pending-keys tables of generation %s are owned by the owner of %s and named after %s',
+                                cur.id, ms.source, cur.relation);
+    END IF;
+    PERFORM embedstack._w_generation_pending(ms.name, cur.id, NULL, false);
+END $$;
+COMMENT ON FUNCTION embedstack._drop_pending(embedstack.model_sets, embedstack.generations) IS
+  'Internal: drops a generation''s pending-keys table, only when it is provably the generation''s (WARNING '
+  'otherwise), and forgets it.';
+
 -- Is relation <schema>.<view_name> this model set's served view (a view of the source's owner
 -- whose rule reads one of its generation tables)? NULL when no such relation exists; false when something else has the name.
 CREATE FUNCTION embedstack._is_served_view(ms embedstack.model_sets) RETURNS boolean
@@ -295,17 +358,25 @@ DECLARE
     was bigint := ms.served_generation;
 BEGIN
     IF g.id IS DISTINCT FROM was THEN
-        IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+        -- Recorded keys in a relation that is not provably its pending-keys table: what changed
+        -- since the generation was served is not known, and that relation is never read, locked
+        -- or dropped (0.4.0 dropped it); a materialise of the fit replaces the generation.
+        IF g.pending IS NOT NULL AND NOT embedstack._is_pending_table(ms, g)
+           AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+            RAISE EXCEPTION 'generation % of model set "%" cannot be brought up to date: % is recorded as its pending-keys '
+                            'table, but it is not one', g.id, ms.name, g.pending
+                USING ERRCODE = '55000',
+                HINT = format('nothing was changed; CALL embedstack.materialize(%L, fit_id => %s) writes that fit anew '
+                              '(and drops the generation)', ms.name, fit_id);
+        END IF;
+        IF embedstack._is_pending_table(ms, g) THEN
             PERFORM embedstack._lock_source(ms, started);
             EXECUTE format('SELECT count(DISTINCT p.%I) FROM %s p', ms.key_column, g.pending) INTO n;
             IF n > 0 THEN
                 PERFORM embedstack._apply_as_owner(ms.name, g.relation, 'CATCHUP');
             END IF;
-            EXECUTE format('DROP TABLE %s', g.pending);
         END IF;
-        IF g.pending IS NOT NULL THEN
-            PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
-        END IF;
+        PERFORM embedstack._drop_pending(ms, g);
         LOOP
             BEGIN
                 PERFORM embedstack._point_view(ms, g, 50);
@@ -390,7 +461,8 @@ BEGIN
         -- so a key a writer records meanwhile stays recorded for a later batch. A key the source no
         -- longer has is deleted; the others are upserted (never HOT: the vector is indexed).
         SELECT * INTO g FROM embedstack.generations x
-         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained';
+         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained'
+           AND embedstack._is_pending_table(ms, x);
         IF NOT FOUND THEN
             RAISE EXCEPTION '% is not a retained generation of model set "%" with recorded keys', relid::regclass, ms.name
                 USING ERRCODE = '22023';
@@ -410,7 +482,8 @@ BEGIN
         -- relid: a retained generation of the model set; the keys its pending table recorded while
         -- it was not served are written again from the source (the rollback holds SHARE on it).
         SELECT * INTO g FROM embedstack.generations x
-         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained';
+         WHERE x.model_set = ms.name AND x.relation::oid = relid AND x.pending IS NOT NULL AND x.state = 'retained'
+           AND embedstack._is_pending_table(ms, x);
         IF NOT FOUND THEN
             RAISE EXCEPTION '% is not a retained generation of model set "%" with recorded keys', relid::regclass, ms.name
                 USING ERRCODE = '22023';
@@ -471,6 +544,13 @@ BEGIN
         END IF;
     END IF;
     FOR g IN SELECT * FROM embedstack._live_generations(ms.name) LOOP
+        IF g.pending IS NOT NULL AND NOT embedstack._is_pending_table(ms, g) THEN
+            -- The catalog row names a relation that is not provably the generation's pending-keys
+            -- table (or none any more): nothing is recorded into or truncated in it (0.4.1), the
+            -- generation is written instead.
+            g.pending := NULL;
+            g.pending_open := false;
+        END IF;
         IF event = 'PRUNE' THEN
             out := out || format(CASE WHEN g.pending_open
                                       THEN 'INSERT INTO %4$s (%2$s) SELECT g.%2$s FROM %1$s g WHERE NOT EXISTS (SELECT FROM %5$s s WHERE s.%2$s %3$s g.%2$s)'
@@ -687,6 +767,17 @@ BEGIN
             RAISE NOTICE 'embedstack: model set "%": fit % serves what fit % serves: nothing changed', ms.name, j.fit_id,
                 ms.active_fit;
             RETURN 'done';
+        ELSIF g.id IS NOT NULL AND g.id IS DISTINCT FROM ms.served_generation AND g.pending IS NOT NULL
+              AND NOT embedstack._is_pending_table(ms, g) AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+            -- A retained generation of this layout whose catalog row records its keys in a relation
+            -- that is not provably its pending-keys table (0.4.1; 0.4.0 indexed, emptied and dropped
+            -- whatever relation the row named): what changed since it was served is not known, so
+            -- it is not served again. That relation is left alone (a WARNING), the generation
+            -- dropped (its own table only), and the fit written into a new generation below.
+            PERFORM embedstack._drop_pending(ms, g);
+            PERFORM embedstack._drop_generation(ms, g.id);
+            RAISE NOTICE 'embedstack: model set "%": generation % is not reused (its recorded keys are not in a table of '
+                         'its own): writing fit % anew', ms.name, g.id, j.fit_id;
         ELSIF g.id IS NOT NULL THEN
             -- A retained generation of this layout that recorded keys: brought up to date the way
             -- a new generation's index catch-up is, before the switch -- its pending table closed
@@ -695,9 +786,9 @@ BEGIN
             -- transaction under SHARE on the generation -- so the switch pauses no writer for the
             -- recorded rows (it did, all of them: a scheduled refit that came back to an earlier
             -- fit paused writers 10-20 s at 20,000 rows; and writing batches while writers kept
-            -- recording did not converge under load).
-            IF g.id IS DISTINCT FROM ms.served_generation AND g.pending IS NOT NULL
-               AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+            -- recording did not converge under load). Only a pending table that is provably the
+            -- generation's (above) is read, indexed and dropped.
+            IF g.id IS DISTINCT FROM ms.served_generation AND embedstack._is_pending_table(ms, g) THEN
                 IF g.pending_open THEN
                     PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, false);
                     PERFORM embedstack._w_job_update(job_id, 'prepare', NULL, NULL, NULL, NULL, NULL,
@@ -714,8 +805,7 @@ BEGIN
                 IF embedstack._pending_batch(job_id, ms, g) THEN
                     RETURN 'prepare';
                 END IF;
-                EXECUTE format('DROP TABLE %s', g.pending);
-                PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
+                PERFORM embedstack._drop_pending(ms, g);
                 g.pending := NULL;
             END IF;
             -- The served generation with another fit's weights (query-weighted mode), or a retained
@@ -947,6 +1037,22 @@ BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
     SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation;
+    -- The keys written during the build recorded in a relation that is not provably the
+    -- generation's pending-keys table (0.4.1; 0.4.0 reopened, indexed, emptied and dropped whatever
+    -- relation the catalog row named): they are not known, so the generation is written anew --
+    -- that relation left alone (a WARNING), the generation dropped (its own table only), the job
+    -- back at prepare with the index steps' state reset.
+    IF g.pending IS NOT NULL AND NOT embedstack._is_pending_table(ms, g)
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+        PERFORM embedstack._drop_pending(ms, g);
+        PERFORM embedstack._drop_generation(ms, g.id);
+        RAISE NOTICE 'embedstack: model set "%": generation % is written anew (the keys written during its index build are '
+                     'not in a table of its own)', ms.name, g.id;
+        PERFORM embedstack._w_job_update(job_id, 'prepare', 0, NULL, NULL, NULL, NULL,
+            '{"index_synced": false, "catchup_synced": false, "catchup_indexed": false, "catchup_keys": 0,
+              "catchup_applied": 0, "catchup_batch": null}'::jsonb);
+        RETURN 'prepare';
+    END IF;
     si := embedstack._source_info(ms);
     idx := to_regclass(format('%I.%I', si.nsp, g.index_name));
     IF idx IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = idx AND i.indrelid = g.relation) THEN
@@ -998,7 +1104,7 @@ BEGIN
         PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, g.index_name);
         RETURN 'index';
     END IF;
-    IF g.pending IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.pending) THEN
+    IF embedstack._is_pending_table(ms, g) THEN
         IF g.pending_open THEN                                                                          -- 4
             PERFORM embedstack._w_generation_pending(ms.name, g.id, g.pending, false);
             PERFORM embedstack._w_job_update(job_id, 'index', NULL, NULL, NULL, NULL, NULL, '{"catchup_synced": false}'::jsonb);
@@ -1028,8 +1134,7 @@ BEGIN
         IF embedstack._pending_batch(job_id, ms, g) THEN
             RETURN 'index';
         END IF;
-        EXECUTE format('DROP TABLE %s', g.pending);
-        PERFORM embedstack._w_generation_pending(ms.name, g.id, NULL, false);
+        PERFORM embedstack._drop_pending(ms, g);
         IF coalesce((j.details->>'catchup_keys')::bigint, 0) > 0 THEN
             RAISE NOTICE 'embedstack: model set "%": % rows written meanwhile applied to generation %', ms.name,
                 (j.details->>'catchup_applied')::bigint, g.id;
@@ -1419,6 +1524,13 @@ BEGIN
     FOR g IN SELECT * FROM embedstack.generations x
               WHERE x.model_set = ms.name AND x.state = 'retained' AND x.pending_open AND x.pending IS NOT NULL
               ORDER BY x.id LOOP
+        -- Only a pending-keys table that is provably the generation's is read and emptied (0.4.1).
+        IF NOT embedstack._is_pending_table(ms, g) THEN
+            RAISE WARNING 'embedstack: model set "%": generation % is not brought up to date: % is recorded as its '
+                          'pending-keys table, but it is not one (or is gone)', ms.name, g.id, g.pending
+                USING HINT = 'nothing was read or written there';
+            CONTINUE;
+        END IF;
         EXECUTE pg_catalog.format('SELECT count(*) FROM %s', g.pending) INTO before_;
         -- At most as many batches as there were entries at the start (writers keep recording).
         rounds := before_ / 1000 + 1;

@@ -1343,7 +1343,7 @@ fn setup_0_1_0(db: &str, seed: u64) -> (Client, BTreeMap<i32, Models>, BTreeMap<
 
 /// Runs `ALTER EXTENSION embedstack UPDATE`, with a clear message when the installed update
 /// path does not reach the current version (the 0.2.1 → 0.3.0 script missing).
-fn update_extension(c: &mut Client) {
+fn update_extension(c: &mut Client) -> String {
     let from = installed_version(c);
     let to = current_version(c);
     let path: Option<String> = c
@@ -1359,6 +1359,7 @@ fn update_extension(c: &mut Client) {
     c.batch_execute("ALTER EXTENSION embedstack UPDATE")
         .unwrap_or_else(|e| panic!("ALTER EXTENSION embedstack UPDATE ({path}): {e:?}"));
     assert_eq!(installed_version(c), to);
+    path
 }
 
 /// `ALTER EXTENSION embedstack UPDATE` from 0.1.0 (through 0.2.0 and 0.2.1), with served
@@ -1666,8 +1667,8 @@ fn gate_arities(c: &mut Client, view: &str) -> Vec<i32> {
     .collect()
 }
 
-/// `ALTER EXTENSION embedstack UPDATE` from 0.3.0 to the security release 0.3.1, with model sets
-/// served by 0.3.0 (`sym` on `items`: two layouts, a served and a retained generation; `qw`,
+/// `ALTER EXTENSION embedstack UPDATE` from 0.3.0 to the security release 0.3.1 and on through
+/// 0.4.0 to the current release (0.4.1), with model sets served by 0.3.0 (`sym` on `items`: two layouts, a served and a retained generation; `qw`,
 /// query-weighted, on `app.docs`):
 /// * the catalog rows (the columns every release has, the fits, the generations) and the source
 ///   tables (pg_attribute, every row's ctid/xmin) are unchanged; each view serves the same vectors
@@ -1725,7 +1726,14 @@ fn upgrade_from_0_3_0_equals_a_fresh_install() {
     let items_state = source_state(&mut c, "items");
     let docs_state = source_state(&mut c, "app.docs");
 
-    update_extension(&mut c);
+    // Through every release since: 0.3.1 and 0.4.0 (their frozen install scripts in
+    // sql/releases/) to the current one (0.4.1, the security release of 0.4.0).
+    let path = update_extension(&mut c);
+    let to = current_version(&mut c);
+    assert!(
+        path.starts_with("0.3.0--0.3.1--0.4.0--") && path.ends_with(&format!("--{to}")),
+        "the update walks 0.3.0 -> 0.3.1 -> 0.4.0 -> ... -> {to}: {path}"
+    );
     assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
     assert_eq!(
         (generations(&mut c, "sym"), generations(&mut c, "qw")),
@@ -1817,6 +1825,95 @@ fn upgrade_from_0_3_0_equals_a_fresh_install() {
     drop_db(db);
     admin().batch_execute(&format!("DROP ROLE IF EXISTS {reader}")).unwrap();
     eprintln!("upgrade 0.3.0: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// `ALTER EXTENSION embedstack UPDATE` from 0.4.0 to the security release 0.4.1 (one step), with
+/// `sym` served by 0.4.0 from fit 2 and fit 1's generation retained, recording the keys written
+/// (into a pending-keys table 0.4.0 made): the extension's objects are exactly those of a fresh
+/// install; 0.4.1 accepts that table as the generation's (_is_pending_table), so a rollback
+/// writes the recorded row into the generation, serves it and drops the table; the catalog rows
+/// are unchanged by the update.
+#[test]
+fn upgrade_from_0_4_0_keeps_the_recorded_keys() {
+    let t0 = Instant::now();
+    let db = "es_life_upgrade_040";
+    drop_db(db);
+    let mut c = create_db(db);
+    c.batch_execute("CREATE EXTENSION embedstack VERSION '0.4.0' CASCADE").unwrap();
+    setup_served(&mut c, 0x0F_0500);
+    let (f1, _) = fit(&mut c, "sym", "pairs");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f1})")).unwrap();
+    let (f2, _) = fit(&mut c, "sym", "pairs2");
+    c.batch_execute(&format!("CALL embedstack.materialize('sym', {f2})")).unwrap();
+    check_trigger_on_insert(&mut c, "items", "sym", 7001, &mut Rng(0x0F_0501));
+    let (g1, pending): (i64, String) = {
+        let r = c
+            .query_one(
+                "SELECT id, pending::text FROM embedstack.generations
+                  WHERE model_set = 'sym' AND state = 'retained' AND pending IS NOT NULL AND pending_open",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let recorded: i64 =
+        c.query_one(&format!("SELECT count(*) FROM {pending} WHERE id = 7001"), &[]).unwrap().get(0);
+    assert_eq!(
+        recorded, 1,
+        "test precondition: 0.4.0 recorded the inserted key for generation {g1} in {pending}"
+    );
+    let cat_before = common_catalog(&mut c);
+    let gens_before = generations(&mut c, "sym");
+
+    let path = update_extension(&mut c);
+    assert_eq!(path, format!("0.4.0--{}", current_version(&mut c)), "one step");
+    assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
+    assert_eq!(generations(&mut c, "sym"), gens_before, "generations after the upgrade");
+    let mut fresh = fresh_db("life_upgrade_040_ref");
+    let mut diffs = Vec::new();
+    for sql in [EXTOBJS_SQL, EXTDETAIL_SQL, EXTMETA_SQL] {
+        let (up, fr) = (rows2(&mut c, sql), rows2(&mut fresh, sql));
+        diffs.extend(diff_maps("upgraded", &up, "fresh", &fr));
+    }
+    assert!(
+        diffs.is_empty(),
+        "the extension upgraded from 0.4.0 differs from a fresh install:\n{}",
+        diffs.join("\n")
+    );
+    drop(fresh);
+    drop_db("es_life_upgrade_040_ref");
+    assert_no_public_definer(&mut c);
+
+    // The pending-keys table 0.4.0 made is the generation's: applied, then dropped.
+    let accepted: bool = c
+        .query_one(
+            "SELECT embedstack._is_pending_table(m, g) FROM embedstack.model_sets m, embedstack.generations g
+              WHERE m.name = 'sym' AND g.id = $1",
+            &[&g1],
+        )
+        .unwrap()
+        .get(0);
+    assert!(accepted, "0.4.1 accepts {pending}, made by 0.4.0, as generation {g1}'s pending-keys table");
+    c.batch_execute("CALL embedstack.rollback('sym')").unwrap();
+    assert_eq!((served_generation(&mut c, "sym"), active_fit(&mut c, "sym")), (g1, Some(f1)));
+    let (n_view, n_items, row): (i64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM items_sym), (SELECT count(*) FROM items),
+                        (SELECT count(*) FROM items_sym WHERE id = 7001)",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((n_view, row), (n_items, 1), "the rollback wrote the recorded row into generation {g1}");
+    let left: Option<String> = c.query_one("SELECT to_regclass($1)::text", &[&pending]).unwrap().get(0);
+    assert_eq!(left, None, "the applied pending-keys table is dropped");
+    c.batch_execute("SELECT embedstack.release('sym')").unwrap();
+    check_trigger_on_insert(&mut c, "items", "sym", 7002, &mut Rng(0x0F_0502));
+    drop(c);
+    drop_db(db);
+    eprintln!("upgrade 0.4.0: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 // ---------------------------------------------------------------------------------------

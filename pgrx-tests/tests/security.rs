@@ -2100,6 +2100,288 @@ fn superuser_jobs_never_run_on_another_roles_tables() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 0.4.1. A generation row whose pending-keys table is not the generation's
+// ---------------------------------------------------------------------------------------
+
+/// The paths that read, write, truncate or drop a retained or building generation's pending-keys
+/// table, one victim table of alice's (`alice_priv.v_<path>`) each.
+const PENDING_PATHS: [&str; 6] = ["reuse", "rollback", "catch_up", "write", "index", "truncate"];
+
+/// Rows and indexes of a relation as the superuser sees them, or `missing`.
+fn table_state(su: &mut Client, rel: &str) -> String {
+    let exists: bool = su.query_one("SELECT to_regclass($1) IS NOT NULL", &[&rel]).unwrap().get(0);
+    if !exists {
+        return "missing".into();
+    }
+    let rows: Option<String> = su
+        .query_one(&format!("SELECT string_agg(v::text, ',' ORDER BY v::text) FROM {rel} v"), &[])
+        .unwrap()
+        .get(0);
+    let indexes: Option<String> = su
+        .query_one(
+            "SELECT string_agg(pg_get_indexdef(i.indexrelid), ';' ORDER BY 1) FROM pg_index i
+              WHERE i.indrelid = $1::text::regclass",
+            &[&rel],
+        )
+        .unwrap()
+        .get(0);
+    format!("rows {} | indexes {}", rows.unwrap_or_default(), indexes.unwrap_or_default())
+}
+
+/// The retained generation of `su_stack` with a pending-keys table: `(id, pending)`.
+fn retained_with_pending(su: &mut Client) -> Option<(i64, String)> {
+    su.query_opt(
+        "SELECT id, pending::text FROM embedstack.generations
+          WHERE model_set = 'su_stack' AND state = 'retained' AND pending IS NOT NULL ORDER BY id DESC LIMIT 1",
+        &[],
+    )
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+/// Runs `sql` in a new session of the superuser: its outcome (`ok` or `SQLSTATE message`) and the
+/// WARNINGs it got.
+fn su_run(w: &World, sql: &str, setup: &str) -> (String, Vec<String>) {
+    let (mut c, notices) = connect_with_notices(&w.db, "postgres");
+    if !setup.is_empty() {
+        ok(&mut c, setup);
+    }
+    let outcome = match c.batch_execute(sql) {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("{} {}", e.code().map(|x| x.code()).unwrap_or("?"), message(&e)),
+    };
+    let warnings =
+        notices.lock().unwrap().iter().filter(|n| n.0 == "WARNING").map(|n| n.1.clone()).collect::<Vec<_>>();
+    (outcome, warnings)
+}
+
+/// 0.4.1: 0.4.0 trusted the catalog's `generations.pending` wherever it brought a generation up to
+/// date from its recorded keys — the reuse of a retained generation by a materialise
+/// (`_mat_prepare`), a rollback (`_switch_to`), the catch-up after an index build (`_mat_index`),
+/// `catch_up`, and the freshness triggers (record, TRUNCATE) — and dropped, emptied, indexed or
+/// wrote whatever relation it named, with the rights of whoever ran it, unlike the generation
+/// tables, which it drops only when provably the model set's. Rows only a superuser (or a
+/// corruption: a row outliving its table, whose OID another role's table gets) could write name,
+/// for each path, a table of alice's (`alice_priv.v_<path>`, rows 1-3) as the pending-keys table of
+/// a generation of the superuser's own model set `su_stack` (whose jobs the superuser runs), and
+/// once the superuser's own table `public.su_keep`, which is no pending-keys table: none of them is
+/// read, written, indexed, truncated or dropped. The reuse and the index build write the fit
+/// anew, with a WARNING naming the relation (left in place); a rollback to that generation is
+/// refused (55000); catch_up skips it with a WARNING; writes and a TRUNCATE of the source write
+/// the generation itself. (Against 0.4.0 every path fails: each victim is dropped, emptied,
+/// indexed or written.)
+#[test]
+fn pending_rows_never_make_the_extension_touch_other_tables() {
+    let mut w = World::new("pend", &["alice"], &[]);
+    w.common_setup(&["alice"]);
+    let mut victims = String::new();
+    for p in PENDING_PATHS {
+        victims.push_str(&format!(
+            "CREATE TABLE alice_priv.v_{p} (id int PRIMARY KEY, amount int);
+             INSERT INTO alice_priv.v_{p} VALUES (1, 10), (2, 20), (3, 30);\n"
+        ));
+    }
+    ok(&mut w.connect("alice"), &victims);
+    // The superuser's model set: fit A (both models) served, then fit B (the first model only:
+    // another layout), so that fit A's generation is retained and records the keys written.
+    load_items(&mut w.su, "public.su_items", "public.su_pairs", 1, 200, ("x", "y"));
+    w.su_exec(
+        "CREATE TABLE public.su_keep (id int PRIMARY KEY, note text); INSERT INTO public.su_keep VALUES (1, 'keep'), (3, 'keep');
+         CREATE TABLE public.su_pairs_b AS
+         SELECT p.a, p.b, (1 - (x.m1 OPERATOR(public.<=>) y.m1))::float8 AS y
+           FROM public.su_pairs p JOIN public.su_items x ON x.id = p.a JOIN public.su_items y ON y.id = p.b;
+         SELECT embedstack.create_model_set('su_stack', 'public.su_items', 'id', ARRAY['m1', 'm2']);",
+    );
+    let fit = |su: &mut Client, pairs: &str| -> i64 {
+        su.query_one(
+            "SELECT id FROM embedstack.fit('su_stack', $1::text::regclass, 'a', 'b', 'y', nonnegative => true)",
+            &[&pairs],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let fa = fit(&mut w.su, "public.su_pairs");
+    let fb = fit(&mut w.su, "public.su_pairs_b");
+    w.su_exec(&format!("CALL embedstack.materialize('su_stack', {fa})"));
+    let served_a = weights(&mut w.su, "su_stack");
+    w.su_exec(&format!("CALL embedstack.materialize('su_stack', {fb})"));
+    assert_ne!(
+        weights(&mut w.su, "su_stack"),
+        served_a,
+        "test precondition: fits A and B have other layouts"
+    );
+    let alice_before = w.alice_state();
+    let victim_before: Vec<String> =
+        PENDING_PATHS.iter().map(|p| table_state(&mut w.su, &format!("alice_priv.v_{p}"))).collect();
+    let keep_before = table_state(&mut w.su, "public.su_keep");
+    let mut failures: Vec<String> = Vec::new();
+    // Keys recorded for the retained generation, then its row forged to name `victim`.
+    let forge = |w: &mut World, failures: &mut Vec<String>, path: &str, victim: &str| -> Option<i64> {
+        let (outcome, _) = su_run(
+            w,
+            "UPDATE public.su_items SET m2 = ARRAY[1, 2, 3, random()]::real[] WHERE id IN (3, 4)",
+            "",
+        );
+        if outcome != "ok" {
+            failures.push(format!("{path}: a write to the source before forging: {outcome}"));
+        }
+        let Some((g, pending)) = retained_with_pending(&mut w.su) else {
+            failures.push(format!("{path}: no retained generation of su_stack with a pending-keys table"));
+            return None;
+        };
+        if path == "reuse" || path == "rollback" {
+            let n: i64 = w.su.query_one(&format!("SELECT count(*) FROM {pending}"), &[]).unwrap().get(0);
+            assert!(n > 0, "test precondition ({path}): generation {g} recorded keys in {pending}");
+        }
+        w.su_exec(&format!(
+            "UPDATE embedstack.generations SET pending = '{victim}'::regclass WHERE id = {g}"
+        ));
+        Some(g)
+    };
+    let warned = |warnings: &[String], victim: &str| {
+        warnings.iter().any(|m| m.contains(victim) && m.contains("is recorded as"))
+    };
+
+    // 1. A materialise of fit A reuses its retained generation (_mat_prepare): written anew instead.
+    if let Some(g) = forge(&mut w, &mut failures, "reuse", "alice_priv.v_reuse") {
+        let (outcome, warnings) = su_run(&w, &format!("CALL embedstack.materialize('su_stack', {fa})"), "");
+        let served = served_ids(&mut w.su, "su_stack");
+        if outcome != "ok"
+            || served.0 != Some(fa)
+            || served.1 == Some(g)
+            || !warned(&warnings, "alice_priv.v_reuse")
+        {
+            failures.push(format!(
+                "reuse: {outcome}, serving {served:?} (generation {g} must not be served), warnings {warnings:?}"
+            ));
+        }
+        let gone: i64 =
+            w.su.query_one("SELECT count(*) FROM embedstack.generations WHERE id = $1", &[&g])
+                .unwrap()
+                .get(0);
+        if gone != 0 {
+            failures.push(format!("reuse: generation {g} is still recorded"));
+        }
+        let (n_view, n_src): (i64, i64) = {
+            let r = w
+                .su
+                .query_one("SELECT (SELECT count(*) FROM public.su_items_su_stack), (SELECT count(*) FROM public.su_items)", &[])
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        if n_view != n_src {
+            failures.push(format!("reuse: the view serves {n_view} rows, the source has {n_src}"));
+        }
+    }
+
+    // 2. A rollback to fit B's retained generation (_switch_to): refused, for a table of another
+    // role and for the owner's own table that is no pending-keys table.
+    for victim in ["public.su_keep", "alice_priv.v_rollback"] {
+        if forge(&mut w, &mut failures, "rollback", victim).is_some() {
+            let before = served_ids(&mut w.su, "su_stack");
+            let (outcome, _) = su_run(&w, "CALL embedstack.rollback('su_stack')", "");
+            if !outcome.starts_with("55000 ") || !outcome.contains("cannot be brought up to date") {
+                failures.push(format!("rollback ({victim}): {outcome}"));
+            }
+            if served_ids(&mut w.su, "su_stack") != before {
+                failures.push(format!("rollback ({victim}): what is served changed"));
+            }
+        }
+    }
+
+    // 3. catch_up: the generation is skipped with a WARNING.
+    if forge(&mut w, &mut failures, "catch_up", "alice_priv.v_catch_up").is_some() {
+        let (outcome, warnings) = su_run(&w, "CALL embedstack.catch_up('su_stack')", "");
+        if outcome != "ok" || !warned(&warnings, "alice_priv.v_catch_up") {
+            failures.push(format!("catch_up: {outcome}, warnings {warnings:?}"));
+        }
+    }
+
+    // 4. Writes to the source while the row names the victim (still recording): the generation is
+    // written instead.
+    if forge(&mut w, &mut failures, "write", "alice_priv.v_write").is_some() {
+        for sql in [
+            "UPDATE public.su_items SET m1 = '[1,2,3]' WHERE id = 50",
+            "INSERT INTO public.su_items (id, tenant, m1, m2) VALUES (500, 'x', '[3,2,1]', '{1,2,3,4}')",
+            "DELETE FROM public.su_items WHERE id = 51",
+        ] {
+            let (outcome, _) = su_run(&w, sql, "");
+            if outcome != "ok" {
+                failures.push(format!("write: {sql}: {outcome}"));
+            }
+        }
+    }
+
+    // 5. The index build of a refresh (_mat_index): the job stops at its CREATE INDEX (an event
+    // trigger refuses it in that session) after it opened the generation's pending-keys table;
+    // the row is forged, and the refresh called again writes the generation anew.
+    w.su_exec(
+        "CREATE FUNCTION public.es_no_index() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF current_setting('es_test.no_index', true) = 'on' THEN
+                 RAISE EXCEPTION 'es_test: no index now';
+             END IF;
+         END $$;
+         CREATE EVENT TRIGGER es_no_index ON ddl_command_start WHEN TAG IN ('CREATE INDEX')
+           EXECUTE FUNCTION public.es_no_index();",
+    );
+    let (outcome, _) = su_run(&w, "CALL embedstack.refresh('su_stack')", "SET es_test.no_index = 'on'");
+    assert!(
+        outcome.contains("es_test: no index now"),
+        "test precondition: the refresh stops at its index: {outcome}"
+    );
+    w.su_exec("DROP EVENT TRIGGER es_no_index");
+    let building: Option<(i64, bool)> =
+        w.su.query_opt(
+            "SELECT id, pending_open FROM embedstack.generations
+              WHERE model_set = 'su_stack' AND state = 'building' AND pending IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)));
+    match building {
+        None => failures
+            .push("index: no building generation with a pending-keys table after the stopped refresh".into()),
+        Some((g, _)) => {
+            w.su_exec(&format!(
+                "UPDATE embedstack.generations SET pending = 'alice_priv.v_index'::regclass WHERE id = {g}"
+            ));
+            let (outcome, warnings) = su_run(&w, "CALL embedstack.refresh('su_stack')", "");
+            let served = served_ids(&mut w.su, "su_stack");
+            if outcome != "ok" || served.1 == Some(g) || !warned(&warnings, "alice_priv.v_index") {
+                failures.push(format!(
+                    "index: {outcome}, serving {served:?} (generation {g} must not be served), warnings {warnings:?}"
+                ));
+            }
+        }
+    }
+
+    // 6. TRUNCATE of the source while the row names the victim.
+    if forge(&mut w, &mut failures, "truncate", "alice_priv.v_truncate").is_some() {
+        let (outcome, _) = su_run(&w, "TRUNCATE public.su_items", "");
+        if outcome != "ok" {
+            failures.push(format!("truncate: {outcome}"));
+        }
+    }
+
+    for (i, p) in PENDING_PATHS.iter().enumerate() {
+        let now = table_state(&mut w.su, &format!("alice_priv.v_{p}"));
+        if now != victim_before[i] {
+            failures.push(format!("{p}: alice_priv.v_{p} changed: {} -> {now}", victim_before[i]));
+        }
+    }
+    let keep = table_state(&mut w.su, "public.su_keep");
+    if keep != keep_before {
+        failures.push(format!("rollback: public.su_keep changed: {keep_before} -> {keep}"));
+    }
+    if w.alice_state() != alice_before {
+        failures.push("alice's model set, tables or view changed".into());
+    }
+    assert!(failures.is_empty(), "pending-keys rows naming other tables:\n{}", failures.join("\n"));
+    w.finish();
+}
+
+// ---------------------------------------------------------------------------------------
 // The shadow-object test
 // ---------------------------------------------------------------------------------------
 
@@ -2500,6 +2782,16 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("UPDATE {items} SET m1 = '[3,2,1]' WHERE id OPERATOR(pg_catalog.=) {id}"),
         format!("UPDATE {items} SET tenant = 'm' WHERE id OPERATOR(pg_catalog.=) {id}"),
         format!("DELETE FROM {items} WHERE id OPERATOR(pg_catalog.=) {id}"),
+        format!("UPDATE {items} SET m2 = '{{1,{r},1,{r}}}' WHERE id OPERATOR(pg_catalog.=) 11"),
+        // The writes above were recorded for the retained generation (the one the rollbacks left
+        // unserved): a materialise of its fit reuses it, bringing it up to date from its
+        // pending-keys table in committed batches (_mat_prepare, _pending_batch, _drop_pending).
+        format!(
+            "DO $$ DECLARE f pg_catalog.int8; BEGIN
+                 SELECT m.previous_fit INTO f FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) '{set}';
+                 CALL embedstack.materialize('{set}', fit_id => f);
+             END $$"
+        ),
         format!(
             "COPY {wt} (id, m1, m2) FROM STDIN\n\\data:{id}\t[1,2,3]\t{{1,2}}\n{}\t[3,2,1]\t{{2,1}}\n",
             id + 5
@@ -2866,6 +3158,20 @@ fn shadow_objects_never_run_as_anyone_but_their_creator() {
                 t0.elapsed().as_secs_f64()
             );
         }
+    }
+
+    // Each owner's rounds reused a retained generation that had recorded keys (the DO block of
+    // owner_steps): the path that applies a pending-keys table ran under the hostile path too.
+    for set in [ALICE_OWN.set, SU_OWN.set] {
+        let reused: i64 =
+            w.su.query_one(
+                "SELECT count(*) FROM embedstack.jobs WHERE model_set = $1 AND state = 'succeeded'
+                    AND details ? 'reuse_synced' AND (details->>'catchup_applied')::bigint > 0",
+                &[&set],
+            )
+            .unwrap()
+            .get(0);
+        assert!(reused >= 2, "{set}: {reused} materialisations reused a retained generation with recorded keys (one per round)");
     }
 
     // A look-alike that ran as the superuser made mallory superuser: take it back (and report
