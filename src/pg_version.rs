@@ -1,6 +1,7 @@
 //! Differences between PostgreSQL majors, each behind `cfg` here and only here (the Cargo
-//! features `pg15`, `pg17`, `pg18` pick one; pgrx generates the bindings of that major). A new
-//! major whose API matches an existing arm is one more feature name in the `cfg` lists below.
+//! features `pg15`, `pg17`, `pg18` pick one; pgrx generates the bindings of that major). Each
+//! difference has the old major's arm and a `not(...)` arm for every later one, so a new major
+//! whose API matches the latest needs nothing here.
 
 use pgrx::pg_sys;
 
@@ -12,7 +13,7 @@ pub(crate) fn relation_owner_check(relid: pg_sys::Oid, role: pg_sys::Oid) -> boo
     unsafe {
         pg_sys::pg_class_ownercheck(relid, role)
     }
-    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    #[cfg(not(feature = "pg15"))]
     unsafe {
         pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, role)
     }
