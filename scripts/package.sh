@@ -22,13 +22,10 @@ name="postgresql-$PG-embedstack"
 out="$ROOT/target/packages"
 stage="${CARGO_TARGET_DIR:-$ROOT/target}/release/deb-$name"
 
-# The PGXN distribution metadata: valid by PGXN's own validator (the pgxn_meta crate, pinned),
-# and the version of this build.
-PGXN_META_VERSION=0.7.0
-if ! pgxn_meta --version 2>/dev/null | grep -q "$PGXN_META_VERSION"; then
-  log "installing pgxn_meta $PGXN_META_VERSION (PGXN's META.json validator) from crates.io"
-  cargo install pgxn_meta --version "=$PGXN_META_VERSION" --locked >/dev/null 2>&1
-fi
+# The PGXN distribution metadata: valid by PGXN's own validator (pgxn_meta, installed by
+# scripts/setup.sh on this machine: a Debian root cannot fetch crates, it lacks the machine's CA
+# certificates), and the version of this build.
+command -v pgxn_meta >/dev/null || { echo "package: pgxn_meta missing; run scripts/setup.sh (outside a Debian root)" >&2; exit 1; }
 pgxn_meta "$ROOT/META.json" >/dev/null
 meta_versions="$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["version"], m["provides"]["embedstack"]["version"])' "$ROOT/META.json")"
 [ "$meta_versions" = "$version $version" ] || { echo "package: META.json says $meta_versions, Cargo.toml $version" >&2; exit 1; }

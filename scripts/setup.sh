@@ -82,6 +82,17 @@ else
   cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
+# ---------------------------------------------------------------- pgxn_meta (pinned)
+# PGXN's META.json validator, used by every package build (scripts/package.sh), also the ones
+# inside a Debian root, which reach ~/.cargo/bin but cannot fetch crates themselves.
+PGXN_META_VERSION=0.7.0
+if pgxn_meta --version 2>/dev/null | grep -q " $PGXN_META_VERSION\$"; then
+  log "pgxn_meta $PGXN_META_VERSION present"
+else
+  log "installing pgxn_meta $PGXN_META_VERSION (PGXN's META.json validator) from crates.io"
+  cargo install pgxn_meta --version "=$PGXN_META_VERSION" --locked
+fi
+
 # ---------------------------------------------------------------- cargo pgrx init (local pg_config only)
 pgrx_home="${PGRX_HOME:-$HOME/.pgrx}"
 if grep -q "pg15 = \"$PG_CONFIG\"" "$pgrx_home/config.toml" 2>/dev/null; then
