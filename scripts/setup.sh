@@ -24,8 +24,9 @@ fi
 
 # ---------------------------------------------------------------- apt packages
 # postgresql-15-cron: pg_cron, the scheduler the README's refit recipe and its test use.
+# debootstrap: the Debian roots of the other PostgreSQL majors and of the package tests (pg-root.sh).
 apt_pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron libclang-dev clang
-          sudo pkg-config make gcc dpkg-dev ca-certificates)
+          sudo pkg-config make gcc dpkg-dev ca-certificates debootstrap)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
