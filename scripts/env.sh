@@ -16,10 +16,18 @@ else
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/pg$PG}"
 fi
 export ES_FEATURES="--no-default-features --features pg$PG"
-export PG_BIN="${PG_BIN:-$($PG_CONFIG --bindir)}"
+# (Empty where this major's pg_config is not on this machine: scripts that drive its Debian root
+# from outside read the versions below and nothing else.)
+export PG_BIN="${PG_BIN:-$("$PG_CONFIG" --bindir 2>/dev/null || true)}"
 # The pinned pgrx version is read from Cargo.toml (`pgrx = "=X.Y.Z"`), its only home.
 PGRX_VERSION="$(sed -n 's/^pgrx = "=\([0-9.]*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n1)"
 export PGRX_VERSION
+# This build's extension version: the root package's `version` in Cargo.toml (pgrx's default_version).
+ES_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
+export ES_VERSION
+# pgvector where it is built from Debian's source package (this machine's PostgreSQL 15, by
+# setup.sh, and the bookworm root of the 15 package test, by pg-root.sh): the Debian version.
+export PGVECTOR_DEB=0.8.0-1
 # The project-local cluster used by `make demo`, pg_regress and the client tests, and the data
 # dir of pgrx's own test cluster. Both run as the postgres OS user, so they live in the
 # repository only when that user can reach it; otherwise under /var/tmp, one dir per checkout.

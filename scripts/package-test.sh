@@ -16,8 +16,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${1:?usage: package-test.sh N}"
+. "$here/scripts/env.sh"
 log() { printf '[package-test %s] %s\n' "$N" "$*"; }
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -n1)"
+version="$ES_VERSION"
 deb="$here/target/packages/postgresql-$N-embedstack_$version-1_$(dpkg --print-architecture).deb"
 [ -f "$deb" ] || { echo "package-test: no $deb; run: make package PG=$N" >&2; exit 1; }
 (cd "$(dirname "$deb")" && sha256sum -c --quiet "$(basename "$deb").sha256")

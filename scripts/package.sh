@@ -14,7 +14,7 @@ set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
 log() { printf '[package %s] %s\n' "$PG" "$*"; }
 
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
+version="$ES_VERSION"
 major="$("$PG_CONFIG" --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')"
 [ "$major" = "$PG" ] || { echo "package: $PG_CONFIG is PostgreSQL $major, not $PG" >&2; exit 1; }
 arch="$(dpkg --print-architecture)"

@@ -21,6 +21,7 @@
 #   pg-root.sh N stop             stop every server of the root (pg_ctl of each data dir found)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$here/scripts/env.sh"   # PGVECTOR_DEB
 
 # The one table of supported majors: major -> Debian suite that ships it. 15 is this machine's
 # own (bookworm); its root serves the package test only (scripts/package-test.sh).
@@ -34,8 +35,8 @@ suite_for() {
 }
 # pgvector: the suite's own binary package, except where the suite's is older than the 0.8.0 the
 # extension needs (bookworm ships 0.4.1): there a .deb built in the root from Debian's pgvector
-# source package (trixie's 0.8.0-1, the version scripts/setup.sh builds for this machine).
-PGVECTOR_SOURCE_VERSION=0.8.0-1
+# source package (PGVECTOR_DEB of env.sh, the version scripts/setup.sh builds for this machine).
+PGVECTOR_SOURCE_VERSION="$PGVECTOR_DEB"
 pgvector_from_source() { [ "$1" = 15 ]; }
 
 N="${1:?usage: pg-root.sh N setup|run|shell|path|stop}"

@@ -40,8 +40,7 @@ else
 fi
 
 # ---------------------------------------------------------------- pgvector from Debian source
-PGVECTOR_VERSION=0.8.0
-PGVECTOR_DEB=0.8.0-1
+PGVECTOR_VERSION="${PGVECTOR_DEB%-*}"   # PGVECTOR_DEB: env.sh
 PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
 ext_dir="$($PG_CONFIG --sharedir)/extension"
 lib_dir="$($PG_CONFIG --pkglibdir)"
