@@ -29,7 +29,10 @@ CREATE TABLE embedstack.model_sets (
     -- A rollback holds the model set (0.4.0): refit records its fits but keeps the served one,
     -- and a plain materialize refuses, until embedstack.release(name).
     held_since          timestamptz,
-    held_reason         text
+    held_reason         text,
+    -- create_model_set(dims => N) (0.5.0): a fit whose served vector is wider than N is served
+    -- projected onto N learned dimensions (sql/projection.sql); NULL: never projected.
+    projection_dims     integer CHECK (projection_dims BETWEEN 1 AND 4000)
 );
 
 -- The served vectors (0.3.0): each materialisation writes a generation, a table of the
@@ -57,7 +60,10 @@ CREATE TABLE embedstack.generations (
     created_at   timestamptz NOT NULL DEFAULT now(),
     served_at    timestamptz,
     pending      regclass,
-    pending_open boolean NOT NULL DEFAULT false
+    pending_open boolean NOT NULL DEFAULT false,
+    -- The learned projection its vectors are stored with (embedstack.projections.id; 0.5.0),
+    -- NULL for unprojected vectors. width is then the projection's dims.
+    projection   bigint
 );
 CREATE INDEX generations_model_set_idx ON embedstack.generations (model_set, id);
 
@@ -125,9 +131,9 @@ GRANT INSERT (model_set, created_at, options, weights, intercept, diagnostics, s
       UPDATE (model_set, created_at, options, weights, intercept, diagnostics, state, training_source)
    ON embedstack.fits TO PUBLIC;
 GRANT INSERT (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
-              created_at, served_at, pending, pending_open),
+              created_at, served_at, pending, pending_open, projection),
       UPDATE (model_set, relation, index_name, fit_id, multipliers, storage, width, state, cursor_key, rows_written,
-              created_at, served_at, pending, pending_open)
+              created_at, served_at, pending, pending_open, projection)
    ON embedstack.generations TO PUBLIC;
 GRANT INSERT (model_set, kind, params, fit_id, phase, rows_done, rows_total, cursor_key, index_name, state, outcome,
               details, error, pid, resumed_from, started_at, updated_at, finished_at, generation),

@@ -64,6 +64,7 @@ BEGIN
     PERFORM embedstack._owned_model_set(model_set);
     DELETE FROM embedstack.fits f WHERE f.model_set = _w_delete_model_set.model_set;   -- no FK: see catalog.sql
     DELETE FROM embedstack.generations g WHERE g.model_set = _w_delete_model_set.model_set;
+    DELETE FROM embedstack.projections p WHERE p.model_set = _w_delete_model_set.model_set;   -- 0.5.0
     DELETE FROM embedstack.model_sets m WHERE m.name = model_set;
 END $$;
 
@@ -136,7 +137,12 @@ CREATE FUNCTION embedstack._w_delete_generation(model_set text, generation bigin
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM embedstack._owned_model_set(model_set);
-    DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set;
+    WITH gone AS (DELETE FROM embedstack.generations g WHERE g.id = generation AND g.model_set = _w_delete_generation.model_set
+                  RETURNING g.projection)
+    -- Its learned projection goes with it (0.5.0), unless another generation stores vectors with it.
+    DELETE FROM embedstack.projections p USING gone
+     WHERE p.id = gone.projection AND p.model_set = _w_delete_generation.model_set
+       AND NOT EXISTS (SELECT 1 FROM embedstack.generations x WHERE x.projection = p.id AND x.id <> generation);
     UPDATE embedstack.model_sets m SET previous_fit = NULL, previous_generation = NULL
      WHERE m.name = _w_delete_generation.model_set AND m.previous_generation = generation;
 END $$;

@@ -132,12 +132,16 @@ COMMENT ON COLUMN embedstack.fits.diagnostics IS 'r2, rmse, n_used, n_skipped, c
 COMMENT ON COLUMN embedstack.fits.state IS 'The regression statistics state (as regression_stats returns): merge or re-solve it later.';
 COMMENT ON COLUMN embedstack.fits.training_source IS 'Pairs table and columns the fit was trained on.';
 
-COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[], name) IS
+COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], text, double precision, name, text, integer[], name, integer) IS
   'Registers a model set: source table, key column (NOT NULL, single-column unique index), model columns '
   '(vector(n), real[] or double precision[]; dims from the typmod, model_dims, or the first row), mode '
   'symmetric | query_weighted, threshold, combined column name (default <name>_combined), storage, served view '
-  'name (default <source>_<name>). Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, '
-  '42710 duplicate name, 42701/42P07 name clash.';
+  'name (default <source>_<name>), dims (serve a wider fit as a learned projection onto dims dimensions). '
+  'Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, 42710 duplicate name, 42701/42P07 name '
+  'clash, 54000 too wide to index (query-weighted, without dims).';
+COMMENT ON FUNCTION embedstack._fit_projection(double precision[], double precision[], integer, bigint) IS
+  'Internal: the learned projection of a stored layout (multipliers) onto dims dimensions from a covariance_stats '
+  'state: basis rows, variances, variance kept, total variance, rows.';
 COMMENT ON FUNCTION embedstack.drop_model_set(text, boolean) IS
   'Removes a model set, its fit history, freshness triggers, served view and generation tables (2BP01 when '
   'objects of yours depend on the view); drop_columns => true also drops a combined column a 0.2 release left '

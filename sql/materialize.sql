@@ -53,7 +53,11 @@ DECLARE
     ms embedstack.model_sets := embedstack._model_set(model_set);
 BEGIN
     multipliers := embedstack._stored_multipliers(ms.name, fit_id);
-    SELECT coalesce(sum(d), 0) INTO width FROM unnest(ms.model_dims, multipliers) u(d, m) WHERE m <> 0;
+    width := embedstack._unprojected_width(ms, multipliers);
+    -- A model set created with dims serves a wider fit projected onto dims learned dimensions.
+    IF width > ms.projection_dims THEN
+        width := ms.projection_dims;
+    END IF;
     storage := CASE
         WHEN ms.storage IN ('auto', 'vector') AND width <= 2000 THEN 'vector'
         WHEN ms.storage IN ('auto', 'halfvec') AND width <= 4000 THEN 'halfvec'
@@ -63,12 +67,13 @@ BEGIN
             ms.name, width, CASE ms.storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
             CASE ms.storage WHEN 'vector' THEN 2000 ELSE 4000 END
             USING ERRCODE = '54000',
-            HINT = 'vector indexes up to 2000 dimensions, halfvec up to 4000: raise the threshold to leave out '
-                   'low-weight models (symmetric mode), drop models from the set, or use lower-dimensional models';
+            HINT = 'vector indexes up to 2000 dimensions, halfvec up to 4000: create the model set with dims => N to '
+                   'serve a learned projection onto N dimensions, raise the threshold to leave out low-weight models '
+                   '(symmetric mode), or drop models from the set';
     END IF;
 END $$;
 COMMENT ON FUNCTION embedstack._layout(text, bigint) IS
-  'Internal: the stored layout (multipliers, vector or halfvec, width) of a fit, or ERROR 54000.';
+  'Internal: the stored layout (multipliers, vector or halfvec, width after any projection) of a fit, or ERROR 54000.';
 
 -- The model set's schema (where its view and generations live: the source's, or, once served,
 -- the served generation's -- a source moved with ALTER TABLE ... SET SCHEMA keeps its model set
@@ -402,7 +407,7 @@ CREATE FUNCTION embedstack._generation_for(ms embedstack.model_sets, fit_id bigi
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT g.* FROM embedstack.generations g, embedstack._layout(ms.name, _generation_for.fit_id) l
      WHERE g.model_set = ms.name AND g.state IN ('served', 'retained')
-       AND g.multipliers = l.multipliers AND g.storage = l.storage
+       AND g.multipliers = l.multipliers AND g.storage = l.storage AND g.width = l.width
        AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)
      ORDER BY g.state = 'served' DESC, g.id DESC LIMIT 1
 $$;
@@ -422,7 +427,10 @@ COMMENT ON FUNCTION embedstack._live_generations(text) IS
 -- The combined-vector expression over a row alias `r` for a generation's layout.
 CREATE FUNCTION embedstack._combine_expr(ms embedstack.model_sets, g embedstack.generations, r text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format('embedstack.%I(%L::float8[], %L::int4[], %L::text[], %I.%I, %s)', '_combine_' || g.storage,
+    -- (a generation with a learned projection: the projecting kernel, given the projection's id)
+    SELECT format('embedstack.%I(%s%L::float8[], %L::int4[], %L::text[], %I.%I, %s)',
+                  CASE WHEN g.projection IS NULL THEN '_combine_' ELSE '_project_' END || g.storage,
+                  CASE WHEN g.projection IS NULL THEN '' ELSE g.projection || '::int8, ' END,
                   g.multipliers, ms.model_dims, ms.model_columns::text[], r, ms.key_column,
                   (SELECT string_agg(format('%I.%I', r, c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)))
 $$;
@@ -746,6 +754,9 @@ DECLARE
     total bigint;
     dist name;
     note text;
+    proj bigint;
+    kept double precision;
+    sampled bigint;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -849,12 +860,27 @@ BEGIN
 
     SELECT * INTO g FROM embedstack.generations x WHERE x.model_set = ms.name AND x.state = 'building' ORDER BY x.id DESC LIMIT 1;
     IF FOUND AND (g.fit_id <> j.fit_id OR g.multipliers <> lay.multipliers OR g.storage <> lay.storage
-                  OR g.relation IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)) THEN
+                  OR g.width <> lay.width OR g.relation IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = g.relation)) THEN
         PERFORM embedstack._drop_generation(ms, g.id);
         g := NULL;
     END IF;
     IF g.id IS NULL THEN
         g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
+        IF embedstack._unprojected_width(ms, lay.multipliers) > lay.width THEN
+            -- Served projected (dims, 0.5.0): the basis is learned now, from the source's rows, and
+            -- kept with the generation. Not on Citus yet: the workers would need the basis.
+            IF dist IS NOT NULL THEN
+                RAISE EXCEPTION 'model set "%" serves % dimensions learned from % and % is distributed (Citus): '
+                                'learned projections are not supported there yet', ms.name, lay.width,
+                                embedstack._unprojected_width(ms, lay.multipliers), ms.source
+                    USING ERRCODE = '0A000', HINT = 'serve this model set from a plain table, or without dims';
+            END IF;
+            proj := embedstack._learn_projection(ms, lay.multipliers, g.id);
+            PERFORM embedstack._w_generation_projection(ms.name, g.id, proj);
+            SELECT p.variance_kept, p.sample_rows INTO kept, sampled FROM embedstack.projections p WHERE p.id = proj;
+            RAISE NOTICE 'embedstack: model set "%": projection % learned from % rows: % of % dimensions keep % of the variance',
+                ms.name, proj, sampled, lay.width, embedstack._unprojected_width(ms, lay.multipliers), round(kept::numeric, 4);
+        END IF;
         gname := embedstack._generation_name(ms, g.id);
         -- Generation ids are predictable (one sequence for the database): a name someone else
         -- took in the schema gets a random suffix instead of failing every run.
@@ -883,7 +909,11 @@ BEGIN
     END IF;
     EXECUTE format('SELECT count(*) FROM %s', ms.source) INTO total;
     PERFORM embedstack._w_job_update(job_id, 'write', g.rows_written, total, g.cursor_key, NULL, NULL,
-                              jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written), g.id);
+                              jsonb_build_object('writers_synced', false, 'resumed_rows', g.rows_written)
+                              || CASE WHEN g.projection IS NULL THEN '{}'::jsonb ELSE
+                                 (SELECT jsonb_build_object('projection', p.id, 'dims', p.dims, 'unprojected_width', p.input_width,
+                                                            'variance_kept', p.variance_kept, 'sample_rows', p.sample_rows)
+                                    FROM embedstack.projections p WHERE p.id = g.projection) END, g.id);
     RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into generation % (%)%', ms.name, total,
         lay.storage, lay.width, g.id, g.relation,
         CASE WHEN g.cursor_key IS NOT NULL THEN format(', resuming after %s rows', g.rows_written) ELSE '' END;
@@ -1323,7 +1353,11 @@ BEGIN
     PERFORM embedstack._w_job_update(job_id, 'done');
     PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
-                  (embedstack._source_info(ms)).nsp, ms.view_name));
+                  (embedstack._source_info(ms)).nsp, ms.view_name)
+        -- A learned projection (0.5.0): its width and the variance it keeps.
+        || coalesce((SELECT format('; projected: %s of %s dimensions, %s of the variance kept (learned from %s rows)',
+                                   p.dims, p.input_width, round(p.variance_kept::numeric, 4), p.sample_rows)
+                       FROM embedstack.projections p WHERE p.id = g.projection), ''));
     RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (%) through %.%', ms.name, j.fit_id, g.id,
         g.relation, (embedstack._source_info(ms)).nsp, ms.view_name;
     RETURN 'done';

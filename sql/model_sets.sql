@@ -86,7 +86,8 @@ CREATE FUNCTION embedstack.create_model_set(
     combined_column name DEFAULT NULL,
     storage text DEFAULT 'auto',
     model_dims integer[] DEFAULT NULL,
-    view_name name DEFAULT NULL)
+    view_name name DEFAULT NULL,
+    dims integer DEFAULT NULL)
 RETURNS embedstack.model_sets
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -125,6 +126,12 @@ BEGIN
     IF storage NOT IN ('auto', 'vector', 'halfvec') THEN
         RAISE EXCEPTION 'unknown storage "%"', storage USING ERRCODE = '22023',
             HINT = 'storage is ''auto'' (vector up to 2000 dimensions, halfvec up to 4000), ''vector'' or ''halfvec''';
+    END IF;
+    -- dims (0.5.0): the served vector's width when the models' is larger (a learned projection).
+    IF dims IS NOT NULL AND NOT (dims BETWEEN 1 AND CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END) THEN
+        RAISE EXCEPTION 'dims must be between 1 and % for storage ''%'', got %', CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END,
+            storage, dims USING ERRCODE = '22023',
+            HINT = 'pgvector indexes up to 2000 dimensions of vector and 4000 of halfvec (storage => ''auto'' picks halfvec above 2000)';
     END IF;
     PERFORM embedstack._check_owner(source);
     SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = source;
@@ -226,15 +233,27 @@ BEGIN
 
     -- Query-weighted: every model is stored (multipliers all 1), so the width is known now; a set
     -- pgvector cannot index is refused here, not at the first materialise (P8).
-    IF mode = 'query_weighted' AND (SELECT sum(d) FROM unnest(v_dims) d)
+    IF mode = 'query_weighted' AND dims IS NULL AND (SELECT sum(d) FROM unnest(v_dims) d)
                                    > (CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END) THEN
         RAISE EXCEPTION 'the combined vector of a query-weighted model set of these models has % dimensions, more than pgvector can index as % (at most %)',
             (SELECT sum(d) FROM unnest(v_dims) d), CASE storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
             CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END USING ERRCODE = '54000',
             HINT = CASE WHEN storage = 'vector' AND (SELECT sum(d) FROM unnest(v_dims) d) <= 4000
                         THEN 'use storage => ''auto'' or ''halfvec'' (halfvec indexes up to 4000 dimensions)'
-                        ELSE 'a query-weighted set stores every model: leave models out, use lower-dimensional ones, or use '
-                             'mode => ''symmetric'' (its threshold leaves out low-weight models)' END;
+                        ELSE format('pass dims => N (at most %s) to serve a learned projection of the %s dimensions onto N; '
+                                    'or leave models out', CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END,
+                                    (SELECT sum(d) FROM unnest(v_dims) d)) END;
+    END IF;
+    -- Symmetric: the threshold may leave models out of a fit, so a wider set is not refused; but
+    -- unless the fits leave enough out it cannot be served: say so now, naming dims.
+    IF mode = 'symmetric' AND dims IS NULL AND (SELECT sum(d) FROM unnest(v_dims) d)
+                                              > (CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END) THEN
+        RAISE WARNING 'the combined vector of these models has % dimensions, more than pgvector can index as % (at most %): '
+                      'a fit is served only if its threshold leaves enough models out',
+            (SELECT sum(d) FROM unnest(v_dims) d), CASE storage WHEN 'vector' THEN 'vector' ELSE 'halfvec' END,
+            CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END
+            USING HINT = format('pass dims => N (at most %s) to serve every fit as a learned projection onto N dimensions',
+                                CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END);
     END IF;
     v_combined := coalesce(combined_column, embedstack._derived_name(name, 'combined'));
     IF v_combined = key_column THEN
@@ -258,6 +277,9 @@ BEGIN
 
     PERFORM embedstack._w_insert_model_set(name, source, key_column, model_columns, v_dims, v_types, mode,
                               threshold, v_combined, storage, v_view);
+    IF dims IS NOT NULL THEN
+        PERFORM embedstack._w_model_set_dims(name, dims);
+    END IF;
     RETURN embedstack._model_set(name);
 END $$;
 

@@ -36,9 +36,17 @@ SELECT m.name AS model_set,
        m.held_since,
        m.held_reason,
        (SELECT pg_catalog.count(*) FROM embedstack.generations g WHERE g.model_set = m.name AND g.state = 'retained')
-           AS retained_generations
+           AS retained_generations,
+       -- (0.5.0) create_model_set's dims, and the learned projection of the served generation:
+       -- its id, the width it maps from and the share of the variance it keeps.
+       m.projection_dims AS dims,
+       sp.id AS served_projection,
+       sp.input_width AS unprojected_width,
+       sp.variance_kept
   FROM embedstack.model_sets m
   LEFT JOIN embedstack.fits af ON af.id = m.active_fit
+  LEFT JOIN embedstack.generations sg ON sg.id = m.served_generation
+  LEFT JOIN embedstack.projections sp ON sp.id = sg.projection
   LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name ORDER BY x.id DESC LIMIT 1) j ON true
   LEFT JOIN LATERAL (SELECT * FROM embedstack.jobs x WHERE x.model_set = m.name AND x.state = 'failed'
                       ORDER BY x.id DESC LIMIT 1) e ON true;
@@ -47,5 +55,5 @@ GRANT SELECT ON embedstack.status TO PUBLIC;
 -- otherwise reads its tables as the view's owner, who sees every row).
 COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
-  'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback '
-  'and how many generations rollback can reach.';
+  'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback, '
+  'how many generations rollback can reach, and the learned projection it serves (dims).';

@@ -162,6 +162,52 @@ impl PgError for SolveError {
     }
 }
 
+/// The covariance state of a learned projection: a bad row as the row kernels report it, a
+/// forged or mismatched state 22023, limits 54000.
+impl PgError for embedstack_math::covariance::CovError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use embedstack_math::covariance::CovError as E;
+        match self {
+            E::Row(e) => e.sqlstate(),
+            E::ModelCount { .. } | E::Mismatch { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            E::Layout(_) | E::Corrupt(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            E::TooManyDims { .. } | E::Overflow => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            E::NoRows => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            embedstack_math::covariance::CovError::NoRows => {
+                Some("the source has no rows to learn a projection from: insert rows first".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Fitting or applying a learned projection.
+impl PgError for embedstack_math::projection::ProjectionError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use embedstack_math::projection::ProjectionError as E;
+        match self {
+            E::Weights(_) | E::NonFinite { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            E::Dimension { .. } => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            E::NoVariance => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            E::Covariance(e) => e.sqlstate(),
+            E::Eigen(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            embedstack_math::projection::ProjectionError::NoVariance => Some(
+                "every row has the same combined vector: a projection has nothing to keep; serve without dims".into(),
+            ),
+            embedstack_math::projection::ProjectionError::Covariance(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 /// A label or score that is NaN or infinite cannot be correlated: 22023.
 impl PgError for EvalError {
     fn sqlstate(&self) -> PgSqlErrorCode {

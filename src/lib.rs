@@ -48,7 +48,8 @@ extension_sql_file!(
     name = "catalog_access",
     requires = ["catalog_writers", operations::authorize::_may_read, operations::authorize::_may_write]
 );
-extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["catalog_access"]);
+extension_sql_file!("../sql/projection.sql", name = "projection", requires = ["catalog_access"]);
+extension_sql_file!("../sql/model_sets.sql", name = "model_sets", requires = ["projection"]);
 extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["model_sets"]);
 extension_sql_file!("../sql/materialize.sql", name = "materialize", requires = ["citus"]);
 extension_sql_file!(

@@ -55,6 +55,8 @@ pub struct ModelSetDef {
     pub active_fit: Option<i64>,
     pub served: Option<Layout>,
     pub staging: Option<Layout>,
+    /// The learned projection of the served generation (model sets with `dims`), if any.
+    pub served_projection: Option<i64>,
 }
 
 /// Every type, function and operator schema-qualified (the callers pin the search path too):
@@ -70,7 +72,9 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
               ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, NULL::pg_catalog.text AS staging_column,
-       NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold
+       NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold,
+       (SELECT g.projection FROM embedstack.generations g
+         WHERE g.id OPERATOR(pg_catalog.=) m.served_generation) AS served_projection
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// The catalog of releases 0.1.0-0.2.x (a staging column in the source), read only by the row
@@ -86,7 +90,7 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
               ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, m.staging_column::pg_catalog.text AS staging_column, m.staging_multipliers,
-       m.staging_storage, m.threshold
+       m.staging_storage, m.threshold, NULL::pg_catalog.int8 AS served_projection
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
@@ -198,6 +202,9 @@ fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
             .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
         served: layout("combined_column", "served_multipliers", "served_storage"),
         staging: layout("staging_column", "staging_multipliers", "staging_storage"),
+        served_projection: row
+            .get_by_name::<i64, _>("served_projection")
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
     };
     let k = def.model_columns.len();
     if k == 0 || def.dims.len() != k || def.kinds.len() != k {

@@ -13,6 +13,7 @@ mod legacy_row_trigger;
 mod output;
 mod pair_scan;
 mod pair_statistics;
+pub mod projection;
 mod query_vector;
 mod spi_scan;
 

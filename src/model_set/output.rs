@@ -6,6 +6,7 @@ use pgrx::datum::IntoDatum;
 use pgrx::prelude::*;
 
 use super::catalog::Storage;
+use super::projection::Basis;
 use crate::datatype::halfvec::{HalfvecOutput, HALFVEC_MAX_DIM};
 use crate::datatype::model_value::{ModelKind, ModelValue, ValueError};
 use crate::datatype::vector::VectorOutput;
@@ -42,7 +43,39 @@ pub fn combined_datum(
     key: &dyn Fn() -> String,
     columns: &dyn Fn(usize) -> String,
 ) -> pg_sys::Datum {
+    projected_datum(values, dims, multipliers, storage, key, columns, None)
+}
+
+/// [`combined_datum`], then projected onto `projection`'s basis when there is one (a
+/// generation of a model set with `dims`): the stored vector is `B x`, `x` the combined vector
+/// of the layout, whose width the basis must take.
+pub fn projected_datum(
+    values: &[Option<ModelValue>],
+    dims: &[usize],
+    multipliers: &[f64],
+    storage: Storage,
+    key: &dyn Fn() -> String,
+    columns: &dyn Fn(usize) -> String,
+    projection: Option<&Basis>,
+) -> pg_sys::Datum {
     let blocks: Vec<Option<Block<'_>>> = values.iter().map(|v| v.as_ref().map(ModelValue::block)).collect();
+    if let Some(b) = projection {
+        // The unprojected width may pass the storage type's limit: only the output is stored.
+        check_layout(dims, multipliers, Storage::Vector);
+        check_projection(b, dims, multipliers, storage);
+        let mut x = vec![0f32; layout_width(dims, multipliers)];
+        combine_or_raise(&blocks, dims, multipliers, &mut x, key, columns);
+        let mut z = vec![0f32; b.dims];
+        b.apply(&x, &mut z);
+        return match storage {
+            Storage::Vector => {
+                let mut out = VectorOutput::zeroed(z.len());
+                out.as_mut_slice().copy_from_slice(&z);
+                out.into_datum().expect("non-null")
+            }
+            Storage::Halfvec => HalfvecOutput::from_f32(&z).into_datum(),
+        };
+    }
     check_layout(dims, multipliers, storage);
     let width = layout_width(dims, multipliers);
     match storage {
@@ -105,6 +138,37 @@ pub fn check_layout(dims: &[usize], multipliers: &[f64], storage: Storage) {
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("halfvec cannot have more than {HALFVEC_MAX_DIM} dimensions, got {width}")
+        );
+    }
+}
+
+/// A projection applies to exactly the layout it was fitted for (the same multipliers, so the
+/// same width), and its output fits the storage type.
+pub fn check_projection(b: &Basis, dims: &[usize], multipliers: &[f64], storage: Storage) {
+    if b.multipliers != multipliers || b.input() != layout_width(dims, multipliers) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "projection {} maps {} dimensions of another layout, not this one ({} dimensions)",
+                b.id,
+                b.input(),
+                layout_width(dims, multipliers)
+            )
+        );
+    }
+    let limit = match storage {
+        Storage::Vector => crate::datatype::vector::VECTOR_MAX_DIM,
+        Storage::Halfvec => HALFVEC_MAX_DIM,
+    };
+    if b.dims > limit {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "projection {} has {} dimensions, more than the storage type holds ({limit})",
+                b.id, b.dims
+            )
         );
     }
 }

@@ -47,7 +47,14 @@ fn build(
     use embedstack_math::combine::{combine_over_layout, layout_width};
     let mut out = VectorOutput::zeroed(layout_width(&def.dims, stored));
     combine_over_layout(blocks, &def.dims, stored, query, out.as_mut_slice()).or_raise_in(&key());
-    out
+    // A learned projection (dims): the same basis as the stored vectors, so the inner product
+    // of the projected query and a stored vector approximates the unprojected score.
+    let Some(id) = def.served_projection else { return out };
+    let basis = super::projection::load(id);
+    super::output::check_projection(&basis, &def.dims, stored, super::catalog::Storage::Vector);
+    let mut z = VectorOutput::zeroed(basis.dims);
+    basis.apply(out.as_mut_slice(), z.as_mut_slice());
+    z
 }
 
 /// The query-side vector of the active fit for one vector per model (NULL = missing model).

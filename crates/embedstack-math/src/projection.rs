@@ -214,6 +214,84 @@ fn finish<A: SymOp + ?Sized>(
     })
 }
 
+/// The projection a generation serves (issue 21): the stored blocks' per-model `multipliers`
+/// (the served vector is `[m_k u_k]`, blocks with `m_k = 0` left out) projected to `r`
+/// dimensions. The basis is the top `r − 1` principal directions of the served vectors plus,
+/// as the last column, the part of their mean those directions miss (normalised): the
+/// WordSim study (`bench/projection/RESULTS-wordsim.md`) measured that spending one dimension
+/// on the mean ranks better at every `r` from 32 on in symmetric mode (recall@10 0.967 vs
+/// 0.960 at 256), and that in query-weighted mode, where the query is weighted and the stored
+/// vectors are not, leaving it out costs 0.015 of held-out Spearman at 256 (a per-query offset
+/// that depends on the candidate). When the mean is already (numerically) in the span of the
+/// top `r − 1` directions, or `r = 1`, the basis is the plain top `r`. `eigenvalues` are then the
+/// variances along the final columns (`vᵀ C_w v`), `variance_kept` their sum over `tr(C_w)`.
+pub fn fit_served(
+    stats: &mut CovStats,
+    multipliers: &[f64],
+    r: usize,
+    opts: &SubspaceOptions,
+) -> Result<Projection, ProjectionError> {
+    if let Some(k) = multipliers.iter().position(|m| !(m.is_finite() && *m >= 0.0)) {
+        return Err(ProjectionError::Weights(format!(
+            "multiplier {} of model {} is not a finite non-negative number",
+            multipliers[k],
+            k + 1
+        )));
+    }
+    let weights: Vec<f64> = multipliers.iter().map(|m| m * m).collect();
+    let scale = coordinate_scales(stats.dims(), &weights)?;
+    let served: Vec<usize> = (0..scale.len()).filter(|&i| scale[i] > 0.0).collect();
+    if served.is_empty() {
+        return Err(ProjectionError::Weights("no model has a positive multiplier".into()));
+    }
+    let mean = stats.mean();
+    let mean_w: Vec<f64> = served.iter().map(|&i| scale[i] * mean[i]).collect();
+    let cov = stats.operator()?;
+    let diag = cov.diagonal();
+    let trace: f64 = served.iter().map(|&i| scale[i] * scale[i] * diag[i].max(0.0)).sum();
+    let op = Weighted { cov, scale, served };
+    let mut p = finish(&op, trace, r, opts)?;
+    if r >= 2 {
+        let m = DVector::from_vec(mean_w);
+        let head = p.basis.columns(0, r - 1);
+        let resid = &m - head * head.tr_mul(&m);
+        let (rn, mn) = (resid.norm(), m.norm());
+        if mn > 0.0 && rn > 1e-6 * mn {
+            p.basis.set_column(r - 1, &(resid / rn));
+            let cv = op.apply(&p.basis);
+            p.eigenvalues = (0..r).map(|j| p.basis.column(j).dot(&cv.column(j))).collect();
+            let kept: f64 = p.eigenvalues.iter().map(|v| v.max(0.0)).sum();
+            p.variance_kept = (kept / trace).clamp(0.0, 1.0);
+        }
+    }
+    Ok(p)
+}
+
+/// The basis as stored with a generation: `r` rows of `D'` values, row `j` the `j`-th column of
+/// `basis` (so each output coordinate is one contiguous dot product), rounded to f32.
+pub fn basis_rows_f32(basis: &DMatrix<f64>) -> Vec<f32> {
+    let (d, r) = basis.shape();
+    let mut out = Vec::with_capacity(d * r);
+    for j in 0..r {
+        out.extend(basis.column(j).iter().map(|&v| v as f32));
+    }
+    out
+}
+
+/// `out = B x` for a basis stored as [`basis_rows_f32`] (`out.len()` rows of `x.len()`
+/// values): each coordinate a dot product accumulated in f64 ([`crate::kernels::dot`]),
+/// rounded once. `Err(Dimension)` when the sizes disagree.
+pub fn apply_rows(rows: &[f32], x: &[f32], out: &mut [f32]) -> Result<(), ProjectionError> {
+    let d = x.len();
+    if d == 0 || rows.len() != d * out.len() {
+        return Err(ProjectionError::Dimension { expected: rows.len() / out.len().max(1), got: d });
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        *o = crate::kernels::dot(row, x) as f32;
+    }
+    Ok(())
+}
+
 /// `C_w` in the served layout, as products: scale, embed into `D`, multiply by `C`, gather.
 struct Weighted<'a> {
     cov: CovOperator<'a>,
@@ -517,5 +595,88 @@ mod tests {
                 - offsets.iter().fold(f64::INFINITY, |m, &v| m.min(v));
             assert!(spread < 1e-5, "the score error varies across candidates by {spread}");
         }
+    }
+
+    /// The served mean `[m_k ū_k]` built by hand (blocks of multiplier 0 left out).
+    fn served_mean(dims: &[usize], mult: &[f64], rows: &[Vec<Option<Vec<f32>>>]) -> DVector<f64> {
+        let d: usize = dims.iter().zip(mult).filter(|(_, &m)| m > 0.0).map(|(d, _)| d).sum();
+        let mut acc = DVector::zeros(d);
+        for row in rows {
+            let mut at = 0;
+            for ((v, &dk), &m) in row.iter().zip(dims).zip(mult) {
+                if m == 0.0 {
+                    continue;
+                }
+                if let Some(v) = v {
+                    let norm = v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                    for i in 0..dk {
+                        acc[at + i] += m * v[i] as f64 / norm;
+                    }
+                }
+                at += dk;
+            }
+        }
+        acc / rows.len() as f64
+    }
+
+    #[test]
+    fn fit_served_is_the_top_directions_plus_the_mean_they_miss() {
+        let dims = [6usize, 5, 7];
+        let rs = rows(&dims, 150, 4, 0.3, 11);
+        let mut st = stats(&dims, &rs);
+        for mult in [[1.0, 1.0, 1.0], [0.9, 0.0, 0.4]] {
+            let w: Vec<f64> = mult.iter().map(|m| m * m).collect();
+            let cw = served_covariance(&dims, &w, &rs);
+            let m = served_mean(&dims, &mult, &rs);
+            let r = 5;
+            let opts = SubspaceOptions { power_iters: 12, ..SubspaceOptions::default() };
+            let p = fit_served(&mut st, &mult, r, &opts).unwrap();
+            assert_eq!(p.basis.shape(), (cw.nrows(), r));
+            // Orthonormal columns.
+            let g = p.basis.tr_mul(&p.basis);
+            assert!((&g - DMatrix::identity(r, r)).amax() < 1e-9);
+            // The first r-1 span the top r-1 eigenvectors of the dense reference (Jacobi).
+            let e = crate::jacobi::symmetric_eigen(&cw).unwrap();
+            let top = e.vectors.columns(0, r - 1).into_owned();
+            let head = p.basis.columns(0, r - 1).into_owned();
+            let proj_ref = &top * top.transpose();
+            let proj_got = &head * head.transpose();
+            assert!((&proj_ref - &proj_got).amax() < 1e-6, "{mult:?}: {}", (&proj_ref - &proj_got).amax());
+            // The last column is the normalised part of the mean outside them.
+            let resid = &m - &top * top.tr_mul(&m);
+            let want = &resid / resid.norm();
+            let last = p.basis.column(r - 1).into_owned();
+            assert!((&last - &want).amax().min((&last + &want).amax()) < 1e-6);
+            // The variances are v^T C_w v, and variance_kept their share of the trace.
+            for j in 0..r {
+                let v = p.basis.column(j).into_owned();
+                assert!((p.eigenvalues[j] - (v.transpose() * &cw * &v)[0]).abs() < 1e-9);
+            }
+            let kept: f64 = p.eigenvalues.iter().sum::<f64>() / cw.trace();
+            assert!((p.variance_kept - kept).abs() < 1e-6, "{} vs {kept}", p.variance_kept);
+        }
+        assert!(matches!(
+            fit_served(&mut st, &[1.0, f64::NAN, 1.0], 3, &SubspaceOptions::default()),
+            Err(ProjectionError::Weights(_))
+        ));
+        assert!(matches!(
+            fit_served(&mut st, &[0.0, 0.0, 0.0], 3, &SubspaceOptions::default()),
+            Err(ProjectionError::Weights(_))
+        ));
+    }
+
+    #[test]
+    fn apply_rows_is_the_basis_transpose_times_x() {
+        let b = gaussian_matrix(9, 4, 5);
+        let rows = basis_rows_f32(&b);
+        let x: Vec<f32> = (0..9).map(|i| (i as f32 - 4.0) / 3.0).collect();
+        let mut out = vec![0f32; 4];
+        apply_rows(&rows, &x, &mut out).unwrap();
+        for j in 0..4 {
+            let want: f64 = (0..9).map(|i| b[(i, j)] as f32 as f64 * x[i] as f64).sum();
+            assert!((out[j] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{j}: {} vs {want}", out[j]);
+        }
+        assert!(matches!(apply_rows(&rows, &x[..8], &mut out), Err(ProjectionError::Dimension { .. })));
+        assert!(matches!(apply_rows(&rows, &x, &mut [0f32; 3]), Err(ProjectionError::Dimension { .. })));
     }
 }
