@@ -287,6 +287,11 @@ mod tests {
             ("_combine_expr(embedstack.model_sets,embedstack.generations,text)", "s", false, "s"),
             ("_combine_halfvec(double precision[],integer[],text[],\"any\")", "i", false, "s"),
             ("_combine_vector(double precision[],integer[],text[],\"any\")", "i", false, "s"),
+            ("_covariance_accum(internal,integer[],\"any\")", "i", false, "s"),
+            ("_covariance_combine(internal,internal)", "i", false, "s"),
+            ("_covariance_deserialize(bytea,internal)", "i", true, "s"),
+            ("_covariance_final(internal)", "i", false, "s"),
+            ("_covariance_serialize(internal)", "i", true, "s"),
             ("_create_pending(embedstack.model_sets,embedstack.generations)", "v", false, "u"),
             ("_cutover_ready(xid8,text[])", "v", false, "r"),
             ("_cutover_wait_timeout()", "s", true, "s"),
@@ -298,6 +303,7 @@ mod tests {
             ("_drop_pending(embedstack.model_sets,embedstack.generations)", "v", false, "u"),
             ("_drop_triggers(embedstack.model_sets)", "v", false, "u"),
             ("_drop_triggers_on(embedstack.model_sets,regclass)", "v", false, "u"),
+            ("_fit_projection(double precision[],double precision[],integer,bigint)", "i", true, "s"),
             ("_freshness_sql(text,oid,text)", "s", false, "r"),
             ("_generation_for(embedstack.model_sets,bigint)", "s", false, "s"),
             ("_generation_name(embedstack.model_sets,bigint)", "i", false, "s"),
@@ -316,6 +322,7 @@ mod tests {
             ("_keep_generations()", "s", true, "s"),
             ("_keep_history()", "s", true, "s"),
             ("_layout(text,bigint)", "s", false, "s"),
+            ("_learn_projection(embedstack.model_sets,double precision[],bigint)", "v", false, "u"),
             ("_live_generations(text)", "s", false, "s"),
             ("_lock_model_set(text,boolean)", "v", false, "u"),
             ("_lock_source(embedstack.model_sets,timestamp with time zone)", "v", false, "u"),
@@ -340,6 +347,8 @@ mod tests {
             ("_pair_state(text,regclass,text,text,text,text)", "v", false, "u"),
             ("_pending_batch(bigint,embedstack.model_sets,embedstack.generations)", "v", false, "u"),
             ("_point_view(embedstack.model_sets,embedstack.generations,integer)", "v", false, "u"),
+            ("_project_halfvec(bigint,double precision[],integer[],text[],\"any\")", "s", false, "s"),
+            ("_project_vector(bigint,double precision[],integer[],text[],\"any\")", "s", false, "s"),
             ("_random_hex6()", "v", false, "s"),
             ("_reads_citus_table(regclass)", "s", false, "s"),
             ("_record_fit(text,double precision[],double precision,boolean,jsonb,jsonb)", "v", false, "u"),
@@ -359,20 +368,24 @@ mod tests {
             ("_sync_partitions(text)", "v", false, "u"),
             ("_trigger_name(text)", "i", true, "s"),
             ("_trigger_names(text)", "i", true, "s"),
+            ("_unprojected_width(embedstack.model_sets,double precision[])", "i", false, "s"),
             ("_vector_schema()", "s", false, "s"),
             ("_view_privileges(embedstack.model_sets,name,name)", "v", false, "u"),
             ("_view_sql(embedstack.model_sets,embedstack.generations,boolean)", "s", false, "s"),
             ("_w_delete_generation(text,bigint)", "v", false, "u"),
             ("_w_delete_model_set(text)", "v", false, "u"),
             ("_w_generation_pending(text,bigint,regclass,boolean)", "v", false, "u"),
+            ("_w_generation_projection(text,bigint,bigint)", "v", false, "u"),
             ("_w_generation_set(text,bigint,regclass,name,text,bigint)", "v", false, "u"),
             ("_w_hold(text,text)", "v", false, "u"),
             ("_w_insert_fit(text,jsonb,double precision[],double precision,jsonb,double precision[],jsonb)", "v", false, "u"),
             ("_w_insert_generation(text,bigint,double precision[],text,integer)", "v", false, "u"),
             ("_w_insert_model_set(text,regclass,name,name[],integer[],regtype[],text,double precision,name,text,name)", "v", false, "u"),
+            ("_w_insert_projection(text,double precision[],integer,integer,real[],double precision[],double precision,double precision,bigint,bigint)", "v", false, "u"),
             ("_w_job_finish(bigint,text,text,jsonb)", "v", false, "u"),
             ("_w_job_start(text,text,jsonb,text,bigint)", "v", false, "u"),
             ("_w_job_update(bigint,text,bigint,bigint,text,bigint,name,jsonb,bigint)", "v", false, "u"),
+            ("_w_model_set_dims(text,integer)", "v", false, "u"),
             ("_w_serve(text,bigint,bigint)", "v", false, "u"),
             ("_wait_for_writers(regclass)", "v", true, "u"),
             ("block_multipliers(double precision[],text,double precision)", "i", true, "s"),
@@ -382,7 +395,8 @@ mod tests {
             ("cosine(real[],real[])", "i", true, "s"),
             ("cosine(vector,vector)", "i", true, "s"),
             ("cosine_features(vector[],vector[])", "i", true, "s"),
-            ("create_model_set(text,regclass,name,name[],text,double precision,name,text,integer[],name)", "v", false, "u"),
+            ("covariance_stats(integer[],\"any\")", "i", false, "s"),
+            ("create_model_set(text,regclass,name,name[],text,double precision,name,text,integer[],name,integer)", "v", false, "u"),
             ("cross_validate(double precision[],double precision[],boolean,boolean)", "i", true, "s"),
             ("drop_model_set(text,boolean)", "v", false, "u"),
             ("evaluate(text,regclass,text,text,text,bigint)", "v", false, "u"),
@@ -560,6 +574,41 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!((w[0] - 1.5).abs() < 1e-9 && (w[1] - 1.5).abs() < 1e-9, "{w:?}");
+    }
+
+    /// create_model_set(dims => N) (0.5.0): the range is checked (22023), and a query-weighted set
+    /// too wide for the index is refused at creation (54000) with a HINT that names dims, and
+    /// accepted with dims.
+    #[pg_test]
+    fn create_model_set_dims_is_checked_and_named_by_the_width_hint() {
+        Spi::run("CREATE TABLE w (id int PRIMARY KEY, a vector(3000), b vector(2000))").unwrap();
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('s', 'w', 'id', ARRAY['a','b'], dims => 0)",
+            "22023",
+            "dims must be between 1 and 4000",
+        );
+        assert_sqlstate(
+            "SELECT embedstack.create_model_set('s', 'w', 'id', ARRAY['a','b'], storage => 'vector', dims => 2001)",
+            "22023",
+            "between 1 and 2000",
+        );
+        Spi::run(
+            "CREATE FUNCTION pg_temp.hint(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             DECLARE h text; BEGIN EXECUTE q; RETURN NULL;
+             EXCEPTION WHEN OTHERS THEN GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT; RETURN SQLSTATE || ': ' || h; END $f$",
+        )
+        .unwrap();
+        let hint = Spi::get_one::<String>(
+            "SELECT pg_temp.hint($$SELECT embedstack.create_model_set('s', 'w', 'id', ARRAY['a','b'], mode => 'query_weighted')$$)",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(hint.starts_with("54000: ") && hint.contains("dims => N"), "{hint}");
+        let dims = Spi::get_one::<i32>(
+            "SELECT projection_dims FROM embedstack.create_model_set('s', 'w', 'id', ARRAY['a','b'], mode => 'query_weighted', dims => 512)",
+        )
+        .unwrap();
+        assert_eq!(dims, Some(512));
     }
 
     fn model_set_table() {

@@ -1866,7 +1866,8 @@ fn upgrade_from_0_4_0_keeps_the_recorded_keys() {
     let gens_before = generations(&mut c, "sym");
 
     let path = update_extension(&mut c);
-    assert_eq!(path, format!("0.4.0--{}", current_version(&mut c)), "one step");
+    let to = current_version(&mut c);
+    assert!(path.starts_with("0.4.0--0.4.1") && path.ends_with(&to), "0.4.0 -> 0.4.1 -> ... -> {to}: {path}");
     assert_eq!(common_catalog(&mut c), cat_before, "catalog rows after the upgrade");
     assert_eq!(generations(&mut c, "sym"), gens_before, "generations after the upgrade");
     let mut fresh = fresh_db("life_upgrade_040_ref");

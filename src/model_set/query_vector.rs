@@ -15,8 +15,13 @@ use crate::datatype::vector_array::VectorArray;
 use crate::errors::{OrInternal, OrRaise};
 use crate::operations::pinned_path::with_pinned_search_path;
 
-/// The served layout and the query multipliers over it.
-fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
+/// The served layout and the query multipliers over it, and the served generation's learned
+/// projection (if any).
+fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> (Vec<f64>, Option<i64>) {
+    (query_multipliers(client, def), catalog::served_projection(client, &def.name))
+}
+
+fn query_multipliers(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
     let (Some(served), Some(fit)) = (&def.served, def.active_fit) else {
         crate::ereport_hint!(
             ERROR,
@@ -40,7 +45,7 @@ fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64
 fn build(
     def: &ModelSetDef,
     stored: &[f64],
-    query: &[f64],
+    (query, projection): &(Vec<f64>, Option<i64>),
     blocks: &[Option<Block<'_>>],
     key: &dyn Fn() -> String,
 ) -> VectorOutput {
@@ -49,7 +54,7 @@ fn build(
     combine_over_layout(blocks, &def.dims, stored, query, out.as_mut_slice()).or_raise_in(&key());
     // A learned projection (dims): the same basis as the stored vectors, so the inner product
     // of the projected query and a stored vector approximates the unprojected score.
-    let Some(id) = def.served_projection else { return out };
+    let Some(id) = *projection else { return out };
     let basis = super::projection::load(id);
     super::output::check_projection(&basis, &def.dims, stored, super::catalog::Storage::Vector);
     let mut z = VectorOutput::zeroed(basis.dims);
