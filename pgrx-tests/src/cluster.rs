@@ -41,7 +41,8 @@ fn as_postgres(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     cmd.output().expect("run a command as postgres")
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (then PostgreSQL tools run as the `postgres` OS user).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
