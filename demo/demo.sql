@@ -144,6 +144,16 @@ FROM best, t, e stack, e fit
 WHERE stack.model = '(stack)' AND fit.model = '(fit)' \gset comparison_
 \echo :comparison_line
 
+\echo '   ablation: the stack refitted without each model (from the fit''s stored statistics, no second pass over'
+\echo '   the training pairs), scored on the same held-out pairs; delta = what removing the model costs in Spearman'
+\set ECHO queries
+SELECT model, n, round(spearman::numeric, 4) AS spearman,
+       round((spearman - (SELECT e2.spearman FROM embedstack.evaluate('wordsim', 'wordsim.pairs_test', 'a', 'b', 'y') e2
+                          WHERE e2.model = '(fit)'))::numeric, 4) AS delta_vs_fit
+FROM embedstack.evaluate('wordsim', 'wordsim.pairs_test', 'a', 'b', 'y', ablation => true)
+WHERE model = '(fit)' OR model LIKE '(without %';
+\set ECHO none
+
 \echo
 \echo '== 6. Materialise: one combined vector per word (a weighted concatenation of the kept models) and its HNSW index'
 \echo '   (its inner product is the stack''s score, so one pgvector index serves the learned similarity; the vectors go'
@@ -159,6 +169,14 @@ FROM embedstack.model_sets s JOIN embedstack.generations g ON g.id = s.served_ge
 \echo '   width 1188 = 384 + 384 + 256 + 64 + 100, the five kept models; the words table keeps its own 8 columns:'
 SELECT string_agg(attname, ' ' ORDER BY attnum) AS "wordsim.words columns"
 FROM pg_attribute WHERE attrelid = 'wordsim.words'::regclass AND attnum > 0 AND NOT attisdropped;
+
+\echo '   explain one pair: per model its cosine, the fit''s weight, weight x cosine and its share; (total) has the'
+\echo '   prediction (intercept included) as contribution and the served score (what the index ranks by) as cosine'
+\set ECHO queries
+SELECT model, round(cosine::numeric, 4) AS cosine, round(weight::numeric, 3) AS weight,
+       round(contribution::numeric, 3) AS contribution, round(share::numeric, 3) AS share, note
+FROM embedstack.explain('wordsim', 'tiger', 'cat');
+\set ECHO none
 
 \echo
 \echo '== 7. The nearest words under the learned similarity, through the HNSW index: join the view to the words'

@@ -154,10 +154,21 @@ COMMENT ON FUNCTION embedstack.fit(text, regclass, name, name, name, double prec
 COMMENT ON FUNCTION embedstack.pair_statistics(text, regclass, text, text, text, text) IS
   'The regression statistics state (as regression_stats returns) of the pairs'' per-model cosines computed from '
   'the model set''s stored columns; feed it to solve() or merge(). VOLATILE (uses a temporary table).';
-COMMENT ON FUNCTION embedstack.evaluate(text, regclass, text, text, text, bigint) IS
+COMMENT ON FUNCTION embedstack.evaluate(text, regclass, text, text, text, bigint, boolean) IS
   'Held-out evaluation on labelled pairs: one row per model (its cosine alone), (stack) = the served score '
   'sum_k s_k x_k (missing blocks count 0), and (fit) = intercept + sum_k w_k x_k on pairs with every feature; '
-  'n, Pearson, Spearman (average ranks). fit_id defaults to the active fit, else the latest.';
+  'n, Pearson, Spearman (average ranks). fit_id defaults to the active fit, else the latest. ablation => true adds '
+  '(without <model>) per model: the fit refitted without that model from its stored statistics (fits.state, same '
+  'options), scored on the pairs whose other features are present, in the same pass (none for a single model).';
+COMMENT ON FUNCTION embedstack.explain(text, anyelement, anyelement, bigint) IS
+  'Why two stored rows score what they score under a fit (fit_id, else the active fit, else the latest): per model '
+  'its cosine (NULL for a NULL or zero vector), weight, contribution = weight * cosine and share = contribution / '
+  'sum of |contributions|; (intercept); (total) with the prediction as contribution and, as cosine, the served '
+  'score -(query_vector(a) <#> b''s served vector) (NULL when not materialised); note says what is served and '
+  'what the threshold left out. Unknown model set 42704, key not found P0002, no fit 55000, NULL 22004. STABLE.';
+COMMENT ON FUNCTION embedstack.explain(text, text, text, bigint) IS
+  'explain for keys given as text (quoted literals), read with the key type''s input function as query_vector '
+  'reads them. STABLE.';
 COMMENT ON FUNCTION embedstack.block_multipliers(double precision[], text, double precision) IS
   'Per-model multipliers of the stored blocks for weights in a mode: symmetric sqrt(w_k/w_max) for '
   'w_k > threshold*w_max else 0 (no positive weight: 22023 with a hint); query_weighted 1 for every model. '

@@ -399,7 +399,10 @@ mod tests {
             ("create_model_set(text,regclass,name,name[],text,double precision,name,text,integer[],name,integer)", "v", false, "u"),
             ("cross_validate(double precision[],double precision[],boolean,boolean)", "i", true, "s"),
             ("drop_model_set(text,boolean)", "v", false, "u"),
-            ("evaluate(text,regclass,text,text,text,bigint)", "v", false, "u"),
+            ("evaluate(text,regclass,text,text,text,bigint,boolean)", "v", false, "u"),
+            // Reads the caller's source (perhaps a temporary table) and the served view: restricted.
+            ("explain(text,anyelement,anyelement,bigint)", "s", false, "r"),
+            ("explain(text,text,text,bigint)", "s", false, "r"),
             ("fit(text,regclass,name,name,name,double precision,boolean,name)", "v", false, "u"),
             ("fit_weights(double precision[],double precision)", "i", false, "s"),
             ("fit_weights_final(double precision[])", "i", false, "s"),
@@ -763,6 +766,129 @@ mod tests {
         assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'nope')", "42703", "nope");
         Spi::run("DELETE FROM p WHERE r <> 'missing'").unwrap();
         assert_sqlstate("SELECT embedstack.fit('s', 'p', 'l', 'r', 'y')", "22023", "no usable pairs");
+    }
+
+    /// explain: closed-form cosines (unit axes), contributions, shares, the intercept and the
+    /// prediction of an exact fit y = 1 + 2 cos_m + 3 cos_n; its errors with their SQLSTATEs; and
+    /// evaluate's ablation rows (refit without a model) on the same data.
+    #[pg_test]
+    fn explain_and_ablation_from_stored_columns() {
+        Spi::run(
+            "CREATE TABLE e (k int PRIMARY KEY, m vector(2), n real[]);
+             INSERT INTO e VALUES (1, '[1,0]', '{1,0}'), (2, '[0,1]', '{1,1}'), (3, '[1,1]', '{0,1}'),
+                                  (4, '[0,0]', '{1,0}'), (5, '[3,4]', NULL);
+             CREATE TABLE p (l int, r int, y float8);
+             INSERT INTO p SELECT l, r, 1 + 2 * embedstack.cosine(el.m, er.m) + 3 * embedstack.cosine(el.n, er.n)
+               FROM (VALUES (1, 2), (1, 3), (2, 3), (1, 1), (3, 2), (2, 2)) v(l, r)
+               JOIN e el ON el.k = v.l JOIN e er ON er.k = v.r;
+             SELECT embedstack.create_model_set('s', 'e', 'k', ARRAY['m', 'n']);",
+        )
+        .unwrap();
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 1, 3)", "55000", "has no fit");
+        Spi::run("SELECT embedstack.fit('s', 'p', 'l', 'r', 'y')").unwrap();
+        let rows =
+            |sql: &str| -> Vec<(String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>)> {
+                Spi::connect(|c| {
+                    c.select(sql, None, &[])
+                        .unwrap()
+                        .map(|r| {
+                            (
+                                r.get::<String>(1).unwrap().unwrap(),
+                                r.get::<f64>(2).unwrap(),
+                                r.get::<f64>(3).unwrap(),
+                                r.get::<f64>(4).unwrap(),
+                                r.get::<f64>(5).unwrap(),
+                                r.get::<String>(6).unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+            };
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        // (1, 3): cos_m = cos([1,0],[1,1]) = 1/sqrt 2, cos_n = cos([1,0],[0,1]) = 0.
+        for sql in [
+            "SELECT * FROM embedstack.explain('s', 1, 3)",
+            "SELECT * FROM embedstack.explain('s', '1', '3')",
+            "SELECT * FROM embedstack.explain('s', 1::int8, 3::int8)",
+            "SELECT * FROM embedstack.explain('s', '1'::text, '3'::text, (SELECT max(id) FROM embedstack.fits))",
+        ] {
+            let r = rows(sql);
+            let names: Vec<&str> = r.iter().map(|x| x.0.as_str()).collect();
+            assert_eq!(names, ["m", "n", "(intercept)", "(total)"], "{sql}");
+            let c = 0.5f64.sqrt();
+            assert!(close(r[0].1, c) && close(r[0].2, 2.0) && close(r[0].3, 2.0 * c), "{sql}: {:?}", r[0]);
+            assert!(close(r[1].1, 0.0) && close(r[1].2, 3.0) && close(r[1].3, 0.0), "{sql}: {:?}", r[1]);
+            // share = contribution / sum |contribution|
+            assert!(close(r[0].4, 1.0) && close(r[1].4, 0.0), "{sql}: {r:?}");
+            assert!(close(r[2].3, 1.0) && r[2].1.is_none(), "{sql}: {:?}", r[2]);
+            // prediction = 1 + 2/sqrt 2; nothing served yet
+            assert!(close(r[3].3, 1.0 + 2.0 * c) && r[3].1.is_none(), "{sql}: {:?}", r[3]);
+            assert!(r[3].5.as_deref().unwrap_or("").contains("not materialised"), "{sql}: {:?}", r[3]);
+        }
+        // (4, 1): 4's m is a zero vector: no cosine, no prediction.
+        let r = rows("SELECT * FROM embedstack.explain('s', 4, 1)");
+        assert!(r[0].1.is_none() && r[0].3.is_none() && r[0].4.is_none(), "{r:?}");
+        assert!(r[0].5.as_deref().unwrap_or("").contains("a_key"), "{r:?}");
+        assert!(close(r[1].1, 1.0) && close(r[1].4, 1.0) && r[3].3.is_none(), "{r:?}");
+        // Errors, each with its SQLSTATE; no key value in the messages.
+        assert_sqlstate("SELECT * FROM embedstack.explain('nope', 1, 2)", "42704", "does not exist");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 1, 777)", "P0002", "b_key");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 777, 1)", "P0002", "a_key");
+        assert!(!outcome("SELECT * FROM embedstack.explain('s', 1, 777)").contains("777"));
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 1, 2, 999999)", "42704", "fit 999999");
+        assert_sqlstate("SELECT * FROM embedstack.explain(NULL, 1, 2)", "22004", "model_set");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', NULL::int, 2)", "22004", "a_key");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 1, NULL::int)", "22004", "b_key");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', NULL, NULL)", "22004", "a_key");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', 'x', '1')", "22P02", "integer");
+        assert_sqlstate("SELECT * FROM embedstack.explain('s', now(), now())", "42804", "a_key");
+        assert_sqlstate(
+            "SELECT * FROM embedstack.evaluate('s', 'p', 'l', 'r', 'y', ablation => NULL)",
+            "22004",
+            "ablation",
+        );
+
+        // Ablation: without m the exact fit leaves y = b + w cos_n, refitted on the training
+        // pairs: cos_n over (1,2),(1,3),(2,3),(1,1),(3,2),(2,2) is 1/sqrt2, 0, 1/sqrt2, 1, 1/sqrt2, 1.
+        let ev = |sql: &str| -> Vec<(String, i64, Option<f64>)> {
+            Spi::connect(|c| {
+                c.select(sql, None, &[])
+                    .unwrap()
+                    .map(|r| {
+                        (
+                            r.get::<String>(1).unwrap().unwrap(),
+                            r.get::<i64>(2).unwrap().unwrap(),
+                            r.get::<f64>(3).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+        };
+        let plain = ev("SELECT model, n, pearson FROM embedstack.evaluate('s', 'p', 'l', 'r', 'y')");
+        assert!(plain.iter().all(|r| !r.0.starts_with("(without")), "{plain:?}");
+        let abl = ev(
+            "SELECT model, n, pearson FROM embedstack.evaluate('s', 'p', 'l', 'r', 'y', ablation => true)",
+        );
+        assert_eq!(&abl[..plain.len()], &plain[..], "ablation keeps the other rows");
+        let names: Vec<&str> = abl[plain.len()..].iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(names, ["(without m)", "(without n)"]);
+        // The refit without m predicts b + w cos_n: its Pearson with y equals that of cos_n alone
+        // (w > 0), which is the per-model row n; the same for the refit without n and row m.
+        let by = |name: &str| abl.iter().find(|r| r.0 == name).unwrap().clone();
+        assert_eq!(by("(without m)").1, 6);
+        assert!((by("(without m)").2.unwrap() - by("n").2.unwrap()).abs() < 1e-12, "{abl:?}");
+        assert!((by("(without n)").2.unwrap() - by("m").2.unwrap()).abs() < 1e-12, "{abl:?}");
+        // A model set of one model has no ablation rows.
+        Spi::run(
+            "SELECT embedstack.create_model_set('one', 'e', 'k', ARRAY['m']);
+             SELECT embedstack.fit('one', 'p', 'l', 'r', 'y');",
+        )
+        .unwrap();
+        let one = ev(
+            "SELECT model, n, pearson FROM embedstack.evaluate('one', 'p', 'l', 'r', 'y', ablation => true)",
+        );
+        let names: Vec<&str> = one.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(names, ["m", "(stack)", "(fit)"]);
     }
 
     // ------------------------------------------------------------ search path pinning (0.3.1)

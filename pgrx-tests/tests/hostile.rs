@@ -190,6 +190,8 @@ fn altered_types_and_foreign_triggers_are_clean_errors() {
     for sql in [
         "SELECT embedstack.pair_statistics('m2', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT * FROM embedstack.evaluate('m2', 'alice.pairs', 'a', 'b', 'y')",
+        "SELECT * FROM embedstack.evaluate('m2', 'alice.pairs', 'a', 'b', 'y', ablation => true)",
+        "SELECT * FROM embedstack.explain('m2', 1, 2)",
         "SELECT embedstack.fit('m2', 'alice.pairs', 'a', 'b', 'y')",
         "CALL embedstack.materialize('m2')",
     ] {
@@ -759,10 +761,14 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
     for sql in [
         "SELECT * FROM embedstack.evaluate('ms', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.query_vector('ms', 5)",
+        "SELECT * FROM embedstack.explain('ms', 5, 6)",
+        "SELECT * FROM embedstack.explain('ms', '5', '6')",
     ] {
-        expect_code(&mut b, sql, "42501");
+        let e = expect_code(&mut b, sql, "42501");
+        assert!(!all_text(&e).contains("key 5"), "{}", all_text(&e));
     }
     c.batch_execute("SELECT embedstack.query_vector('ms', 5)").unwrap();
+    c.batch_execute("SELECT * FROM embedstack.explain('ms', 5, 6)").unwrap();
 
     // The served vectors: the view's gate, not the schema, refuses bob; carol reads them.
     a.batch_execute("GRANT USAGE ON SCHEMA alice TO bob").unwrap();
@@ -924,6 +930,12 @@ fn resources_numbers_and_error_codes() {
         ("SELECT embedstack.query_vector('nope', ARRAY['[1,2,3]'::vector])", "42704"),
         ("SELECT embedstack.block_multipliers('{1,NULL}', 'symmetric', 0.05)", "22004"),
         ("SELECT embedstack.pair_statistics('ms', 'alice.pairs', 'a', 'b', 'y')", "42501"),
+        // explain: unknown model set, NULL arguments (not STRICT: fit_id defaults to NULL).
+        ("SELECT * FROM embedstack.explain('nope', 1, 2)", "42704"),
+        ("SELECT * FROM embedstack.explain(NULL, 1, 2)", "22004"),
+        ("SELECT * FROM embedstack.explain('ms', NULL::int, 2)", "22004"),
+        ("SELECT * FROM embedstack.explain('ms', NULL, NULL)", "22004"),
+        ("SELECT * FROM embedstack.evaluate('ms', 'alice.pairs', 'a', 'b', 'y', ablation => NULL)", "22004"),
     ] {
         let e = expect_code(&mut b, sql, code);
         let t = all_text(&e);

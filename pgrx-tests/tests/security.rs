@@ -1202,6 +1202,9 @@ fn f4_operators_in_public_never_run_as_the_caller() {
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.query_vector('stack', 7)",
         "SELECT embedstack.query_vector('stack', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])",
+        "SELECT * FROM embedstack.explain('stack', 7, 8)",
+        "SELECT * FROM embedstack.explain('stack', '7', '8')",
+        "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y', ablation => true)",
         "CALL embedstack.materialize('stack')",
         "CALL embedstack.refit('stack', 'alice.pairs', 'a', 'b', 'y', cutover => 'never')",
         "CALL embedstack.refit('stack', 'alice.pairs', 'a', 'b', 'y', nonnegative => true, cutover => 'always')",
@@ -1224,6 +1227,8 @@ fn f4_operators_in_public_never_run_as_the_caller() {
         "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.query_vector('stack', 7)",
+        "SELECT * FROM embedstack.explain('stack', 7, 8)",
+        "SELECT * FROM embedstack.explain('stack', '7', '8')",
         "CALL embedstack.rollback('stack')",
         "CALL embedstack.rollback('stack')",
     ] {
@@ -1412,6 +1417,10 @@ fn f6_row_security_on_the_source_closes_the_served_view() {
         "SELECT embedstack.query_vector('stack', 1)",
         "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')",
+        // explain: even for a pair of bob's own tenant (2 and 4 are even: which tenant is bob's
+        // does not matter, the model set is hidden from a role subject to row security).
+        "SELECT * FROM embedstack.explain('stack', 2, 4)",
+        "SELECT * FROM embedstack.explain('stack', 1, 3)",
     ] {
         expect_code(&mut b, sql, "42501");
     }
@@ -2763,6 +2772,9 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("CALL embedstack.materialize('{wset}', batch_size => 7)"),
         format!("SELECT embedstack.query_vector('{set}', 7)"),
         format!("SELECT embedstack.query_vector('{set}', '7')"),
+        format!("SELECT * FROM embedstack.explain('{set}', 7, 7)"),
+        format!("SELECT * FROM embedstack.explain('{set}', '7', '7')"),
+        format!("SELECT * FROM embedstack.evaluate('{set}', '{pairs}', 'a', 'b', 'y', ablation => true)"),
         format!("SELECT * FROM embedstack.check('{set}', '{pairs}', 'a', 'b', 'y')"),
         format!("SELECT * FROM embedstack.check('{wset}')"),
         format!("SELECT embedstack.query_vector('{set}', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])"),
@@ -2845,6 +2857,7 @@ fn superuser_on_alice_steps(r: usize) -> Vec<(String, Want)> {
         "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y')".into(),
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')".into(),
         "SELECT embedstack.query_vector('stack', 7)".into(),
+        "SELECT * FROM embedstack.explain('stack', 7, 8)".into(),
         "SELECT v.id FROM alice.items_stack v
           ORDER BY v.stack_combined OPERATOR(public.<#>) embedstack.query_vector('stack', 7) LIMIT 5"
             .into(),
@@ -2935,6 +2948,9 @@ fn reader_steps() -> Vec<(String, Want)> {
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')",
         "SELECT embedstack.query_vector('stack', 7)",
         "SELECT embedstack.query_vector('stack', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])",
+        "SELECT * FROM embedstack.explain('stack', 7, 8)",
+        "SELECT * FROM embedstack.explain('stack', '7', '8')",
+        "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y', ablation => true)",
         "SELECT v.id FROM alice.items_stack v
           ORDER BY v.stack_combined OPERATOR(public.<#>) embedstack.query_vector('stack', 7) LIMIT 5",
         "SELECT * FROM embedstack.status",
@@ -2986,6 +3002,7 @@ fn writer_steps(r: usize) -> Vec<(String, Want)> {
         [
             "SELECT * FROM alice.items_stack",
             "SELECT embedstack.query_vector('stack', 7)",
+            "SELECT * FROM embedstack.explain('stack', 7, 8)",
             "CALL embedstack.materialize('wset')",
         ]
         .iter()

@@ -6,6 +6,7 @@ mod call_cache;
 pub mod catalog;
 mod combine_fn;
 mod evaluate;
+mod explain;
 mod fit_threads;
 mod freshness;
 mod key_compare;

@@ -245,7 +245,7 @@ fn build_from_key(model_set: &str, key_datum: pg_sys::Datum, key_oid: pg_sys::Oi
 
 /// A text value read as type `typid` by its input function (errors as the input function raises
 /// them, e.g. 22P02 for an integer key given as 'abc').
-fn text_as(text: pg_sys::Datum, typid: pg_sys::Oid) -> pg_sys::Datum {
+pub(super) fn text_as(text: pg_sys::Datum, typid: pg_sys::Oid) -> pg_sys::Datum {
     unsafe {
         let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
         let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);

@@ -253,6 +253,28 @@ impl RegStats {
         Ok(())
     }
 
+    /// The state of the same rows with feature `j` (0-based) deleted: its mean and its row and
+    /// column of the co-moment matrix removed, the label moving up to index `k − 1`. Exact: the
+    /// centred co-moments of the remaining variables do not depend on the deleted one, so this
+    /// is, up to the rounding of the original accumulation, the state accumulated from the rows
+    /// with column `j` deleted (what the ablation of `evaluate` refits from). The state is
+    /// checked first; `j ≥ k` is `Err(FeatureCount)`.
+    pub fn without_feature(&self, j: usize) -> Result<RegStats, StatsError> {
+        self.check()?;
+        if j >= self.k {
+            return Err(StatsError::FeatureCount { expected: self.k, got: j + 1 });
+        }
+        let keep: Vec<usize> = (0..self.p()).filter(|&i| i != j).collect();
+        let mean = keep.iter().map(|&i| self.mean[i]).collect();
+        let mut comoment = Vec::with_capacity(packed_len(keep.len()));
+        for (r, &a) in keep.iter().enumerate() {
+            for &b in &keep[r..] {
+                comoment.push(self.c(a, b));
+            }
+        }
+        Ok(RegStats { k: self.k - 1, n: self.n, skipped: self.skipped, wsum: self.wsum, mean, comoment })
+    }
+
     /// Serialised form: `[magic, version, k, n, skipped, wsum, mean…, comoment…]`.
     pub fn to_vec(&self) -> Vec<f64> {
         let mut v = Vec::with_capacity(serialized_len(self.k));

@@ -385,6 +385,14 @@ pub fn solve(st: &RegStats, opts: SolveOptions) -> Result<Option<Fit>, SolveErro
     }))
 }
 
+/// The regression of `st` refitted without feature `j` (0-based), with the same options: the
+/// solve of the state with `j`'s row and column removed from its moments
+/// ([`RegStats::without_feature`]), no scan of the rows. The fit's `weights` has `k − 1`
+/// entries, in the order of the remaining features. `Ok(None)` when the state has no rows.
+pub fn solve_without(st: &RegStats, j: usize, opts: SolveOptions) -> Result<Option<Fit>, SolveError> {
+    solve(&st.without_feature(j)?, opts)
+}
+
 /// `Σ w (y − β0 − βᵀx)²` over the rows summarised by `st` (checked, `weights` finite of length
 /// `k`): `Cyy − 2βᵀCxy + βᵀCxxβ + W (ȳ − β0 − βᵀx̄)²`, exact, no scan.
 ///
@@ -652,6 +660,80 @@ mod tests {
             prop_assert!((mse - sse / w).abs() <= 1e-9 * (1.0 + sse / w), "{} vs {}", mse, sse / w);
             prop_assert!((cv[0].r2.unwrap() - (1.0 - sse / sst)).abs() <= 1e-9);
         }
+    }
+
+    /// The rows with feature `j` deleted.
+    fn drop_column(r: &Rows, j: usize) -> Rows {
+        r.iter()
+            .map(|(x, y, w)| {
+                (x.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, v)| *v).collect(), *y, *w)
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Ablation (evaluate's `(without <model>)` rows): refitting from the stored state with
+        /// feature j's row and column removed equals fitting from scratch on the rows with column
+        /// j deleted, for OLS, ridge and non-negative fits, with and without an intercept.
+        #[test]
+        fn dropping_a_feature_equals_fitting_without_its_column(
+            r in rows(4),
+            j in 0usize..4,
+            ridge in prop_oneof![Just(0.0), 0.001f64..10.0],
+            nonnegative in any::<bool>(),
+            fit_intercept in any::<bool>(),
+        ) {
+            let opts = SolveOptions { ridge, nonnegative, fit_intercept };
+            let got = solve_without(&stats(4, &r), j, opts).unwrap().unwrap();
+            let reduced = drop_column(&r, j);
+            let want = solve(&stats(3, &reduced), opts).unwrap().unwrap();
+            prop_assert_eq!(got.weights.len(), 3);
+            for (g, w) in got.weights.iter().zip(&want.weights) {
+                prop_assert!((g - w).abs() <= 1e-9 * (1.0 + w.abs()), "{:?} vs {:?}", got.weights, want.weights);
+            }
+            prop_assert!((got.intercept - want.intercept).abs() <= 1e-9 * (1.0 + want.intercept.abs()));
+            prop_assert!((got.r2 - want.r2).abs() <= 1e-9);
+            prop_assert_eq!((got.n_used, got.n_skipped), (want.n_used, want.n_skipped));
+            // OLS and ridge with an intercept also against the independent reference solver.
+            if !nonnegative && fit_intercept {
+                let (beta, b0) = reference_fit(3, &reduced, ridge);
+                for (g, w) in got.weights.iter().zip(&beta) {
+                    prop_assert!((g - w).abs() <= 1e-8 * (1.0 + w.abs()), "{} vs {}", g, w);
+                }
+                prop_assert!((got.intercept - b0).abs() <= 1e-8 * (1.0 + b0.abs()));
+            }
+        }
+
+        /// The reduced state is the state accumulated from the reduced rows (moments to rounding).
+        #[test]
+        fn the_reduced_state_is_the_state_of_the_reduced_rows(r in rows(3), j in 0usize..3) {
+            let got = stats(3, &r).without_feature(j).unwrap();
+            let want = stats(2, &drop_column(&r, j));
+            prop_assert_eq!((got.k, got.n, got.skipped), (want.k, want.n, want.skipped));
+            prop_assert_eq!(got.wsum, want.wsum);
+            for (g, w) in got.mean.iter().chain(&got.comoment).zip(want.mean.iter().chain(&want.comoment)) {
+                prop_assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{} vs {}", g, w);
+            }
+            prop_assert!(got.check().is_ok());
+        }
+    }
+
+    #[test]
+    fn dropping_the_only_feature_leaves_the_mean_and_bad_indices_are_errors() {
+        // y = 2, 4, 9 on x = 1, 2, 3: without x the fit is the weighted mean of y.
+        let st = stats(1, &vec![(vec![1.0], 2.0, 1.0), (vec![2.0], 4.0, 1.0), (vec![3.0], 9.0, 2.0)]);
+        let fit = solve_without(&st, 0, SolveOptions::default()).unwrap().unwrap();
+        assert!(fit.weights.is_empty());
+        assert!((fit.intercept - (2.0 + 4.0 + 18.0) / 4.0).abs() < 1e-15, "{}", fit.intercept);
+        assert_eq!(
+            solve_without(&st, 1, SolveOptions::default()),
+            Err(SolveError::State(StatsError::FeatureCount { expected: 1, got: 2 }))
+        );
+        // A forged state is refused before anything is removed from it.
+        let bad = RegStats { wsum: -1.0, ..st.clone() };
+        assert!(matches!(solve_without(&bad, 0, SolveOptions::default()), Err(SolveError::State(_))));
+        // Without rows: nothing to refit.
+        assert_eq!(solve_without(&RegStats::new(3), 1, SolveOptions::default()), Ok(None));
     }
 
     fn all_finite(fit: &Fit) -> bool {
