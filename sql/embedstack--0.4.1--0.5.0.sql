@@ -63,6 +63,9 @@ GRANT USAGE, SELECT ON SEQUENCE embedstack.projections_id_seq TO PUBLIC;
 -- create_model_set gains a trailing parameter dims (the served width of a learned projection): the old signature is dropped, the new one created below.
 DROP FUNCTION embedstack.create_model_set(text,regclass,name,name[],text,double precision,name,text,integer[],name);
 
+-- evaluate gains a trailing parameter ablation: the old signature is dropped, the new one created below.
+DROP FUNCTION embedstack.evaluate(text,regclass,text,text,text,bigint);
+
 -- a model set's learned projections are deleted with it.
 CREATE OR REPLACE FUNCTION embedstack._w_delete_model_set(model_set text) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -799,6 +802,76 @@ COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
   'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback, '
   'how many generations rollback can reach, and the learned projection it serves (dims).';
+
+-- evaluate(..., ablation => true): per model, the held-out metrics of the stack refitted without it from the stored statistics.
+CREATE  FUNCTION "evaluate"(
+	"model_set" TEXT, /* Option < & str > */
+	"pairs" regclass, /* Option < RegClass > */
+	"left_column" TEXT, /* Option < & str > */
+	"right_column" TEXT, /* Option < & str > */
+	"target_column" TEXT, /* Option < & str > */
+	"fit_id" bigint DEFAULT NULL, /* Option < i64 > */
+	"ablation" bool DEFAULT false /* Option < bool > */
+) RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"n" bigint,  /* i64 */
+	"pearson" double precision,  /* Option < f64 > */
+	"spearman" double precision  /* Option < f64 > */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'evaluate_wrapper';
+COMMENT ON FUNCTION embedstack.evaluate(text, regclass, text, text, text, bigint, boolean) IS
+  'Held-out evaluation on labelled pairs: one row per model (its cosine alone), (stack) = the served score '
+  'sum_k s_k x_k (missing blocks count 0), and (fit) = intercept + sum_k w_k x_k on pairs with every feature; '
+  'n, Pearson, Spearman (average ranks). fit_id defaults to the active fit, else the latest. ablation => true adds '
+  '(without <model>) per model: the fit refitted without that model from its stored statistics (fits.state, same '
+  'options), scored on the pairs whose other features are present, in the same pass (none for a single model).';
+
+-- explain: one row per model (cosine, weight, contribution, share), the intercept and the total with the served score.
+CREATE  FUNCTION "explain"(
+	"model_set" TEXT, /* Option < & str > */
+	"a_key" anyelement, /* Option < AnyElement > */
+	"b_key" anyelement, /* Option < AnyElement > */
+	"fit_id" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"cosine" double precision,  /* Option < f64 > */
+	"weight" double precision,  /* Option < f64 > */
+	"contribution" double precision,  /* Option < f64 > */
+	"share" double precision,  /* Option < f64 > */
+	"note" TEXT  /* Option < String > */
+)
+STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'explain_keys_wrapper';
+COMMENT ON FUNCTION embedstack.explain(text, anyelement, anyelement, bigint) IS
+  'Why two stored rows score what they score under a fit (fit_id, else the active fit, else the latest): per model '
+  'its cosine (NULL for a NULL or zero vector), weight, contribution = weight * cosine and share = contribution / '
+  'sum of |contributions|; (intercept); (total) with the prediction as contribution and, as cosine, the served '
+  'score -(query_vector(a) <#> b''s served vector) (NULL when not materialised); note says what is served and '
+  'what the threshold left out. Unknown model set 42704, key not found P0002, no fit 55000, NULL 22004. STABLE.';
+
+-- explain with keys given as text.
+CREATE  FUNCTION "explain"(
+	"model_set" TEXT, /* Option < & str > */
+	"a_key" TEXT, /* Option < & str > */
+	"b_key" TEXT, /* Option < & str > */
+	"fit_id" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"cosine" double precision,  /* Option < f64 > */
+	"weight" double precision,  /* Option < f64 > */
+	"contribution" double precision,  /* Option < f64 > */
+	"share" double precision,  /* Option < f64 > */
+	"note" TEXT  /* Option < String > */
+)
+STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'explain_text_keys_wrapper';
+COMMENT ON FUNCTION embedstack.explain(text, text, text, bigint) IS
+  'explain for keys given as text (quoted literals), read with the key type''s input function as query_vector '
+  'reads them. STABLE.';
 
 -- the comments of every new or changed object, as a fresh install sets them.
 COMMENT ON TABLE embedstack.projections IS

@@ -16,17 +16,6 @@ use crate::errors::{fail, fail_hint, require, OrInternal};
 use crate::operations::pinned_path::with_pinned_search_path;
 
 type Row = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
-type Rows = TableIterator<
-    'static,
-    (
-        name!(model, String),
-        name!(cosine, Option<f64>),
-        name!(weight, Option<f64>),
-        name!(contribution, Option<f64>),
-        name!(share, Option<f64>),
-        name!(note, Option<String>),
-    ),
->;
 
 /// Explains the score of the pair (a, b) of stored rows, keys of the key column's type (or
 /// comparable with it). Not STRICT (`fit_id` defaults to NULL): a NULL model set or key is 22004.
@@ -36,7 +25,17 @@ fn explain_keys(
     a_key: Option<AnyElement>,
     b_key: Option<AnyElement>,
     fit_id: default!(Option<i64>, "NULL"),
-) -> Rows {
+) -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(cosine, Option<f64>),
+        name!(weight, Option<f64>),
+        name!(contribution, Option<f64>),
+        name!(share, Option<f64>),
+        name!(note, Option<String>),
+    ),
+> {
     let name = require(model_set, "model_set");
     let a = require_key(a_key.map(|k| (k.datum(), k.oid())), "a_key");
     let b = require_key(b_key.map(|k| (k.datum(), k.oid())), "b_key");
@@ -51,7 +50,17 @@ fn explain_text_keys(
     a_key: Option<&str>,
     b_key: Option<&str>,
     fit_id: default!(Option<i64>, "NULL"),
-) -> Rows {
+) -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(cosine, Option<f64>),
+        name!(weight, Option<f64>),
+        name!(contribution, Option<f64>),
+        name!(share, Option<f64>),
+        name!(note, Option<String>),
+    ),
+> {
     let name = require(model_set, "model_set");
     let text = |k: Option<&str>| k.map(|k| (k.into_datum().expect("text datum"), pg_sys::TEXTOID));
     let a = require_key(text(a_key), "a_key");
