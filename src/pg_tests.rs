@@ -5,6 +5,9 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    /// One row of explain: model, cosine, weight, contribution, share, note.
+    type ExplainRow = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
+
     use pgrx::prelude::*;
 
     /// Runs `sql` inside a PL/pgSQL exception block (a proper subtransaction) and returns
@@ -786,24 +789,23 @@ mod tests {
         .unwrap();
         assert_sqlstate("SELECT * FROM embedstack.explain('s', 1, 3)", "55000", "has no fit");
         Spi::run("SELECT embedstack.fit('s', 'p', 'l', 'r', 'y')").unwrap();
-        let rows =
-            |sql: &str| -> Vec<(String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>)> {
-                Spi::connect(|c| {
-                    c.select(sql, None, &[])
-                        .unwrap()
-                        .map(|r| {
-                            (
-                                r.get::<String>(1).unwrap().unwrap(),
-                                r.get::<f64>(2).unwrap(),
-                                r.get::<f64>(3).unwrap(),
-                                r.get::<f64>(4).unwrap(),
-                                r.get::<f64>(5).unwrap(),
-                                r.get::<String>(6).unwrap(),
-                            )
-                        })
-                        .collect()
-                })
-            };
+        let rows = |sql: &str| -> Vec<ExplainRow> {
+            Spi::connect(|c| {
+                c.select(sql, None, &[])
+                    .unwrap()
+                    .map(|r| {
+                        (
+                            r.get::<String>(1).unwrap().unwrap(),
+                            r.get::<f64>(2).unwrap(),
+                            r.get::<f64>(3).unwrap(),
+                            r.get::<f64>(4).unwrap(),
+                            r.get::<f64>(5).unwrap(),
+                            r.get::<String>(6).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+        };
         let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
         // (1, 3): cos_m = cos([1,0],[1,1]) = 1/sqrt 2, cos_n = cos([1,0],[0,1]) = 0.
         for sql in [

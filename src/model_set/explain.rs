@@ -19,6 +19,8 @@ type Row = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<S
 
 /// Explains the score of the pair (a, b) of stored rows, keys of the key column's type (or
 /// comparable with it). Not STRICT (`fit_id` defaults to NULL): a NULL model set or key is 22004.
+// The return type is written out: pgrx's schema generation cannot resolve a type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_restricted, name = "explain")]
 fn explain_keys(
     model_set: Option<&str>,
@@ -44,6 +46,8 @@ fn explain_keys(
 
 /// The same for keys given as text (quoted literals), read with the key type's input function
 /// as `query_vector(model_set, text)` reads them.
+// The return type is written out: pgrx's schema generation cannot resolve a type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_restricted, name = "explain")]
 fn explain_text_keys(
     model_set: Option<&str>,

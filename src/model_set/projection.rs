@@ -71,7 +71,7 @@ pub fn load(id: i64) -> Basis {
             let multipliers: Vec<f64> =
                 row.get::<Vec<f64>>(2).or_internal().unwrap_or_else(|| corrupt("no multipliers"));
             let dims = row.get::<i32>(3).or_internal().unwrap_or(0);
-            if dims < 1 || rows.is_empty() || rows.len() % dims as usize != 0 {
+            if dims < 1 || rows.is_empty() || !rows.len().is_multiple_of(dims as usize) {
                 corrupt(&format!("{} basis values for {dims} dimensions", rows.len()));
             }
             if rows.iter().any(|v| !v.is_finite())
@@ -114,6 +114,8 @@ pub unsafe fn for_call<'a>(fcinfo: pg_sys::FunctionCallInfo, id: i64) -> &'a Bas
 /// rows (`covariance_stats`). Returns the basis rows (`dims` × input width, as
 /// `projections.basis`), the variance along each, the variance kept, the total variance and the
 /// rows the state holds.
+// The return type is written out: pgrx's schema generation cannot resolve a type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, strict, parallel_safe)]
 fn _fit_projection(
     state: Array<'_, f64>,
