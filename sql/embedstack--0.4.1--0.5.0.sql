@@ -255,6 +255,51 @@ END $$;
 COMMENT ON FUNCTION embedstack._w_model_set_dims(text, integer) IS
   'Internal catalog writer: the number of served dimensions of a model set created with dims.';
 
+-- the Spearman of the served (projected) and the fitted scores on the fit's pairs, measured at the cut-over.
+CREATE FUNCTION embedstack._served_check(ms embedstack.model_sets, fit_id bigint) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f embedstack.fits;
+    pairs regclass;
+    si record := embedstack._source_info(ms);
+    vnsp name := embedstack._vector_schema();
+    kt text := (SELECT format('%I.%I', n.nspname, t.typname) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped);
+    fitted text;
+    n bigint;
+    rho double precision;
+BEGIN
+    SELECT * INTO f FROM embedstack.fits x WHERE x.id = fit_id AND x.model_set = ms.name;
+    SELECT c.oid::regclass INTO pairs FROM pg_class c WHERE c.oid = (f.training_source->>'pairs_oid')::oid;
+    IF pairs IS NULL OR NOT has_table_privilege(pairs, 'SELECT')
+       OR (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = pairs AND NOT a.attisdropped AND a.attnum > 0
+              AND a.attname IN (f.training_source->>'left', f.training_source->>'right')) <> 2 THEN
+        RETURN NULL;
+    END IF;
+    SELECT format('%s::float8 + %s', f.intercept,
+                  string_agg(format('%s::float8 * embedstack.cosine(a.%I, b.%I)', w, c, c), ' + ' ORDER BY o))
+      INTO fitted FROM unnest(ms.model_columns, f.weights) WITH ORDINALITY u(c, w, o);
+    EXECUTE format(
+        'SELECT count(*), corr(rs, rf) FROM (
+           SELECT rank() OVER (ORDER BY s) + (count(*) OVER (PARTITION BY s) - 1) / 2.0 AS rs,
+                  rank() OVER (ORDER BY f) + (count(*) OVER (PARTITION BY f) - 1) / 2.0 AS rf
+             FROM (SELECT (embedstack.query_vector(%2$L, p.%3$I::%4$s) OPERATOR(%1$I.<#>) v.%5$I::%1$I.vector)::float8 * -1 AS s,
+                          %6$s AS f
+                     FROM (SELECT * FROM %7$s LIMIT 2000) p
+                     JOIN %8$s a ON a.%9$I %10$s p.%3$I::%4$s
+                     JOIN %8$s b ON b.%9$I %10$s p.%11$I::%4$s
+                     JOIN %12$I.%13$I v ON v.%9$I %10$s p.%11$I::%4$s
+                   OFFSET 0) x  -- (not flattened: query_vector only for pairs whose rows exist)
+            WHERE f IS NOT NULL) r',
+        vnsp, ms.name, f.training_source->>'left', kt, ms.combined_column, fitted, pairs, ms.source, ms.key_column,
+        si.key_eq, f.training_source->>'right', si.nsp, ms.view_name)
+       INTO n, rho;
+    RETURN jsonb_build_object('served_spearman', rho, 'pairs_checked', n);
+END $$;
+COMMENT ON FUNCTION embedstack._served_check(embedstack.model_sets, bigint) IS
+  'Internal: Spearman between the served (projected) score and the fit''s prediction on up to 2,000 of the fit''s pairs.';
+
 -- create_model_set with dims; a query-weighted set too wide to index is refused with a HINT naming dims, a symmetric one warned.
 CREATE FUNCTION embedstack.create_model_set(
     name text,
@@ -469,6 +514,33 @@ COMMENT ON FUNCTION embedstack.create_model_set(text, regclass, name, name[], te
   'name (default <source>_<name>), dims (serve a wider fit as a learned projection onto dims dimensions). '
   'Errors: 42703 unknown column, 42804 wrong type, 42P10 key not unique, 42710 duplicate name, 42701/42P07 name '
   'clash, 54000 too wide to index (query-weighted, without dims).';
+
+-- the fit records the OID of its pairs table (training_source.pairs_oid), for _served_check.
+CREATE OR REPLACE FUNCTION embedstack.fit(
+    model_set text,
+    pairs regclass,
+    left_column name,
+    right_column name,
+    target_column name,
+    ridge double precision DEFAULT 0,
+    nonnegative boolean DEFAULT false,
+    sample_weight_column name DEFAULT NULL)
+RETURNS embedstack.fits
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    ms embedstack.model_sets := embedstack._model_set(model_set);
+BEGIN
+    IF ridge IS NULL OR nonnegative IS NULL OR NOT (ridge >= 0) OR ridge IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'ridge must be a finite number >= 0 and nonnegative a boolean' USING ERRCODE = '22023';
+    END IF;
+    PERFORM embedstack._check_owner(ms.source);
+    RETURN embedstack._record_fit(ms.name,
+        embedstack._pair_state(ms.name, pairs, left_column, right_column, target_column, sample_weight_column),
+        ridge, nonnegative,
+        jsonb_build_object('pairs', pairs::text, 'pairs_oid', pairs::oid, 'left', left_column, 'right', right_column,
+                           'target', target_column, 'sample_weight', sample_weight_column));
+END $$;
 
 -- the stored width is dims when the fit's served vector is wider; the 54000 HINT names dims.
 CREATE OR REPLACE FUNCTION embedstack._layout(model_set text, fit_id bigint,
@@ -700,7 +772,7 @@ BEGIN
     RETURN 'write';
 END $$;
 
--- the job's outcome names the projection's width and the variance it keeps.
+-- the job's outcome names the projection's width, the variance it keeps and the served Spearman (_served_check).
 CREATE OR REPLACE FUNCTION embedstack._mat_cutover(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -708,6 +780,7 @@ DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
     started timestamptz;
+    check_ jsonb;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -734,20 +807,119 @@ BEGIN
     IF ms.served_generation IS DISTINCT FROM g.id THEN
         PERFORM embedstack._retire(ms, ms.served_generation);
     END IF;
-    PERFORM embedstack._w_job_update(job_id, 'done');
+    -- A learned projection (0.5.0): how the served ranking agrees with the fit's prediction.
+    IF g.projection IS NOT NULL THEN
+        check_ := embedstack._served_check(ms, j.fit_id);
+    END IF;
+    PERFORM embedstack._w_job_update(job_id, 'done', NULL, NULL, NULL, NULL, NULL, check_);
     PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
                   (embedstack._source_info(ms)).nsp, ms.view_name)
         -- A learned projection (0.5.0): its width and the variance it keeps.
         || coalesce((SELECT format('; projected: %s of %s dimensions, %s of the variance kept (learned from %s rows)',
                                    p.dims, p.input_width, round(p.variance_kept::numeric, 4), p.sample_rows)
-                       FROM embedstack.projections p WHERE p.id = g.projection), ''));
+                       FROM embedstack.projections p WHERE p.id = g.projection), '')
+        || coalesce(format('; Spearman of the served and the fitted scores on %s of the fit''s pairs: %s',
+                           check_->>'pairs_checked', round((check_->>'served_spearman')::numeric, 4)), ''));
     RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (%) through %.%', ms.name, j.fit_id, g.id,
         g.relation, (embedstack._source_info(ms)).nsp, ms.view_name;
     RETURN 'done';
 END $$;
 
--- new columns dims, served_projection, unprojected_width, variance_kept (at the end).
+-- a refit's fit records the OID of its pairs table (training_source.pairs_oid), for _served_check.
+CREATE OR REPLACE FUNCTION embedstack._refit_fit(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    p jsonb;
+    pairs regclass;
+    frac double precision;
+    st_train double precision[];
+    st_hold double precision[];
+    f embedstack.fits;
+    act embedstack.fits;
+    n_hold bigint := 0;
+    new_mse double precision;
+    act_mse double precision;
+    cut boolean;
+    decision text;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    p := j.params;
+    pairs := (p->>'pairs_oid')::oid::regclass;
+    frac := (p->>'holdout_fraction')::double precision;
+    IF to_regclass('pg_temp.embedstack_refit_train') IS NOT NULL THEN
+        DROP VIEW embedstack_refit_train;
+    END IF;
+    IF to_regclass('pg_temp.embedstack_refit_holdout') IS NOT NULL THEN
+        DROP VIEW embedstack_refit_holdout;
+    END IF;
+    EXECUTE format('CREATE TEMP VIEW embedstack_refit_train AS SELECT * FROM %s p '
+                   'WHERE NOT embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
+    EXECUTE format('CREATE TEMP VIEW embedstack_refit_holdout AS SELECT * FROM %s p '
+                   'WHERE embedstack._in_holdout(p.%I::text, p.%I::text, %L)', pairs, p->>'left', p->>'right', frac);
+    st_train := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_train'::regclass, p->>'left', p->>'right',
+                                           p->>'target', p->>'sample_weight');
+    IF frac > 0 THEN
+        st_hold := embedstack._pair_state(ms.name, 'pg_temp.embedstack_refit_holdout'::regclass, p->>'left', p->>'right',
+                                              p->>'target', p->>'sample_weight');
+        n_hold := st_hold[4]::bigint;
+    END IF;
+    -- (Unqualified: pg_temp is on the pinned search_path, and Citus's DROP VIEW handler fails on
+    -- the pg_temp. prefix.)
+    DROP VIEW embedstack_refit_train, embedstack_refit_holdout;
+
+    SELECT * INTO act FROM embedstack.fits x WHERE x.id = ms.active_fit;
+    IF p->>'cutover' = 'if_not_worse' AND act.id IS NOT NULL AND n_hold = 0 THEN
+        RAISE EXCEPTION 'no usable held-out pairs to compare a new fit with the active fit %', act.id
+            USING ERRCODE = '22023',
+            HINT = 'raise holdout_fraction (it is ' || frac || '), or pass cutover => ''always''';
+    END IF;
+    f := embedstack._record_fit(ms.name, st_train, (p->>'ridge')::double precision, (p->>'nonnegative')::boolean,
+        jsonb_build_object('pairs', p->>'pairs', 'pairs_oid', p->'pairs_oid', 'left', p->>'left', 'right', p->>'right', 'target', p->>'target',
+                           'sample_weight', p->>'sample_weight', 'holdout_fraction', frac, 'split', 'train'));
+    IF n_hold > 0 THEN
+        new_mse := embedstack.prediction_mse(st_hold, f.weights, f.intercept);
+        IF act.id IS NOT NULL THEN
+            act_mse := embedstack.prediction_mse(st_hold, act.weights, act.intercept);
+        END IF;
+    END IF;
+
+    IF ms.held_since IS NOT NULL THEN
+        -- A rollback holds the model set: the fit is recorded, the served one stays.
+        cut := false;
+        decision := format('fit %s recorded; the model set is held since %s (%s): SELECT embedstack.release(%L) ends the hold',
+                           f.id, ms.held_since, ms.held_reason, ms.name);
+    ELSIF p->>'cutover' = 'never' THEN
+        cut := false;
+        decision := format('fit %s recorded, cutover => never', f.id);
+    ELSIF act.id IS NULL THEN
+        cut := true;
+        decision := format('fit %s: no active fit to compare with', f.id);
+    ELSIF p->>'cutover' = 'always' THEN
+        cut := true;
+        decision := format('fit %s: cutover => always (held-out MSE on %s pairs: new %s, active fit %s %s)',
+                           f.id, n_hold, coalesce(new_mse::text, '-'), act.id, coalesce(act_mse::text, '-'));
+    ELSE
+        cut := new_mse <= act_mse * (1 + (p->>'tolerance')::double precision);
+        decision := format('held-out MSE on %s pairs: new fit %s %s, active fit %s %s', n_hold, f.id, new_mse,
+                           act.id, act_mse);
+    END IF;
+    PERFORM embedstack._w_job_update(job_id, CASE WHEN cut THEN 'prepare' ELSE 'done' END, NULL, NULL, NULL, f.id,
+        NULL, jsonb_build_object('holdout_pairs', n_hold, 'new_mse', new_mse, 'active_fit', act.id,
+                                      'active_mse', act_mse, 'decision', decision));
+    IF NOT cut THEN
+        PERFORM embedstack._w_job_finish(job_id, 'kept', decision || '; the active fit stays');
+        RAISE NOTICE 'embedstack: model set "%": %; the active fit stays', ms.name, decision;
+        RETURN 'done';
+    END IF;
+    RAISE NOTICE 'embedstack: model set "%": %; cutting over', ms.name, decision;
+    RETURN 'prepare';
+END $$;
+
+-- new columns dims, served_projection, unprojected_width, variance_kept, served_spearman (at the end).
 CREATE OR REPLACE VIEW embedstack.status WITH (security_invoker = true) AS
 SELECT m.name AS model_set,
        m.source,
@@ -790,7 +962,12 @@ SELECT m.name AS model_set,
        m.projection_dims AS dims,
        sp.id AS served_projection,
        sp.input_width AS unprojected_width,
-       sp.variance_kept
+       sp.variance_kept,
+       -- (0.5.0) the Spearman of the served and the fitted scores on the fit's pairs, as the job
+       -- that wrote the served generation measured it (_served_check).
+       (SELECT (x.details ->> 'served_spearman')::double precision FROM embedstack.jobs x
+         WHERE x.model_set = m.name AND x.generation = m.served_generation AND x.details ? 'served_spearman'
+         ORDER BY x.id DESC LIMIT 1) AS served_spearman
   FROM embedstack.model_sets m
   LEFT JOIN embedstack.fits af ON af.id = m.active_fit
   LEFT JOIN embedstack.generations sg ON sg.id = m.served_generation
@@ -801,7 +978,8 @@ SELECT m.name AS model_set,
 COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
   'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback, '
-  'how many generations rollback can reach, and the learned projection it serves (dims).';
+  'how many generations rollback can reach, and the learned projection it serves (dims, variance kept, served '
+  'Spearman).';
 
 -- evaluate(..., ablation => true): per model, the held-out metrics of the stack refitted without it from the stored statistics.
 CREATE  FUNCTION "evaluate"(

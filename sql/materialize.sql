@@ -1324,6 +1324,7 @@ DECLARE
     ms embedstack.model_sets;
     g embedstack.generations;
     started timestamptz;
+    check_ jsonb;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -1350,14 +1351,20 @@ BEGIN
     IF ms.served_generation IS DISTINCT FROM g.id THEN
         PERFORM embedstack._retire(ms, ms.served_generation);
     END IF;
-    PERFORM embedstack._w_job_update(job_id, 'done');
+    -- A learned projection (0.5.0): how the served ranking agrees with the fit's prediction.
+    IF g.projection IS NOT NULL THEN
+        check_ := embedstack._served_check(ms, j.fit_id);
+    END IF;
+    PERFORM embedstack._w_job_update(job_id, 'done', NULL, NULL, NULL, NULL, NULL, check_);
     PERFORM embedstack._w_job_finish(job_id, 'succeeded', coalesce(j.details->>'decision' || '; ', '')
         || format('serving fit %s from generation %s (%s, %s), view %s.%I', j.fit_id, g.id, g.relation, g.storage,
                   (embedstack._source_info(ms)).nsp, ms.view_name)
         -- A learned projection (0.5.0): its width and the variance it keeps.
         || coalesce((SELECT format('; projected: %s of %s dimensions, %s of the variance kept (learned from %s rows)',
                                    p.dims, p.input_width, round(p.variance_kept::numeric, 4), p.sample_rows)
-                       FROM embedstack.projections p WHERE p.id = g.projection), ''));
+                       FROM embedstack.projections p WHERE p.id = g.projection), '')
+        || coalesce(format('; Spearman of the served and the fitted scores on %s of the fit''s pairs: %s',
+                           check_->>'pairs_checked', round((check_->>'served_spearman')::numeric, 4)), ''));
     RAISE NOTICE 'embedstack: model set "%": serving fit % from generation % (%) through %.%', ms.name, j.fit_id, g.id,
         g.relation, (embedstack._source_info(ms)).nsp, ms.view_name;
     RETURN 'done';

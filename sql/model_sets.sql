@@ -467,6 +467,6 @@ BEGIN
     RETURN embedstack._record_fit(ms.name,
         embedstack._pair_state(ms.name, pairs, left_column, right_column, target_column, sample_weight_column),
         ridge, nonnegative,
-        jsonb_build_object('pairs', pairs::text, 'left', left_column, 'right', right_column,
+        jsonb_build_object('pairs', pairs::text, 'pairs_oid', pairs::oid, 'left', left_column, 'right', right_column,
                            'target', target_column, 'sample_weight', sample_weight_column));
 END $$;

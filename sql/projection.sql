@@ -196,3 +196,53 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION embedstack._w_model_set_dims(text, integer) IS
   'Internal catalog writer: the number of served dimensions of a model set created with dims.';
+
+-- What a learned projection costs the served ranking (0.5.0): on up to 2,000 of the fit's pairs
+-- (its pairs table, found by the OID the fit recorded: NULL when it is gone, or lacks the
+-- columns, or the caller may not read it), the Spearman correlation (average ranks) between the
+-- served score -- query_vector(a) against b's served vector, as the index ranks -- and the fit's
+-- prediction intercept + sum w_k cos_k (pairs with every cosine). Run by the cut-over once the
+-- generation is served, as the caller.
+CREATE FUNCTION embedstack._served_check(ms embedstack.model_sets, fit_id bigint) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f embedstack.fits;
+    pairs regclass;
+    si record := embedstack._source_info(ms);
+    vnsp name := embedstack._vector_schema();
+    kt text := (SELECT format('%I.%I', n.nspname, t.typname) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE a.attrelid = ms.source AND a.attname = ms.key_column AND NOT a.attisdropped);
+    fitted text;
+    n bigint;
+    rho double precision;
+BEGIN
+    SELECT * INTO f FROM embedstack.fits x WHERE x.id = fit_id AND x.model_set = ms.name;
+    SELECT c.oid::regclass INTO pairs FROM pg_class c WHERE c.oid = (f.training_source->>'pairs_oid')::oid;
+    IF pairs IS NULL OR NOT has_table_privilege(pairs, 'SELECT')
+       OR (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = pairs AND NOT a.attisdropped AND a.attnum > 0
+              AND a.attname IN (f.training_source->>'left', f.training_source->>'right')) <> 2 THEN
+        RETURN NULL;
+    END IF;
+    SELECT format('%s::float8 + %s', f.intercept,
+                  string_agg(format('%s::float8 * embedstack.cosine(a.%I, b.%I)', w, c, c), ' + ' ORDER BY o))
+      INTO fitted FROM unnest(ms.model_columns, f.weights) WITH ORDINALITY u(c, w, o);
+    EXECUTE format(
+        'SELECT count(*), corr(rs, rf) FROM (
+           SELECT rank() OVER (ORDER BY s) + (count(*) OVER (PARTITION BY s) - 1) / 2.0 AS rs,
+                  rank() OVER (ORDER BY f) + (count(*) OVER (PARTITION BY f) - 1) / 2.0 AS rf
+             FROM (SELECT (embedstack.query_vector(%2$L, p.%3$I::%4$s) OPERATOR(%1$I.<#>) v.%5$I::%1$I.vector)::float8 * -1 AS s,
+                          %6$s AS f
+                     FROM (SELECT * FROM %7$s LIMIT 2000) p
+                     JOIN %8$s a ON a.%9$I %10$s p.%3$I::%4$s
+                     JOIN %8$s b ON b.%9$I %10$s p.%11$I::%4$s
+                     JOIN %12$I.%13$I v ON v.%9$I %10$s p.%11$I::%4$s
+                   OFFSET 0) x  -- (not flattened: query_vector only for pairs whose rows exist)
+            WHERE f IS NOT NULL) r',
+        vnsp, ms.name, f.training_source->>'left', kt, ms.combined_column, fitted, pairs, ms.source, ms.key_column,
+        si.key_eq, f.training_source->>'right', si.nsp, ms.view_name)
+       INTO n, rho;
+    RETURN jsonb_build_object('served_spearman', rho, 'pairs_checked', n);
+END $$;
+COMMENT ON FUNCTION embedstack._served_check(embedstack.model_sets, bigint) IS
+  'Internal: Spearman between the served (projected) score and the fit''s prediction on up to 2,000 of the fit''s pairs.';

@@ -69,7 +69,7 @@ BEGIN
             HINT = 'raise holdout_fraction (it is ' || frac || '), or pass cutover => ''always''';
     END IF;
     f := embedstack._record_fit(ms.name, st_train, (p->>'ridge')::double precision, (p->>'nonnegative')::boolean,
-        jsonb_build_object('pairs', p->>'pairs', 'left', p->>'left', 'right', p->>'right', 'target', p->>'target',
+        jsonb_build_object('pairs', p->>'pairs', 'pairs_oid', p->'pairs_oid', 'left', p->>'left', 'right', p->>'right', 'target', p->>'target',
                            'sample_weight', p->>'sample_weight', 'holdout_fraction', frac, 'split', 'train'));
     IF n_hold > 0 THEN
         new_mse := embedstack.prediction_mse(st_hold, f.weights, f.intercept);

@@ -42,7 +42,12 @@ SELECT m.name AS model_set,
        m.projection_dims AS dims,
        sp.id AS served_projection,
        sp.input_width AS unprojected_width,
-       sp.variance_kept
+       sp.variance_kept,
+       -- (0.5.0) the Spearman of the served and the fitted scores on the fit's pairs, as the job
+       -- that wrote the served generation measured it (_served_check).
+       (SELECT (x.details ->> 'served_spearman')::double precision FROM embedstack.jobs x
+         WHERE x.model_set = m.name AND x.generation = m.served_generation AND x.details ? 'served_spearman'
+         ORDER BY x.id DESC LIMIT 1) AS served_spearman
   FROM embedstack.model_sets m
   LEFT JOIN embedstack.fits af ON af.id = m.active_fit
   LEFT JOIN embedstack.generations sg ON sg.id = m.served_generation
@@ -56,4 +61,5 @@ GRANT SELECT ON embedstack.status TO PUBLIC;
 COMMENT ON VIEW embedstack.status IS
   'One row per visible model set: its served view, active fit and generation, what rollback would serve, the '
   'latest job (interrupted when its session is gone) with progress, the latest error, the hold of a rollback, '
-  'how many generations rollback can reach, and the learned projection it serves (dims).';
+  'how many generations rollback can reach, and the learned projection it serves (dims, variance kept, served '
+  'Spearman).';

@@ -362,6 +362,7 @@ mod tests {
             ("_retain(text)", "v", false, "u"),
             ("_retire(embedstack.model_sets,bigint)", "v", false, "u"),
             ("_run_job(bigint)", "v", false, "u"),
+            ("_served_check(embedstack.model_sets,bigint)", "v", false, "u"),
             ("_served_columns(text,regclass)", "s", false, "s"),
             ("_served_view_name(name,text)", "i", true, "s"),
             ("_source_info(embedstack.model_sets)", "s", false, "s"),

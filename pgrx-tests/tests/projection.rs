@@ -197,6 +197,13 @@ fn a_5632_dimension_model_set_is_served_projected_end_to_end() {
     assert_eq!((dims, unproj), (256, 5632));
     assert!(kept > 0.5 && kept <= 1.0, "variance kept {kept}");
     assert!(outcome.contains("projected: 256 of 5632 dimensions"), "{outcome}");
+    // The served (projected) score ranks the fit's pairs as the fit's prediction does: with every
+    // model kept, the exact served score is a monotone function of the prediction (Spearman 1).
+    let rho: f64 = c
+        .query_one("SELECT served_spearman FROM embedstack.status WHERE model_set = 'w'", &[])
+        .unwrap()
+        .get(0);
+    assert!(rho > 0.99 && rho <= 1.0 + 1e-12, "served Spearman {rho}");
     for id in [1, 77, 500] {
         assert_row_served(&mut c, id, "after materialize");
     }
@@ -315,6 +322,16 @@ fn wordsim_at_256_dims_keeps_the_served_spearman() {
         .unwrap();
         c.batch_execute(&format!("CALL embedstack.materialize('{set}')")).unwrap();
         let got = served_spearman(&mut c, set, &format!("words_{set}"), &format!("{set}_combined"));
+        let (rho, kept): (f64, f64) = {
+            let r = c
+                .query_one(
+                    "SELECT served_spearman, variance_kept FROM embedstack.status WHERE model_set = $1",
+                    &[&set],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        eprintln!("WordSim {mode}: variance kept {kept:.4}, Spearman of served vs fitted on the training pairs {rho:.4}");
         eprintln!(
             "WordSim {mode}, dims => 256: held-out Spearman {got:.4} (exact {exact:.4}, ratio {:.4})",
             got / exact

@@ -39,11 +39,41 @@ impl Basis {
     }
 }
 
+thread_local! {
+    /// The last basis loaded in this backend, with the `xmin` of its row: `query_vector` builds
+    /// one query vector per call, and reading a 512 × 5,632 basis (11.5 MB) for each would cost
+    /// more than the search. Reused only after the row is looked up again as the calling role
+    /// (row security decides as without the cache) and has the same `xmin` (the same version).
+    static LAST: std::cell::RefCell<Option<(String, std::rc::Rc<Basis>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Loads projection `id` as the calling role sees the catalog (42704 when it does not exist or
 /// the role may not see its model set), checked so that nothing downstream trusts a bad row.
-pub fn load(id: i64) -> Basis {
+pub fn load(id: i64) -> std::rc::Rc<Basis> {
     with_pinned_search_path(|| {
         Spi::connect(|client| {
+            let version = client
+                .select(
+                    "SELECT p.xmin::pg_catalog.text FROM embedstack.projections p
+                      WHERE p.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+                    Some(1),
+                    &[id.into()],
+                )
+                .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<String>() })
+                .or_internal();
+            let Some(version) = version else {
+                fail_hint(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("projection {id} does not exist or is not visible to this role"),
+                    "a projection is read with the rights of the role that uses it: it needs SELECT on the model set's source",
+                );
+            };
+            let cached = LAST.with(|l| {
+                l.borrow().as_ref().filter(|(v, b)| b.id == id && *v == version).map(|(_, b)| b.clone())
+            });
+            if let Some(b) = cached {
+                return b;
+            }
             let t = client
                 .select(
                     "SELECT p.basis, p.multipliers, p.dims FROM embedstack.projections p
@@ -53,11 +83,7 @@ pub fn load(id: i64) -> Basis {
                 )
                 .or_internal();
             if t.is_empty() {
-                fail_hint(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("projection {id} does not exist or is not visible to this role"),
-                    "a projection is read with the rights of the role that uses it: it needs SELECT on the model set's source",
-                );
+                fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("projection {id} does not exist"));
             }
             let row = t.first();
             let corrupt = |what: &str| -> ! {
@@ -79,7 +105,9 @@ pub fn load(id: i64) -> Basis {
             {
                 corrupt("non-finite basis values or multipliers");
             }
-            Basis { id, multipliers, rows, dims: dims as usize }
+            let b = std::rc::Rc::new(Basis { id, multipliers, rows, dims: dims as usize });
+            LAST.with(|l| *l.borrow_mut() = Some((version, b.clone())));
+            b
         })
     })
 }
@@ -92,9 +120,12 @@ pub fn load(id: i64) -> Basis {
 pub unsafe fn for_call<'a>(fcinfo: pg_sys::FunctionCallInfo, id: i64) -> &'a Basis {
     unsafe {
         let flinfo = (*fcinfo).flinfo;
-        let slot = (*flinfo).fn_extra.cast::<Basis>();
-        if !slot.is_null() && (*slot).id == id {
-            return &*slot;
+        let slot = (*flinfo).fn_extra.cast::<std::rc::Rc<Basis>>();
+        if !slot.is_null() {
+            let cached: &std::rc::Rc<Basis> = &*slot;
+            if cached.id == id {
+                return cached;
+            }
         }
         let b = load(id);
         if slot.is_null() {

@@ -39,7 +39,8 @@ FROM embedstack.create_model_set('demo', 'demo.items', 'id', ARRAY['m_text', 'm_
 -- 15 pairs: 6 used (items 1, 2, 3, 5), 9 skipped (touching item 4's zero or item 6's NULL vector).
 SELECT id, (SELECT array_agg(round(w::numeric, 9) + 0) FROM unnest(weights) w) AS weights,
        round(intercept::numeric, 9) AS intercept, round((diagnostics->>'r2')::numeric, 9) AS r2,
-       diagnostics->>'n_used' AS n_used, diagnostics->>'n_skipped' AS n_skipped, options, training_source
+       diagnostics->>'n_used' AS n_used, diagnostics->>'n_skipped' AS n_skipped, options,
+       training_source - 'pairs_oid' AS training_source  -- (pairs_oid: the pairs table's OID, differs per run)
 FROM embedstack.fit('demo', 'demo.pairs_train', 'a', 'b', 'similarity');
 SELECT active_fit, served_generation FROM embedstack.model_sets;       -- nothing served yet
 SELECT to_regclass('demo.items_demo') AS view_before_materialize;
