@@ -1216,6 +1216,22 @@ fn f4_operators_in_public_never_run_as_the_caller() {
         "UPDATE alice.items SET m1 = '[3,2,1]' WHERE id = 1001",
         "DELETE FROM alice.items WHERE id = 1001",
         "SELECT * FROM embedstack.status",
+        // A learned projection (0.5.0): learned, written, queried, kept fresh and rolled back
+        // under the same look-alikes.
+        "SELECT embedstack.create_model_set('wide', 'alice.items', 'id', ARRAY['m1', 'm2'], threshold => 0, dims => 2,
+                                            view_name => 'items_wide')",
+        "SELECT embedstack.fit('wide', 'alice.pairs', 'a', 'b', 'y', nonnegative => true)",
+        "CALL embedstack.materialize('wide')",
+        "SELECT embedstack.query_vector('wide', 7)",
+        "SELECT embedstack.covariance_stats(ARRAY[3, 4], i.m1, i.m2) FROM alice.items i",
+        "INSERT INTO alice.items VALUES (1002, 'x', '[1,2,3]', '{1,2,3,4}')",
+        "UPDATE alice.items SET m1 = '[3,2,1]' WHERE id = 1002",
+        "DELETE FROM alice.items WHERE id = 1002",
+        "SELECT embedstack.fit('wide', 'alice.pairs', 'a', 'b', 'y', ridge => 3, nonnegative => true)",
+        "CALL embedstack.materialize('wide')",
+        "CALL embedstack.rollback('wide')",
+        "SELECT embedstack.release('wide')",
+        "SELECT * FROM embedstack.status",
     ] {
         ok(&mut a, sql);
     }
@@ -1280,6 +1296,29 @@ fn f4_operators_in_public_never_run_as_the_caller() {
     a.batch_execute("SET enable_indexscan = off").unwrap();
     assert_eq!(top5(&mut a), top, "the served top-5 is the exact one");
     drop(a);
+    // A learned projection is read as the calling role: bob, who may not read alice.items, sees
+    // no projection row, and the projecting kernel refuses alice's projection id (42704) rather
+    // than applying a basis derived from her rows to vectors of his choosing.
+    let pid: i64 = w
+        .su
+        .query_one(
+            "SELECT g.projection FROM embedstack.model_sets m JOIN embedstack.generations g ON g.id = m.served_generation
+              WHERE m.name = 'wide'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (mut b, _) = w.connect_notices("bob");
+    let seen: i64 = b.query_one("SELECT count(*) FROM embedstack.projections", &[]).unwrap().get(0);
+    assert_eq!(seen, 0, "bob sees no projection of alice's");
+    expect_code(
+        &mut b,
+        &format!(
+            "SELECT embedstack._project_vector({pid}, '{{1,1}}', '{{3,4}}', '{{m1,m2}}', 1, '[1,2,3]'::public.vector, '{{1,2,3,4}}'::real[])"
+        ),
+        "42704",
+    );
+    drop(b);
     w.finish();
 }
 
