@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use embedstack_client_tests::check::close;
-use embedstack_client_tests::fixtures::{load_wordsim, MODELS};
 use embedstack_client_tests::fixture_dir;
+use embedstack_client_tests::fixtures::{load_wordsim, MODELS};
 use embedstack_client_tests::fresh_db;
 use embedstack_client_tests::roles::TestRoles;
 use embedstack_client_tests::sql::{all_text, expect_code};
@@ -74,15 +74,26 @@ fn check_pair(rows: &[Row], reference: &Value, fit: &str, p: &Value) -> Row {
         );
         assert!((r.cosine.unwrap() - x).abs() <= 1e-9, "{pair} {m}: cosine {:?} vs {x}", r.cosine);
         assert!(close(r.weight.unwrap(), w, 1e-9), "{pair} {m}: weight {:?} vs {w}", r.weight);
-        assert!((r.contribution.unwrap() - c).abs() <= 1e-8, "{pair} {m}: contribution {:?} vs {c}", r.contribution);
+        assert!(
+            (r.contribution.unwrap() - c).abs() <= 1e-8,
+            "{pair} {m}: contribution {:?} vs {c}",
+            r.contribution
+        );
         assert!((r.share.unwrap() - c / abs_sum).abs() <= 1e-8, "{pair} {m}: share {:?}", r.share);
     }
     let intercept = &rows[MODELS.len()];
-    assert!(close(intercept.contribution.unwrap(), want["intercept"].as_f64().unwrap(), 1e-9), "{intercept:?}");
+    assert!(
+        close(intercept.contribution.unwrap(), want["intercept"].as_f64().unwrap(), 1e-9),
+        "{intercept:?}"
+    );
     assert!(intercept.cosine.is_none() && intercept.weight.is_none());
     let total = rows[MODELS.len() + 1].clone();
     let pred = p["prediction"].as_f64().unwrap();
-    assert!((total.contribution.unwrap() - pred).abs() <= 1e-8, "{pair}: prediction {:?} vs {pred}", total.contribution);
+    assert!(
+        (total.contribution.unwrap() - pred).abs() <= 1e-8,
+        "{pair}: prediction {:?} vs {pred}",
+        total.contribution
+    );
     total
 }
 
@@ -96,7 +107,8 @@ fn explain_symmetric_matches_the_reference_and_the_served_vectors() {
     load_wordsim(&mut c);
     let reference = explain_reference();
     setup(&mut c, "ws", "symmetric");
-    let ols: i64 = c.query_one("SELECT id FROM embedstack.fit('ws', 'pairs_train', 'a', 'b', 'y')", &[]).unwrap().get(0);
+    let ols: i64 =
+        c.query_one("SELECT id FROM embedstack.fit('ws', 'pairs_train', 'a', 'b', 'y')", &[]).unwrap().get(0);
 
     // Before materialize: the fit is explained (the latest), nothing is served.
     let p0 = &reference["explain"]["ols"]["pairs"][0];
@@ -106,7 +118,10 @@ fn explain_symmetric_matches_the_reference_and_the_served_vectors() {
     assert!(total.cosine.is_none(), "{total:?}");
     assert!(total.note.as_deref().unwrap().contains("not materialised"), "{total:?}");
 
-    c.batch_execute("SET client_min_messages = warning; CALL embedstack.materialize('ws', batch_size => 500)").unwrap();
+    c.batch_execute(
+        "SET client_min_messages = warning; CALL embedstack.materialize('ws', batch_size => 500)",
+    )
+    .unwrap();
     for p in reference["explain"]["ols"]["pairs"].as_array().unwrap() {
         let (a, b) = (p["a"].as_str().unwrap(), p["b"].as_str().unwrap());
         let rows = explain(&mut c, "SELECT * FROM embedstack.explain('ws', $1::text, $2::text)", &[&a, &b]);
@@ -124,7 +139,13 @@ fn explain_symmetric_matches_the_reference_and_the_served_vectors() {
             .get(0);
         assert!((served - ip).abs() <= 1e-6, "{a}/{b}: served {served} vs the view's inner product {ip}");
         let note = total.note.unwrap();
-        for part in ["symmetric", "vector(1188)", "5 of 7", "left out: ppmi_svd300, char_ngram", &format!("fit {ols}")] {
+        for part in [
+            "symmetric",
+            "vector(1188)",
+            "5 of 7",
+            "left out: ppmi_svd300, char_ngram",
+            &format!("fit {ols}"),
+        ] {
             assert!(note.contains(part), "(total) note {note:?} lacks {part:?}");
         }
         for r in &rows[..MODELS.len()] {
@@ -142,15 +163,23 @@ fn explain_symmetric_matches_the_reference_and_the_served_vectors() {
 
     // A named fit that is not served: its weights, the served score still the served fit's.
     let nnls: i64 = c
-        .query_one("SELECT id FROM embedstack.fit('ws', 'pairs_train', 'a', 'b', 'y', nonnegative => true)", &[])
+        .query_one(
+            "SELECT id FROM embedstack.fit('ws', 'pairs_train', 'a', 'b', 'y', nonnegative => true)",
+            &[],
+        )
         .unwrap()
         .get(0);
     let p = &reference["explain"]["nnls"]["pairs"][0];
-    let rows = explain(&mut c, "SELECT * FROM embedstack.explain('ws', $1::text, $2::text, $3)", &[&a0, &b0, &nnls]);
+    let rows =
+        explain(&mut c, "SELECT * FROM embedstack.explain('ws', $1::text, $2::text, $3)", &[&a0, &b0, &nnls]);
     let total = check_pair(&rows, &reference, "nnls", p);
     let served_ols = p0["symmetric_score"].as_f64().unwrap();
     assert!((total.cosine.unwrap() - served_ols).abs() <= 1e-5, "{total:?}");
-    assert!(total.note.as_deref().unwrap().contains(&format!("fit {nnls} is explained but fit {ols} is served")));
+    assert!(total
+        .note
+        .as_deref()
+        .unwrap()
+        .contains(&format!("fit {nnls} is explained but fit {ols} is served")));
     // The default is the active fit (OLS), not the latest (NNLS).
     let rows = explain(&mut c, "SELECT * FROM embedstack.explain('ws', $1::text, $2::text)", &[&a0, &b0]);
     check_pair(&rows, &reference, "ols", p0);
@@ -172,9 +201,14 @@ fn explain_query_weighted_is_query_vector_times_the_served_vector() {
     let reference = explain_reference();
     setup(&mut c, "wq", "query_weighted");
     c.execute("SELECT embedstack.fit('wq', 'pairs_train', 'a', 'b', 'y')", &[]).unwrap();
-    c.batch_execute("SET client_min_messages = warning; CALL embedstack.materialize('wq', batch_size => 500)").unwrap();
-    let storage: String =
-        c.query_one("SELECT served_storage FROM embedstack.model_sets WHERE name = 'wq'", &[]).unwrap().get(0);
+    c.batch_execute(
+        "SET client_min_messages = warning; CALL embedstack.materialize('wq', batch_size => 500)",
+    )
+    .unwrap();
+    let storage: String = c
+        .query_one("SELECT served_storage FROM embedstack.model_sets WHERE name = 'wq'", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(storage, "halfvec");
     for p in reference["explain"]["ols"]["pairs"].as_array().unwrap() {
         let (a, b) = (p["a"].as_str().unwrap(), p["b"].as_str().unwrap());
@@ -192,7 +226,10 @@ fn explain_query_weighted_is_query_vector_times_the_served_vector() {
         let want = p["query_weighted_score"].as_f64().unwrap();
         assert!((served - want).abs() <= 5e-3, "{a}/{b}: served {served} vs reference {want}");
         let note = total.note.unwrap();
-        assert!(note.contains("query_weighted") && note.contains("halfvec(2512)") && note.contains("7 of 7"), "{note}");
+        assert!(
+            note.contains("query_weighted") && note.contains("halfvec(2512)") && note.contains("7 of 7"),
+            "{note}"
+        );
         assert!(rows[..MODELS.len()].iter().all(|r| r.note.is_none()), "{rows:?}");
     }
 }
@@ -213,7 +250,10 @@ fn ablation_matches_refits_without_each_model() {
     ] {
         let id: i64 = c.query_one(sql, &[]).unwrap().get(0);
         let plain: Vec<(String, i64, Option<f64>, Option<f64>)> = c
-            .query("SELECT * FROM embedstack.evaluate('ws', 'pairs_test', 'a', 'b', 'y', fit_id => $1)", &[&id])
+            .query(
+                "SELECT * FROM embedstack.evaluate('ws', 'pairs_test', 'a', 'b', 'y', fit_id => $1)",
+                &[&id],
+            )
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -233,7 +273,10 @@ fn ablation_matches_refits_without_each_model() {
         let full = &reference["full"][fit];
         let (n, p, s) = by["(fit)"];
         assert_eq!(n, 91);
-        assert!(close(p, full["pearson"].as_f64().unwrap(), 1e-8) && close(s, full["spearman"].as_f64().unwrap(), 1e-8));
+        assert!(
+            close(p, full["pearson"].as_f64().unwrap(), 1e-8)
+                && close(s, full["spearman"].as_f64().unwrap(), 1e-8)
+        );
         assert_eq!(rows.len(), plain.len() + MODELS.len());
         for m in MODELS {
             let want = &reference["ablation"][fit][m];
@@ -242,7 +285,10 @@ fn ablation_matches_refits_without_each_model() {
             let (wp, ws) = (want["pearson"].as_f64().unwrap(), want["spearman"].as_f64().unwrap());
             assert!(close(p, wp, 1e-8), "{fit} without {m}: pearson {p} vs {wp}");
             assert!(close(s, ws, 1e-8), "{fit} without {m}: spearman {s} vs {ws}");
-            eprintln!("{fit:>8} without {m:<17} spearman {s:.4} (delta {:+.4})", s - full["spearman"].as_f64().unwrap());
+            eprintln!(
+                "{fit:>8} without {m:<17} spearman {s:.4} (delta {:+.4})",
+                s - full["spearman"].as_f64().unwrap()
+            );
         }
     }
 }

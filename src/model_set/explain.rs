@@ -15,8 +15,19 @@ use crate::datatype::model_value::{check_model_attributes, format_type};
 use crate::errors::{fail, fail_hint, require, OrInternal};
 use crate::operations::pinned_path::with_pinned_search_path;
 
+// (The return type is written out in each #[pg_extern]: pgrx's SQL generation reads it there.)
 type Row = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
-type Rows = TableIterator<
+
+/// Explains the score of the pair (a, b) of stored rows, keys of the key column's type (or
+/// comparable with it). Not STRICT (`fit_id` defaults to NULL): a NULL model set or key is 22004.
+#[allow(clippy::type_complexity)] // the six output columns, spelled out for pgrx
+#[pg_extern(stable, parallel_restricted, name = "explain")]
+fn explain_keys(
+    model_set: Option<&str>,
+    a_key: Option<AnyElement>,
+    b_key: Option<AnyElement>,
+    fit_id: default!(Option<i64>, "NULL"),
+) -> TableIterator<
     'static,
     (
         name!(model, String),
@@ -26,17 +37,7 @@ type Rows = TableIterator<
         name!(share, Option<f64>),
         name!(note, Option<String>),
     ),
->;
-
-/// Explains the score of the pair (a, b) of stored rows, keys of the key column's type (or
-/// comparable with it). Not STRICT (`fit_id` defaults to NULL): a NULL model set or key is 22004.
-#[pg_extern(stable, parallel_restricted, name = "explain")]
-fn explain_keys(
-    model_set: Option<&str>,
-    a_key: Option<AnyElement>,
-    b_key: Option<AnyElement>,
-    fit_id: default!(Option<i64>, "NULL"),
-) -> Rows {
+> {
     let name = require(model_set, "model_set");
     let a = require_key(a_key.map(|k| (k.datum(), k.oid())), "a_key");
     let b = require_key(b_key.map(|k| (k.datum(), k.oid())), "b_key");
@@ -45,13 +46,24 @@ fn explain_keys(
 
 /// The same for keys given as text (quoted literals), read with the key type's input function
 /// as `query_vector(model_set, text)` reads them.
+#[allow(clippy::type_complexity)] // the six output columns, spelled out for pgrx
 #[pg_extern(stable, parallel_restricted, name = "explain")]
 fn explain_text_keys(
     model_set: Option<&str>,
     a_key: Option<&str>,
     b_key: Option<&str>,
     fit_id: default!(Option<i64>, "NULL"),
-) -> Rows {
+) -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(cosine, Option<f64>),
+        name!(weight, Option<f64>),
+        name!(contribution, Option<f64>),
+        name!(share, Option<f64>),
+        name!(note, Option<String>),
+    ),
+> {
     let name = require(model_set, "model_set");
     let text = |k: Option<&str>| k.map(|k| (k.into_datum().expect("text datum"), pg_sys::TEXTOID));
     let a = require_key(text(a_key), "a_key");
