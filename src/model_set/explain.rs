@@ -157,8 +157,10 @@ fn explain(
             if def.mode == Mode::Symmetric {
                 match &kept {
                     Some(kept) if !kept[m] => notes.push(format!(
-                        "left out of the served vector: weight {} is not above threshold {} x the largest weight",
-                        weights[m], def.threshold
+                        "left out of the served vector: weight {:.4} is not above threshold {} x the largest weight {:.4}",
+                        weights[m],
+                        def.threshold,
+                        weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
                     )),
                     None => notes.push("symmetric mode cannot serve this fit (no positive weight)".into()),
                     _ => {}
