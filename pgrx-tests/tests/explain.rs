@@ -118,10 +118,8 @@ fn explain_symmetric_matches_the_reference_and_the_served_vectors() {
     assert!(total.cosine.is_none(), "{total:?}");
     assert!(total.note.as_deref().unwrap().contains("not materialised"), "{total:?}");
 
-    c.batch_execute(
-        "SET client_min_messages = warning; CALL embedstack.materialize('ws', batch_size => 500)",
-    )
-    .unwrap();
+    c.batch_execute("SET client_min_messages = warning").unwrap();
+    c.batch_execute("CALL embedstack.materialize('ws', batch_size => 500)").unwrap();
     for p in reference["explain"]["ols"]["pairs"].as_array().unwrap() {
         let (a, b) = (p["a"].as_str().unwrap(), p["b"].as_str().unwrap());
         let rows = explain(&mut c, "SELECT * FROM embedstack.explain('ws', $1::text, $2::text)", &[&a, &b]);
@@ -201,10 +199,8 @@ fn explain_query_weighted_is_query_vector_times_the_served_vector() {
     let reference = explain_reference();
     setup(&mut c, "wq", "query_weighted");
     c.execute("SELECT embedstack.fit('wq', 'pairs_train', 'a', 'b', 'y')", &[]).unwrap();
-    c.batch_execute(
-        "SET client_min_messages = warning; CALL embedstack.materialize('wq', batch_size => 500)",
-    )
-    .unwrap();
+    c.batch_execute("SET client_min_messages = warning").unwrap();
+    c.batch_execute("CALL embedstack.materialize('wq', batch_size => 500)").unwrap();
     let storage: String = c
         .query_one("SELECT served_storage FROM embedstack.model_sets WHERE name = 'wq'", &[])
         .unwrap()

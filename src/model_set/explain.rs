@@ -15,12 +15,12 @@ use crate::datatype::model_value::{check_model_attributes, format_type};
 use crate::errors::{fail, fail_hint, require, OrInternal};
 use crate::operations::pinned_path::with_pinned_search_path;
 
+// (The return type is written out in each #[pg_extern]: pgrx's SQL generation reads it there.)
 type Row = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
 
 /// Explains the score of the pair (a, b) of stored rows, keys of the key column's type (or
 /// comparable with it). Not STRICT (`fit_id` defaults to NULL): a NULL model set or key is 22004.
-// The return type is written out: pgrx's schema generation cannot resolve a type alias.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity)] // the six output columns, spelled out for pgrx
 #[pg_extern(stable, parallel_restricted, name = "explain")]
 fn explain_keys(
     model_set: Option<&str>,
@@ -46,8 +46,7 @@ fn explain_keys(
 
 /// The same for keys given as text (quoted literals), read with the key type's input function
 /// as `query_vector(model_set, text)` reads them.
-// The return type is written out: pgrx's schema generation cannot resolve a type alias.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity)] // the six output columns, spelled out for pgrx
 #[pg_extern(stable, parallel_restricted, name = "explain")]
 fn explain_text_keys(
     model_set: Option<&str>,
@@ -158,8 +157,10 @@ fn explain(
             if def.mode == Mode::Symmetric {
                 match &kept {
                     Some(kept) if !kept[m] => notes.push(format!(
-                        "left out of the served vector: weight {} is not above threshold {} x the largest weight",
-                        weights[m], def.threshold
+                        "left out of the served vector: weight {:.4} is not above threshold {} x the largest weight {:.4}",
+                        weights[m],
+                        def.threshold,
+                        weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
                     )),
                     None => notes.push("symmetric mode cannot serve this fit (no positive weight)".into()),
                     _ => {}
