@@ -5,7 +5,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 CLUSTER := bash $(ROOT)/scripts/cluster.sh
 
 .PHONY: setup install cluster demo test lint test-core test-pg test-regress test-client \
-        bench-primitives bench-fit bench bench-smoke stop clean fmt setup-citus citus-cluster citus-stop test-citus \
+        bench-primitives bench-fit bench bench-projection bench-smoke stop clean fmt setup-citus citus-cluster citus-stop test-citus \
         test-matrix package package-test
 
 setup:
@@ -77,15 +77,30 @@ PAIRS ?= 1000000
 # report goes to a temp file; both fail when a comparison's results disagree (never on timings).
 REPS ?= 3
 DIMS ?= 384,768,256
+# Learned projections (issue 21; section `projection`, bench/harness/projection.py): rows of the
+# learning source (3,072 + 1,536 + 1,024 dims) and of the materialise comparison (384 + 1,024 dims
+# at dims => 256); its report rewrites bench/projection/RESULTS-projection.md.
+PROJ_ROWS ?= 200000
+PROJ_MAT_ROWS ?= 20000
+PROJ_ARGS = --proj-learn-rows $(PROJ_ROWS) --proj-mat-rows $(PROJ_MAT_ROWS) --proj-results bench/projection/RESULTS-projection.md
 bench: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && "$$py" bench/harness/run.py \
 	  --entities $(ENTITIES) --pairs $(PAIRS) --dims $(DIMS) --reps $(REPS) --profile --v021-build --results bench/RESULTS.md \
-	  --command "make bench ENTITIES=$(ENTITIES) PAIRS=$(PAIRS) DIMS=$(DIMS) REPS=$(REPS)"
+	  $(PROJ_ARGS) --command "make bench ENTITIES=$(ENTITIES) PAIRS=$(PAIRS) DIMS=$(DIMS) REPS=$(REPS) PROJ_ROWS=$(PROJ_ROWS) PROJ_MAT_ROWS=$(PROJ_MAT_ROWS)"
+
+# The projection section alone (a small main data set for the harness's set-up).
+bench-projection: cluster
+	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && "$$py" bench/harness/run.py \
+	  --entities 1000 --pairs 5000 --reps $(REPS) --sections projection --db es_bench_proj_main $(PROJ_ARGS) \
+	  --out /tmp/embedstack-bench-projection.md \
+	  --command "make bench-projection PROJ_ROWS=$(PROJ_ROWS) PROJ_MAT_ROWS=$(PROJ_MAT_ROWS) REPS=$(REPS)"
 
 bench-smoke: cluster
 	py=$$(bash scripts/bench-venv.sh) && . scripts/env.sh && out=$$(mktemp /tmp/embedstack-bench-smoke.XXXXXX) \
 	  && "$$py" bench/harness/run.py --entities 1000 --pairs 5000 --reps 1 --queries 50 --exact-queries 5 \
 	       --load-rows 2000 --load-warmup 1 --cost-rows 1500 --db es_bench_harness_smoke --out "$$out" --command "make bench-smoke" \
+	       --proj-db es_bench_proj_smoke --proj-learn-rows 400 --proj-learn-dims 96,48,32 --proj-mat-rows 1000 \
+	       --proj-mat-dims 64,128 --proj-dims 32 --proj-wordsim-dims 256 --proj-queries 20 \
 	  && echo "bench-smoke: report in $$out"
 
 # Citus, opt-in (not part of `make test` yet): build and install Citus 13.2.2 for the system

@@ -1,7 +1,11 @@
 """Benchmark harness of embedstack: features, fit, materialise, query-weighted refit, serving
 and memory against plain SQL + pgvector and the seed workflow (pandas + numpy + scikit-learn),
-and a refit under a concurrent read/write load of 0.2.1 against 0.3.0, in one process and one
-run, with correctness checks on every comparison.
+a refit under a concurrent read/write load of 0.2.1 against 0.3.0, and learned projections
+(section `projection`, issue 21: learning cost, materialise at dims => 256, WordSim quality; its
+own databases, scales --proj-*, report --proj-results), in one process and one run, with
+correctness checks on every comparison.
+
+    make bench-projection [PROJ_ROWS=200000 PROJ_MAT_ROWS=20000]   # the projection section alone
 
     make bench [ENTITIES=200000 PAIRS=1000000 REPS=3]   # full run, rewrites a section of bench/RESULTS.md
     make bench-smoke                                     # tiny sizes, 1 repetition, a temp file
@@ -31,6 +35,7 @@ import fit  # noqa: E402
 import materialize  # noqa: E402
 import memory  # noqa: E402
 import profiling as perf_profile  # noqa: E402
+import projection  # noqa: E402
 import refit_load  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
@@ -38,7 +43,7 @@ import serving_costs  # noqa: E402
 from common import Ctx, log  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-SECTIONS = ["features", "fit", "materialize", "serving", "memory", "refit_load", "serving_costs"]
+SECTIONS = ["features", "fit", "materialize", "serving", "memory", "refit_load", "serving_costs", "projection"]
 
 
 def env_default(name):
@@ -89,6 +94,7 @@ def parse_args(argv):
                    help="build the 0.2.1 library (a few minutes, once) when it is missing; else 0.2.1 is skipped")
     p.add_argument("--dump", default=None, help="pickle the results here (to re-render with --render-from)")
     p.add_argument("--render-from", default=None, help="only render a dumped run's report (--out / --results)")
+    projection.add_args(p)
     a = p.parse_args(argv)
     a.dims = [int(x) for x in a.dims.split(",")]
     a.host = a.host or env_default("ES_PGRUN")
@@ -221,7 +227,9 @@ def main(argv):
                      ([f"m{m + 1}" for m in range(len(args.dims))],))
 
     modules = {"features": features, "fit": fit, "materialize": materialize, "serving": serving, "memory": memory,
-               "refit_load": refit_load, "serving_costs": serving_costs, "profile": perf_profile}
+               "refit_load": refit_load, "serving_costs": serving_costs, "projection": projection,
+               "profile": perf_profile}
+    ctx.meta = meta
     for name in SECTIONS + ["profile"]:
         if name == "profile" and not (args.profile and "fit" in ctx.results):
             continue
