@@ -125,7 +125,7 @@ test-citus: citus-cluster
 # the #[pg_test]s, every pg_regress file, the client tests below, and the .deb installed by dpkg
 # (scripts/matrix.sh). A new major: one Cargo feature, one line in pg-root.sh, one word here.
 MATRIX ?= 17 18
-MATRIX_TESTS ?= hostile security model_sets_serving served_tables rollback pagination partitions resume_cursor model_sets_wordsim
+MATRIX_TESTS ?= hostile security model_sets_serving served_tables rollback pagination partitions resume_cursor model_sets_wordsim projection explain
 test-matrix: setup
 	for v in $(MATRIX); do MATRIX_TESTS="$(MATRIX_TESTS)" bash scripts/matrix.sh $$v || exit 1; done
 
