@@ -466,7 +466,8 @@ BEGIN
             HINT = CASE WHEN storage = 'vector' AND (SELECT sum(d) FROM unnest(v_dims) d) <= 4000
                         THEN 'use storage => ''auto'' or ''halfvec'' (halfvec indexes up to 4000 dimensions)'
                         ELSE format('pass dims => N (at most %s) to serve a learned projection of the %s dimensions onto N; '
-                                    'or leave models out', CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END,
+                                    'or leave models out, or use mode => ''symmetric'' (its threshold leaves out low-weight models)',
+                                    CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END,
                                     (SELECT sum(d) FROM unnest(v_dims) d)) END;
     END IF;
     -- Symmetric: the threshold may leave models out of a fit, so a wider set is not refused; but

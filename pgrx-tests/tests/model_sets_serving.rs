@@ -893,7 +893,13 @@ fn bad_input_too_wide_combined_vector() {
         "54000",
     );
     eprintln!("54000 message: {}", message(&e));
-    assert!(all_text(&e).contains("4500") && all_text(&e).contains("symmetric"), "{}", all_text(&e));
+    assert!(
+        all_text(&e).contains("4500")
+            && all_text(&e).contains("symmetric")
+            && all_text(&e).contains("dims => N"),
+        "{}",
+        all_text(&e)
+    );
     let e = expect_code(
         &mut c,
         "SELECT embedstack.create_model_set('wv', 'w', 'id', ARRAY['m1', 'm2'], mode => 'query_weighted', storage => 'vector')",

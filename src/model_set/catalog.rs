@@ -55,6 +55,8 @@ pub struct ModelSetDef {
     pub active_fit: Option<i64>,
     pub served: Option<Layout>,
     pub staging: Option<Layout>,
+    /// The served generation (0.3.0 on; read through to_jsonb, NULL in older catalogs).
+    pub served_generation: Option<i64>,
 }
 
 /// Every type, function and operator schema-qualified (the callers pin the search path too):
@@ -70,7 +72,8 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
               ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, NULL::pg_catalog.text AS staging_column,
-       NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold
+       NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold,
+       (pg_catalog.to_jsonb(m) OPERATOR(pg_catalog.->>) 'served_generation')::pg_catalog.int8 AS served_generation
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// The catalog of releases 0.1.0-0.2.x (a staging column in the source), read only by the row
@@ -86,7 +89,7 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
               ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, m.staging_column::pg_catalog.text AS staging_column, m.staging_multipliers,
-       m.staging_storage, m.threshold
+       m.staging_storage, m.threshold, NULL::pg_catalog.int8 AS served_generation
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
@@ -198,6 +201,9 @@ fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
             .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
         served: layout("combined_column", "served_multipliers", "served_storage"),
         staging: layout("staging_column", "staging_multipliers", "staging_storage"),
+        served_generation: row
+            .get_by_name::<i64, _>("served_generation")
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
     };
     let k = def.model_columns.len();
     if k == 0 || def.dims.len() != k || def.kinds.len() != k {
@@ -285,25 +291,18 @@ pub fn require_model_set_columns(def: &ModelSetDef, columns: &[&str]) {
     }
 }
 
-/// The learned projection of model set `name`'s served generation (0.5.0, `dims`), if any. A
-/// catalog of an earlier release (this library runs with it until ALTER EXTENSION UPDATE) has
-/// no projections, and no such column to read.
-pub fn served_projection(client: &SpiClient<'_>, name: &str) -> Option<i64> {
-    let has = client
-        .select("SELECT pg_catalog.to_regclass('embedstack.projections') IS NOT NULL", Some(1), &[])
-        .and_then(|t| t.first().get_one::<bool>())
-        .or_internal()
-        .unwrap_or(false);
-    if !has {
-        return None;
-    }
+/// The learned projection of the served generation (0.5.0, `dims`), if any: read from the
+/// generation's row alone (the model set's row was read by [`load`]), through to_jsonb, since a
+/// catalog of 0.3.0-0.4.1 (this library runs with it until ALTER EXTENSION UPDATE) has no such
+/// column; a catalog without served generations needs no query.
+pub fn served_projection(client: &SpiClient<'_>, def: &ModelSetDef) -> Option<i64> {
+    let generation = def.served_generation?;
     client
         .select(
-            "SELECT g.projection FROM embedstack.model_sets m
-               JOIN embedstack.generations g ON g.id OPERATOR(pg_catalog.=) m.served_generation
-              WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text",
+            "SELECT (pg_catalog.to_jsonb(g) OPERATOR(pg_catalog.->>) 'projection')::pg_catalog.int8
+               FROM embedstack.generations g WHERE g.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
             Some(1),
-            &[name.into()],
+            &[generation.into()],
         )
         .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<i64>() })
         .or_internal()

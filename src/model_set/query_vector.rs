@@ -18,7 +18,7 @@ use crate::operations::pinned_path::with_pinned_search_path;
 /// The served layout and the query multipliers over it, and the served generation's learned
 /// projection (if any).
 fn query_layout(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> (Vec<f64>, Option<i64>) {
-    (query_multipliers(client, def), catalog::served_projection(client, &def.name))
+    (query_multipliers(client, def), catalog::served_projection(client, def))
 }
 
 fn query_multipliers(client: &pgrx::spi::SpiClient<'_>, def: &ModelSetDef) -> Vec<f64> {
