@@ -57,6 +57,8 @@ pub struct ModelSetDef {
     pub staging: Option<Layout>,
     /// The served generation (0.3.0 on; read through to_jsonb, NULL in older catalogs).
     pub served_generation: Option<i64>,
+    /// create_model_set's `dims` (0.5.0; NULL: never projected, and in older catalogs).
+    pub projection_dims: Option<i32>,
 }
 
 /// Every type, function and operator schema-qualified (the callers pin the search path too):
@@ -73,7 +75,8 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, NULL::pg_catalog.text AS staging_column,
        NULL::pg_catalog.float8[] AS staging_multipliers, NULL::pg_catalog.text AS staging_storage, m.threshold,
-       (pg_catalog.to_jsonb(m) OPERATOR(pg_catalog.->>) 'served_generation')::pg_catalog.int8 AS served_generation
+       (pg_catalog.to_jsonb(m) OPERATOR(pg_catalog.->>) 'served_generation')::pg_catalog.int8 AS served_generation,
+       (pg_catalog.to_jsonb(m) OPERATOR(pg_catalog.->>) 'projection_dims')::pg_catalog.int4 AS projection_dims
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// The catalog of releases 0.1.0-0.2.x (a staging column in the source), read only by the row
@@ -89,7 +92,8 @@ SELECT m.source::pg_catalog.oid AS source_oid, m.source::pg_catalog.text AS sour
               ORDER BY u.o) AS model_typnames,
        m.mode, m.active_fit, m.combined_column::pg_catalog.text AS combined_column, m.served_multipliers,
        m.served_storage, m.staging_column::pg_catalog.text AS staging_column, m.staging_multipliers,
-       m.staging_storage, m.threshold, NULL::pg_catalog.int8 AS served_generation
+       m.staging_storage, m.threshold, NULL::pg_catalog.int8 AS served_generation,
+       NULL::pg_catalog.int4 AS projection_dims
   FROM embedstack.model_sets m WHERE m.name OPERATOR(pg_catalog.=) $1::pg_catalog.text";
 
 /// Loads model set `name`, or raises 42704. Every field is checked for consistency (the
@@ -204,6 +208,9 @@ fn load_with(client: &SpiClient<'_>, name: &str, query: &str) -> ModelSetDef {
         served_generation: row
             .get_by_name::<i64, _>("served_generation")
             .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
+        projection_dims: row
+            .get_by_name::<i32, _>("projection_dims")
+            .unwrap_or_else(|e| raise_corrupt_catalog(name, &e.to_string())),
     };
     let k = def.model_columns.len();
     if k == 0 || def.dims.len() != k || def.kinds.len() != k {
@@ -294,8 +301,9 @@ pub fn require_model_set_columns(def: &ModelSetDef, columns: &[&str]) {
 /// The learned projection of the served generation (0.5.0, `dims`), if any: read from the
 /// generation's row alone (the model set's row was read by [`load`]), through to_jsonb, since a
 /// catalog of 0.3.0-0.4.1 (this library runs with it until ALTER EXTENSION UPDATE) has no such
-/// column; a catalog without served generations needs no query.
+/// column; a model set without `dims` (every one of an older catalog) needs no query.
 pub fn served_projection(client: &SpiClient<'_>, def: &ModelSetDef) -> Option<i64> {
+    def.projection_dims?;
     let generation = def.served_generation?;
     client
         .select(

@@ -11,7 +11,7 @@ use pgrx::spi::SpiClient;
 use super::catalog::{self, ident, ModelSetDef};
 use super::key_compare::KeyColumn;
 use super::output::read_model;
-use crate::datatype::model_value::{check_model_attributes, format_type};
+use crate::datatype::model_value::check_model_attributes;
 use crate::errors::{fail, fail_hint, require, OrInternal};
 use crate::operations::pinned_path::with_pinned_search_path;
 
@@ -196,34 +196,11 @@ fn explain(
     })
 }
 
-/// The key argument as a value the key column compares with: as given when its type compares
-/// with the key's (key_compare.rs), else text read with the key type's input function, else 42804.
+/// The key argument as a value the key column compares with (key_compare.rs, as query_vector).
 fn as_key_type<'a>(def: &ModelSetDef, key: &KeyColumn, s: Side<'a>) -> Side<'a> {
-    let s = match key.compare_with(s.oid) {
-        None if s.oid == pg_sys::TEXTOID => {
-            Side { datum: super::query_vector::text_as(s.datum, key.typid), oid: key.typid, which: s.which }
-        }
-        _ => s,
-    };
-    if key.compare_with(s.oid).is_none() {
-        fail_hint(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "model set \"{}\": {} of type {} cannot be compared with the key \"{}\" of {} ({})",
-                def.name,
-                s.which,
-                format_type(s.oid, -1),
-                def.key_column,
-                def.source_sql,
-                format_type(key.typid, -1)
-            ),
-            format!(
-                "pass the key as a value of the key column's type (a quoted literal, or a cast: ...::{})",
-                format_type(key.typid, -1)
-            ),
-        );
-    }
-    s
+    let (datum, oid) =
+        key.resolve_argument(&def.name, &def.source_sql, &def.key_column, s.which, s.datum, s.oid);
+    Side { datum, oid, which: s.which }
 }
 
 /// Reads the row of `side` (P0002 naming the argument, never the value, when there is none) into

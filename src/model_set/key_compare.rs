@@ -183,6 +183,41 @@ impl KeyColumn {
         KeyColumn { typid, family, intype }
     }
 
+    /// A key argument (`datum` of type `oid`) as a value this key compares with: as given when its
+    /// type compares with the key's, else, for text, read with the key type's input function (as
+    /// a quoted literal compared with the key column would be: 22P02 for an integer key given as
+    /// 'abc'), else 42804 naming the argument as `label` ("a key", "a_key"). The one home of this
+    /// rule for query_vector and explain.
+    pub fn resolve_argument(
+        &self,
+        model_set: &str,
+        source_sql: &str,
+        key_column: &str,
+        label: &str,
+        datum: pg_sys::Datum,
+        oid: pg_sys::Oid,
+    ) -> (pg_sys::Datum, pg_sys::Oid) {
+        let (datum, oid) = match self.compare_with(oid) {
+            None if oid == pg_sys::TEXTOID => (text_as(datum, self.typid), self.typid),
+            _ => (datum, oid),
+        };
+        if self.compare_with(oid).is_none() {
+            crate::errors::fail_hint(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "model set \"{model_set}\": {label} of type {} cannot be compared with the key \"{key_column}\" of {source_sql} ({})",
+                    crate::datatype::model_value::format_type(oid, -1),
+                    crate::datatype::model_value::format_type(self.typid, -1)
+                ),
+                format!(
+                    "pass the key as a value of the key column's type (a quoted literal, or a cast: ...::{})",
+                    crate::datatype::model_value::format_type(self.typid, -1)
+                ),
+            );
+        }
+        (datum, oid)
+    }
+
     /// How to compare this key with a value of type `other` (see the module's rules), or
     /// `None` when the two types do not compare.
     pub fn compare_with(&self, other: pg_sys::Oid) -> Option<KeyCompare> {
@@ -226,5 +261,16 @@ impl KeyColumn {
             }
         }
         None
+    }
+}
+
+/// A text value read as type `typid` by its input function (errors as the input function raises
+/// them, e.g. 22P02 for an integer key given as 'abc').
+fn text_as(text: pg_sys::Datum, typid: pg_sys::Oid) -> pg_sys::Datum {
+    unsafe {
+        let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
+        let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(typid, &mut input, &mut ioparam);
+        pg_sys::OidInputFunctionCall(input, cstr, ioparam, -1)
     }
 }

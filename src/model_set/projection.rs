@@ -52,51 +52,42 @@ thread_local! {
 pub fn load(id: i64) -> std::rc::Rc<Basis> {
     with_pinned_search_path(|| {
         Spi::connect(|client| {
-            let version = client
-                .select(
-                    "SELECT p.xmin::pg_catalog.text FROM embedstack.projections p
-                      WHERE p.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
-                    Some(1),
-                    &[id.into()],
-                )
-                .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<String>() })
-                .or_internal();
-            let Some(version) = version else {
-                fail_hint(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("projection {id} does not exist or is not visible to this role"),
-                    "a projection is read with the rights of the role that uses it: it needs SELECT on the model set's source",
-                );
-            };
-            let cached = LAST.with(|l| {
-                l.borrow().as_ref().filter(|(v, b)| b.id == id && *v == version).map(|(_, b)| b.clone())
-            });
-            if let Some(b) = cached {
-                return b;
-            }
+            // One lookup: the row's version, and its values (read from the tuple only when the
+            // cache does not hold that version: a toasted basis is detoasted when read, not before).
             let t = client
                 .select(
-                    "SELECT p.basis, p.multipliers, p.dims FROM embedstack.projections p
+                    "SELECT p.xmin::pg_catalog.text, p.basis, p.multipliers, p.dims FROM embedstack.projections p
                       WHERE p.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
                     Some(1),
                     &[id.into()],
                 )
                 .or_internal();
             if t.is_empty() {
-                fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("projection {id} does not exist"));
+                fail_hint(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("projection {id} does not exist or is not visible to this role"),
+                    "a projection is read with the rights of the role that uses it: it needs SELECT on the model set's source",
+                );
             }
             let row = t.first();
+            let version = row.get::<String>(1).or_internal().unwrap_or_default();
+            let cached = LAST.with(|l| {
+                l.borrow().as_ref().filter(|(v, b)| b.id == id && *v == version).map(|(_, b)| b.clone())
+            });
+            if let Some(b) = cached {
+                return b;
+            }
             let corrupt = |what: &str| -> ! {
                 fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("projection {id} is corrupt: {what}"))
             };
-            let basis = row.get::<Array<'_, f32>>(1).or_internal().unwrap_or_else(|| corrupt("no basis"));
+            let basis = row.get::<Array<'_, f32>>(2).or_internal().unwrap_or_else(|| corrupt("no basis"));
             if basis.contains_nulls() {
                 corrupt("NULL elements in the basis");
             }
             let rows: Vec<f32> = basis.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
             let multipliers: Vec<f64> =
-                row.get::<Vec<f64>>(2).or_internal().unwrap_or_else(|| corrupt("no multipliers"));
-            let dims = row.get::<i32>(3).or_internal().unwrap_or(0);
+                row.get::<Vec<f64>>(3).or_internal().unwrap_or_else(|| corrupt("no multipliers"));
+            let dims = row.get::<i32>(4).or_internal().unwrap_or(0);
             if dims < 1 || rows.is_empty() || !rows.len().is_multiple_of(dims as usize) {
                 corrupt(&format!("{} basis values for {dims} dimensions", rows.len()));
             }

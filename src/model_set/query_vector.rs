@@ -9,7 +9,7 @@ use super::call_cache;
 use super::catalog::{self, ident, ModelSetDef};
 use super::key_compare::KeyColumn;
 use super::output::read_model;
-use crate::datatype::model_value::{check_model_attributes, format_type, ModelValue};
+use crate::datatype::model_value::{check_model_attributes, ModelValue};
 use crate::datatype::vector::VectorOutput;
 use crate::datatype::vector_array::VectorArray;
 use crate::errors::{OrInternal, OrRaise};
@@ -139,28 +139,15 @@ fn build_from_key(model_set: &str, key_datum: pg_sys::Datum, key_oid: pg_sys::Oi
         // operator name the parser resolves through the search path.
         super::catalog::require_model_set_columns(&def, &[&def.key_column]);
         let key_column = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
-        let (key_datum, key_oid) = match key_column.compare_with(key_oid) {
-            None if key_oid == pg_sys::TEXTOID => (text_as(key_datum, key_column.typid), key_column.typid),
-            _ => (key_datum, key_oid),
-        };
-        let Some(cmp) = key_column.compare_with(key_oid) else {
-            crate::ereport_hint!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "model set \"{}\": a key of type {} cannot be compared with the key \"{}\" of {} ({})",
-                    def.name,
-                    format_type(key_oid, -1),
-                    def.key_column,
-                    def.source_sql,
-                    format_type(key_column.typid, -1)
-                ),
-                format!(
-                    "pass the key as a value of the key column's type (a quoted literal, or a cast: ...::{})",
-                    format_type(key_column.typid, -1)
-                )
-            );
-        };
+        let (key_datum, key_oid) = key_column.resolve_argument(
+            &def.name,
+            &def.source_sql,
+            &def.key_column,
+            "a key",
+            key_datum,
+            key_oid,
+        );
+        let cmp = key_column.compare_with(key_oid).expect("checked by resolve_argument");
         let cols: Vec<String> = def.model_columns.iter().map(|c| format!("s.{}", ident(c))).collect();
         let sql = format!(
             "SELECT {} FROM {} s WHERE {}",
@@ -241,17 +228,6 @@ fn build_from_key(model_set: &str, key_datum: pg_sys::Datum, key_oid: pg_sys::Oi
         })
         .collect();
     build(&def, &stored, &query, &blocks, &|| "row with the given key: ".into())
-}
-
-/// A text value read as type `typid` by its input function (errors as the input function raises
-/// them, e.g. 22P02 for an integer key given as 'abc').
-pub(super) fn text_as(text: pg_sys::Datum, typid: pg_sys::Oid) -> pg_sys::Datum {
-    unsafe {
-        let cstr = pg_sys::text_to_cstring(text.cast_mut_ptr());
-        let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
-        pg_sys::getTypeInputInfo(typid, &mut input, &mut ioparam);
-        pg_sys::OidInputFunctionCall(input, cstr, ioparam, -1)
-    }
 }
 
 enum RawBlock {
