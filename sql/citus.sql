@@ -11,7 +11,10 @@
 --     CALL embedstack.refresh(model_set) (or materialize / refit), which writes a new generation;
 --   - the generation tables get the source's table-level SELECT grants (Citus runs the served
 --     view's query on the shards as the querying role, so the view owner's rights do not reach
---     them); later grants apply from the next generation on.
+--     them); later grants apply from the next generation on;
+--   - a model set created with dims (a learned projection) keeps its basis on the coordinator:
+--     the batches are read on the shards and projected on the coordinator (_mat_write), and the
+--     cut-over's served check calls query_vector there (_served_check).
 
 -- The distribution column of a hash-distributed source (NULL: not distributed, or no Citus).
 -- Reference tables and Citus local tables are refused (0A000).

@@ -269,6 +269,11 @@ DECLARE
     fitted text;
     n bigint;
     rho double precision;
+    r record;
+    x double precision;
+    served double precision[] := '{}';
+    predicted double precision[] := '{}';
+    cols text;
 BEGIN
     SELECT * INTO f FROM embedstack.fits x WHERE x.id = fit_id AND x.model_set = ms.name;
     SELECT c.oid::regclass INTO pairs FROM pg_class c WHERE c.oid = (f.training_source->>'pairs_oid')::oid;
@@ -280,6 +285,33 @@ BEGIN
     SELECT format('%s::float8 + %s', f.intercept,
                   string_agg(format('%s::float8 * embedstack.cosine(a.%I, b.%I)', w, c, c), ' + ' ORDER BY o))
       INTO fitted FROM unnest(ms.model_columns, f.weights) WITH ORDINALITY u(c, w, o);
+    IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
+        -- A distributed (Citus) source: the rows of the pairs' keys and b's served vectors are
+        -- read on the shards (materialised CTEs, by key arrays), joined on the coordinator;
+        -- query_vector runs here, pair by pair, never inside a query Citus might ship to a
+        -- worker (the workers have no catalog).
+        cols := (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o));
+        FOR r IN EXECUTE format(
+            'WITH p AS MATERIALIZED (SELECT p.%1$I::%2$s AS a, p.%3$I::%2$s AS b FROM %4$s p LIMIT 2000),
+                  ra AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.a FROM p))),
+                  rb AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p))),
+                  vb AS MATERIALIZED (SELECT s.%5$I, s.%9$I FROM %10$I.%11$I s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p)))
+             SELECT p.a, v.%9$I AS c, %12$s AS f FROM p JOIN ra a ON a.%5$I %8$s p.a JOIN rb b ON b.%5$I %8$s p.b
+               JOIN vb v ON v.%5$I %8$s p.b',
+            f.training_source->>'left', kt, f.training_source->>'right', pairs, ms.key_column, cols, ms.source,
+            si.key_eq, ms.combined_column, si.nsp, ms.view_name, fitted) LOOP
+            CONTINUE WHEN r.f IS NULL;
+            EXECUTE format('SELECT (embedstack.query_vector($1, $2) OPERATOR(%1$I.<#>) $3::%1$I.vector)::float8 * -1', vnsp)
+               INTO x USING ms.name, r.a, r.c;
+            served := served || x;
+            predicted := predicted || r.f;
+        END LOOP;
+        SELECT count(*), corr(q.rs, q.rf) INTO n, rho FROM (
+            SELECT rank() OVER (ORDER BY u.sv) + (count(*) OVER (PARTITION BY u.sv) - 1) / 2.0 AS rs,
+                   rank() OVER (ORDER BY u.pr) + (count(*) OVER (PARTITION BY u.pr) - 1) / 2.0 AS rf
+              FROM unnest(served, predicted) u(sv, pr)) q;
+        RETURN jsonb_build_object('served_spearman', rho, 'pairs_checked', n);
+    END IF;
     EXECUTE format(
         'SELECT count(*), corr(rs, rf) FROM (
            SELECT rank() OVER (ORDER BY s) + (count(*) OVER (PARTITION BY s) - 1) / 2.0 AS rs,
@@ -594,7 +626,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                   (SELECT string_agg(format('%I.%I', r, c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)))
 $$;
 
--- learns the projection of a new projected generation (refused on Citus) and records it in the job's details.
+-- learns the projection of a new projected generation (on Citus too) and records it in the job's details.
 CREATE OR REPLACE FUNCTION embedstack._mat_prepare(job_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -721,13 +753,8 @@ BEGIN
         g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
         IF embedstack._unprojected_width(ms, lay.multipliers) > lay.width THEN
             -- Served projected (dims, 0.5.0): the basis is learned now, from the source's rows, and
-            -- kept with the generation. Not on Citus yet: the workers would need the basis.
-            IF dist IS NOT NULL THEN
-                RAISE EXCEPTION 'model set "%" serves % dimensions learned from % and % is distributed (Citus): '
-                                'learned projections are not supported there yet', ms.name, lay.width,
-                                embedstack._unprojected_width(ms, lay.multipliers), ms.source
-                    USING ERRCODE = '0A000', HINT = 'serve this model set from a plain table, or without dims';
-            END IF;
+            -- kept with the generation (on Citus too: the sampled rows are aggregated on the
+            -- coordinator, and _mat_write projects there).
             proj := embedstack._learn_projection(ms, lay.multipliers, g.id);
             PERFORM embedstack._w_generation_projection(ms.name, g.id, proj);
             SELECT p.variance_kept, p.sample_rows INTO kept, sampled FROM embedstack.projections p WHERE p.id = proj;
@@ -770,6 +797,95 @@ BEGIN
     RAISE NOTICE 'embedstack: model set "%": writing % rows of %(%) into generation % (%)%', ms.name, total,
         lay.storage, lay.width, g.id, g.relation,
         CASE WHEN g.cursor_key IS NOT NULL THEN format(', resuming after %s rows', g.rows_written) ELSE '' END;
+    RETURN 'write';
+END $$;
+
+-- a projected generation of a distributed (Citus) source: each batch is read on the shards and projected on the
+-- coordinator (a materialised CTE), where the basis is.
+CREATE OR REPLACE FUNCTION embedstack._mat_write(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+    -- The resume cursor is the last key written, as text: written and read back here only, always
+    -- with these settings, so a run resumed in a session with another DateStyle, IntervalStyle,
+    -- TimeZone, extra_float_digits or lc_monetary reads back exactly the key it wrote (0.3.0 used
+    -- the session's: a timestamp cursor resumed under another DateStyle skipped rows, and with
+    -- extra_float_digits < 0 float8 keys printed alike and the job never advanced).
+    SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' SET extra_float_digits = 3
+    SET lc_monetary = 'C' SET bytea_output = 'hex' AS $$
+DECLARE
+    j embedstack.jobs;
+    ms embedstack.model_sets;
+    g embedstack.generations;
+    si record;
+    n bigint;
+    last_key text;
+    done bigint;
+    range text;
+    pulled boolean;
+BEGIN
+    SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
+    ms := embedstack._model_set(j.model_set);
+    SELECT * INTO g FROM embedstack.generations x WHERE x.id = j.generation AND x.model_set = ms.name;
+    IF NOT FOUND OR g.relation IS NULL THEN
+        RAISE EXCEPTION 'the generation job % writes is gone', job_id USING ERRCODE = '55000',
+            HINT = 'CALL the procedure again: it starts a new generation';
+    END IF;
+    IF NOT coalesce((j.details->>'writers_synced')::boolean, true) THEN
+        PERFORM embedstack._wait_for_writers(p.relid) FROM embedstack._source_tables(ms.source) p;  -- each partition: a writer aimed at one locks only it
+        PERFORM embedstack._w_job_update(job_id, 'write', NULL, NULL, NULL, NULL, NULL, '{"writers_synced": true}'::jsonb);
+        RETURN 'write';
+    END IF;
+    si := embedstack._source_info(ms);
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', g.relation);
+    -- The batch's last key from the keys alone, then the key range written by one INSERT ...
+    -- SELECT (a range of a distributed source is pushed down to its shards as a whole).
+    EXECUTE format('SELECT count(*), (array_agg(b.k::text ORDER BY b.k DESC))[1] FROM ('
+                   'SELECT s.%1$I AS k FROM %2$s s %3$s ORDER BY s.%1$I LIMIT %4$s) b',
+                   ms.key_column, ms.source,
+                   CASE WHEN g.cursor_key IS NULL THEN '' ELSE format('WHERE s.%I %s %L::%s', ms.key_column, si.key_gt,
+                                                                      g.cursor_key, si.key_type) END,
+                   (j.params->>'batch_size')::integer)
+       INTO n, last_key;
+    IF last_key IS NOT NULL THEN
+        -- (s.key <= last_key as NOT s.key > last_key: the btree's > is named with its schema, and
+        -- the planner turns the negation into its negator for the index scan.)
+        range := format('WHERE %s NOT (s.%I %s %L::%s)',
+                        CASE WHEN g.cursor_key IS NULL THEN ''
+                             ELSE format('s.%I %s %L::%s AND', ms.key_column, si.key_gt, g.cursor_key, si.key_type) END,
+                        ms.key_column, si.key_gt, last_key, si.key_type);
+        pulled := g.projection IS NOT NULL AND embedstack._distributed_on(ms.source) IS NOT NULL;
+        -- A projected generation of a distributed source (Citus): the batch's rows are read on
+        -- the shards into the coordinator (a materialised CTE: Citus pulls it, and runs the
+        -- INSERT ... SELECT over it on the coordinator), where the kernel reads the basis from
+        -- embedstack.projections as the calling role; the workers have no catalog. The
+        -- projected rows are routed back to the generation's shards.
+        EXECUTE format('%sINSERT INTO %s (%I, %I) SELECT s.%I, %s FROM %s s %s ON CONFLICT DO NOTHING',
+                       CASE WHEN pulled THEN format('WITH raw AS MATERIALIZED (SELECT s.%I, %s FROM %s s %s) ',
+                                                    ms.key_column,
+                                                    (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o)
+                                                       FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                                                    ms.source, range)
+                            ELSE '' END,
+                       g.relation, ms.key_column, ms.combined_column, ms.key_column, embedstack._combine_expr(ms, g, 's'),
+                       CASE WHEN pulled THEN 'raw' ELSE ms.source::text END, CASE WHEN pulled THEN '' ELSE range END);
+    END IF;
+    IF last_key IS NULL THEN
+        PERFORM embedstack._w_job_update(job_id, 'index');
+        RETURN 'index';
+    END IF;
+    -- The batch's keys are all greater than the cursor: the same text again means the key type's
+    -- text form does not tell its values apart, and the job would never advance.
+    IF last_key = g.cursor_key THEN
+        RAISE EXCEPTION 'model set "%": the key column "%" (%) prints two different keys alike (%), so the job cannot '
+                        'remember where it stopped', ms.name, ms.key_column, si.key_type, last_key
+            USING ERRCODE = '22000', HINT = 'use a key whose text form is unique (an integer, text, uuid, timestamp, ...)';
+    END IF;
+    done := g.rows_written + n;
+    PERFORM embedstack._w_generation_set(ms.name, g.id, NULL, NULL, last_key, done);
+    PERFORM embedstack._w_job_update(job_id, 'write', done, NULL, last_key);
+    RAISE NOTICE 'embedstack: model set "%": % / % rows (% %%), % rows/s', ms.name, done, j.rows_total,
+        CASE WHEN j.rows_total > 0 THEN round(100.0 * done / j.rows_total, 1) ELSE 100 END,
+        round((done - coalesce((j.details->>'resumed_rows')::bigint, 0))
+              / greatest(extract(epoch FROM clock_timestamp() - j.started_at), 0.001));
     RETURN 'write';
 END $$;
 

@@ -868,13 +868,8 @@ BEGIN
         g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
         IF embedstack._unprojected_width(ms, lay.multipliers) > lay.width THEN
             -- Served projected (dims, 0.5.0): the basis is learned now, from the source's rows, and
-            -- kept with the generation. Not on Citus yet: the workers would need the basis.
-            IF dist IS NOT NULL THEN
-                RAISE EXCEPTION 'model set "%" serves % dimensions learned from % and % is distributed (Citus): '
-                                'learned projections are not supported there yet', ms.name, lay.width,
-                                embedstack._unprojected_width(ms, lay.multipliers), ms.source
-                    USING ERRCODE = '0A000', HINT = 'serve this model set from a plain table, or without dims';
-            END IF;
+            -- kept with the generation (on Citus too: the sampled rows are aggregated on the
+            -- coordinator, and _mat_write projects there).
             proj := embedstack._learn_projection(ms, lay.multipliers, g.id);
             PERFORM embedstack._w_generation_projection(ms.name, g.id, proj);
             SELECT p.variance_kept, p.sample_rows INTO kept, sampled FROM embedstack.projections p WHERE p.id = proj;
@@ -945,6 +940,8 @@ DECLARE
     n bigint;
     last_key text;
     done bigint;
+    range text;
+    pulled boolean;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -972,12 +969,25 @@ BEGIN
     IF last_key IS NOT NULL THEN
         -- (s.key <= last_key as NOT s.key > last_key: the btree's > is named with its schema, and
         -- the planner turns the negation into its negator for the index scan.)
-        EXECUTE format('INSERT INTO %1$s (%2$I, %3$I) SELECT s.%2$I, %4$s FROM %5$s s WHERE %6$s NOT (s.%2$I %7$s %8$L::%9$s) '
-                       'ON CONFLICT DO NOTHING',
-                       g.relation, ms.key_column, ms.combined_column, embedstack._combine_expr(ms, g, 's'), ms.source,
-                       CASE WHEN g.cursor_key IS NULL THEN ''
-                            ELSE format('s.%I %s %L::%s AND', ms.key_column, si.key_gt, g.cursor_key, si.key_type) END,
-                       si.key_gt, last_key, si.key_type);
+        range := format('WHERE %s NOT (s.%I %s %L::%s)',
+                        CASE WHEN g.cursor_key IS NULL THEN ''
+                             ELSE format('s.%I %s %L::%s AND', ms.key_column, si.key_gt, g.cursor_key, si.key_type) END,
+                        ms.key_column, si.key_gt, last_key, si.key_type);
+        pulled := g.projection IS NOT NULL AND embedstack._distributed_on(ms.source) IS NOT NULL;
+        -- A projected generation of a distributed source (Citus): the batch's rows are read on
+        -- the shards into the coordinator (a materialised CTE: Citus pulls it, and runs the
+        -- INSERT ... SELECT over it on the coordinator), where the kernel reads the basis from
+        -- embedstack.projections as the calling role; the workers have no catalog. The
+        -- projected rows are routed back to the generation's shards.
+        EXECUTE format('%sINSERT INTO %s (%I, %I) SELECT s.%I, %s FROM %s s %s ON CONFLICT DO NOTHING',
+                       CASE WHEN pulled THEN format('WITH raw AS MATERIALIZED (SELECT s.%I, %s FROM %s s %s) ',
+                                                    ms.key_column,
+                                                    (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o)
+                                                       FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                                                    ms.source, range)
+                            ELSE '' END,
+                       g.relation, ms.key_column, ms.combined_column, ms.key_column, embedstack._combine_expr(ms, g, 's'),
+                       CASE WHEN pulled THEN 'raw' ELSE ms.source::text END, CASE WHEN pulled THEN '' ELSE range END);
     END IF;
     IF last_key IS NULL THEN
         PERFORM embedstack._w_job_update(job_id, 'index');

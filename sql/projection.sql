@@ -63,7 +63,8 @@ GRANT USAGE, SELECT ON SEQUENCE embedstack.projections_id_seq TO PUBLIC;
 -- The covariance aggregate (raw V1 functions in src/model_set/projection.rs): the row count,
 -- sum and sum of outer products of the unit-normalised concatenation of a row's model vectors
 -- (a NULL or zero vector counts as a zero block, as it is served), as a float8[] state;
--- mergeable (parallel aggregation, partial aggregation on Citus workers).
+-- mergeable (parallel aggregation; Citus splits only aggregates whose state type is not a
+-- pseudo-type, so over a distributed source it runs on the coordinator over the sampled rows).
 CREATE FUNCTION embedstack._covariance_accum(internal, model_dims integer[], VARIADIC "any") RETURNS internal
 LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'embedstack_covariance_accum';
 COMMENT ON FUNCTION embedstack._covariance_accum(internal, integer[], "any") IS
@@ -216,6 +217,11 @@ DECLARE
     fitted text;
     n bigint;
     rho double precision;
+    r record;
+    x double precision;
+    served double precision[] := '{}';
+    predicted double precision[] := '{}';
+    cols text;
 BEGIN
     SELECT * INTO f FROM embedstack.fits x WHERE x.id = fit_id AND x.model_set = ms.name;
     SELECT c.oid::regclass INTO pairs FROM pg_class c WHERE c.oid = (f.training_source->>'pairs_oid')::oid;
@@ -227,6 +233,33 @@ BEGIN
     SELECT format('%s::float8 + %s', f.intercept,
                   string_agg(format('%s::float8 * embedstack.cosine(a.%I, b.%I)', w, c, c), ' + ' ORDER BY o))
       INTO fitted FROM unnest(ms.model_columns, f.weights) WITH ORDINALITY u(c, w, o);
+    IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
+        -- A distributed (Citus) source: the rows of the pairs' keys and b's served vectors are
+        -- read on the shards (materialised CTEs, by key arrays), joined on the coordinator;
+        -- query_vector runs here, pair by pair, never inside a query Citus might ship to a
+        -- worker (the workers have no catalog).
+        cols := (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o));
+        FOR r IN EXECUTE format(
+            'WITH p AS MATERIALIZED (SELECT p.%1$I::%2$s AS a, p.%3$I::%2$s AS b FROM %4$s p LIMIT 2000),
+                  ra AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.a FROM p))),
+                  rb AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p))),
+                  vb AS MATERIALIZED (SELECT s.%5$I, s.%9$I FROM %10$I.%11$I s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p)))
+             SELECT p.a, v.%9$I AS c, %12$s AS f FROM p JOIN ra a ON a.%5$I %8$s p.a JOIN rb b ON b.%5$I %8$s p.b
+               JOIN vb v ON v.%5$I %8$s p.b',
+            f.training_source->>'left', kt, f.training_source->>'right', pairs, ms.key_column, cols, ms.source,
+            si.key_eq, ms.combined_column, si.nsp, ms.view_name, fitted) LOOP
+            CONTINUE WHEN r.f IS NULL;
+            EXECUTE format('SELECT (embedstack.query_vector($1, $2) OPERATOR(%1$I.<#>) $3::%1$I.vector)::float8 * -1', vnsp)
+               INTO x USING ms.name, r.a, r.c;
+            served := served || x;
+            predicted := predicted || r.f;
+        END LOOP;
+        SELECT count(*), corr(q.rs, q.rf) INTO n, rho FROM (
+            SELECT rank() OVER (ORDER BY u.sv) + (count(*) OVER (PARTITION BY u.sv) - 1) / 2.0 AS rs,
+                   rank() OVER (ORDER BY u.pr) + (count(*) OVER (PARTITION BY u.pr) - 1) / 2.0 AS rf
+              FROM unnest(served, predicted) u(sv, pr)) q;
+        RETURN jsonb_build_object('served_spearman', rho, 'pairs_checked', n);
+    END IF;
     EXECUTE format(
         'SELECT count(*), corr(rs, rf) FROM (
            SELECT rank() OVER (ORDER BY s) + (count(*) OVER (PARTITION BY s) - 1) / 2.0 AS rs,

@@ -1078,3 +1078,182 @@ fn fit_over_a_source_distributed_on_another_column_is_refused() {
     let e = expect_code(&mut c, "SELECT embedstack.fit('later', 'later_pairs', 'a', 'b', 'y')", "0A000");
     assert!(sqlstate(&e) == "0A000" && all_text(&e).contains("grp"), "{}", all_text(&e));
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Learned projections (dims) on a distributed source
+// ---------------------------------------------------------------------------------------
+
+/// The served generation's projection of model set `set`: `(id, multipliers, basis rows)`.
+fn served_basis(c: &mut Client, set: &str) -> (i64, Vec<f64>, Vec<Vec<f64>>) {
+    let r = c
+        .query_one(
+            "SELECT p.id, p.multipliers, p.dims, p.input_width, p.basis::float8[] FROM embedstack.model_sets m
+               JOIN embedstack.generations g ON g.id = m.served_generation JOIN embedstack.projections p ON p.id = g.projection
+              WHERE m.name = $1",
+            &[&set],
+        )
+        .unwrap_or_else(|e| panic!("{set}: no served projection: {e}"));
+    let (dims, input): (i32, i32) = (r.get(2), r.get(3));
+    let flat: Vec<f64> = r.get(4);
+    assert_eq!(flat.len(), (dims * input) as usize, "{set}: basis size");
+    (r.get(0), r.get(1), flat.chunks(input as usize).map(<[f64]>::to_vec).collect())
+}
+
+/// `id -> basis · [m_k u_k]` of every row of the plain table `table`, in f64: the raw vectors
+/// unit-normalised and scaled by the multipliers here (a NULL or zero vector is a zero block;
+/// a model with multiplier 0 has no block), then projected onto the basis rows.
+fn projected_vectors(
+    c: &mut Client,
+    table: &str,
+    mult: &[f64],
+    basis: &[Vec<f64>],
+) -> BTreeMap<i64, Vec<f64>> {
+    let rows = c.query(&format!("SELECT id, m1::real[], m2::real[], m3 FROM {table}"), &[]).unwrap();
+    rows.iter()
+        .map(|r| {
+            let mut x = Vec::new();
+            for (k, &m) in mult.iter().enumerate() {
+                if m == 0.0 {
+                    continue;
+                }
+                let v: Option<Vec<f32>> = r.get(k + 1);
+                let v: Vec<f64> = v.unwrap_or_default().iter().map(|&e| e as f64).collect();
+                let n = v.iter().map(|e| e * e).sum::<f64>().sqrt();
+                if n == 0.0 {
+                    x.extend(std::iter::repeat_n(0.0, DIMS[k] as usize));
+                } else {
+                    x.extend(v.iter().map(|e| m * e / n));
+                }
+            }
+            let p = basis.iter().map(|b| b.iter().zip(&x).map(|(a, y)| a * y).sum()).collect();
+            (r.get(0), p)
+        })
+        .collect()
+}
+
+/// Every served vector of `view` is the projection of its plain copy's row, to float32 rounding.
+fn assert_projected(got: &Vectors, want: &BTreeMap<i64, Vec<f64>>, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: rows served");
+    for (id, w) in want {
+        let g = got.get(id).unwrap_or_else(|| panic!("{what}: row {id} is not served"));
+        assert_eq!(g.len(), w.len(), "{what}: width");
+        for (j, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!((*a as f64 - b).abs() < 2e-5, "{what}: row {id} coordinate {j}: {a} vs {b}");
+        }
+    }
+}
+
+/// A model set created with `dims` over a distributed source: the basis is learned from the
+/// shards' rows (12,000 rows: a TABLESAMPLE of the distributed table), the batches project on
+/// the coordinator into a co-located generation with an HNSW index per shard, query_vector and
+/// the served check use the same basis; a refit with other weights serves a new projection in a
+/// new generation, and rollback serves the old pair again.
+#[test]
+#[ignore = "needs the Citus cluster: make test-citus"]
+fn a_projected_model_set_is_served_from_a_distributed_source() {
+    const N: i64 = 12_000;
+    let db = CitusDb::new("projection");
+    let (mut c, notices) = db.client_with_notices();
+    gen_items(&mut c, "items_local", N, 0.3125);
+    gen_pairs(&mut c, "pairs_old_local", "items_local", N, 4_000, [0.6, 0.3, 0.1], 0.4375);
+    gen_pairs(&mut c, "pairs_new_local", "items_local", N, 4_000, [0.1, 0.3, 0.9], 0.5625);
+    distributed_copy(&mut c, "items_local", "items", "id", None);
+    distributed_copy(&mut c, "pairs_old_local", "pairs_old", "l", Some("items"));
+    distributed_copy(&mut c, "pairs_new_local", "pairs_new", "l", Some("items"));
+    let cols: Vec<String> = COLS.iter().map(|s| s.to_string()).collect();
+    c.execute(
+        "SELECT embedstack.create_model_set('pd', 'items', 'id', $1::name[], combined_column => 'c', dims => 16)",
+        &[&cols],
+    )
+    .unwrap_or_else(|e| panic!("create_model_set pd: {}", all_text(&e)));
+
+    let old_fit = fit(&mut c, "pd", "pairs_old", "l", "r", "y");
+    let t = Instant::now();
+    c.batch_execute("CALL embedstack.materialize('pd')")
+        .unwrap_or_else(|e| panic!("materialize: {}", all_text(&e)));
+    eprintln!("[citus] projection: materialize of {N} rows at dims 16 {:.2} s", t.elapsed().as_secs_f64());
+    assert!(
+        notices.lock().unwrap().iter().any(|n| n.contains("16 of 56 dimensions keep")),
+        "materialize reports the projection: {:?}",
+        notices.lock().unwrap()
+    );
+    let (old_gen, generation, _, fid, gmult) = served(&mut c, "pd");
+    assert_eq!(fid, old_fit.id);
+    assert_colocated_with_hnsw(&mut c, &generation, "items");
+    let (old_proj, pmult, old_basis) = served_basis(&mut c, "pd");
+    assert_eq!(pmult, gmult, "the projection maps the generation's layout");
+    let mult = checked_multipliers(&old_fit, &gmult);
+    let (sample, source): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT sample_rows, source_rows FROM embedstack.projections WHERE id = $1",
+                &[&old_proj],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(source == N && sample > 8_000 && sample < N, "a sample of the {N} rows: {sample} of {source}");
+    let old = projected_vectors(&mut c, "items_local", &mult, &old_basis);
+    let old_served = view_vectors(&mut c, "items_pd");
+    assert_projected(&old_served, &old, "items_pd");
+
+    // The cut-over's served check and the status view.
+    let r = c
+        .query_one(
+            "SELECT (j.details->>'pairs_checked')::int8, (j.details->>'served_spearman')::float8, s.dims,
+                    s.served_projection, s.unprojected_width
+               FROM embedstack.jobs j, embedstack.status s
+              WHERE s.model_set = 'pd' AND j.id = (SELECT max(id) FROM embedstack.jobs WHERE model_set = 'pd')",
+            &[],
+        )
+        .unwrap();
+    let (checked, rho, dims, sp, uw): (i64, f64, i32, i64, i32) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    assert!(checked > 1_500 && rho > 0.5 && rho <= 1.0, "served check: {checked} pairs, Spearman {rho}");
+    assert_eq!((dims, sp, uw), (16, old_proj, 56), "status");
+
+    // query_vector projects with the served basis (symmetric: a row's own served vector), and
+    // the top-k over the per-shard HNSW indexes matches exact search in the served space.
+    let mut rng = Rng(0xD15C);
+    let queries: Vec<i64> = (0..30).map(|_| 1 + (rng.next_u64() % N as u64) as i64).collect();
+    let mut hits = 0usize;
+    for &q in &queries {
+        let qv: Option<Vec<f32>> = c
+            .query_one(&format!("SELECT embedstack.query_vector('pd', {q}::bigint)::real[]"), &[])
+            .unwrap()
+            .get(0);
+        let Some(qv) = qv else { continue };
+        assert_eq!(&qv, &old_served[&q], "query_vector('pd', {q})");
+        let mut exact: Vec<(f64, i64)> = old_served.iter().map(|(id, v)| (-dot(v, &qv), *id)).collect();
+        exact.select_nth_unstable_by(10, |a, b| a.0.total_cmp(&b.0));
+        let exact: BTreeSet<i64> = exact[..10].iter().map(|e| e.1).collect();
+        let answer = top_k(&mut c, "items", "items_pd", "pd", q, 10).unwrap();
+        hits += answer.iter().filter(|(id, _)| exact.contains(id)).count();
+    }
+    let recall = hits as f64 / (10 * queries.len()) as f64;
+    assert!(recall >= 0.9, "recall@10 in the served space {recall}");
+
+    // A refit with other weights: other multipliers, a new projection, a new generation.
+    c.batch_execute("CALL embedstack.refit('pd', 'pairs_new', 'l', 'r', 'y', cutover => 'always')")
+        .unwrap_or_else(|e| panic!("refit: {}", all_text(&e)));
+    let (new_gen, _, _, new_fit_id, nmult) = served(&mut c, "pd");
+    let (new_proj, _, new_basis) = served_basis(&mut c, "pd");
+    assert!(new_gen != old_gen && new_proj != old_proj && new_fit_id != old_fit.id, "refit: a new pair");
+    assert!(nmult != gmult, "other multipliers: {nmult:?} vs {gmult:?}");
+    let new = projected_vectors(&mut c, "items_local", &nmult, &new_basis);
+    assert_projected(&view_vectors(&mut c, "items_pd"), &new, "items_pd after the refit");
+
+    // Rollback serves the old generation with its old projection; query_vector follows.
+    c.batch_execute("CALL embedstack.rollback('pd')")
+        .unwrap_or_else(|e| panic!("rollback: {}", all_text(&e)));
+    let (g, _, _, f, _) = served(&mut c, "pd");
+    assert_eq!((g, f), (old_gen, old_fit.id), "rollback serves the old generation and fit");
+    assert_eq!(served_basis(&mut c, "pd").0, old_proj, "with its projection");
+    assert_projected(&view_vectors(&mut c, "items_pd"), &old, "items_pd after the rollback");
+    let q = queries[0];
+    let qv: Vec<f32> = c
+        .query_one(&format!("SELECT embedstack.query_vector('pd', {q}::bigint)::real[]"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(&qv, &old_served[&q], "query_vector after the rollback uses the old basis");
+}
