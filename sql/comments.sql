@@ -169,6 +169,15 @@ COMMENT ON FUNCTION embedstack.explain(text, anyelement, anyelement, bigint) IS
 COMMENT ON FUNCTION embedstack.explain(text, text, text, bigint) IS
   'explain for keys given as text (quoted literals), read with the key type''s input function as query_vector '
   'reads them. STABLE.';
+COMMENT ON FUNCTION embedstack.score(text, anyelement, anyelement) IS
+  'The served score of two stored rows at full precision, from their model vectors (never the stored, possibly '
+  'projected vectors): intercept + sum_k w_k cos_k over the models the served vector keeps, with the served fit''s '
+  'weights, a NULL or zero vector counting 0; ranks as the exact unprojected served score. For re-ranking the '
+  'candidates of a projected model set''s index. Unknown model set 42704, nothing served 55000, key not found '
+  'P0002. STABLE STRICT PARALLEL RESTRICTED.';
+COMMENT ON FUNCTION embedstack.score(text, text, text) IS
+  'score for keys given as text (quoted literals), read with the key type''s input function as query_vector reads '
+  'them. STABLE STRICT PARALLEL RESTRICTED.';
 COMMENT ON FUNCTION embedstack.block_multipliers(double precision[], text, double precision) IS
   'Per-model multipliers of the stored blocks for weights in a mode: symmetric sqrt(w_k/w_max) for '
   'w_k > threshold*w_max else 0 (no positive weight: 22023 with a hint); query_weighted 1 for every model. '

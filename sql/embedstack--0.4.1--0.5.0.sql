@@ -1168,6 +1168,35 @@ COMMENT ON FUNCTION embedstack.explain(text, text, text, bigint) IS
   'explain for keys given as text (quoted literals), read with the key type''s input function as query_vector '
   'reads them. STABLE.';
 
+-- score: the served score of two stored rows at full precision, for re-ranking a projected set's candidates.
+CREATE  FUNCTION "score"(
+	"model_set" TEXT, /* & str */
+	"a_key" anyelement, /* AnyElement */
+	"b_key" anyelement /* AnyElement */
+) RETURNS double precision /* f64 */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'score_keys_wrapper';
+COMMENT ON FUNCTION embedstack.score(text, anyelement, anyelement) IS
+  'The served score of two stored rows at full precision, from their model vectors (never the stored, possibly '
+  'projected vectors): intercept + sum_k w_k cos_k over the models the served vector keeps, with the served fit''s '
+  'weights, a NULL or zero vector counting 0; ranks as the exact unprojected served score. For re-ranking the '
+  'candidates of a projected model set''s index. Unknown model set 42704, nothing served 55000, key not found '
+  'P0002. STABLE STRICT PARALLEL RESTRICTED.';
+
+-- score with keys given as text.
+CREATE  FUNCTION "score"(
+	"model_set" TEXT, /* & str */
+	"a_key" TEXT, /* & str */
+	"b_key" TEXT /* & str */
+) RETURNS double precision /* f64 */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'score_text_keys_wrapper';
+COMMENT ON FUNCTION embedstack.score(text, text, text) IS
+  'score for keys given as text (quoted literals), read with the key type''s input function as query_vector reads '
+  'them. STABLE STRICT PARALLEL RESTRICTED.';
+
 -- the comments of every new or changed object, as a fresh install sets them.
 COMMENT ON TABLE embedstack.projections IS
   'Learned projections of model sets created with dims: the basis a generation''s vectors are projected with '

@@ -428,6 +428,9 @@ mod tests {
             ("regression_stats_accum(double precision[],double precision[],double precision,double precision)", "i", false, "s"),
             ("release(text)", "v", false, "u"),
             ("rollback(text,boolean,bigint)", "v", false, "u"),
+            // Reads the caller's source (perhaps a temporary table): restricted; STRICT (NULL key, NULL score).
+            ("score(text,anyelement,anyelement)", "s", true, "r"),
+            ("score(text,text,text)", "s", true, "r"),
             ("solve(double precision[],double precision,boolean,boolean)", "i", true, "s"),
         ];
         let rows: Vec<(String, String, bool, String)> = Spi::connect(|client| {
@@ -845,6 +848,12 @@ mod tests {
         assert_sqlstate("SELECT * FROM embedstack.explain('s', NULL, NULL)", "22004", "a_key");
         assert_sqlstate("SELECT * FROM embedstack.explain('s', 'x', '1')", "22P02", "integer");
         assert_sqlstate("SELECT * FROM embedstack.explain('s', now(), now())", "42804", "a_key");
+        // score: the served score, so 55000 until materialised (its values: the client tests and
+        // pg_regress `projection`, which materialise); STRICT.
+        assert_sqlstate("SELECT embedstack.score('s', 1, 3)", "55000", "serves nothing");
+        assert_sqlstate("SELECT embedstack.score('nope', 1, 3)", "42704", "does not exist");
+        assert_eq!(Spi::get_one::<f64>("SELECT embedstack.score('s', NULL::int, 3)").unwrap(), None);
+        assert_sqlstate("SELECT embedstack.score('s', '1', '3')", "55000", "serves nothing");
         assert_sqlstate(
             "SELECT * FROM embedstack.evaluate('s', 'p', 'l', 'r', 'y', ablation => NULL)",
             "22004",

@@ -763,6 +763,7 @@ fn catalog_rows_follow_read_privileges_on_the_source() {
         "SELECT embedstack.query_vector('ms', 5)",
         "SELECT * FROM embedstack.explain('ms', 5, 6)",
         "SELECT * FROM embedstack.explain('ms', '5', '6')",
+        "SELECT embedstack.score('ms', 5, 6)",
     ] {
         let e = expect_code(&mut b, sql, "42501");
         assert!(!all_text(&e).contains("key 5"), "{}", all_text(&e));
@@ -935,6 +936,8 @@ fn resources_numbers_and_error_codes() {
         ("SELECT * FROM embedstack.explain(NULL, 1, 2)", "22004"),
         ("SELECT * FROM embedstack.explain('ms', NULL::int, 2)", "22004"),
         ("SELECT * FROM embedstack.explain('ms', NULL, NULL)", "22004"),
+        // score: unknown model set.
+        ("SELECT embedstack.score('nope', 1, 2)", "42704"),
         (
             "SELECT * FROM embedstack.evaluate('ms', 'pg_catalog.pg_class', 'a', 'b', 'y', ablation => NULL)",
             "22004",

@@ -224,6 +224,50 @@ fn a_5632_dimension_model_set_is_served_projected_end_to_end() {
     let recall = hits as f64 / 50.0;
     assert!(recall >= 0.9, "recall@10 of the served (projected, HNSW) ranking vs the exact score: {recall}");
 
+    // score(): the exact unprojected served score, intercept + w_max * (x_a . x_b) in symmetric
+    // mode (x = [m_k u_k], m_k^2 = w_k / w_max), computed here from the raw vectors; re-ranking
+    // 40 HNSW candidates by it finds the exact top 10.
+    let intercept: f64 =
+        c.query_one("SELECT intercept FROM embedstack.fits WHERE id = $1", &[&f1]).unwrap().get(0);
+    let w_max = w1.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    for (a, b) in [(3, 99), (250, 250), (404, 17)] {
+        let got: f64 =
+            c.query_one("SELECT embedstack.score('w', $1::int4, $2::int4)", &[&a, &b]).unwrap().get(0);
+        let want = intercept + w_max * dot(&all[(a - 1) as usize].1, &all[(b - 1) as usize].1);
+        assert!(
+            (got - want).abs() < 1e-9 * (1.0 + want.abs()),
+            "score('w', {a}, {b}) = {got}, expected {want}"
+        );
+    }
+    let mut rerank_hits = 0;
+    for q in [3, 99, 250, 404, 480] {
+        let qv = &all[(q - 1) as usize].1;
+        let mut exact: Vec<(f64, i32)> = all.iter().map(|(id, v)| (dot(qv, v), *id)).collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<i32> = exact[..10].iter().map(|e| e.1).collect();
+        let got: Vec<i32> = c
+            .query(
+                "SELECT r.id FROM (SELECT v.id FROM items_w v
+                                    ORDER BY v.w_combined <#> embedstack.query_vector('w', $1::int4) LIMIT 40) r
+                  ORDER BY embedstack.score('w', $1::int4, r.id) DESC LIMIT 10",
+                &[&q],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        rerank_hits += got.iter().filter(|id| truth.contains(id)).count();
+    }
+    let rerank_recall = rerank_hits as f64 / 50.0;
+    assert!(
+        rerank_recall >= 0.98 && rerank_recall >= recall,
+        "recall@10 of 40 HNSW candidates re-ranked by score(): {rerank_recall} (HNSW alone {recall})"
+    );
+    let null: Option<f64> = c.query_one("SELECT embedstack.score('w', NULL::int4, 2)", &[]).unwrap().get(0);
+    assert_eq!(null, None, "STRICT: a NULL key scores NULL");
+    let e = c.query_one("SELECT embedstack.score('w', 9999, 2)", &[]).unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("P0002"), "{e:?}");
+
     // Freshness: the triggers write projected vectors.
     c.batch_execute(
         "INSERT INTO items SELECT 501, b.a, a.b, a.c FROM items a, items b WHERE a.id = 1 AND b.id = 2;

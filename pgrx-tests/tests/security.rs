@@ -1223,6 +1223,8 @@ fn f4_operators_in_public_never_run_as_the_caller() {
         "SELECT embedstack.fit('wide', 'alice.pairs', 'a', 'b', 'y', nonnegative => true)",
         "CALL embedstack.materialize('wide')",
         "SELECT embedstack.query_vector('wide', 7)",
+        "SELECT embedstack.score('wide', 7, 8)",
+        "SELECT embedstack.score('stack', '7', '8')",
         "SELECT embedstack.covariance_stats(ARRAY[3, 4], i.m1, i.m2) FROM alice.items i",
         "INSERT INTO alice.items VALUES (1002, 'x', '[1,2,3]', '{1,2,3,4}')",
         "UPDATE alice.items SET m1 = '[3,2,1]' WHERE id = 1002",
@@ -1245,6 +1247,7 @@ fn f4_operators_in_public_never_run_as_the_caller() {
         "SELECT embedstack.query_vector('stack', 7)",
         "SELECT * FROM embedstack.explain('stack', 7, 8)",
         "SELECT * FROM embedstack.explain('stack', '7', '8')",
+        "SELECT embedstack.score('stack', 7, 8)",
         "CALL embedstack.rollback('stack')",
         "CALL embedstack.rollback('stack')",
     ] {
@@ -1460,6 +1463,7 @@ fn f6_row_security_on_the_source_closes_the_served_view() {
         // does not matter, the model set is hidden from a role subject to row security).
         "SELECT * FROM embedstack.explain('stack', 2, 4)",
         "SELECT * FROM embedstack.explain('stack', 1, 3)",
+        "SELECT embedstack.score('stack', 2, 4)",
     ] {
         expect_code(&mut b, sql, "42501");
     }
@@ -2813,6 +2817,8 @@ fn owner_steps(o: &Own, tag: &str, r: usize) -> Vec<(String, Want)> {
         format!("SELECT embedstack.query_vector('{set}', '7')"),
         format!("SELECT * FROM embedstack.explain('{set}', 7, 7)"),
         format!("SELECT * FROM embedstack.explain('{set}', '7', '7')"),
+        format!("SELECT embedstack.score('{set}', 7, 7)"),
+        format!("SELECT embedstack.score('{set}', '7', '7')"),
         format!("SELECT * FROM embedstack.evaluate('{set}', '{pairs}', 'a', 'b', 'y', ablation => true)"),
         format!("SELECT * FROM embedstack.check('{set}', '{pairs}', 'a', 'b', 'y')"),
         format!("SELECT * FROM embedstack.check('{wset}')"),
@@ -2897,6 +2903,7 @@ fn superuser_on_alice_steps(r: usize) -> Vec<(String, Want)> {
         "SELECT embedstack.pair_statistics('stack', 'alice.pairs', 'a', 'b', 'y')".into(),
         "SELECT embedstack.query_vector('stack', 7)".into(),
         "SELECT * FROM embedstack.explain('stack', 7, 8)".into(),
+        "SELECT embedstack.score('stack', 7, 8)".into(),
         "SELECT v.id FROM alice.items_stack v
           ORDER BY v.stack_combined OPERATOR(public.<#>) embedstack.query_vector('stack', 7) LIMIT 5"
             .into(),
@@ -2989,6 +2996,7 @@ fn reader_steps() -> Vec<(String, Want)> {
         "SELECT embedstack.query_vector('stack', ARRAY['[1,0,0]'::public.vector, '[0,1,0,1]'::public.vector])",
         "SELECT * FROM embedstack.explain('stack', 7, 8)",
         "SELECT * FROM embedstack.explain('stack', '7', '8')",
+        "SELECT embedstack.score('stack', 7, 8)",
         "SELECT * FROM embedstack.evaluate('stack', 'alice.pairs', 'a', 'b', 'y', ablation => true)",
         "SELECT v.id FROM alice.items_stack v
           ORDER BY v.stack_combined OPERATOR(public.<#>) embedstack.query_vector('stack', 7) LIMIT 5",
@@ -3042,6 +3050,7 @@ fn writer_steps(r: usize) -> Vec<(String, Want)> {
             "SELECT * FROM alice.items_stack",
             "SELECT embedstack.query_vector('stack', 7)",
             "SELECT * FROM embedstack.explain('stack', 7, 8)",
+            "SELECT embedstack.score('stack', 7, 8)",
             "CALL embedstack.materialize('wset')",
         ]
         .iter()

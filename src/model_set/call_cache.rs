@@ -5,7 +5,8 @@
 //! each call reads the catalog and the key's row (~0.3-0.6 ms). A STABLE function may return the
 //! same result for the same arguments within one statement, so the call site (its `FmgrInfo`,
 //! which lives as long as the query's executor state) remembers its last arguments and result:
-//! the vector is built once per query, not once per row.
+//! the vector is built once per query, not once per row. `score(set, a, b)` remembers, the same
+//! way, what does not depend on b (the model set, the served fit, a's row).
 
 use pgrx::pg_sys;
 use pgrx::PgMemoryContexts;
@@ -71,5 +72,44 @@ pub unsafe fn datum_bytes(typid: pg_sys::Oid, datum: pg_sys::Datum, out: &mut Ve
         } else {
             out.extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), len as usize));
         }
+    }
+}
+
+/// What a call site built for its last arguments (score: the model set, the fit and a's row),
+/// in its `fn_mcxt` (dropped with it).
+struct Remembered<T> {
+    args: Vec<u8>,
+    value: std::rc::Rc<T>,
+}
+
+/// The value `build` gives for `args` at this call site: built on the first call and whenever
+/// the arguments change, shared otherwise, for the rest of the query (as [`vector_once`]; the
+/// callers are STABLE). `args` must identify everything `build` reads from its arguments.
+///
+/// # Safety
+/// `fcinfo` is the call's own (or null); every call of one call site passes the same `T`.
+pub unsafe fn remembered<T: 'static>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    args: Vec<u8>,
+    build: impl FnOnce() -> T,
+) -> std::rc::Rc<T> {
+    unsafe {
+        let flinfo = if fcinfo.is_null() { std::ptr::null_mut() } else { (*fcinfo).flinfo };
+        if flinfo.is_null() {
+            return std::rc::Rc::new(build());
+        }
+        let slot = (*flinfo).fn_extra.cast::<Remembered<T>>();
+        if !slot.is_null() && (*slot).args == args {
+            return (*slot).value.clone();
+        }
+        let value = std::rc::Rc::new(build());
+        if slot.is_null() {
+            let mut cx = PgMemoryContexts::For((*flinfo).fn_mcxt);
+            (*flinfo).fn_extra = cx.leak_and_drop_on_delete(Remembered { args, value: value.clone() }).cast();
+        } else {
+            (*slot).args = args;
+            (*slot).value = value.clone();
+        }
+        value
     }
 }

@@ -81,11 +81,11 @@ fn require_key(k: Option<(pg_sys::Datum, pg_sys::Oid)>, what: &str) -> (pg_sys::
     })
 }
 
-/// One stored row's model vectors, copied out of SPI memory into a two-entity cache.
-struct Side<'a> {
-    which: &'a str,
-    datum: pg_sys::Datum,
-    oid: pg_sys::Oid,
+/// One key argument: which one (for messages), and its value with its type.
+pub(super) struct Side<'a> {
+    pub which: &'a str,
+    pub datum: pg_sys::Datum,
+    pub oid: pg_sys::Oid,
 }
 
 fn explain(
@@ -117,20 +117,7 @@ fn explain(
         cols.extend(def.model_columns.iter().map(String::as_str));
         catalog::require_model_set_columns(&def, &cols);
         let key = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
-        let sides =
-            [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }];
-        let sides = sides.map(|s| as_key_type(&def, &key, s));
-
-        // Both rows into a two-entity cache: the cosines are computed exactly as fit and
-        // evaluate compute a pair's features (pair_scan.rs), a NULL or zero vector giving none.
-        let layout: Vec<_> = def.dims.iter().zip(&def.kinds).map(|(&d, k)| (d, k.elem())).collect();
-        let mut chunk = EntityChunk::new(0, 2, &layout);
-        let mut present = [vec![false; k], vec![false; k]];
-        for (i, side) in sides.iter().enumerate() {
-            read_row(client, &def, &key, side, i, &mut chunk, &mut present[i]);
-        }
-        let mut x = vec![None; k];
-        pair_features(&chunk, 0, &chunk, 1, &mut x);
+        let (sides, x, present) = pair_cosines(client, &def, &key, a, b);
 
         let contributions: Vec<Option<f64>> = x.iter().zip(&weights).map(|(x, w)| x.map(|x| w * x)).collect();
         let abs_sum: f64 = contributions.iter().flatten().map(|c| c.abs()).sum();
@@ -196,8 +183,35 @@ fn explain(
     })
 }
 
+/// The cosines of the pair's rows per model (None: a NULL or zero vector on either side), with
+/// the keys as the key column compares them and, per side, which models have a vector. Both rows
+/// go into a two-entity cache: the cosines are computed exactly as fit and evaluate compute a
+/// pair's features (pair_scan.rs). The caller checked the model set's columns.
+#[allow(clippy::type_complexity)]
+fn pair_cosines<'a>(
+    client: &SpiClient<'_>,
+    def: &ModelSetDef,
+    key: &KeyColumn,
+    a: (pg_sys::Datum, pg_sys::Oid),
+    b: (pg_sys::Datum, pg_sys::Oid),
+) -> ([Side<'a>; 2], Vec<Option<f64>>, [Vec<bool>; 2]) {
+    let k = def.dims.len();
+    let sides =
+        [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }];
+    let sides = sides.map(|s| as_key_type(def, key, s));
+    let layout: Vec<_> = def.dims.iter().zip(&def.kinds).map(|(&d, k)| (d, k.elem())).collect();
+    let mut chunk = EntityChunk::new(0, 2, &layout);
+    let mut present = [vec![false; k], vec![false; k]];
+    for (i, side) in sides.iter().enumerate() {
+        read_row(client, def, key, side, i, &mut chunk, &mut present[i]);
+    }
+    let mut x = vec![None; k];
+    pair_features(&chunk, 0, &chunk, 1, &mut x);
+    (sides, x, present)
+}
+
 /// The key argument as a value the key column compares with (key_compare.rs, as query_vector).
-fn as_key_type<'a>(def: &ModelSetDef, key: &KeyColumn, s: Side<'a>) -> Side<'a> {
+pub(super) fn as_key_type<'a>(def: &ModelSetDef, key: &KeyColumn, s: Side<'a>) -> Side<'a> {
     let (datum, oid) =
         key.resolve_argument(&def.name, &def.source_sql, &def.key_column, s.which, s.datum, s.oid);
     Side { datum, oid, which: s.which }
@@ -205,7 +219,7 @@ fn as_key_type<'a>(def: &ModelSetDef, key: &KeyColumn, s: Side<'a>) -> Side<'a> 
 
 /// Reads the row of `side` (P0002 naming the argument, never the value, when there is none) into
 /// entity `idx` of `chunk`, recording which models have a non-zero vector.
-fn read_row(
+pub(super) fn read_row(
     client: &SpiClient<'_>,
     def: &ModelSetDef,
     key: &KeyColumn,

@@ -16,6 +16,7 @@ mod pair_scan;
 mod pair_statistics;
 pub mod projection;
 mod query_vector;
+mod score;
 mod spi_scan;
 
 use embedstack_math::combine::{scales, Mode};

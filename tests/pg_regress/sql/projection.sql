@@ -38,6 +38,18 @@ SELECT count(*) AS hnsw_indexes FROM pg_index i JOIN pg_class c ON c.oid = i.ind
    AND i.indrelid = (SELECT g.relation FROM embedstack.model_sets m JOIN embedstack.generations g ON g.id = m.served_generation
                     WHERE m.name = 'docs3');
 SELECT d.id FROM docs_docs3 d ORDER BY d.docs3_combined <#> embedstack.query_vector('docs3', 42) LIMIT 1;
+-- Re-ranking at full precision: score() is the fit's intercept + sum of weight x cosine, checked
+-- here against pgvector's own cosine distance (1 - <=>, float4 sums: to 1e-6), then the README's re-ranking query: 40
+-- candidates from the index, the best 10 by score(), which are the exact top 10 by that score.
+SELECT abs(embedstack.score('docs3', 42, 7)
+           - (f.intercept + f.weights[1] * (1 - (x.text3072 <=> y.text3072)) + f.weights[2] * (1 - (x.text1536 <=> y.text1536))
+              + f.weights[3] * (1 - (x.image1024 <=> y.image1024)))) < 1e-6 AS score_is_the_fitted_score
+  FROM embedstack.fits f, docs x, docs y WHERE f.model_set = 'docs3' AND x.id = 42 AND y.id = 7;
+SELECT array_agg(id ORDER BY id) = (SELECT array_agg(id ORDER BY id) FROM (
+         SELECT y.id FROM docs y ORDER BY embedstack.score('docs3', 42, y.id) DESC LIMIT 10) e) AS reranked_is_exact_top_10
+  FROM (SELECT c.id FROM (SELECT d.id FROM docs_docs3 d
+                           ORDER BY d.docs3_combined <#> embedstack.query_vector('docs3', 42) LIMIT 40) c
+         ORDER BY embedstack.score('docs3', 42, c.id) DESC LIMIT 10) r;
 SELECT embedstack.drop_model_set('docs3');
 DROP TABLE docs, doc_pairs, latent, mix;
 DROP FUNCTION model(int, int);
