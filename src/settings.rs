@@ -6,7 +6,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// `pair_statistics` and `evaluate`.
 pub static ENTITY_CACHE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 
-/// `embedstack.fit_threads`: threads of the per-pair kernel of fit / pair_statistics.
+/// `embedstack.fit_threads`: threads of the per-pair kernel of fit / pair_statistics, and of the
+/// covariance products of a learned projection (covariance_stats).
 pub static FIT_THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 /// `embedstack.keep_history`: fits and jobs kept per model set (0 = all).
@@ -60,9 +61,9 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"embedstack.fit_threads",
-        c"Threads computing pair features in fit and pair_statistics.",
-        c"The threads only read the in-memory entity cache (pure Rust, no Postgres calls) and \
-          their statistics are merged exactly; 1 keeps all work on the backend's thread.",
+        c"Threads computing pair features in fit and pair_statistics, and the products of covariance_stats.",
+        c"The threads only read the in-memory entity cache or the buffered rows (pure Rust, no Postgres \
+          calls) and their results are merged exactly; 1 keeps all work on the backend's thread.",
         &FIT_THREADS,
         1,
         64,

@@ -23,6 +23,14 @@ pub fn run_threads<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&[T
     })
 }
 
+/// The covariance core's spawn guard (`CovStats::set_threads`): its threads are created with
+/// every signal blocked, as the fit's are.
+pub fn spawn_guarded(spawn: &mut dyn FnMut()) {
+    let old = block_signals();
+    spawn();
+    restore_signals(&old);
+}
+
 fn block_signals() -> libc::sigset_t {
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();

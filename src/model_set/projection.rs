@@ -242,7 +242,8 @@ pub unsafe extern "C-unwind" fn embedstack_covariance_accum(
                     fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "model_dims must not contain NULL");
                 }
                 let dims: Vec<usize> = arr.iter().map(|d| d.unwrap_or(0).max(0) as usize).collect();
-                let st = CovStats::new(&dims).or_raise();
+                let mut st = CovStats::new(&dims).or_raise();
+                st.set_threads(crate::settings::fit_threads(), super::fit_threads::spawn_guarded);
                 let d = new_state(cx, st);
                 &mut *d.cast_mut_ptr::<CovStats>()
             }
@@ -347,7 +348,9 @@ pub unsafe extern "C-unwind" fn embedstack_covariance_deserialize(
             );
         }
         let v: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
-        new_state(cx, CovStats::from_slice(&v).or_raise())
+        let mut st = CovStats::from_slice(&v).or_raise();
+        st.set_threads(crate::settings::fit_threads(), super::fit_threads::spawn_guarded);
+        new_state(cx, st)
     }
 }
 

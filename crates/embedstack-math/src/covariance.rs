@@ -22,13 +22,32 @@
 //! * Accumulating a row is a rank-1 update of a `D × D` matrix, `O(D²)`, and at `D = 5,632` a
 //!   row-at-a-time update would stream the 127 MB triangle through memory per row. Rows are
 //!   therefore buffered, [`BATCH_ROWS`] at a time, and added as one rank-`B` update `XᵀX`
-//!   through nalgebra's `gemm` (matrixmultiply: cache-blocked, with its own run-time AVX2/FMA
-//!   selection; the crate has no unsafe code outside `kernels.rs`), tile by tile over the upper
-//!   block triangle. Readers ([`CovStats::to_vec`], [`CovStats::covariance`],
+//!   through nalgebra's `gemm` (matrixmultiply: cache-blocked, with its own run-time
+//!   AVX2/AVX-512 selection; the crate has no unsafe code outside `kernels.rs`), tile by tile
+//!   over the upper block triangle. Readers ([`CovStats::to_vec`], [`CovStats::covariance`],
 //!   [`CovStats::operator`]) flush the buffer first, hence take `&mut self`.
+//! * The products of a batch are computed in f32 (twice the f64 throughput) and added to the
+//!   f64 tiles; `Σ u`, the tiles and everything serialised stay f64. The rows are f32 already
+//!   (the unit vectors), but their products are not, and an f32 sum of `B` of them is off by
+//!   about `√B · 2^−24` of its size. The batch is therefore shifted by the running mean `c`
+//!   (rounded to f32) before the product: `Σ u uᵀ = Σ (u − c)(u − c)ᵀ + c gᵀ + g cᵀ` with
+//!   `g = Σ u − (B/2) c` exactly, the last two terms in f64 and only the first in f32, as
+//!   `Σ v vᵀ` with `v = u − c` rounded to f32. Its rounding is then relative to the spread of
+//!   the rows, the size of the covariance, rather than to `S/n = C + m mᵀ`, of which the
+//!   centring cancels `m mᵀ`. The covariance comes out within about `2^−24 · B / √n ·
+//!   √(C_ii C_jj)` of an all-f64 computation (measured: `1.4e-7 · √(C_ii C_jj)` at most at
+//!   D = 5,632 over 10,000 rows, `examples/cov_bench.rs`; unshifted, 1.9e-6), and a
+//!   projection fitted from it keeps the same variance to 8 digits. It is not exact: a state
+//!   depends on the batching (merges, flushes) through rounding at that level, not at f64's.
+//! * A flush may run on several threads ([`CovStats::set_threads`], default 1): the tiles are
+//!   handed out one at a time, so the result is the same bit for bit whatever the number, and
+//!   only the calling thread calls the interrupt hook.
 //! * Serialised as a flat `f64` array (the SQL aggregate's `float8[]`, for parallel aggregation
 //!   and Citus) holding the upper triangle packed by rows, independent of the tiling. Parsing
 //!   validates everything a forged array could break, and errors rather than panics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector};
 
@@ -50,17 +69,35 @@ pub const MAX_MODELS: usize = crate::regstats::MAX_FEATURES;
 pub const MAX_DIMS: usize = 8_192;
 /// Largest row count a state may hold (float8 counts are exact up to 2^53).
 pub const MAX_COUNT: u64 = 1 << 53;
-/// Rows buffered before a blocked update (a `128 × D` f64 buffer: 5.8 MB at D = 5,632). 64,
-/// 128 and 256 were measured within noise of each other on a shared 2-core AMD EPYC (release,
-/// matrixmultiply's AVX-512 kernels), 128 slightly ahead; 32 was slower. The 256-wide tiles were
-/// likewise measured against 128, 512 and 1,024. See `examples/projection_bench.rs`.
-pub const BATCH_ROWS: usize = 128;
+/// Rows buffered before a blocked update (a `256 × D` f32 buffer: 5.8 MB at D = 5,632). With the
+/// f32 products, each flush streams the f64 tiles through memory once for `B` rows, which is
+/// no longer small beside the products: 256 took 9% less time than 128, and 512 another 3-4%
+/// (AMD EPYC Zen 4, AVX-512, `examples/cov_bench.rs`) at twice the buffer and `√2` times the
+/// rounding. (With f64 products, 64, 128 and 256 were within noise of each other.) The 256-wide
+/// tiles were measured against 128, 512 and 1,024 (f64, `examples/projection_bench.rs`).
+pub const BATCH_ROWS: usize = 256;
 /// Tile edge of the upper block triangle: a 256 × 256 f64 tile is 512 kB, within L2.
 const TILE: usize = 256;
+/// Least work of a flush, `B · D²` multiply-adds, for which extra threads are started (about a
+/// millisecond; starting a thread takes tens of microseconds).
+const PARALLEL_MIN_WORK: usize = 1 << 24;
+
+/// How a flush starts its extra threads (see [`CovStats::set_threads`]): called on the calling
+/// thread, once per threaded flush, with a closure that creates the threads and returns at once;
+/// the guard must call it exactly once. The threads inherit what the guard sets up around that
+/// call: under PostgreSQL, block every signal before and restore the mask after (a signal
+/// handler must run on the backend's own thread), as `src/model_set/fit_threads.rs` does. The
+/// threads only compute: they never call the interrupt hook nor anything else of the embedder,
+/// and a thread that cannot be created is no error (its share falls to the others).
+pub type SpawnGuard = fn(&mut dyn FnMut());
 /// Relative slack of the consistency checks on parsed states (Cauchy–Schwarz, unit norms).
 /// Legitimate states are off by rounding only: each f32 unit block has a squared norm within
 /// `2 · 2^−24` of 1, and sums of `n` terms in f64 carry about `log2(n) · 2^−53`.
 const SLACK: f64 = 1e-5;
+
+/// Elements of a unit vector below this magnitude are accumulated as 0: 2⁻⁶⁰, so that the
+/// product of any two kept elements (≥ 2⁻¹²⁰) is a normal f32 (≥ 2⁻¹²⁶).
+const TINY: f32 = 8.673_617e-19;
 
 /// Multipliers of the unweighted concatenation: every block at scale 1.
 static ONES: [f64; MAX_MODELS] = [1.0; MAX_MODELS];
@@ -129,10 +166,13 @@ pub struct CovStats {
     /// Offset of tile `(I, J)` in `tiles` at `I · nt + J` (`usize::MAX` below the diagonal).
     tile_off: Vec<usize>,
     /// Buffered rows, row-major, `pending_rows × d`, capacity [`BATCH_ROWS`] rows.
-    pending: Vec<f64>,
+    pending: Vec<f32>,
     pending_rows: usize,
     /// The current row as written by `combine_into`.
     scratch: Vec<f32>,
+    /// Threads of a flush (1: the caller's only), and how the others are started.
+    threads: usize,
+    spawn: SpawnGuard,
 }
 
 /// `(start, length)` of tile `t` of a dimension `d`.
@@ -209,7 +249,21 @@ impl CovStats {
             pending: vec![0.0; BATCH_ROWS * d],
             pending_rows: 0,
             scratch: vec![0.0; d],
+            threads: 1,
+            spawn: spawn_directly,
         })
+    }
+
+    /// Sets the number of threads a flush uses (default 1: the caller's only) and how the
+    /// others are started (see [`SpawnGuard`]; under PostgreSQL it must block signals). The
+    /// extra threads are started per flush (every [`BATCH_ROWS`] rows) when the flush is big
+    /// enough to pay for them, take tiles from a shared queue, and are joined before the flush
+    /// returns; only the calling thread calls the interrupt hook. The result is the same, bit
+    /// for bit, whatever the number. Kept by `clone`, not by the serialised state: a parsed
+    /// state has 1 thread.
+    pub fn set_threads(&mut self, threads: usize, spawn: SpawnGuard) {
+        self.threads = threads.max(1);
+        self.spawn = spawn;
     }
 
     /// Model dimensions.
@@ -247,13 +301,21 @@ impl CovStats {
         }
         let n = add_counts(self.n, 1)?;
         combine_into(row, &self.dims, &ONES[..self.dims.len()], &mut self.scratch).map_err(CovError::Row)?;
-        // Nothing fails from here on.
+        // Nothing fails from here on. Elements below TINY count as 0 (in the buffer and in Σu
+        // alike): the batch products are f32, where the square of such an element underflows
+        // while its product with a larger one does not, which would leave Σ u uᵀ inconsistent
+        // with itself (|Σ u_i u_j| > √(Σ u_i² Σ u_j²); real models have such dimensions, e.g.
+        // MiniLM's at ~1e-32). Their contribution to any sum of a unit vector is below 1e-36.
+        for v in self.scratch.iter_mut() {
+            if v.abs() < TINY {
+                *v = 0.0;
+            }
+        }
         let d = self.d;
         let slot = &mut self.pending[self.pending_rows * d..(self.pending_rows + 1) * d];
-        for ((o, s), &v) in slot.iter_mut().zip(self.sum.iter_mut()).zip(&self.scratch) {
-            let v = v as f64;
-            *o = v;
-            *s += v;
+        slot.copy_from_slice(&self.scratch);
+        for (s, &v) in self.sum.iter_mut().zip(&self.scratch) {
+            *s += v as f64;
         }
         let mut at = 0;
         for (k, &dk) in self.dims.iter().enumerate() {
@@ -278,7 +340,8 @@ impl CovStats {
     }
 
     /// Adds the buffered rows to `Σ u uᵀ` as one rank-`B` update, tile by tile. The result
-    /// does not depend on when flushes happen except through rounding (summation order).
+    /// does not depend on when flushes happen except through rounding (summation order), and
+    /// does not depend on the number of threads at all.
     pub fn flush(&mut self) {
         let b = self.pending_rows;
         if b == 0 {
@@ -286,30 +349,85 @@ impl CovStats {
         }
         let d = self.d;
         let nt = tile_count(d);
-        let x = &self.pending[..b * d];
+        // The shift: c = the running mean rounded to f32, v = u − c rounded to f32 (in place:
+        // the buffer is emptied below), s = Σ u over the batch and g = s − (b/2) c in f64. Then
+        // Σ u uᵀ = Σ (u − c)(u − c)ᵀ + c gᵀ + g cᵀ exactly, and only the first term, the
+        // spread of the rows about c, is computed in f32, as Σ v vᵀ.
+        let nf = self.n as f64;
+        let c: Vec<f64> = self.sum.iter().map(|&s| (s / nf) as f32 as f64).collect();
+        let mut g = vec![0.0f64; d];
+        for row in self.pending[..b * d].chunks_exact_mut(d) {
+            for ((v, &ci), gi) in row.iter_mut().zip(&c).zip(g.iter_mut()) {
+                *gi += *v as f64;
+                *v -= ci as f32;
+            }
+        }
+        let half = b as f64 / 2.0;
+        for (gi, &ci) in g.iter_mut().zip(&c) {
+            *gi -= half * ci;
+        }
+        let batch = Batch { x: &self.pending[..b * d], b, d, c: &c, g: &g };
+
+        // The tiles as disjoint slices, in row order.
+        let mut work = Vec::with_capacity(nt * (nt + 1) / 2);
+        let mut rest = &mut self.tiles[..];
         for ti in 0..nt {
-            // One tile row is at most D × 256 × B multiply-adds: tens of milliseconds.
-            interrupt::check();
-            let (i0, ni) = tile_span(d, ti);
-            // Xᵀ restricted to the tile's rows: (ni × b), element (i, r) at r·d + i0 + i.
-            let xt = DMatrixView::from_slice_with_strides(&x[i0..], ni, b, 1, d);
             for tj in ti..nt {
-                let (j0, nj) = tile_span(d, tj);
-                // X restricted to the tile's columns: (b × nj), element (r, j) at r·d + j0 + j.
-                let xj = DMatrixView::from_slice_with_strides(&x[j0..], b, nj, d, 1);
-                let off = self.tile_off[ti * nt + tj];
-                let mut tile = DMatrixViewMut::from_slice(&mut self.tiles[off..off + ni * nj], ni, nj);
-                tile.gemm(1.0, &xt, &xj, 1.0);
+                let (tile, tail) =
+                    std::mem::take(&mut rest).split_at_mut(tile_span(d, ti).1 * tile_span(d, tj).1);
+                rest = tail;
+                work.push((ti, tj, tile));
             }
-            // Canonical diagonal tile: the lower half copied from the upper, so that a state
-            // and its serialised round trip are bit-identical.
-            let off = self.tile_off[ti * nt + ti];
-            let tile = &mut self.tiles[off..off + ni * ni];
-            for j in 0..ni {
-                for i in j + 1..ni {
-                    tile[i + j * ni] = tile[j + i * ni];
+        }
+        let workers = if b * d * d >= PARALLEL_MIN_WORK { self.threads - 1 } else { 0 }.min(work.len() - 1);
+        if workers == 0 {
+            let mut prod = vec![0.0f32; TILE * TILE];
+            for (ti, tj, tile) in work {
+                if ti == tj {
+                    // One tile row is at most D × 256 × B multiply-adds: tens of milliseconds.
+                    interrupt::check();
                 }
+                batch.add_tile(ti, tj, tile, &mut prod);
             }
+        } else {
+            let spawn = self.spawn;
+            let queue = Mutex::new(work.into_iter());
+            let next = || queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let stop = AtomicBool::new(false);
+            let worker = || {
+                let mut prod = vec![0.0f32; TILE * TILE];
+                while !stop.load(Ordering::Relaxed) {
+                    let Some((ti, tj, tile)) = next() else { break };
+                    batch.add_tile(ti, tj, tile, &mut prod);
+                }
+            };
+            std::thread::scope(|scope| {
+                let mut handles = Vec::with_capacity(workers);
+                spawn(&mut || {
+                    for _ in 0..workers {
+                        // A thread that cannot be created leaves its share to the others.
+                        if let Ok(h) = std::thread::Builder::new().spawn_scoped(scope, worker) {
+                            handles.push(h);
+                        }
+                    }
+                });
+                {
+                    // Only this thread calls the interrupt hook; if the hook unwinds, the other
+                    // threads stop after their current tile and the scope joins them.
+                    let _stop = StopOnDrop(&stop);
+                    let mut prod = vec![0.0f32; TILE * TILE];
+                    loop {
+                        interrupt::check();
+                        let Some((ti, tj, tile)) = next() else { break };
+                        batch.add_tile(ti, tj, tile, &mut prod);
+                    }
+                }
+                for h in handles {
+                    if let Err(panic) = h.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            });
         }
         self.pending_rows = 0;
     }
@@ -559,6 +677,64 @@ impl CovOperator<'_> {
     }
 }
 
+/// One flush's batch: the shifted rows `v` (`b × d`, row-major, f32), the shift `c` and
+/// `g = Σ u − (b/2) c` (see [`CovStats::flush`]).
+struct Batch<'a> {
+    x: &'a [f32],
+    b: usize,
+    d: usize,
+    c: &'a [f64],
+    g: &'a [f64],
+}
+
+impl Batch<'_> {
+    /// Adds the batch's part of tile `(ti, tj)` of `Σ u uᵀ`, `Σ v vᵀ + c gᵀ + g cᵀ`, to `tile`:
+    /// the product in f32 (into `prod`, at least `TILE²` long), the rest in f64. Of a diagonal
+    /// tile, the upper half is added and the lower copied from it (canonical: a state and its
+    /// serialised round trip are bit-identical).
+    fn add_tile(&self, ti: usize, tj: usize, tile: &mut [f64], prod: &mut [f32]) {
+        let (x, b, d) = (self.x, self.b, self.d);
+        let (i0, ni) = tile_span(d, ti);
+        let (j0, nj) = tile_span(d, tj);
+        // Vᵀ restricted to the tile's rows: (ni × b), element (i, r) at r·d + i0 + i.
+        let vt = DMatrixView::from_slice_with_strides(&x[i0..], ni, b, 1, d);
+        // V restricted to the tile's columns: (b × nj), element (r, j) at r·d + j0 + j.
+        let v = DMatrixView::from_slice_with_strides(&x[j0..], b, nj, d, 1);
+        DMatrixViewMut::from_slice(&mut prod[..ni * nj], ni, nj).gemm(1.0, &vt, &v, 0.0);
+        let (ci, gi) = (&self.c[i0..i0 + ni], &self.g[i0..i0 + ni]);
+        for (jj, (tcol, pcol)) in tile.chunks_exact_mut(ni).zip(prod.chunks_exact(ni)).enumerate() {
+            let (cj, gj) = (self.c[j0 + jj], self.g[j0 + jj]);
+            let rows = if ti == tj { jj + 1 } else { ni };
+            for (((t, &p), &c), &g) in
+                tcol[..rows].iter_mut().zip(&pcol[..rows]).zip(&ci[..rows]).zip(&gi[..rows])
+            {
+                *t += p as f64 + c * gj + g * cj;
+            }
+        }
+        if ti == tj {
+            for j in 0..ni {
+                for i in j + 1..ni {
+                    tile[i + j * ni] = tile[j + i * ni];
+                }
+            }
+        }
+    }
+}
+
+/// Sets the flag when dropped, unwinding included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The default [`SpawnGuard`]: nothing around the spawning.
+fn spawn_directly(spawn: &mut dyn FnMut()) {
+    spawn()
+}
+
 /// An interrupt check every 256 columns of a `D²` loop.
 #[inline]
 fn interrupt_every(j: usize) {
@@ -750,6 +926,136 @@ mod tests {
         }
     }
 
+    /// A plain f64 reference from the unit vectors the state sees (`combine_into`, as in
+    /// `accumulate`), so that only the flush is compared: `(mean, covariance)`.
+    fn f64_reference(dims: &[usize], rows: &[Row]) -> (DVector<f64>, DMatrix<f64>) {
+        let d: usize = dims.iter().sum();
+        let mut x = DMatrix::<f64>::zeros(rows.len(), d);
+        let mut unit = vec![0.0f32; d];
+        for (r, row) in rows.iter().enumerate() {
+            let blocks: Vec<Option<Block<'_>>> = row.iter().map(|v| v.as_deref().map(Block::F32)).collect();
+            combine_into(&blocks, dims, &ONES[..dims.len()], &mut unit).unwrap();
+            for (i, &v) in unit.iter().enumerate() {
+                x[(r, i)] = v as f64;
+            }
+        }
+        let n = rows.len() as f64;
+        let mean = DVector::from_fn(d, |i, _| x.column(i).sum() / n);
+        for (i, mut col) in x.column_iter_mut().enumerate() {
+            col.add_scalar_mut(-mean[i]);
+        }
+        (mean, x.tr_mul(&x) / n)
+    }
+
+    /// The largest `|C_ij − R_ij| / √(R_ii R_jj)`: errors on the scale of the entries' own
+    /// variances (a correlation-scale error), meaningful also where `R_ij` is near 0.
+    fn max_scaled_error(got: &DMatrix<f64>, want: &DMatrix<f64>) -> f64 {
+        let d = want.nrows();
+        let mut worst = 0.0f64;
+        for j in 0..d {
+            for i in 0..d {
+                let scale = (want[(i, i)] * want[(j, j)]).sqrt();
+                if scale > 0.0 {
+                    worst = worst.max((got[(i, j)] - want[(i, j)]).abs() / scale);
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn f32_products_match_an_f64_reference_and_threads_change_nothing() {
+        // Two tiles (256 + 45 columns), three batches, the last one partial. Models 1 and 3
+        // are Gaussian around an offset of 4 per element, so that the mean holds ~95% of their
+        // squared norm (real embeddings have a strong common direction too), with a NULL or a
+        // zero vector now and then; model 2 is one-dimensional, u = ±1 (the equality cases of
+        // the parse checks).
+        let dims = [200usize, 1, 100];
+        let n = 2 * BATCH_ROWS + 120;
+        let g = gaussian_matrix(301, n, 21);
+        let rs: Vec<Row> = (0..n)
+            .map(|r| {
+                let block = |at: usize, len: usize, offset: f64| -> Vec<f32> {
+                    (at..at + len).map(|i| (g[(i, r)] + offset) as f32).collect()
+                };
+                vec![
+                    (r % 13 != 0).then(|| block(0, 200, 4.0)),
+                    Some(block(200, 1, 0.0)),
+                    Some(if r % 17 == 0 { vec![0.0; 100] } else { block(201, 100, 4.0) }),
+                ]
+            })
+            .collect();
+        let (mean, want) = f64_reference(&dims, &rs);
+        let mut single = acc(&dims, &rs);
+        let got = single.covariance().unwrap();
+        // Each batch's f32 sums are off by about √B · 2^−24 ≈ 1e-6 of their size (rounding
+        // errors adding up like a random walk; B · 2^−24 ≈ 1.5e-5 at worst), and the shift
+        // makes that size the spread of the rows, Σ_batch v_i² ≈ B · C_ii: about
+        // 1e-6 · √(C_ii C_jj) for one batch, the largest of the 45,000 entries up to a few
+        // times more, and less over many batches, about 2^−24 · B / √n. Measured: 5.6e-7 here,
+        // 1.4e-7 at D = 5,632 over 10,000 rows (`examples/cov_bench.rs`). Unshifted, the
+        // error is relative to S/n = C + m mᵀ instead: 4.4e-6 here, which this bound rejects.
+        let err = max_scaled_error(&got, &want);
+        assert!(err < 2e-6, "{err:e}");
+        for (m, w) in single.mean().iter().zip(mean.iter()) {
+            assert!((m - w).abs() < 1e-12);
+        }
+        // A legitimate state, in particular Cauchy–Schwarz at equality for the 1-d model.
+        let v = single.to_vec();
+        CovStats::from_slice(&v).unwrap();
+        // More threads give the same state bit for bit (tiles are independent units of work).
+        static GUARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn guard(spawn: &mut dyn FnMut()) {
+            GUARDS.fetch_add(1, Ordering::Relaxed);
+            spawn()
+        }
+        for threads in [2, 5] {
+            let mut st = CovStats::new(&dims).unwrap();
+            st.set_threads(threads, guard);
+            for row in &rs {
+                let r: Vec<Option<&[f32]>> = row.iter().map(|v| v.as_deref()).collect();
+                st.accumulate_f32(&r).unwrap();
+            }
+            assert_eq!(st.to_vec(), v, "{threads} threads");
+        }
+        // The full batches were flushed on several threads (the partial one is too small).
+        assert_eq!(GUARDS.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_constant_dimension_has_zero_variance_exactly() {
+        // The shift is the mean rounded to f32: a dimension with the same value in every row
+        // is centred exactly, so its variance is 0, not rounding noise (and not negative), and
+        // the terms of the mean are f64 (s = Σ u, not the sum of the rounded v).
+        let mut st = CovStats::new(&[2, 1]).unwrap();
+        for r in 0..(BATCH_ROWS + 7) {
+            let a = (r as f32 * 0.37).sin();
+            st.accumulate_f32(&[Some(&[a, 1.0 + a * a]), Some(&[-2.0])]).unwrap();
+        }
+        let c = st.covariance().unwrap();
+        assert_eq!(c[(2, 2)], 0.0);
+        // Covariances with it: f64 rounding of the sums only.
+        assert!(c[(0, 2)].abs() < 1e-15 && c[(1, 2)].abs() < 1e-15, "{c}");
+    }
+
+    #[test]
+    fn a_dimension_of_tiny_values_keeps_the_state_consistent() {
+        // WordSim's MiniLM vectors have a dimension at ~1e-32 next to ordinary ones: in f32
+        // its square underflows while its products with the others do not, and the parsed
+        // state failed its Cauchy–Schwarz check (|S_ij| > √(S_ii S_jj)). Such elements count
+        // as 0, so the state parses and the dimension has no variance.
+        let mut st = CovStats::new(&[3]).unwrap();
+        for r in 0..(2 * BATCH_ROWS + 5) {
+            let a = 1.0 + (r as f32 * 0.37).sin() * 0.1;
+            st.accumulate_f32(&[Some(&[a, 3e-32 * (1.0 + r as f32), 0.5])]).unwrap();
+        }
+        let v = st.to_vec();
+        let mut back = CovStats::from_slice(&v).expect("the state parses");
+        let c = back.covariance().unwrap();
+        assert!(c[(1, 1)] == 0.0 && c[(0, 1)] == 0.0 && st.mean()[1] == 0.0, "{c}");
+        assert!(c[(0, 0)] > 0.0);
+    }
+
     #[test]
     fn missing_and_zero_vectors_are_zero_blocks_and_f64_blocks_normalise() {
         let mut st = CovStats::new(&[2, 1]).unwrap();
@@ -812,15 +1118,20 @@ mod tests {
         assert!(matches!(a.merge(&b), Err(CovError::Mismatch { .. })));
     }
 
-    /// Sums agree to `1e-12 · n`: every term is at most 1 in magnitude, so `n` is the scale
-    /// of the sums (entries can cancel to near 0, where a relative test would be meaningless).
+    /// Sums agree to a multiple of `n`: every term is at most 1 in magnitude, so `n` is the
+    /// scale of the sums (entries can cancel to near 0, where a relative test would be
+    /// meaningless). `Σ u` is summed in f64: `1e-12 · n`. `Σ u uᵀ` adds f32 products of
+    /// batches, and how the rows fall into batches differs between the states compared: each
+    /// batch's sums are off by about `√B · 2^−24 ≈ 1e-6` of their size, so `1e-6 · n`.
     fn assert_same_state(a: &mut CovStats, b: &mut CovStats) {
         let (va, vb) = (a.to_vec(), b.to_vec());
         assert_eq!(va.len(), vb.len());
         let k = a.dims().len();
         assert_eq!(va[..HEADER_LEN + 2 * k], vb[..HEADER_LEN + 2 * k], "header, dims and counts");
-        let tol = 1e-12 * a.n().max(1) as f64;
+        let n = a.n().max(1) as f64;
+        let products = HEADER_LEN + 2 * k + a.dim();
         for (i, (x, y)) in va.iter().zip(&vb).enumerate().skip(HEADER_LEN + 2 * k) {
+            let tol = if i < products { 1e-12 * n } else { 1e-6 * n };
             assert!((x - y).abs() <= tol, "element {i}: {x} vs {y}");
         }
     }
