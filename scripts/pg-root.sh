@@ -19,6 +19,8 @@
 #                                 repository or its build output is reachable (the package test)
 #   pg-root.sh N path             print the root's directory
 #   pg-root.sh N stop             stop every server of the root (pg_ctl of each data dir found)
+#   pg-root.sh N remove           delete the root (CI frees its disk once a major has passed);
+#                                 refuses while anything is mounted below it
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$here/scripts/env.sh"   # PGVECTOR_DEB
@@ -166,5 +168,13 @@ case "$cmd" in
   bare) ES_BARE=1 enter "$@" ;;
   path) echo "$root" ;;
   stop) [ -f "$stamp" ] && enter bash -c "cd '$here' && PG=$N bash scripts/cluster.sh stop" || true ;;
-  *) echo "usage: pg-root.sh N setup|run|shell|path|stop" >&2; exit 2 ;;
+  remove)
+    [ -d "$root" ] || exit 0
+    # A bind mount of the repository or of /dev below the root would make rm delete through it.
+    if findmnt -rn -o TARGET | grep -q -e "^$root/" -e "^$root\$"; then
+      log "not removing $root: something is mounted below it (findmnt)"; exit 1
+    fi
+    log "removing $root"
+    rm -rf --one-file-system "$root" ;;
+  *) echo "usage: pg-root.sh N setup|run|shell|path|stop|remove" >&2; exit 2 ;;
 esac
