@@ -182,6 +182,14 @@ $$;
 COMMENT ON FUNCTION embedstack._unprojected_width(embedstack.model_sets, double precision[]) IS
   'Internal: the width of the served vector of a stored layout before projection.';
 
+-- the model columns of a model set qualified with an alias, in order (covariance_stats' and the kernels' arguments).
+CREATE FUNCTION embedstack._model_column_list(ms embedstack.model_sets, alias text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT string_agg(format('%I.%I', alias, c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)
+$$;
+COMMENT ON FUNCTION embedstack._model_column_list(embedstack.model_sets, text) IS
+  'Internal: the model columns of a model set, qualified with an alias, in order.';
+
 -- learns and records a projection from a sample of the source when a projected generation is created.
 CREATE FUNCTION embedstack._learn_projection(ms embedstack.model_sets, multipliers double precision[], seed bigint)
 RETURNS bigint
@@ -198,8 +206,7 @@ BEGIN
     pct := least(100.0, 100.0 * sample / greatest(total, 1));
     -- BERNOULLI reads every page but detoasts only the sampled rows' vectors.
     EXECUTE format('SELECT embedstack.covariance_stats(%L::int4[], %s) FROM %s s%s', ms.model_dims,
-                   (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
-                   ms.source, CASE WHEN pct < 100 THEN format(' TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s)', pct, seed) ELSE '' END)
+                   embedstack._model_column_list(ms, 's'), ms.source, CASE WHEN pct < 100 THEN format(' TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s)', pct, seed) ELSE '' END)
        INTO st;
     IF st IS NULL THEN
         RAISE EXCEPTION 'model set "%": % has no rows to learn a projection from', ms.name, ms.source
@@ -274,6 +281,7 @@ DECLARE
     served double precision[] := '{}';
     predicted double precision[] := '{}';
     cols text;
+    train text := '';
 BEGIN
     SELECT * INTO f FROM embedstack.fits x WHERE x.id = fit_id AND x.model_set = ms.name;
     SELECT c.oid::regclass INTO pairs FROM pg_class c WHERE c.oid = (f.training_source->>'pairs_oid')::oid;
@@ -285,21 +293,26 @@ BEGIN
     SELECT format('%s::float8 + %s', f.intercept,
                   string_agg(format('%s::float8 * embedstack.cosine(a.%I, b.%I)', w, c, c), ' + ' ORDER BY o))
       INTO fitted FROM unnest(ms.model_columns, f.weights) WITH ORDINALITY u(c, w, o);
+    -- A refit trained on the pairs outside its held-out share (refit.sql): the same pairs here.
+    IF f.training_source->>'split' = 'train' AND (f.training_source->>'holdout_fraction')::float8 > 0 THEN
+        train := format('WHERE NOT embedstack._in_holdout(p.%I::text, p.%I::text, %L)', f.training_source->>'left',
+                        f.training_source->>'right', f.training_source->>'holdout_fraction');
+    END IF;
     IF embedstack._distributed_on(ms.source) IS NOT NULL THEN
         -- A distributed (Citus) source: the rows of the pairs' keys and b's served vectors are
         -- read on the shards (materialised CTEs, by key arrays), joined on the coordinator;
         -- query_vector runs here, pair by pair, never inside a query Citus might ship to a
         -- worker (the workers have no catalog).
-        cols := (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o) FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o));
+        cols := embedstack._model_column_list(ms, 's');
         FOR r IN EXECUTE format(
-            'WITH p AS MATERIALIZED (SELECT p.%1$I::%2$s AS a, p.%3$I::%2$s AS b FROM %4$s p LIMIT 2000),
+            'WITH p AS MATERIALIZED (SELECT p.%1$I::%2$s AS a, p.%3$I::%2$s AS b FROM %4$s p %13$s LIMIT 2000),
                   ra AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.a FROM p))),
                   rb AS MATERIALIZED (SELECT s.%5$I, %6$s FROM %7$s s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p))),
                   vb AS MATERIALIZED (SELECT s.%5$I, s.%9$I FROM %10$I.%11$I s WHERE s.%5$I %8$s ANY (ARRAY(SELECT p.b FROM p)))
              SELECT p.a, v.%9$I AS c, %12$s AS f FROM p JOIN ra a ON a.%5$I %8$s p.a JOIN rb b ON b.%5$I %8$s p.b
                JOIN vb v ON v.%5$I %8$s p.b',
             f.training_source->>'left', kt, f.training_source->>'right', pairs, ms.key_column, cols, ms.source,
-            si.key_eq, ms.combined_column, si.nsp, ms.view_name, fitted) LOOP
+            si.key_eq, ms.combined_column, si.nsp, ms.view_name, fitted, train) LOOP
             CONTINUE WHEN r.f IS NULL;
             EXECUTE format('SELECT (embedstack.query_vector($1, $2) OPERATOR(%1$I.<#>) $3::%1$I.vector)::float8 * -1', vnsp)
                INTO x USING ms.name, r.a, r.c;
@@ -318,14 +331,14 @@ BEGIN
                   rank() OVER (ORDER BY f) + (count(*) OVER (PARTITION BY f) - 1) / 2.0 AS rf
              FROM (SELECT (embedstack.query_vector(%2$L, p.%3$I::%4$s) OPERATOR(%1$I.<#>) v.%5$I::%1$I.vector)::float8 * -1 AS s,
                           %6$s AS f
-                     FROM (SELECT * FROM %7$s LIMIT 2000) p
+                     FROM (SELECT * FROM %7$s p %14$s LIMIT 2000) p
                      JOIN %8$s a ON a.%9$I %10$s p.%3$I::%4$s
                      JOIN %8$s b ON b.%9$I %10$s p.%11$I::%4$s
                      JOIN %12$I.%13$I v ON v.%9$I %10$s p.%11$I::%4$s
                    OFFSET 0) x  -- (not flattened: query_vector only for pairs whose rows exist)
             WHERE f IS NOT NULL) r',
         vnsp, ms.name, f.training_source->>'left', kt, ms.combined_column, fitted, pairs, ms.source, ms.key_column,
-        si.key_eq, f.training_source->>'right', si.nsp, ms.view_name)
+        si.key_eq, f.training_source->>'right', si.nsp, ms.view_name, train)
        INTO n, rho;
     RETURN jsonb_build_object('served_spearman', rho, 'pairs_checked', n);
 END $$;
@@ -642,6 +655,7 @@ DECLARE
     proj bigint;
     kept double precision;
     sampled bigint;
+    unprojected integer;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -751,7 +765,8 @@ BEGIN
     END IF;
     IF g.id IS NULL THEN
         g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
-        IF embedstack._unprojected_width(ms, lay.multipliers) > lay.width THEN
+        unprojected := embedstack._unprojected_width(ms, lay.multipliers);
+        IF unprojected > lay.width THEN
             -- Served projected (dims, 0.5.0): the basis is learned now, from the source's rows, and
             -- kept with the generation (on Citus too: the sampled rows are aggregated on the
             -- coordinator, and _mat_write projects there).
@@ -759,7 +774,7 @@ BEGIN
             PERFORM embedstack._w_generation_projection(ms.name, g.id, proj);
             SELECT p.variance_kept, p.sample_rows INTO kept, sampled FROM embedstack.projections p WHERE p.id = proj;
             RAISE NOTICE 'embedstack: model set "%": projection % learned from % rows: % of % dimensions keep % of the variance',
-                ms.name, proj, sampled, lay.width, embedstack._unprojected_width(ms, lay.multipliers), round(kept::numeric, 4);
+                ms.name, proj, sampled, lay.width, unprojected, round(kept::numeric, 4);
         END IF;
         gname := embedstack._generation_name(ms, g.id);
         -- Generation ids are predictable (one sequence for the database): a name someone else
@@ -860,9 +875,7 @@ BEGIN
         -- projected rows are routed back to the generation's shards.
         EXECUTE format('%sINSERT INTO %s (%I, %I) SELECT s.%I, %s FROM %s s %s ON CONFLICT DO NOTHING',
                        CASE WHEN pulled THEN format('WITH raw AS MATERIALIZED (SELECT s.%I, %s FROM %s s %s) ',
-                                                    ms.key_column,
-                                                    (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o)
-                                                       FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                                                    ms.key_column, embedstack._model_column_list(ms, 's'),
                                                     ms.source, range)
                             ELSE '' END,
                        g.relation, ms.key_column, ms.combined_column, ms.key_column, embedstack._combine_expr(ms, g, 's'),

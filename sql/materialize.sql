@@ -757,6 +757,7 @@ DECLARE
     proj bigint;
     kept double precision;
     sampled bigint;
+    unprojected integer;
 BEGIN
     SELECT * INTO j FROM embedstack.jobs WHERE id = job_id;
     ms := embedstack._model_set(j.model_set);
@@ -866,7 +867,8 @@ BEGIN
     END IF;
     IF g.id IS NULL THEN
         g.id := embedstack._w_insert_generation(ms.name, j.fit_id, lay.multipliers, lay.storage, lay.width);
-        IF embedstack._unprojected_width(ms, lay.multipliers) > lay.width THEN
+        unprojected := embedstack._unprojected_width(ms, lay.multipliers);
+        IF unprojected > lay.width THEN
             -- Served projected (dims, 0.5.0): the basis is learned now, from the source's rows, and
             -- kept with the generation (on Citus too: the sampled rows are aggregated on the
             -- coordinator, and _mat_write projects there).
@@ -874,7 +876,7 @@ BEGIN
             PERFORM embedstack._w_generation_projection(ms.name, g.id, proj);
             SELECT p.variance_kept, p.sample_rows INTO kept, sampled FROM embedstack.projections p WHERE p.id = proj;
             RAISE NOTICE 'embedstack: model set "%": projection % learned from % rows: % of % dimensions keep % of the variance',
-                ms.name, proj, sampled, lay.width, embedstack._unprojected_width(ms, lay.multipliers), round(kept::numeric, 4);
+                ms.name, proj, sampled, lay.width, unprojected, round(kept::numeric, 4);
         END IF;
         gname := embedstack._generation_name(ms, g.id);
         -- Generation ids are predictable (one sequence for the database): a name someone else
@@ -981,9 +983,7 @@ BEGIN
         -- projected rows are routed back to the generation's shards.
         EXECUTE format('%sINSERT INTO %s (%I, %I) SELECT s.%I, %s FROM %s s %s ON CONFLICT DO NOTHING',
                        CASE WHEN pulled THEN format('WITH raw AS MATERIALIZED (SELECT s.%I, %s FROM %s s %s) ',
-                                                    ms.key_column,
-                                                    (SELECT string_agg(format('s.%I', c), ', ' ORDER BY o)
-                                                       FROM unnest(ms.model_columns) WITH ORDINALITY u(c, o)),
+                                                    ms.key_column, embedstack._model_column_list(ms, 's'),
                                                     ms.source, range)
                             ELSE '' END,
                        g.relation, ms.key_column, ms.combined_column, ms.key_column, embedstack._combine_expr(ms, g, 's'),

@@ -338,6 +338,7 @@ mod tests {
             ("_may_read_served(text)", "s", false, "s"),
             ("_may_read_served(text,regclass)", "s", false, "s"),
             ("_may_write(regclass)", "s", true, "s"),
+            ("_model_column_list(embedstack.model_sets,text)", "i", false, "s"),
             ("_model_set(text)", "s", false, "s"),
             ("_model_set_exists(text)", "s", false, "s"),
             ("_old_transactions(xid8)", "v", false, "r"),

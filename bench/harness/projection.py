@@ -146,7 +146,7 @@ class Latent:
         out = []
         for m, d in enumerate(self.dims):
             v = z @ self.maps[m]
-            v += (self.sigma[m] * rng.standard_normal((e - s, d))).astype(np.float32)
+            v += np.float32(self.sigma[m]) * rng.standard_normal((e - s, d), dtype=np.float32)
             out.append(v)
         return out
 
@@ -159,21 +159,28 @@ class Latent:
         spec = [("id", "int4", None)] + [(c, "vector", d) for c, d in zip(cols, self.dims)]
         kept = [[] for _ in self.dims]
         t0 = time.time()
+        gen_s = 0.0
         with conn.cursor() as cur:
             with cur.copy(f"COPY {table} (id, {', '.join(cols)}) FROM STDIN (FORMAT binary)") as cp:
                 cp.write(PGCOPY_HEADER)
                 for s in range(0, self.n, chunk):
                     e = min(self.n, s + chunk)
+                    tg = time.time()
                     vs = self.chunk(s, e)
                     ids = np.arange(s + 1, e + 1, dtype=np.int32)
-                    cp.write(encode_rows(spec, [ids] + vs, 0, e - s))
+                    rows = encode_rows(spec, [ids] + vs, 0, e - s)
+                    gen_s += time.time() - tg
+                    cp.write(rows)
                     if keep:
                         for m, v in enumerate(vs):
                             kept[m].append(v)
                 cp.write(PGCOPY_TRAILER)
+        copy_s = time.time() - t0
         conn.execute(f"VACUUM ANALYZE {table}")
         size = conn.execute(f"SELECT pg_size_pretty(pg_total_relation_size('{table}'))").fetchone()[0]
-        log(f"projection: {table} {self.n:,} rows x {self.dims} generated and loaded in {time.time() - t0:.1f} s ({size})")
+        log(f"projection: {table} {self.n:,} rows x {self.dims} generated and loaded in {time.time() - t0:.1f} s ({size}): "
+            f"generating and encoding {gen_s:.1f} s, COPY in all {copy_s:.1f} s ({self.n / max(copy_s, 1e-9):,.0f} rows/s), "
+            f"VACUUM ANALYZE {time.time() - t0 - copy_s:.1f} s")
         return ([np.vstack(k) for k in kept] if keep else None), size, time.time() - t0
 
 
@@ -510,7 +517,12 @@ def goals(res):
     g = []
     if "learn" in res:
         L = res["learn"]
-        g.append((f"learning <= 1.5x one detoasting scan ({L['rows']:,} rows)", L["ratio"], "<= 1.5x", L["ratio"] <= 1.5))
+        # The target is on learning C (the covariance statement); materialize also pays the
+        # first fit's projection (_learn_projection = count + C + _fit_projection + insert): both shown.
+        g.append((f"learning C <= 1.5x one detoasting scan ({L['rows']:,} rows)", L["cov_ratio"], "<= 1.5x",
+                  L["cov_ratio"] <= 1.5))
+        g.append((f"learning C and the first fit's projection (_learn_projection) <= 1.5x the scan ({L['rows']:,} rows)",
+                  L["ratio"], "<= 1.5x", L["ratio"] <= 1.5))
         fn = L["median"]["fit_new"]
         g.append(("a new fit's projection <= 30 s", fn, "<= 30 s", fn <= 30))
     if "mat" in res:

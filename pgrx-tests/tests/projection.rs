@@ -299,6 +299,27 @@ fn a_5632_dimension_model_set_is_served_projected_end_to_end() {
     assert_row_served(&mut c, 501, "after rollback");
     let _ = f2;
 
+    // A refit trains on the pairs outside its held-out half: the cut-over's served check ranks
+    // exactly those (every pair here has all cosines, so as many as the new fit used).
+    c.batch_execute(
+        "CALL embedstack.refit('w', 'pairs', 'a', 'b', 'y', holdout_fraction => 0.5, cutover => 'always')",
+    )
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT (j.details->>'pairs_checked')::int8, (j.details->>'served_spearman')::float8,
+                    (f.diagnostics->>'n_used')::int8, f.training_source->>'split'
+               FROM embedstack.jobs j JOIN embedstack.fits f ON f.id = j.fit_id
+              WHERE j.model_set = 'w' ORDER BY j.id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    let (checked, rho, n_used, split): (i64, f64, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(split, "train");
+    assert!(n_used > 500 && n_used < 1000, "the refit trained on about half of 1,500 pairs: {n_used}");
+    assert_eq!(checked, n_used, "served check on the refit's training pairs only");
+    assert!(rho > 0.99, "served Spearman after the refit {rho}");
+
     // pg_dump / pg_restore: the projections, the generations and the answers come back.
     let catalog = |c: &mut Client| -> Vec<String> {
         c.query(

@@ -3,7 +3,7 @@
 //! a total with the fit's prediction and the score the served index ranks the pair by.
 
 use embedstack_math::combine::{layout_width, scales, Mode};
-use embedstack_math::entity_cache::{pair_features, EntityChunk};
+use embedstack_math::entity_cache::{pair_features, ElemKind, EntityChunk};
 use pgrx::datum::{AnyElement, DatumWithOid};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -117,7 +117,14 @@ fn explain(
         cols.extend(def.model_columns.iter().map(String::as_str));
         catalog::require_model_set_columns(&def, &cols);
         let key = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
-        let (sides, x, present) = pair_cosines(client, &def, &key, a, b);
+        let sides = [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }]
+            .map(|s| as_key_type(&def, &key, s));
+        let layout = entity_layout(&def);
+        let (ea, pa) = read_entity(client, &def, &key, &sides[0], &layout);
+        let (eb, pb) = read_entity(client, &def, &key, &sides[1], &layout);
+        let mut x = vec![None; k];
+        pair_features(&ea, 0, &eb, 0, &mut x);
+        let present = [pa, pb];
 
         let contributions: Vec<Option<f64>> = x.iter().zip(&weights).map(|(x, w)| x.map(|x| w * x)).collect();
         let abs_sum: f64 = contributions.iter().flatten().map(|c| c.abs()).sum();
@@ -183,31 +190,25 @@ fn explain(
     })
 }
 
-/// The cosines of the pair's rows per model (None: a NULL or zero vector on either side), with
-/// the keys as the key column compares them and, per side, which models have a vector. Both rows
-/// go into a two-entity cache: the cosines are computed exactly as fit and evaluate compute a
-/// pair's features (pair_scan.rs). The caller checked the model set's columns.
-#[allow(clippy::type_complexity)]
-fn pair_cosines<'a>(
+/// Each model's block layout (dimensions, element type), as an `EntityChunk` holds an entity.
+pub(super) fn entity_layout(def: &ModelSetDef) -> Vec<(usize, ElemKind)> {
+    def.dims.iter().zip(&def.kinds).map(|(&d, k)| (d, k.elem())).collect()
+}
+
+/// The row of `side` as a one-entity chunk (its model vectors, exactly as fit and evaluate read
+/// a pair's rows: pair_scan.rs), and which of its models have a non-zero vector. P0002 naming
+/// the argument when there is no such row. The caller checked the model set's columns.
+pub(super) fn read_entity(
     client: &SpiClient<'_>,
     def: &ModelSetDef,
     key: &KeyColumn,
-    a: (pg_sys::Datum, pg_sys::Oid),
-    b: (pg_sys::Datum, pg_sys::Oid),
-) -> ([Side<'a>; 2], Vec<Option<f64>>, [Vec<bool>; 2]) {
-    let k = def.dims.len();
-    let sides =
-        [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }];
-    let sides = sides.map(|s| as_key_type(def, key, s));
-    let layout: Vec<_> = def.dims.iter().zip(&def.kinds).map(|(&d, k)| (d, k.elem())).collect();
-    let mut chunk = EntityChunk::new(0, 2, &layout);
-    let mut present = [vec![false; k], vec![false; k]];
-    for (i, side) in sides.iter().enumerate() {
-        read_row(client, def, key, side, i, &mut chunk, &mut present[i]);
-    }
-    let mut x = vec![None; k];
-    pair_features(&chunk, 0, &chunk, 1, &mut x);
-    (sides, x, present)
+    side: &Side<'_>,
+    layout: &[(usize, ElemKind)],
+) -> (EntityChunk, Vec<bool>) {
+    let mut chunk = EntityChunk::new(0, 1, layout);
+    let mut present = vec![false; def.dims.len()];
+    read_row(client, def, key, side, &mut chunk, &mut present);
+    (chunk, present)
 }
 
 /// The key argument as a value the key column compares with (key_compare.rs, as query_vector).
@@ -218,13 +219,12 @@ pub(super) fn as_key_type<'a>(def: &ModelSetDef, key: &KeyColumn, s: Side<'a>) -
 }
 
 /// Reads the row of `side` (P0002 naming the argument, never the value, when there is none) into
-/// entity `idx` of `chunk`, recording which models have a non-zero vector.
-pub(super) fn read_row(
+/// the one entity of `chunk`, recording which models have a non-zero vector.
+fn read_row(
     client: &SpiClient<'_>,
     def: &ModelSetDef,
     key: &KeyColumn,
     side: &Side<'_>,
-    idx: usize,
     chunk: &mut EntityChunk,
     present: &mut [bool],
 ) {
@@ -301,7 +301,7 @@ pub(super) fn read_row(
             Ok(0.0) => continue, // a zero vector has no direction: no feature
             Ok(_) => {}
         }
-        if let Err(e) = chunk.set(idx, m, block) {
+        if let Err(e) = chunk.set(0, m, block) {
             fail_hint(
                 PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
                 format!(

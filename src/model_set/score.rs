@@ -9,14 +9,14 @@
 //! in query-weighted mode `intercept + query_vector(a) · b` unprojected: the same order as the
 //! exact unprojected served score, and the fit's prediction when every model is kept and present.
 
-use embedstack_math::entity_cache::{pair_features, EntityChunk};
+use embedstack_math::entity_cache::{pair_features, ElemKind, EntityChunk};
 use pgrx::datum::AnyElement;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::call_cache;
 use super::catalog::{self, ModelSetDef};
-use super::explain::{as_key_type, read_row, Side};
+use super::explain::{as_key_type, entity_layout, read_entity, Side};
 use super::key_compare::KeyColumn;
 use crate::operations::pinned_path::with_pinned_search_path;
 
@@ -28,6 +28,8 @@ struct Fixed {
     /// The served fit's weight of each model the served vector keeps, 0 for the others.
     served_weights: Vec<f64>,
     intercept: f64,
+    /// Each model's block layout, for b's row.
+    layout: Vec<(usize, ElemKind)>,
     /// a's row (one entity).
     a: EntityChunk,
 }
@@ -68,12 +70,9 @@ fn score(
             // SAFETY: this call's fcinfo; the call site only ever keeps a `Fixed`.
             let f = unsafe { call_cache::remembered(fcinfo, args, || fixed(client, model_set, a)) };
             let b = as_key_type(&f.def, &f.key, Side { which: "b_key", datum: b.0, oid: b.1 });
-            let layout: Vec<_> = f.def.dims.iter().zip(&f.def.kinds).map(|(&d, k)| (d, k.elem())).collect();
-            let mut chunk = EntityChunk::new(0, 1, &layout);
-            let mut present = vec![false; f.def.dims.len()];
-            read_row(client, &f.def, &f.key, &b, 0, &mut chunk, &mut present);
+            let (eb, _) = read_entity(client, &f.def, &f.key, &b, &f.layout);
             let mut x = vec![None; f.def.dims.len()];
-            pair_features(&f.a, 0, &chunk, 0, &mut x);
+            pair_features(&f.a, 0, &eb, 0, &mut x);
             f.intercept + f.served_weights.iter().zip(&x).map(|(w, x)| w * x.unwrap_or(0.0)).sum::<f64>()
         })
     })
@@ -109,9 +108,7 @@ fn fixed(client: &SpiClient<'_>, model_set: &str, a: (pg_sys::Datum, pg_sys::Oid
     catalog::require_model_set_columns(&def, &cols);
     let key = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
     let side = as_key_type(&def, &key, Side { which: "a_key", datum: a.0, oid: a.1 });
-    let layout: Vec<_> = def.dims.iter().zip(&def.kinds).map(|(&d, k)| (d, k.elem())).collect();
-    let mut chunk = EntityChunk::new(0, 1, &layout);
-    let mut present = vec![false; k];
-    read_row(client, &def, &key, &side, 0, &mut chunk, &mut present);
-    Fixed { def, key, served_weights, intercept, a: chunk }
+    let layout = entity_layout(&def);
+    let (a, _) = read_entity(client, &def, &key, &side, &layout);
+    Fixed { def, key, served_weights, intercept, layout, a }
 }
