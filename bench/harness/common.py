@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import psycopg
+import psycopg.copy
+from psycopg.generators import copy_to
 
 PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 PGCOPY_TRAILER = struct.pack(">h", -1)
@@ -268,11 +270,31 @@ def encode_rows(columns, arrays, start, stop):
     return rec.tobytes()
 
 
+class FlushingWriter(psycopg.copy.LibpqWriter):
+    """A COPY writer that hands libpq 1 MB at a time and waits until each is sent. psycopg's own
+    writer leaves a large write (tens of MB of vectors) in libpq's output buffer, and libpq
+    shifts the unsent rest of that buffer after every partial send: while the server is busier
+    than the client (toast, WAL, checkpoints) the client spent its CPU on those shifts and loaded
+    ~225 rows/s of 22.5 kB instead of thousands (measured with py-spy: 93 % in put_copy_data)."""
+
+    PIECE = 1 << 20
+
+    def write(self, data):
+        view = memoryview(data)
+        for i in range(0, len(view), self.PIECE):
+            self.connection.wait(copy_to(self._pgconn, view[i:i + self.PIECE], flush=True))
+
+
+def copy_from_stdin(cur, statement):
+    """cur.copy(statement) for COPY ... FROM STDIN, with the FlushingWriter."""
+    return cur.copy(statement, writer=FlushingWriter(cur))
+
+
 def copy_in(conn, table, column_names, columns, arrays, chunk_rows=20000):
     """COPY table (column_names) FROM STDIN (FORMAT binary) from numpy arrays."""
     n = len(arrays[0])
     with conn.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(column_names)}) FROM STDIN (FORMAT binary)") as cp:
+        with copy_from_stdin(cur, f"COPY {table} ({', '.join(column_names)}) FROM STDIN (FORMAT binary)") as cp:
             cp.write(PGCOPY_HEADER)
             for s in range(0, n, chunk_rows):
                 cp.write(encode_rows(columns, arrays, s, min(n, s + chunk_rows)))

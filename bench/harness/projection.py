@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 import materialize as mat
-from common import PGCOPY_HEADER, PGCOPY_TRAILER, Measured, copy_out, encode_rows, log, median
+from common import PGCOPY_HEADER, PGCOPY_TRAILER, Measured, copy_from_stdin, copy_out, encode_rows, log, median
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "wordsim353")
@@ -161,7 +161,7 @@ class Latent:
         t0 = time.time()
         gen_s = 0.0
         with conn.cursor() as cur:
-            with cur.copy(f"COPY {table} (id, {', '.join(cols)}) FROM STDIN (FORMAT binary)") as cp:
+            with copy_from_stdin(cur, f"COPY {table} (id, {', '.join(cols)}) FROM STDIN (FORMAT binary)") as cp:
                 cp.write(PGCOPY_HEADER)
                 for s in range(0, self.n, chunk):
                     e = min(self.n, s + chunk)
