@@ -117,8 +117,9 @@ fn explain(
         cols.extend(def.model_columns.iter().map(String::as_str));
         catalog::require_model_set_columns(&def, &cols);
         let key = KeyColumn::load(client, def.source_oid, &def.source_sql, &def.key_column);
-        let sides = [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }]
-            .map(|s| as_key_type(&def, &key, s));
+        let sides =
+            [Side { which: "a_key", datum: a.0, oid: a.1 }, Side { which: "b_key", datum: b.0, oid: b.1 }]
+                .map(|s| as_key_type(&def, &key, s));
         let layout = entity_layout(&def);
         let (ea, pa) = read_entity(client, &def, &key, &sides[0], &layout);
         let (eb, pb) = read_entity(client, &def, &key, &sides[1], &layout);
