@@ -275,7 +275,9 @@ class FlushingWriter(psycopg.copy.LibpqWriter):
     writer leaves a large write (tens of MB of vectors) in libpq's output buffer, and libpq
     shifts the unsent rest of that buffer after every partial send: while the server is busier
     than the client (toast, WAL, checkpoints) the client spent its CPU on those shifts and loaded
-    ~225 rows/s of 22.5 kB instead of thousands (measured with py-spy: 93 % in put_copy_data)."""
+    ~225 rows/s of 22.5 kB instead of thousands (measured with py-spy: 93 % in put_copy_data).
+    Built on psycopg 3.2's writer interface (LibpqWriter, generators.copy_to), which
+    requirements.txt pins."""
 
     PIECE = 1 << 20
 
